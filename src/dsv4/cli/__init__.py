@@ -1,0 +1,26 @@
+"""`dsv4 ...` commands. Thin: each subcommand module registers itself and calls into the packages."""
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `register(subparsers)`; its subcommands set `func(args) -> int`.
+COMMAND_MODULES: list[str] = [
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dsv4", description="The DeepSeek-V4 stack.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
