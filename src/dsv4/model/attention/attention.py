@@ -1,0 +1,100 @@
+"""`Attention`: query LoRA, one shared K=V head, window of 128 + compressed entries, attention sink, inverse
+RoPE on the output and the grouped low-rank output projection.
+
+Each query sees the last `window_size` tokens (itself included) and, in compressed layers, the completed
+compressed entries: all of them at ratio 128 (HCA), the indexer's top-k at ratio 4 (CSA). Softmax includes a
+per-head sink logit in the denominator only, so the attention mass can be below 1.
+"""
+
+import torch
+from torch import nn
+
+from ..cache import LayerCache
+from ..config import ModelConfig
+from ..linear import Linear
+from ..norm import RMSNorm, rms_normalize
+from ..quant import fp8_round
+from ..rope import Rope
+from .compressor import Compressor
+from .indexer import Indexer, entry_visible
+
+
+class Attention(nn.Module):
+    def __init__(self, layer_id: int, config: ModelConfig, dtype: torch.dtype):
+        super().__init__()
+        c, aq = config, config.simulate_act_quant
+        self.n_heads, self.head_dim, self.rope_head_dim = c.n_heads, c.head_dim, c.rope_head_dim
+        self.n_groups, self.o_lora_rank, self.window_size = c.o_groups, c.o_lora_rank, c.window_size
+        self.ratio = c.compress_ratio(layer_id)
+        self.eps, self.simulate = c.norm_eps, c.simulate_kv_quant
+        self.softmax_scale = c.head_dim**-0.5
+        self.attn_sink = nn.Parameter(torch.zeros(c.n_heads, dtype=torch.float32), requires_grad=False)
+        self.wq_a = Linear(c.dim, c.q_lora_rank, dtype, aq)
+        self.q_norm = RMSNorm(c.q_lora_rank, c.norm_eps)
+        self.wq_b = Linear(c.q_lora_rank, c.n_heads * c.head_dim, dtype, aq)
+        self.wkv = Linear(c.dim, c.head_dim, dtype, aq)
+        self.kv_norm = RMSNorm(c.head_dim, c.norm_eps)
+        self.wo_a = Linear(c.n_heads * c.head_dim // c.o_groups, c.o_groups * c.o_lora_rank, dtype)
+        self.wo_b = Linear(c.o_groups * c.o_lora_rank, c.dim, dtype, aq)
+        self.rope = Rope(c, compressed=self.ratio > 0)
+        if self.ratio:
+            self.compressor = Compressor(c, self.ratio, c.head_dim)
+        if self.ratio == 4:
+            self.indexer = Indexer(c, dtype, self.ratio)
+
+    def forward(self, x: torch.Tensor, start_pos: int, cache: LayerCache) -> torch.Tensor:
+        # x: [b,s,dim] -> [b,s,dim]
+        b, s, _ = x.shape
+        positions = torch.arange(start_pos, start_pos + s, device=x.device)
+        qr = self.q_norm(self.wq_a(x))
+        q = rms_normalize(self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim)), self.eps)  # [b,s,h,d]
+        q = self.rope(q, positions)
+        kv = self.rope(self.kv_norm(self.wkv(x)), positions)  # [b,s,d]
+        if self.simulate:  # FP8 on the non-RoPE dims; RoPE dims stay unrounded
+            rd = self.rope_head_dim
+            kv = torch.cat([fp8_round(kv[..., :-rd], 64), kv[..., -rd:]], dim=-1)
+
+        keys, mask = self._window(kv, start_pos, cache)  # [b,k,d], [s,k]
+        mask = mask.expand(b, -1, -1)
+        if self.ratio:
+            selected = self.indexer(x, qr, start_pos, cache.indexer) if self.ratio == 4 else None
+            n = self.compressor(x, start_pos, cache.compressor)
+            visible = entry_visible(positions, n, self.ratio).expand(b, -1, -1)  # [b,s,n]
+            if selected is not None:
+                visible = visible & selected
+            keys = torch.cat([keys, cache.compressor.entries[:b, :n].to(keys.dtype)], dim=1)
+            mask = torch.cat([mask, visible], dim=-1)
+        o = sink_attention(q, keys, mask, self.attn_sink, self.softmax_scale)  # [b,s,h,d]
+        o = self.rope(o, positions, inverse=True)
+
+        o = o.view(b, s, self.n_groups, -1)  # [b,s,g,h/g·d]
+        wo_a = self.wo_a.weight.view(self.n_groups, self.o_lora_rank, -1)
+        o = torch.einsum("bsgd,grd->bsgr", o.to(wo_a.dtype), wo_a)
+        return self.wo_b(o.flatten(2))
+
+    def _window(self, kv: torch.Tensor, start_pos: int, cache: LayerCache):
+        """Keys of the window branch: cached tokens before start_pos that some query still sees, then the new
+        tokens; the new tokens' last `window_size` go into the ring buffer. Returns keys [b,k,d] and the
+        window mask [s,k]."""
+        b, s, _ = kv.shape
+        win = self.window_size
+        old = torch.arange(max(0, start_pos - win + 1), start_pos, device=kv.device)
+        keys = torch.cat([cache.window[:b, old % win].to(kv.dtype), kv], dim=1)
+        key_pos = torch.cat([old, torch.arange(start_pos, start_pos + s, device=kv.device)])
+        q_pos = torch.arange(start_pos, start_pos + s, device=kv.device)
+        dist = q_pos[:, None] - key_pos[None, :]
+        mask = (dist >= 0) & (dist < win)
+        keep = key_pos[-min(s, win):]
+        cache.window[:b, keep % win] = kv[:, -len(keep):].to(cache.window.dtype)
+        return keys, mask
+
+
+def sink_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor,
+                   scale: float) -> torch.Tensor:
+    """q [b,s,h,d], kv [b,k,d] (K = V), mask [b,s,k] bool, sink [h] -> o [b,s,h,d]."""
+    logits = torch.einsum("bshd,bkd->bhsk", q.float(), kv.float()) * scale
+    logits = logits.masked_fill(~mask[:, None], float("-inf"))
+    sink_logit = sink.float()[None, :, None, None].expand(*logits.shape[:-1], 1)
+    logits = torch.cat([logits, sink_logit], dim=-1)
+    probs = logits.softmax(dim=-1)[..., :-1]
+    return torch.einsum("bhsk,bkd->bshd", probs, kv.float()).to(q.dtype)

@@ -1,0 +1,83 @@
+"""`Compressor`: learned softmax-gated pooling of `ratio` consecutive tokens into one KV entry.
+
+Per token t: kv_t = wkv(x_t), score_t = wgate(x_t) + ape[t % ratio]; entry i = per-channel softmax over the
+block's scores, Σ softmax · kv. Ratio 4 uses the overlapping two-stream form: the projections are 2·head_dim
+wide, entry i pools block i through the second half and block i-1 through the first half (one joint softmax
+over the 8 slots). Then RMSNorm, RoPE at the block's first position i·ratio, and the format simulation: FP8 on
+the non-RoPE dims (main KV) or Hadamard + MXFP4 on all dims (indexer keys, `rotate=True`).
+"""
+
+import torch
+from torch import nn
+
+from ..cache import CompressorState
+from ..config import ModelConfig
+from ..linear import Linear
+from ..norm import RMSNorm
+from ..quant import fp4_round, fp8_round, hadamard
+from ..rope import Rope
+
+
+class Compressor(nn.Module):
+    def __init__(self, config: ModelConfig, ratio: int, head_dim: int, rotate: bool = False):
+        super().__init__()
+        self.ratio, self.head_dim, self.rotate = ratio, head_dim, rotate
+        self.overlap = ratio == 4
+        self.rope_head_dim = config.rope_head_dim
+        self.simulate = config.simulate_kv_quant
+        coff = 2 if self.overlap else 1
+        self.ape = nn.Parameter(torch.zeros(ratio, coff * head_dim, dtype=torch.float32), requires_grad=False)
+        self.wkv = Linear(config.dim, coff * head_dim, dtype=torch.float32)
+        self.wgate = Linear(config.dim, coff * head_dim, dtype=torch.float32)
+        self.norm = RMSNorm(head_dim, config.norm_eps)
+        self.rope = Rope(config, compressed=True)
+
+    def forward(self, x: torch.Tensor, start_pos: int, state: CompressorState) -> int:
+        """Projects the new tokens x [b,s,dim] at positions start_pos.., completes whatever blocks they close,
+        writes those entries into `state.entries` and keeps the unfinished tail in the state.
+        Returns the number of entries now available, (start_pos + s) // ratio."""
+        b, s, _ = x.shape
+        ratio = self.ratio
+        kv = self.wkv(x.float())  # [b,s,coff·d]
+        score = self.wgate(x.float()) + self.ape[torch.arange(start_pos, start_pos + s, device=x.device) % ratio]
+        cur = ratio if self.overlap else 0  # first state slot of the current block
+        done = start_pos % ratio  # tokens of the current block already in the state
+        kv = torch.cat([state.kv_state[:b, cur:cur + done], kv], dim=1)  # [b,done+s,coff·d]
+        score = torch.cat([state.score_state[:b, cur:cur + done], score], dim=1)
+        n = kv.size(1) // ratio  # complete blocks
+        first = start_pos // ratio  # index of the first block
+        tail = kv.size(1) - n * ratio
+        if n:
+            blocks_kv = kv[:, : n * ratio].unflatten(1, (n, ratio))  # [b,n,r,coff·d]
+            blocks_score = score[:, : n * ratio].unflatten(1, (n, ratio))
+            entries = self._pool(blocks_kv, blocks_score, state)  # [b,n,d]
+            state.entries[:b, first:first + n] = self._finish(entries, first).to(state.entries.dtype)
+            if self.overlap:
+                state.kv_state[:b, :ratio] = blocks_kv[:, -1]
+                state.score_state[:b, :ratio] = blocks_score[:, -1]
+        state.kv_state[:b, cur:cur + tail] = kv[:, n * ratio:]
+        state.score_state[:b, cur:cur + tail] = score[:, n * ratio:]
+        return (start_pos + s) // ratio
+
+    def _pool(self, kv: torch.Tensor, score: torch.Tensor, state: CompressorState) -> torch.Tensor:
+        # kv, score: [b,n,r,coff·d] -> [b,n,d]
+        if self.overlap:
+            d, b = self.head_dim, kv.size(0)
+            prev_kv = torch.cat([state.kv_state[:b, None, : self.ratio], kv[:, :-1]], dim=1)[..., :d]
+            prev_score = torch.cat([state.score_state[:b, None, : self.ratio], score[:, :-1]], dim=1)[..., :d]
+            kv = torch.cat([prev_kv, kv[..., d:]], dim=2)  # [b,n,2r,d]
+            score = torch.cat([prev_score, score[..., d:]], dim=2)
+        return (kv * score.softmax(dim=2)).sum(dim=2)
+
+    def _finish(self, kv: torch.Tensor, first: int) -> torch.Tensor:
+        # kv: [b,n,d] pooled entries of blocks first.. -> normalized, rotated, format-simulated entries
+        kv = self.norm(kv)
+        positions = torch.arange(first, first + kv.size(1), device=kv.device) * self.ratio
+        kv = self.rope(kv, positions)
+        if self.rotate:
+            kv = hadamard(kv)
+            return fp4_round(kv, 32) if self.simulate else kv
+        if self.simulate:
+            rd = self.rope_head_dim
+            kv = torch.cat([fp8_round(kv[..., :-rd], 64), kv[..., -rd:]], dim=-1)
+        return kv

@@ -1,0 +1,58 @@
+"""Lightning `Indexer`: picks, per query, the top-k compressed entries of a ratio-4 (CSA) layer.
+
+Queries come from the attention's query latent: q = wq_b(qr) [b,s,h,128], RoPE on the last 64 dims, Hadamard,
+MXFP4 simulation. Keys come from the indexer's own compressor (Hadamard + MXFP4 inside). Score of entry t for
+query s: Σ_h w[s,h] · ReLU(q[s,h] · k[t]) with w = weights_proj(x) · 128^-0.5 · h^-0.5; entries not yet complete
+for the query are excluded, then top-k with k = min(index_topk, #entries).
+"""
+
+import torch
+from torch import nn
+
+from ..cache import CompressorState
+from ..config import ModelConfig
+from ..linear import Linear
+from ..quant import fp4_round, hadamard
+from ..rope import Rope
+from .compressor import Compressor
+
+
+class Indexer(nn.Module):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, ratio: int = 4):
+        super().__init__()
+        self.n_heads, self.head_dim, self.ratio = config.index_n_heads, config.index_head_dim, ratio
+        self.index_topk = config.index_topk
+        self.simulate = config.simulate_kv_quant
+        self.wq_b = Linear(config.q_lora_rank, self.n_heads * self.head_dim, dtype, config.simulate_act_quant)
+        self.weights_proj = Linear(config.dim, self.n_heads, dtype)
+        self.compressor = Compressor(config, ratio, self.head_dim, rotate=True)
+        self.rope = Rope(config, compressed=True)
+        self.softmax_scale = self.head_dim**-0.5
+
+    def forward(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState) -> torch.Tensor:
+        """x [b,s,dim], qr [b,s,q_lora_rank] -> selected [b,s,n] bool over the n entries available so far."""
+        b, s, _ = x.shape
+        positions = torch.arange(start_pos, start_pos + s, device=x.device)
+        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [b,s,h,d]
+        q = hadamard(self.rope(q, positions))
+        if self.simulate:
+            q = fp4_round(q, 32)
+        n = self.compressor(x, start_pos, state)
+        keys = state.entries[:b, :n]  # [b,n,d]
+        weights = self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)  # [b,s,h]
+        scores = torch.einsum("bshd,btd->bsht", q.float(), keys.float()).relu()
+        scores = (scores * weights.unsqueeze(-1)).sum(dim=2)  # [b,s,n]
+        visible = entry_visible(positions, n, self.ratio)  # [s,n]
+        scores = scores.masked_fill(~visible, float("-inf"))
+        k = min(self.index_topk, n)
+        selected = torch.zeros_like(scores, dtype=torch.bool)
+        if k:
+            selected.scatter_(-1, scores.topk(k, dim=-1).indices, True)
+        return selected & visible
+
+
+def entry_visible(positions: torch.Tensor, n: int, ratio: int) -> torch.Tensor:
+    """[s] query positions -> [s,n]: entry i (tokens i·ratio .. i·ratio+ratio-1) is complete for query t
+    iff (i+1)·ratio <= t+1."""
+    entries = torch.arange(n, device=positions.device)
+    return (entries[None, :] + 1) * ratio <= positions[:, None] + 1

@@ -1,0 +1,26 @@
+"""`Linear`: y = x Wᵀ with the weight held dequantized in the compute dtype.
+
+Weights stored as FP8/FP4 in the checkpoint are multiplied in the reference by FP8 GEMMs whose activations are
+first rounded to FP8 (1x128 blocks, power-of-two scales). `act_quant=True` simulates that rounding of `x`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .quant import fp8_round
+
+
+class Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, dtype: torch.dtype | None = None,
+                 act_quant: bool = False):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.act_quant = act_quant and in_features % 128 == 0
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., in] -> [..., out]
+        if self.act_quant:
+            x = fp8_round(x, 128)
+        return F.linear(x.to(self.weight.dtype), self.weight)

@@ -1,0 +1,80 @@
+"""Quant-dequant simulation of the deployed formats, and the Walsh-Hadamard transform.
+
+The reference forward pass rounds (in place) the non-RoPE KV dims and the compressed KV entries to FP8 e4m3 with
+one power-of-two (UE8M0) scale per 64 dims, and the indexer's queries and keys to MXFP4 (e2m1, one power-of-two
+scale per 32 dims) after a Hadamard rotation. These functions return the rounded values in the input dtype.
+"""
+
+import torch
+
+FP8_MAX = 448.0
+FP4_MAX = 6.0
+FP4_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # e2m1 magnitudes; code = index (+8 for negative)
+
+
+def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
+    """2 ** ceil(log2(x)) for positive float32 x, exact (the kernel's bit-level fast_round_scale)."""
+    mantissa, exponent = torch.frexp(x)  # x = mantissa * 2**exponent, mantissa in [0.5, 1)
+    exponent = torch.where(mantissa == 0.5, exponent - 1, exponent)
+    return torch.ldexp(torch.ones_like(x), exponent)
+
+
+def fp8_scales(x: torch.Tensor, block: int, pow2: bool = True) -> torch.Tensor:
+    # x: [..., n/block, block] float32 -> scales [..., n/block, 1]
+    amax = x.abs().amax(-1, keepdim=True).clamp_min(1e-4)
+    s = amax * (1.0 / FP8_MAX)
+    return pow2_ceil(s) if pow2 else s
+
+
+def fp8_round(x: torch.Tensor, block: int = 128, pow2: bool = True) -> torch.Tensor:
+    """FP8 e4m3 quant-dequant with one scale per `block` dims of the last axis."""
+    shape, dtype = x.shape, x.dtype
+    if shape[-1] % block:
+        raise ValueError(f"last dim {shape[-1]} is not a multiple of the FP8 block {block}")
+    x = x.float().unflatten(-1, (-1, block))
+    s = fp8_scales(x, block, pow2)
+    q = (x / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float()
+    return (q * s).view(shape).to(dtype)
+
+
+def fp4_codes(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 values (already scaled into [-6, 6]) to e2m1 codes 0..15, round-half-to-even."""
+    grid = torch.tensor(FP4_GRID, device=x.device)
+    mag = x.abs().clamp(max=FP4_MAX)
+    mid = (grid[1:] + grid[:-1]) / 2
+    idx = torch.bucketize(mag, mid)  # mid[i-1] < mag <= mid[i] -> i
+    tie = (idx < len(mid)) & (mag == mid[idx.clamp(max=len(mid) - 1)]) & (idx % 2 == 1)
+    idx = idx + tie.long()
+    return (idx + 8 * (x < 0).long()).to(torch.uint8)
+
+
+def fp4_values(codes: torch.Tensor) -> torch.Tensor:
+    grid = torch.tensor(FP4_GRID, device=codes.device)
+    value = grid[(codes & 7).long()]
+    return torch.where(codes >= 8, -value, value)
+
+
+def fp4_round(x: torch.Tensor, block: int = 32) -> torch.Tensor:
+    """MXFP4 quant-dequant: e2m1 values with one power-of-two scale per `block` dims of the last axis."""
+    shape, dtype = x.shape, x.dtype
+    if shape[-1] % block:
+        raise ValueError(f"last dim {shape[-1]} is not a multiple of the FP4 block {block}")
+    x = x.float().unflatten(-1, (-1, block))
+    s = pow2_ceil(x.abs().amax(-1, keepdim=True).clamp_min(FP4_MAX * 2.0**-126) * (1.0 / FP4_MAX))
+    q = fp4_values(fp4_codes((x / s).clamp(-FP4_MAX, FP4_MAX)))
+    return (q * s).view(shape).to(dtype)
+
+
+def hadamard(x: torch.Tensor) -> torch.Tensor:
+    """Walsh-Hadamard transform (Sylvester order) over the last dim, scaled by n^-0.5 (orthonormal)."""
+    n = x.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"Hadamard size {n} is not a power of two")
+    dtype, shape = x.dtype, x.shape
+    y = x.to(torch.promote_types(dtype, torch.float32)).reshape(-1, n)
+    h = 1
+    while h < n:
+        y = y.view(-1, n // (2 * h), 2, h)
+        y = torch.stack((y[:, :, 0] + y[:, :, 1], y[:, :, 0] - y[:, :, 1]), dim=2)
+        h *= 2
+    return (y.reshape(shape) * n**-0.5).to(dtype)

@@ -1,0 +1,64 @@
+"""Rotary position embedding: interleaved pairs (GPT-J style) on the last `rope_head_dim` dims.
+
+Window-only layers use base `rope_theta` without scaling; compressed layers (ratio 4 and 128) use
+`compress_rope_theta` with YaRN frequency interpolation (no attention-temperature factor). The attention output
+is de-rotated with the inverse rotation at the query position.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+
+def yarn_inv_freq(dim: int, base: float, factor: float, original_seq_len: int, beta_fast: int,
+                  beta_slow: int) -> torch.Tensor:
+    """Inverse frequencies [dim/2]; YaRN ramp between the beta_fast/beta_slow correction dims when
+    original_seq_len > 0, plain RoPE otherwise."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    if original_seq_len <= 0:
+        return inv_freq
+
+    def correction_dim(n_rot: float) -> float:
+        return dim * math.log(original_seq_len / (n_rot * 2 * math.pi)) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    smooth = 1 - ramp
+    return inv_freq / factor * (1 - smooth) + inv_freq * smooth
+
+
+class Rope(nn.Module):
+    """Applies the layer's rotation to the trailing `rope_head_dim` dims of `x` at absolute positions."""
+
+    def __init__(self, config: ModelConfig, compressed: bool):
+        super().__init__()
+        self.rope_head_dim = config.rope_head_dim
+        if compressed:
+            args = (config.compress_rope_theta, config.rope_factor, config.original_seq_len)
+        else:
+            args = (config.rope_theta, 1.0, 0)
+        self.args = (config.rope_head_dim, *args, config.beta_fast, config.beta_slow)
+
+    def inv_freq(self) -> torch.Tensor:
+        # computed on the fly (32 values): no buffer, so a model built on the meta device needs no fix-up
+        return yarn_inv_freq(*self.args)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        # x: [b,s,h,d] or [b,s,d]; positions: [s] -> same shape as x
+        rd = self.rope_head_dim
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq().to(positions.device)  # [s, rd/2]
+        cos, sin = angles.cos(), angles.sin()
+        if inverse:
+            sin = -sin
+        if x.ndim == 4:
+            cos, sin = cos[:, None], sin[:, None]
+        r = x[..., -rd:].float()
+        a, b = r[..., 0::2], r[..., 1::2]
+        rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+        return torch.cat([x[..., :-rd], rotated.to(x.dtype)], dim=-1)

@@ -1,0 +1,85 @@
+"""`Transformer`: embed -> hc_mult streams -> blocks -> hyper head -> norm -> lm head (+ MTP layers).
+
+`model(input_ids, cache=cache, start_pos=p)` runs the tokens at positions p.. of each sequence (prefill of any
+length, or decode steps) and returns the last position's logits [b, vocab] (all positions with
+`all_logits=True`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .block import Block, _param
+from .cache import ModelCache
+from .config import ModelConfig
+from .hyper import hc_head
+from .mtp import MTPBlock
+from .norm import RMSNorm
+
+
+class Head(nn.Module):
+    """The lm head, a float32 [vocab, dim] weight (BF16 in the checkpoint)."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, dim, dtype=torch.float32), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [..., dim] -> [..., vocab] float32
+        return F.linear(x.float(), self.weight)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        c = self.config = config
+        self.dtype = dtype
+        self.embed = nn.Embedding(c.vocab_size, c.dim, dtype=dtype)
+        self.embed.weight.requires_grad_(False)
+        self.layers = nn.ModuleList([Block(i, c, dtype) for i in range(c.n_layers)])
+        self.norm = RMSNorm(c.dim, c.norm_eps)
+        self.head = Head(c.vocab_size, c.dim)
+        self.mtp = nn.ModuleList([MTPBlock(c.n_layers + i, c, dtype) for i in range(c.n_mtp_layers)])
+        self.hc_head_fn = _param(c.hc_mult, c.hc_mult * c.dim)
+        self.hc_head_base = _param(c.hc_mult)
+        self.hc_head_scale = _param(1)
+
+    def new_cache(self, batch_size: int = 1, max_seq_len: int = 4096) -> ModelCache:
+        device = self.embed.weight.device
+        return ModelCache(self.config, batch_size, max_seq_len, self.dtype, device)
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, cache: ModelCache | None = None, start_pos: int = 0,
+                all_logits: bool = False) -> torch.Tensor:
+        # input_ids: [b,s] -> logits [b,vocab] (or [b,s,vocab]) float32
+        h = self.hidden(input_ids, cache, start_pos)
+        return self.logits(h if all_logits else h[:, -1:])[:, slice(None) if all_logits else -1]
+
+    @torch.inference_mode()
+    def hidden(self, input_ids: torch.Tensor, cache: ModelCache | None = None, start_pos: int = 0) -> torch.Tensor:
+        """input_ids [b,s] -> final hyper-connection streams [b,s,hc,d] (the MTP layer's input)."""
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
+        b, s = input_ids.shape
+        if cache is None:
+            if start_pos:
+                raise ValueError(f"start_pos={start_pos} needs a cache holding the earlier tokens")
+            cache = self.new_cache(b, s)
+        cache.check(b, start_pos, s)
+        h = self.embed(input_ids).unsqueeze(2).repeat(1, 1, self.config.hc_mult, 1)  # [b,s,hc,d]
+        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+            h = layer(h, start_pos, input_ids, layer_cache)
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        # h: [b,s,hc,d] -> [b,s,vocab] float32
+        c = self.config
+        x = hc_head(h, self.hc_head_fn, self.hc_head_scale, self.hc_head_base, c.norm_eps, c.hc_eps)
+        return self.head(self.norm(x))
+
+    @torch.inference_mode()
+    def mtp_logits(self, h: torch.Tensor, next_ids: torch.Tensor, cache: ModelCache, start_pos: int,
+                   depth: int = 0) -> torch.Tensor:
+        """MTP layer `depth`: main streams h [b,s,hc,d] at positions start_pos.. and the tokens that follow
+        them [b,s] -> logits [b,s,vocab] for the token after each of next_ids."""
+        return self.mtp[depth](h, start_pos, next_ids, cache.mtp[depth], self.embed, self.head)
