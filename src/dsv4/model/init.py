@@ -2,8 +2,8 @@
 hyper-connection parameters away from their trivial values so that every path is exercised."""
 
 import torch
-from torch import nn
 
+from .config import ModelConfig
 from .transformer import Transformer
 
 
@@ -11,19 +11,19 @@ from .transformer import Transformer
 def init_random_(model: Transformer, seed: int = 0) -> Transformer:
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
-        p.copy_(_random(name, p, model, g).to(p.dtype))
+        p.copy_(random_tensor(name, tuple(p.shape), model.config, g).to(p.dtype))
     return model
 
 
-def _random(name: str, p: nn.Parameter, model: Transformer, g: torch.Generator) -> torch.Tensor:
+def random_tensor(name: str, shape: tuple[int, ...], config: ModelConfig, g: torch.Generator) -> torch.Tensor:
+    """Random float32 (int for tid2eid) values for the parameter `name` of the given shape."""
     leaf = name.rsplit(".", 1)[-1]
-    shape = p.shape
 
     def randn(std: float = 1.0, mean: float = 0.0) -> torch.Tensor:
         return torch.randn(shape, generator=g) * std + mean
 
     if leaf == "tid2eid":
-        n_experts = model.config.n_routed_experts
+        n_experts = config.n_routed_experts
         return torch.rand(shape[0], n_experts, generator=g).argsort(dim=-1)[:, : shape[1]]
     if name == "embed.weight":
         return randn()
