@@ -1,0 +1,213 @@
+"""The `process` backend: the guest agent under bubblewrap with every namespace unshared.
+
+Layout inside: host system directories read-only, `/proc`, a minimal `/dev`, a private size-capped `/tmp`,
+the private workspace (a host directory owned by the sandbox's uid) at `workdir`, and `/run/dsv4` holding the
+agent and the allow-list relay sockets. Nothing else of the host is visible: not /home, /root, /var, or the
+project checkout.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from dsv4.sandbox.backend import GuestBackend
+from dsv4.sandbox.channel import AgentChannel
+from dsv4.sandbox.config import ProcessConfig, SandboxSpec
+from dsv4.sandbox.errors import BackendUnavailable, SandboxClosed
+from dsv4.sandbox.network import Relay
+from dsv4.sandbox.seccomp import build_filter
+
+AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
+GUEST_DIR = "/run/dsv4"
+NOBODY = 65534
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def find_bwrap() -> str:
+    """Path of `bwrap`, or `BackendUnavailable` saying why it cannot be used."""
+    path = shutil.which("bwrap")
+    if path is None:
+        raise BackendUnavailable("bubblewrap is not installed (Debian package `bubblewrap`, binary `bwrap`)")
+    return path
+
+
+def find_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BackendUnavailable(f"`{name}` is not on PATH")
+    return path
+
+
+def namespace_args(rootful_view: bool = False) -> list[str]:
+    """Unshare everything, forbid nested user namespaces, die with the controlling process."""
+    uid = "0" if rootful_view else "1000"
+    return [
+        "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+        "--unshare-cgroup-try", "--disable-userns", "--die-with-parent", "--new-session",
+        "--hostname", "sandbox", "--uid", uid, "--gid", uid,
+        "--clearenv", "--cap-drop", "ALL",
+    ]
+
+
+def system_args(cfg: ProcessConfig) -> list[str]:
+    """Bind the host's system directories read-only, recreating top-level symlinks (merged /usr)."""
+    args: list[str] = []
+    for d in cfg.system_dirs:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in cfg.masked_files:
+        if os.path.lexists(f):
+            args += ["--ro-bind", "/dev/null", f]
+    return args
+
+
+def private_args(spec: SandboxSpec, state: Path) -> list[str]:
+    """Private /proc, /dev, /tmp, the agent directory and the writable workspace; the rest read-only."""
+    return [
+        "--proc", "/proc", "--dev", "/dev", "--size", str(spec.limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
+        "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
+        "--bind", str(state / "workspace"), spec.workdir, "--chdir", spec.workdir,
+        "--remount-ro", "/run", "--remount-ro", "/",
+    ]
+
+
+def sandbox_uid(cfg: ProcessConfig) -> int:
+    if cfg.run_as_uid is not None:
+        return cfg.run_as_uid
+    return NOBODY if os.geteuid() == 0 else os.geteuid()
+
+
+def make_state_dir(cfg: ProcessConfig, uid: int) -> Path:
+    """Host directory of one sandbox: `workspace/` (owned by the sandbox uid), `guest/` (agent, sockets)."""
+    root = Path(tempfile.mkdtemp(prefix="dsv4-sandbox-", dir=cfg.state_dir))
+    root.chmod(0o711)
+    (root / "workspace").mkdir(mode=0o700)
+    (root / "guest").mkdir(mode=0o755)
+    shutil.copyfile(AGENT_SOURCE, root / "guest" / "agent.py")
+    if os.geteuid() == 0:
+        os.chown(root / "workspace", uid, uid)
+    return root
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid`, read from /proc."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and proc_field(int(name), 1) == str(pid):
+            found.append(int(name))
+    return found
+
+
+def proc_field(pid: int, index: int) -> str | None:
+    """Field `index` after the command name of /proc/PID/stat (0 = state, 1 = ppid); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[index]
+    except (OSError, IndexError):
+        return None
+
+
+def kill_and_wait(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL a pid-namespace init and wait until it is gone: the kernel reaps its whole namespace first."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while proc_field(pid, 0) not in (None, "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+class BwrapBackend(GuestBackend):
+    """One bubblewrap process per sandbox; the agent inside runs every command."""
+
+    def __init__(self, spec: SandboxSpec, argv_root: list[str] | None = None):
+        cfg = spec.backend
+        assert isinstance(cfg, ProcessConfig)
+        self.spec, self.cfg = spec, cfg
+        self.max_output_bytes = spec.limits.max_output_bytes
+        self.uid = sandbox_uid(cfg)
+        self.state = make_state_dir(cfg, self.uid)
+        self.workspace = self.state / "workspace"
+        self.relay: Relay | None = None
+        self.proc: subprocess.Popen | None = None
+        self.init_pid: int | None = None
+        try:
+            self._start(argv_root if argv_root is not None else system_args(cfg))
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, root_args: list[str]) -> None:
+        bwrap = find_bwrap()
+        if self.spec.network_rules.mode == "allow":
+            self.relay = Relay(self.spec.network_rules, self.state / "guest" / "net", self.uid)
+        # Affinity is set outside: the seccomp filter forbids changing it from inside.
+        cpus = ",".join(map(str, self.spec.limits.cpu_set()))
+        argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
+                *private_args(self.spec, self.state)]
+        pass_fds: tuple[int, ...] = ()
+        if self.cfg.seccomp:
+            fd = self._seccomp_fd()
+            argv += ["--seccomp", str(fd)]
+            pass_fds = (fd,)
+        argv += [self.cfg.python, "-I", "-S", f"{GUEST_DIR}/agent.py"]
+        as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
+        log = open(self.state / "agent.log", "wb")
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         pass_fds=pass_fds, **as_user)
+        finally:
+            log.close()
+            for fd in pass_fds:
+                os.close(fd)
+        self.channel = AgentChannel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), self._why_dead)
+        self._handshake()
+        self.init_pid = next(iter(child_pids(self.proc.pid)), None)
+
+    def _seccomp_fd(self) -> int:
+        path = self.state / "seccomp.bpf"
+        path.write_bytes(build_filter(deny_inet=self.spec.network_rules.mode == "none"))
+        return os.open(path, os.O_RDONLY)
+
+    def _handshake(self) -> None:
+        env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb", **self.spec.env}
+        init = {"cwd": self.spec.workdir, "env": env, "limits": self.spec.limits.guest()}
+        try:
+            self.channel.handshake(init, self.cfg.start_timeout_s)
+        except SandboxClosed as e:
+            raise BackendUnavailable(f"bubblewrap sandbox did not start: {self._why_dead()}") from e
+        for i, (dest, _) in enumerate(self.relay.sockets if self.relay else []):
+            self.channel.request("forward", 10, host=dest.host, port=dest.port,
+                                 unix_path=f"{GUEST_DIR}/net/{i}.sock")
+
+    def _why_dead(self) -> str:
+        code = None if self.proc is None else self.proc.poll()
+        try:
+            log = (self.state / "agent.log").read_text(errors="replace").strip()[-2000:]
+        except OSError:
+            log = ""
+        return f"bwrap exit status={code}, stderr={log!r}"
+
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        """Kill bwrap: its pid-1 child dies with it and takes every process in the sandbox along."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            if self.init_pid is not None:
+                kill_and_wait(self.init_pid)
+            self.proc.wait()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                pipe.close()
+        if self.relay is not None:
+            self.relay.close()
+        shutil.rmtree(self.state, ignore_errors=True)

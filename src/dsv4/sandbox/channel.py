@@ -1,0 +1,76 @@
+"""Host half of the guest-agent protocol: JSON lines over a pair of pipes, with deadlines."""
+
+import base64
+import json
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable
+
+from dsv4.sandbox.errors import AgentProtocolError, SandboxClosed, SandboxFileError
+
+OutputCallback = Callable[[str, bytes], None]
+"""Receives `(stream, chunk)` while a command runs; stream is "stdout" or "stderr"."""
+
+
+class AgentChannel:
+    """Sends one request at a time to the guest agent and waits for its reply."""
+
+    def __init__(self, read_fd: int, write_fd: int, describe: Callable[[], str]):
+        self._read_fd, self._write_fd = read_fd, write_fd
+        self._describe = describe
+        self._buf = b""
+        self._lock = threading.Lock()
+        self._next_id = 0
+
+    def request(self, op: str, reply_within: float, on_output: OutputCallback | None = None,
+                **fields) -> dict:
+        """Send `op` and return the agent's reply; OSErrors inside the guest become `SandboxFileError`."""
+        with self._lock:
+            self._next_id += 1
+            rid = str(self._next_id)
+            self._send(dict(fields, op=op, id=rid, stream=on_output is not None))
+            deadline = time.monotonic() + reply_within
+            while True:
+                msg = self._read_message(deadline)
+                if msg.get("event") == "output":
+                    if on_output is not None:
+                        on_output(msg["stream"], base64.b64decode(msg["data"]))
+                    continue
+                if msg.get("id") != rid:
+                    raise AgentProtocolError(f"reply id={msg.get('id')!r} does not match request id={rid!r}")
+                if not msg.get("ok"):
+                    raise SandboxFileError(msg.get("errno"), msg.get("error", "unknown guest error"))
+                return msg
+
+    def handshake(self, init: dict, timeout: float) -> dict:
+        """Send the session's initial state; the agent answers once it is ready."""
+        with self._lock:
+            self._send(init)
+            return self._read_message(time.monotonic() + timeout)
+
+    def _send(self, obj: dict) -> None:
+        data = (json.dumps(obj) + "\n").encode()
+        try:
+            while data:
+                data = data[os.write(self._write_fd, data):]
+        except (BrokenPipeError, OSError) as e:
+            raise SandboxClosed(f"the guest agent is gone ({e}); {self._describe()}") from e
+
+    def _read_message(self, deadline: float) -> dict:
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._read_fd, selectors.EVENT_READ)
+                if left <= 0 or not sel.select(left):
+                    raise SandboxClosed(f"the guest agent did not answer in time; {self._describe()}")
+            chunk = os.read(self._read_fd, 1 << 20)
+            if not chunk:
+                raise SandboxClosed(f"the guest agent closed its channel; {self._describe()}")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AgentProtocolError(f"the guest agent sent a non-JSON line: {line[:200]!r}") from e

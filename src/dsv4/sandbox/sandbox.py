@@ -1,0 +1,240 @@
+"""`Sandbox`: one API over every backend, with journaling, snapshots and an idle reaper."""
+
+import base64
+import io
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dsv4.sandbox.api import (
+    DirEntry,
+    FunctionCallRequest,
+    FunctionResult,
+    ReadFileRequest,
+    RunShellRequest,
+    ShellResult,
+    WriteFileRequest,
+)
+from dsv4.sandbox.backends import start_backend
+from dsv4.sandbox.channel import OutputCallback
+from dsv4.sandbox.config import (
+    BackendConfig,
+    ContainerConfig,
+    FunctionConfig,
+    ProcessConfig,
+    SandboxSpec,
+    VMConfig,
+)
+from dsv4.sandbox.errors import SandboxClosed, UnsupportedOperation
+from dsv4.sandbox.journal import Journal, Recorder, read_journal
+from dsv4.sandbox.limits import Limits
+from dsv4.sandbox.network import NetworkRules
+from dsv4.sandbox.reaper import IdleReaper
+from dsv4.sandbox.snapshot import Snapshot, WorkspaceTracker, apply_layers
+
+
+def backend_config(backend: "str | BackendConfig", rootfs: Path | None) -> BackendConfig:
+    """A backend config from a name (`rootfs` fills a container's image)."""
+    if not isinstance(backend, str):
+        return backend
+    if backend == "container":
+        return ContainerConfig(image=rootfs)
+    configs = {"process": ProcessConfig, "vm": VMConfig, "function": FunctionConfig}
+    if backend not in configs:
+        from dsv4.sandbox.errors import UnknownBackend
+
+        raise UnknownBackend(f"backend={backend!r} is not one of ('function', 'process', 'container', 'vm')")
+    return configs[backend]()
+
+
+class Sandbox:
+    """An isolated place to run commands and keep files; close it (or use `with`) to kill everything in it."""
+
+    def __init__(self, spec: SandboxSpec, backend, recorder: Recorder | None = None):
+        self.spec, self.backend, self.recorder = spec, backend, recorder
+        self.closed = False
+        self.last_used = time.monotonic()
+        self._snap_tracker: WorkspaceTracker | None = None
+        self._snap_layers: list = []
+        self._reaper = IdleReaper(self, spec.ttl_running_stop) if spec.ttl_running_stop else None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls, backend: "str | BackendConfig" = "process", *, rootfs: Path | None = None,
+        workdir: str = "/workspace", memory_limit_mb: int = 1024, cpu_cores_limit: float = 1.0,
+        pids_limit: int = 128, ttl_running_stop: float | None = None,
+        network_rules: "NetworkRules | str | list[str] | None" = None, env: dict[str, str] | None = None,
+        max_output_bytes: int = 1 << 20, journal: Path | None = None, functions: dict | None = None,
+    ) -> "Sandbox":
+        """Start a sandbox; `BackendUnavailable` says why when the backend cannot run on this machine.
+
+        The sandbox dies with the thread that created it (bubblewrap's `--die-with-parent`)."""
+        limits = Limits(memory_limit_mb=memory_limit_mb, cpu_cores_limit=cpu_cores_limit,
+                        pids_limit=pids_limit, max_output_bytes=max_output_bytes)
+        spec = SandboxSpec(backend=backend_config(backend, rootfs), limits=limits, workdir=workdir,
+                           network_rules=NetworkRules.of(network_rules), env=env or {},
+                           ttl_running_stop=ttl_running_stop)
+        return cls.from_spec(spec, journal=journal, functions=functions)
+
+    @classmethod
+    def from_spec(cls, spec: SandboxSpec, *, journal: Path | None = None, functions: dict | None = None):
+        backend = start_backend(spec, functions)
+        try:
+            recorder = None
+            if journal is not None:
+                tracker = WorkspaceTracker(backend, spec.workdir)
+                recorder = Recorder(Journal.start(journal, spec), tracker, [], backend.session)
+            return cls(spec, backend, recorder)
+        except BaseException:
+            backend.close()
+            raise
+
+    @classmethod
+    def resume(cls, journal: Path, *, functions: dict | None = None) -> "Sandbox":
+        """A new sandbox in the state the journal ends in; the recorded calls, made again in the same order,
+        return their recorded results without running, and later calls run live (and are journaled)."""
+        spec, records = read_journal(journal)
+        backend = start_backend(spec, functions)
+        try:
+            apply_layers(backend, spec.workdir, [r.layer for r in records if r.layer is not None])
+            last = next((r for r in reversed(records) if r.cwd is not None), None)
+            if last is not None:
+                backend.session(last.cwd, last.env)
+            tracker = WorkspaceTracker(backend, spec.workdir)
+            return cls(spec, backend, Recorder(Journal(journal), tracker, records, backend.session))
+        except BaseException:
+            backend.close()
+            raise
+
+    def close(self) -> None:
+        """Kill every process of the sandbox and delete its private state. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._reaper is not None:
+            self._reaper.stop()
+        self.backend.close()
+        if self.recorder is not None:
+            self.recorder.journal.close()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- operations ------------------------------------------------------------------------------
+    def run_shell(
+        self, cmd: str, timeout: float = 30.0, stdin: bytes | str | None = None, *,
+        max_output_bytes: int | None = None, on_output: OutputCallback | None = None,
+    ) -> ShellResult:
+        """Run `cmd` in the persistent shell session (cwd and exported variables carry over)."""
+        if isinstance(stdin, str):
+            stdin = stdin.encode()
+        req = RunShellRequest(cmd=cmd, timeout=timeout, stdin=stdin, max_output_bytes=max_output_bytes)
+        result = self._op("run_shell", req, lambda: self.backend.run_shell(req, on_output),
+                          lambda r: r.model_dump(mode="json"), ShellResult.model_validate)
+        if on_output is not None and self.recorder is not None and self.recorder.replaying:
+            on_output("stdout", result.stdout.encode())
+        return result
+
+    def read_file(self, path: str, max_bytes: int = 64 << 20) -> bytes:
+        req = ReadFileRequest(path=path, max_bytes=max_bytes)
+        return self._op("read_file", req, lambda: self.backend.read_file(req), _b64, base64.b64decode)
+
+    def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None:
+        if isinstance(content, str):
+            content = content.encode()
+        req = WriteFileRequest(path=path, content=content, mode=mode)
+        self._op("write_file", req, lambda: self.backend.write_file(req), lambda r: None, lambda r: None)
+
+    def list_dir(self, path: str = ".") -> list[DirEntry]:
+        req = ReadFileRequest(path=path)
+        return self._op("list_dir", req, lambda: self.backend.list_dir(path),
+                        lambda r: [e.model_dump() for e in r], lambda r: [DirEntry(**e) for e in r])
+
+    def upload(self, host_path: Path, path: str) -> None:
+        """Copy a host file or directory tree to `path` in the sandbox."""
+        host_path = Path(host_path)
+        if host_path.is_dir():
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                tar.add(host_path, arcname=".")
+            self._live(lambda: self.backend.unpack(path, buf.getvalue()))
+        else:
+            self.write_file(path, host_path.read_bytes(), mode=host_path.stat().st_mode & 0o777)
+
+    def download(self, path: str, host_path: Path) -> None:
+        """Copy a sandbox file or directory tree to `host_path` (links that leave it are refused)."""
+        data = self._live(lambda: self.backend.pack(path))
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = tar.getmembers()
+            if len(members) == 1 and members[0].isfile():
+                Path(host_path).write_bytes(tar.extractfile(members[0]).read())
+                return
+            Path(host_path).mkdir(parents=True, exist_ok=True)
+            tar.extractall(host_path, filter=_inside_only)
+
+    def call(self, name: str, *args, timeout: float = 30.0, **kwargs) -> FunctionResult:
+        """Call a registered function (`function` backend only)."""
+        if not hasattr(self.backend, "call"):
+            raise UnsupportedOperation(f"backend={self.spec.backend.type!r} has no registered functions")
+        req = FunctionCallRequest(name=name, args=list(args), kwargs=kwargs, timeout=timeout)
+        return self._live(lambda: self.backend.call(req))
+
+    # ---- snapshots -------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """An incremental snapshot: a new layer with what changed since this sandbox's previous snapshot."""
+        def take() -> Snapshot:
+            if self._snap_tracker is None:
+                self._snap_tracker = WorkspaceTracker.empty(self.backend, self.spec.workdir)
+            layer = self._snap_tracker.capture()
+            if layer is not None:
+                self._snap_layers.append(layer)
+            cwd, env = self.backend.session()
+            return Snapshot(spec=self.spec, layers=tuple(self._snap_layers), cwd=cwd, env=env)
+        return self._live(take)
+
+    @classmethod
+    def restore(cls, snap: Snapshot, *, functions: dict | None = None) -> "Sandbox":
+        """A new sandbox whose workspace and shell state are those of `snap` (the original is untouched)."""
+        sb = cls.from_spec(snap.spec, functions=functions)
+        try:
+            apply_layers(sb.backend, snap.spec.workdir, snap.layers)
+            sb.backend.session(snap.cwd, snap.env)
+            sb._snap_layers = list(snap.layers)
+            sb._snap_tracker = WorkspaceTracker(sb.backend, snap.spec.workdir)
+            return sb
+        except BaseException:
+            sb.close()
+            raise
+
+    # ---- plumbing --------------------------------------------------------------------------------
+    def _live(self, fn: Callable):
+        if self.closed:
+            raise SandboxClosed(f"sandbox (backend={self.spec.backend.type!r}) is closed")
+        self.last_used = time.monotonic()
+        try:
+            return fn()
+        finally:
+            self.last_used = time.monotonic()
+
+    def _op(self, op: str, req, run: Callable, encode: Callable, decode: Callable):
+        if self.recorder is None:
+            return self._live(run)
+        request = req.model_dump(mode="json")
+        return self._live(lambda: self.recorder.call(op, request, run, encode, decode))
+
+
+def _inside_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter, skipping (instead of failing on) links that point outside `dest`."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
