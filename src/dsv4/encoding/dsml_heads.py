@@ -49,7 +49,7 @@ class Head:
                 return self.text()[len(_EXACT_START) : -len(suffix)], flag, True
         if self._n > LOOSE_LIMIT:
             return None
-        text = self.text()
+        text = self.text() + '"'  # the quote of the `">` that ends the head
         if m := _PARAM_LOOSE.fullmatch(text):
             return m[1], m[2] and m[2].lower(), False
         if m := _PARAM_SWAPPED.fullmatch(text):
