@@ -76,8 +76,9 @@ class FunctionBackend:
             worker.conn.send((req.name, req.args, req.kwargs))
             if not worker.conn.poll(req.timeout):
                 worker = self._replace(worker)
-                return FunctionResult(ok=False, error=f"TimeoutError: no result within timeout={req.timeout}s",
-                                      timed_out=True, duration_s=time.monotonic() - started)
+                error = f"TimeoutError: no result within timeout={req.timeout}s"
+                return FunctionResult(ok=False, error=error, timed_out=True,
+                                      duration_s=time.monotonic() - started)
             ok, value, error = worker.conn.recv()
         except (EOFError, OSError) as e:
             worker.proc.join(5)
