@@ -90,11 +90,15 @@ class Attention(nn.Module):
 
 
 def sink_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor,
-                   scale: float) -> torch.Tensor:
-    """q [b,s,h,d], kv [b,k,d] (K = V), mask [b,s,k] bool, sink [h] -> o [b,s,h,d]."""
-    logits = torch.einsum("bshd,bkd->bhsk", q.float(), kv.float()) * scale
-    logits = logits.masked_fill(~mask[:, None], float("-inf"))
-    sink_logit = sink.float()[None, :, None, None].expand(*logits.shape[:-1], 1)
-    logits = torch.cat([logits, sink_logit], dim=-1)
-    probs = logits.softmax(dim=-1)[..., :-1]
-    return torch.einsum("bhsk,bkd->bshd", probs, kv.float()).to(q.dtype)
+                   scale: float, chunk: int = 256) -> torch.Tensor:
+    """q [b,s,h,d], kv [b,k,d] (K = V), mask [b,s,k] bool, sink [h] -> o [b,s,h,d].
+    Queries are processed `chunk` at a time, bounding the logits to [b,h,chunk,k]."""
+    kv32 = kv.float()
+    out = []
+    for i in range(0, q.size(1), chunk):
+        logits = torch.einsum("bshd,bkd->bhsk", q[:, i:i + chunk].float(), kv32) * scale
+        logits = logits.masked_fill(~mask[:, None, i:i + chunk], float("-inf"))
+        sink_logit = sink.float()[None, :, None, None].expand(*logits.shape[:-1], 1)
+        probs = torch.cat([logits, sink_logit], dim=-1).softmax(dim=-1)[..., :-1]
+        out.append(torch.einsum("bhsk,bkd->bshd", probs, kv32))
+    return torch.cat(out, dim=1).to(q.dtype)

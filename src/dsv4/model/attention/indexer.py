@@ -40,8 +40,8 @@ class Indexer(nn.Module):
         n = self.compressor(x, start_pos, state)
         keys = state.entries[:b, :n]  # [b,n,d]
         weights = self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)  # [b,s,h]
-        scores = torch.einsum("bshd,btd->bsht", q.float(), keys.float()).relu()
-        scores = (scores * weights.unsqueeze(-1)).sum(dim=2)  # [b,s,n]
+        scores = torch.cat([index_scores(q[:, i:i + 256], keys, weights[:, i:i + 256])
+                            for i in range(0, s, 256)], dim=1)  # [b,s,n]
         visible = entry_visible(positions, n, self.ratio)  # [s,n]
         scores = scores.masked_fill(~visible, float("-inf"))
         k = min(self.index_topk, n)
@@ -56,3 +56,9 @@ def entry_visible(positions: torch.Tensor, n: int, ratio: int) -> torch.Tensor:
     iff (i+1)·ratio <= t+1."""
     entries = torch.arange(n, device=positions.device)
     return (entries[None, :] + 1) * ratio <= positions[:, None] + 1
+
+
+def index_scores(q: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """q [b,s,h,d], keys [b,n,d], weights [b,s,h] -> Σ_h w·ReLU(q·k) [b,s,n]."""
+    scores = torch.einsum("bshd,btd->bsht", q.float(), keys.float()).relu()
+    return (scores * weights.unsqueeze(-1)).sum(dim=2)
