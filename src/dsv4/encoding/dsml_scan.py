@@ -8,6 +8,7 @@ vocabulary: a regex for complete markers and the set of their proper prefixes fo
 import re
 from dataclasses import dataclass
 from itertools import product
+from typing import NamedTuple
 
 from dsv4.encoding.tokens import EOS, THINK_END, THINK_START
 
@@ -33,13 +34,12 @@ def _spellings(kind: str) -> list[str]:
     return [f"{left}{b1}{mid}{b2}{right}" for b1, b2 in product(_BARS, _BARS)]
 
 
-def _pattern(kind: str, blank_line: bool) -> str:
+def _pattern(kind: str) -> str:
     if kind in _PLAIN:
         body = re.escape(_PLAIN[kind])
     else:
         body = re.escape(_DSML_TAGS[kind]).replace(re.escape("{b}"), "[｜|]")
-    lead = r"(?:\n\n)?" if blank_line else ""
-    return f"(?P<{kind}>{lead}{body})"
+    return f"(?P<{kind}>{body})"
 
 
 @dataclass(frozen=True)
@@ -47,26 +47,31 @@ class MarkerSet:
     """The markers one parser mode listens for."""
 
     regex: re.Pattern
+    blank_line: frozenset[str]  # kinds whose marker takes in a blank line "\n\n" right before it
     prefixes: frozenset[str]
-    firsts: frozenset[str]
+    firsts: re.Pattern  # finds a character that can start a marker
     maxlen: int
 
     @classmethod
     def build(cls, kinds: tuple[str, ...], blank_line: tuple[str, ...] = ()) -> "MarkerSet":
         if not kinds:
-            return cls(re.compile(r"(?!)"), frozenset(), frozenset(), 1)
-        regex = re.compile("|".join(_pattern(k, k in blank_line) for k in kinds))
+            return cls(re.compile(r"(?!)"), frozenset(), frozenset(), re.compile(r"(?!)"), 1)
+        # Every marker starts with "<", which keeps the regex search fast; the blank line is added after.
+        regex = re.compile("|".join(_pattern(k) for k in kinds))
         full = [s for k in kinds for s in _spellings(k)]
         full += ["\n\n" + s for k in blank_line for s in _spellings(k)]
         prefixes = frozenset(s[:i] for s in full for i in range(1, len(s)))
-        return cls(regex, prefixes, frozenset(p[0] for p in prefixes), max(map(len, full)))
+        firsts = re.compile("[" + re.escape("".join(sorted({p[0] for p in prefixes}))) + "]")
+        return cls(regex, frozenset(blank_line), prefixes, firsts, max(map(len, full)))
 
     def safe_end(self, buf: str, pos: int) -> int:
         """Where the text that cannot belong to a marker ends: the start of the longest partial marker."""
         n = len(buf)
-        for p in range(max(pos, n - self.maxlen + 1), n):
-            if buf[p] in self.firsts and buf[p:] in self.prefixes:
-                return p
+        m = self.firsts.search(buf, max(pos, n - self.maxlen + 1))
+        while m:
+            if buf[m.start() :] in self.prefixes:
+                return m.start()
+            m = self.firsts.search(buf, m.start() + 1)
         return n
 
 
@@ -80,8 +85,7 @@ PARAM_HEAD_MARKERS = MarkerSet.build((*_TAGS, "HEAD_END"))
 NO_MARKERS = MarkerSet.build(())
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """Text up to the next marker (or up to a held-back partial marker, when `kind` is None)."""
 
     start: int
@@ -116,8 +120,10 @@ class Scanner:
         buf, pos = self._buf, self._pos
         m = markers.regex.search(buf, pos)
         if m:
-            self._pos = m.end()
-            return Piece(self._base + pos, buf[pos : m.start()], m.lastgroup, m.group())
+            self._pos, start = m.end(), m.start()
+            if m.lastgroup in markers.blank_line and start - 2 >= pos and buf.startswith("\n\n", start - 2):
+                start -= 2
+            return Piece(self._base + pos, buf[pos:start], m.lastgroup, buf[start : m.end()])
         end = len(buf) if final else markers.safe_end(buf, pos)
         self._pos = end
         return Piece(self._base + pos, buf[pos:end])

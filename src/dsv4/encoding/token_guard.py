@@ -30,9 +30,12 @@ class TokenGuard:
             if i >= 0:
                 self._seen.add(tok)
                 found.append((offset(i) + len(tok), tok, offset(i)))
-        start = max(0, len(window) - self._keep)
-        self._tail_at = [offset(i) for i in range(start, len(window))]
-        self._tail = window[start:]
+        keep, n = self._keep, len(text)
+        if n >= keep:
+            self._tail_at = list(range(at + n - keep, at + n))
+        else:
+            self._tail_at = self._tail_at[max(0, len(self._tail_at) - (keep - n)) :] + list(range(at, at + n))
+        self._tail = window[len(window) - len(self._tail_at) :]
         return [
             (f"token:{self.field}:{tok}", f"special token {tok!r} in {self.field} (at character {off})")
             for _, tok, off in sorted(found)
