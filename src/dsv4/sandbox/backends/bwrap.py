@@ -24,6 +24,7 @@ from dsv4.sandbox.seccomp import build_filter
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
 GUEST_DIR = "/run/dsv4"
 NOBODY = 65534
+STATE_PREFIX = "dsv4-sandbox-"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -67,12 +68,12 @@ def system_args(cfg: ProcessConfig) -> list[str]:
     return args
 
 
-def private_args(spec: SandboxSpec, state: Path) -> list[str]:
+def private_args(spec: SandboxSpec, state: Path, late: list[str]) -> list[str]:
     """Private /proc, /dev, /tmp, the agent directory and the writable workspace; the rest read-only."""
     return [
         "--proc", "/proc", "--dev", "/dev", "--size", str(spec.limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
         "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
-        "--bind", str(state / "workspace"), spec.workdir, "--chdir", spec.workdir,
+        "--bind", str(state / "workspace"), spec.workdir, "--chdir", spec.workdir, *late,
         "--remount-ro", "/run", "--remount-ro", "/",
     ]
 
@@ -85,7 +86,9 @@ def sandbox_uid(cfg: ProcessConfig) -> int:
 
 def make_state_dir(cfg: ProcessConfig, uid: int) -> Path:
     """Host directory of one sandbox: `workspace/` (owned by the sandbox uid), `guest/` (agent, sockets)."""
-    root = Path(tempfile.mkdtemp(prefix="dsv4-sandbox-", dir=cfg.state_dir))
+    sweep_orphans(Path(cfg.state_dir or tempfile.gettempdir()))
+    root = Path(tempfile.mkdtemp(prefix=STATE_PREFIX, dir=cfg.state_dir))
+    (root / "owner").write_text(process_identity(os.getpid()))
     root.chmod(0o711)
     (root / "workspace").mkdir(mode=0o700)
     (root / "guest").mkdir(mode=0o755)
@@ -93,6 +96,23 @@ def make_state_dir(cfg: ProcessConfig, uid: int) -> Path:
     if os.geteuid() == 0:
         os.chown(root / "workspace", uid, uid)
     return root
+
+
+def process_identity(pid: int) -> str:
+    """`pid starttime`: tells a live owner from a reused pid."""
+    return f"{pid} {proc_field(pid, 19)}"
+
+
+def sweep_orphans(state_root: Path) -> None:
+    """Delete state directories whose owner died without closing them (e.g. killed with SIGKILL)."""
+    for d in state_root.glob(f"{STATE_PREFIX}*"):
+        try:
+            pid = int((d / "owner").read_text().split()[0])
+            alive = process_identity(pid) == (d / "owner").read_text()
+        except (OSError, ValueError, IndexError):
+            continue
+        if not alive:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -138,6 +158,9 @@ class BwrapBackend(GuestBackend):
         self.relay: Relay | None = None
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None
+        self.agent_argv = [cfg.python, "-I", "-S"]
+        self.late_binds: list[str] = []
+        """Mounts made after /run exists (under /run/dsv4)."""
         try:
             self._start(argv_root if argv_root is not None else system_args(cfg))
         except BaseException:
@@ -151,13 +174,13 @@ class BwrapBackend(GuestBackend):
         # Affinity is set outside: the seccomp filter forbids changing it from inside.
         cpus = ",".join(map(str, self.spec.limits.cpu_set()))
         argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
-                *private_args(self.spec, self.state)]
+                *private_args(self.spec, self.state, self.late_binds)]
         pass_fds: tuple[int, ...] = ()
         if self.cfg.seccomp:
             fd = self._seccomp_fd()
             argv += ["--seccomp", str(fd)]
             pass_fds = (fd,)
-        argv += [self.cfg.python, "-I", "-S", f"{GUEST_DIR}/agent.py"]
+        argv += [*self.agent_argv, f"{GUEST_DIR}/agent.py"]
         as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
         log = open(self.state / "agent.log", "wb")
         try:

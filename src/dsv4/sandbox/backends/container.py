@@ -1,0 +1,88 @@
+"""The `container` backend: an OCI image rootfs under bubblewrap or gVisor `runsc`.
+
+The image needs only `/bin/sh`: the guest agent is the host's Python, mounted at `/run/dsv4-host` and started
+through the host's dynamic loader, so it never mixes with the image's own libraries.
+"""
+
+import os
+import shutil
+import struct
+from pathlib import Path
+
+from dsv4.sandbox.backends.bwrap import BwrapBackend, find_tool
+from dsv4.sandbox.config import ContainerConfig, SandboxSpec
+from dsv4.sandbox.errors import BackendUnavailable
+from dsv4.sandbox.image import materialize
+
+HOST_DIR = "/run/dsv4-host"
+MOUNTED_BY_SANDBOX = {"proc", "dev", "tmp", "run", "sys"}
+
+
+def elf_interpreter(binary: str) -> str:
+    """PT_INTERP of a 64-bit little-endian ELF executable (its dynamic loader)."""
+    with open(binary, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            raise BackendUnavailable(f"{binary} is not a 64-bit ELF executable")
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        for i in range(phnum):
+            f.seek(phoff + i * phentsize)
+            p_type, _, p_offset, _, _, p_filesz = struct.unpack("<IIQQQQ", f.read(40))
+            if p_type == 3:
+                f.seek(p_offset)
+                return f.read(p_filesz).rstrip(b"\0").decode()
+    raise BackendUnavailable(f"{binary} has no PT_INTERP (statically linked?)")
+
+
+def injected_python(python: str) -> list[str]:
+    """argv that runs the host's Python inside a foreign rootfs through the host's own loader."""
+    exe = os.path.realpath(shutil.which(python) or python)
+    loader = os.path.realpath(elf_interpreter(exe))
+    libs = HOST_DIR + os.path.dirname(loader)
+    return [HOST_DIR + loader, "--library-path", libs, HOST_DIR + exe, "-s", "-S"]
+
+
+def rootfs_args(rootfs: Path) -> list[str]:
+    """Each top-level entry of the rootfs, read-only, on bubblewrap's own root."""
+    args: list[str] = []
+    for entry in sorted(os.listdir(rootfs)):
+        src = rootfs / entry
+        if entry in MOUNTED_BY_SANDBOX:
+            continue
+        if src.is_symlink():
+            args += ["--symlink", os.readlink(src), f"/{entry}"]
+        else:
+            args += ["--ro-bind", str(src), f"/{entry}"]
+    return args
+
+
+class ContainerBackend(BwrapBackend):
+    """bubblewrap with the image as root filesystem and everything else as in the `process` backend."""
+
+    def __init__(self, spec: SandboxSpec):
+        cfg = spec.backend
+        assert isinstance(cfg, ContainerConfig)
+        if cfg.image is None:
+            raise BackendUnavailable("the container backend needs an image: "
+                                     "Sandbox.create('container', rootfs=DIR_OR_TARBALL)")
+        super().__init__(spec, argv_root=[])
+
+    def _start(self, root_args: list[str]) -> None:
+        scratch = self.state / "image"
+        scratch.mkdir()
+        rootfs = materialize(self.cfg.image, scratch)
+        self.agent_argv = injected_python(self.cfg.python)
+        self.late_binds = ["--ro-bind", "/usr", f"{HOST_DIR}/usr"]
+        super()._start(rootfs_args(rootfs))
+
+
+def start_container(spec: SandboxSpec):
+    cfg = spec.backend
+    assert isinstance(cfg, ContainerConfig)
+    if cfg.runtime == "runsc":
+        from dsv4.sandbox.backends.runsc import RunscBackend
+
+        find_tool("runsc")
+        return RunscBackend(spec)
+    return ContainerBackend(spec)

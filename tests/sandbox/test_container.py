@@ -1,0 +1,104 @@
+"""The `container` backend on a busybox image: as a rootfs directory and as an OCI image layout tarball."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dsv4.sandbox import ContainerConfig
+
+
+@pytest.fixture(scope="module")
+def busybox_rootfs():
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox is not installed (Debian package busybox-static)")
+    with tempfile.TemporaryDirectory(prefix="dsv4-busybox-") as d:
+        root = Path(d)
+        root.chmod(0o755)
+        (root / "bin").mkdir()
+        (root / "etc").mkdir()
+        shutil.copy(busybox, root / "bin" / "busybox")
+        for applet in subprocess.run([busybox, "--list"], capture_output=True, text=True).stdout.split():
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+        (root / "etc" / "motd").write_text("from layer one\n")
+        yield root
+
+
+def layer_bytes(files: dict[str, bytes], base: Path | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        if base is not None:
+            tar.add(base, arcname=".")
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return gzip.compress(buf.getvalue())
+
+
+def oci_tarball(path: Path, layers: list[bytes]) -> Path:
+    blobs: dict[str, bytes] = {}
+
+    def put(data: bytes) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    config = put(b"{}")
+    layer_refs = [put(b) for b in layers]
+    manifest = put(json.dumps({"schemaVersion": 2, "config": config, "layers": layer_refs}).encode())
+    with tarfile.open(path, "w") as tar:
+        for name, data in [("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+                           ("index.json", json.dumps({"schemaVersion": 2, "manifests": [manifest]}).encode()),
+                           *((f"blobs/sha256/{d}", b) for d, b in blobs.items())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_busybox_rootfs_directory(make_sandbox, busybox_rootfs):
+    sb = make_sandbox("container", rootfs=busybox_rootfs)
+    r = sb.run_shell("busybox | head -1; cat /etc/motd; ls /usr/bin 2>&1; echo x > /bin/evil; "
+                     "cd /tmp; export A=1", timeout=10)
+    assert r.stdout.startswith("BusyBox v") and "from layer one" in r.stdout
+    assert "No such file or directory" in r.stdout and "Read-only file system" in r.stderr
+    r = sb.run_shell("pwd; echo $A; wget -q -O- http://127.0.0.1:1 2>&1", timeout=10)
+    assert r.stdout.startswith("/tmp\n1\n") and r.exit_code != 0
+    sb.write_file("/workspace/f", "data")
+    assert sb.run_shell("cat /workspace/f", timeout=10).stdout == "data"
+    assert not (busybox_rootfs / "workspace").exists()
+
+
+def test_oci_image_layers_and_whiteouts(make_sandbox, busybox_rootfs, tmp_path):
+    one = layer_bytes({}, base=busybox_rootfs)
+    two = layer_bytes({"etc/.wh.motd": b"", "etc/issue": b"layer two\n"})
+    image = oci_tarball(tmp_path / "image.tar", [one, two])
+    sb = make_sandbox(ContainerConfig(image=image))
+    r = sb.run_shell("cat /etc/issue; ls /etc", timeout=10)
+    assert r.stdout == "layer two\nissue\npasswd\n"
+
+
+def test_container_needs_an_image():
+    from dsv4.sandbox import BackendUnavailable, Sandbox
+
+    with pytest.raises(BackendUnavailable, match="needs an image"):
+        Sandbox.create("container")
+
+
+def test_runsc_runtime_or_a_stated_reason(make_sandbox, busybox_rootfs):
+    sb = make_sandbox(ContainerConfig(image=busybox_rootfs, runtime="runsc"))
+    r = sb.run_shell("uname -r; cat /etc/motd", timeout=30)
+    assert r.exit_code == 0 and r.stdout.endswith("from layer one\n")
+    assert os.uname().release not in r.stdout  # gVisor's own kernel answers
