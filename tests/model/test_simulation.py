@@ -1,0 +1,49 @@
+"""`simulate_kv_quant` puts the cached KV in the deployed formats; `simulate_act_quant` rounds GEMM inputs."""
+
+import torch
+import torch.nn.functional as F
+
+from dsv4.model import Transformer, preset
+from dsv4.model.init import init_random_
+from dsv4.model.linear import Linear
+from dsv4.model.quant import fp8_round
+
+CONFIG = preset("test").replace(index_topk=1024)
+
+
+def _on_grid(x: torch.Tensor, block: int, fmt) -> bool:
+    """Every block of the last dim is (power-of-two scale) x (values of the format)."""
+    blocks = x.float().unflatten(-1, (-1, block))
+    amax = blocks.abs().amax(-1, keepdim=True)
+    scale = torch.exp2(torch.ceil(torch.log2(amax / fmt)))  # the only scale that keeps amax in range
+    q = blocks / scale
+    return bool(torch.equal(q, q.to(torch.float8_e4m3fn).float()) if fmt == 448.0 else
+                torch.isin(q.abs(), torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])).all())
+
+
+def _run(simulate: bool):
+    model = init_random_(Transformer(CONFIG.replace(simulate_kv_quant=simulate), torch.float32), seed=8)
+    cache = model.new_cache(1, 300)
+    ids = torch.randint(0, CONFIG.vocab_size, (1, 300), generator=torch.Generator().manual_seed(9))
+    return model(ids, cache=cache), cache
+
+
+def test_kv_formats_are_simulated_by_default_and_switch_off():
+    logits, cache = _run(True)
+    csa = cache.layers[1]
+    assert _on_grid(csa.window[..., :448], 64, 448.0) and not _on_grid(csa.window[..., 448:], 64, 448.0)
+    assert _on_grid(csa.compressor.entries[:, :75, :448], 64, 448.0)
+    assert _on_grid(cache.layers[2].compressor.entries[:, :2, :448], 64, 448.0)
+    assert _on_grid(csa.indexer.entries[:, :75], 32, 6.0)
+    plain_logits, plain = _run(False)
+    assert not _on_grid(plain.layers[1].window[..., :448], 64, 448.0)
+    assert not _on_grid(plain.layers[1].indexer.entries[:, :75], 32, 6.0)
+    assert 1e-4 < (logits - plain_logits).abs().max() < 0.5  # a small, real perturbation
+
+
+def test_act_quant_rounds_the_gemm_input_to_fp8_blocks():
+    linear = Linear(256, 64, torch.float32, act_quant=True)
+    torch.nn.init.normal_(linear.weight)
+    x = torch.randn(3, 256)
+    assert torch.equal(linear(x), F.linear(fp8_round(x, 128), linear.weight))
+    assert not torch.equal(linear(x), F.linear(x, linear.weight))
