@@ -74,15 +74,22 @@ def test_load_reproduces_dequantized_weights_exactly(checkpoint):
     assert n_fp8 > 20 and n_fp4 == 3 * 8 * 5  # 3 matrices x 8 experts x (4 layers + MTP)
 
 
-def test_weight_scale_inv_is_accepted(checkpoint, tmp_path):
+def test_hf_side_spellings_shards_and_shared_mtp_copies_are_accepted(checkpoint, tmp_path):
     _, path = checkpoint
     tensors = load_file(path / "model.safetensors")
-    renamed = {k.removesuffix(".scale") + ".weight_scale_inv" if k.endswith(".scale") else k: v
-               for k, v in tensors.items()}
-    save_file(renamed, tmp_path / "model.safetensors")
+    renamed = {}
+    for k, v in tensors.items():
+        k = k.replace(".attn.", ".self_attn.").replace(".ffn.", ".mlp.")
+        k = k.replace("gate.bias", "gate.e_score_correction_bias")
+        renamed["model." + (k.removesuffix(".scale") + ".weight_scale_inv" if k.endswith(".scale") else k)] = v
+    renamed["mtp.0.embed.weight"] = tensors["embed.weight"]  # a shared copy, skipped like convert.py does
+    keys = sorted(renamed)
+    save_file({k: renamed[k] for k in keys[::2]}, tmp_path / "model-00001-of-00002.safetensors")
+    save_file({k: renamed[k] for k in keys[1::2]}, tmp_path / "model-00002-of-00002.safetensors")
     (tmp_path / "config.json").write_text((path / "config.json").read_text())
     a, b = load_model(path, dtype=torch.float32), load_model(tmp_path, dtype=torch.float32)
-    assert torch.equal(a.layers[1].attn.wq_b.weight, b.layers[1].attn.wq_b.weight)
+    for (name, x), (_, y) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(x, y), name
 
 
 def _broken(path, tmp_path, edit):

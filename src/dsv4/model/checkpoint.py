@@ -23,7 +23,11 @@ FP8_WEIGHT = re.compile(r"(^|\.)(attn\.(wq_a|wq_b|wkv|wo_a|wo_b)|indexer\.wq_b|s
                         r"|e_proj|h_proj)\.weight$")
 ROUTED_EXPERT = re.compile(r"\.experts\.\d+\.w[123]\.weight$")
 FP32_LEAVES = ("attn_sink", "ape", "gate.bias")
-SCALE_SUFFIXES = (".scale", ".weight_scale_inv")
+# Spellings the official convert.py normalizes (HF-side names) -> the reference names used here.
+ALIASES = ((".self_attn.", ".attn."), (".mlp.", ".ffn."), (".weight_scale_inv", ".scale"),
+           (".e_score_correction_bias", ".bias"))
+# The MTP layer shares the main embedding and head; copies stored under mtp.N are skipped (as convert.py does).
+SHARED_MTP = re.compile(r"^mtp\.\d+\.(.*emb.*|.*head\.weight)$")
 
 
 class CheckpointError(ValueError):
@@ -56,23 +60,33 @@ class CheckpointReader:
         files = sorted(self.path.glob("*.safetensors"))
         if not files:
             raise CheckpointError(f"no *.safetensors files in {self.path}")
-        self.files = {}
+        self.files = {}  # reference name -> (open file, stored key)
         for file in files:
             handle = stack.enter_context(safe_open(file, framework="pt", device="cpu"))
             for key in handle.keys():
-                if key in self.files:
-                    raise CheckpointError(f"tensor {key!r} appears in two files of {self.path}")
-                self.files[key] = handle
+                name = canonical_name(key)
+                if name in self.files:
+                    raise CheckpointError(f"tensor {key!r} appears twice in {self.path} (as {self.files[name][1]!r})")
+                if not SHARED_MTP.match(name):
+                    self.files[name] = (handle, key)
 
     def names(self) -> set[str]:
         return set(self.files)
 
     def get(self, name: str) -> torch.Tensor:
-        return self.files[name].get_tensor(name)
+        handle, key = self.files[name]
+        return handle.get_tensor(key)
 
     def scale_of(self, weight_name: str) -> str | None:
-        base = weight_name.removesuffix(".weight")
-        return next((base + s for s in SCALE_SUFFIXES if base + s in self.files), None)
+        name = scale_name(weight_name)
+        return name if name in self.files else None
+
+
+def canonical_name(key: str) -> str:
+    name = key.removeprefix("model.")
+    for old, new in ALIASES:
+        name = name.replace(old, new)
+    return name
 
 
 def read_config(path: str | Path) -> ModelConfig:
