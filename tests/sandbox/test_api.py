@@ -115,3 +115,13 @@ def test_idle_ttl_reaps(make_sandbox):
     while not sb.closed and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sb.closed and not sb.backend.is_alive()
+
+
+def test_sandbox_outlives_the_thread_that_created_it(make_sandbox):
+    import threading
+
+    box = []
+    t = threading.Thread(target=lambda: box.append(make_sandbox()))
+    t.start()
+    t.join()
+    assert box[0].run_shell("echo alive", timeout=10).stdout == "alive\n"

@@ -1,8 +1,4 @@
-"""`AsyncSandbox`: the async twin of `Sandbox`, each sandbox driven from its own thread.
-
-The thread lives as long as the sandbox, because bubblewrap's `--die-with-parent` follows the thread that
-started it.
-"""
+"""`AsyncSandbox`: the async twin of `Sandbox`; each sandbox's blocking calls run on its own thread."""
 
 import asyncio
 import functools

@@ -70,7 +70,7 @@ class Sandbox:
     ) -> "Sandbox":
         """Start a sandbox; `BackendUnavailable` says why when the backend cannot run on this machine.
 
-        The sandbox dies with the thread that created it (bubblewrap's `--die-with-parent`)."""
+        Everything in it dies with this process, even when it is killed with SIGKILL."""
         limits = Limits(memory_limit_mb=memory_limit_mb, cpu_cores_limit=cpu_cores_limit,
                         pids_limit=pids_limit, max_output_bytes=max_output_bytes)
         spec = SandboxSpec(backend=backend_config(backend, rootfs), limits=limits, workdir=workdir,

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -144,6 +145,37 @@ def kill_and_wait(pid: int, timeout: float = 10.0) -> None:
         time.sleep(0.002)
 
 
+class Keeper:
+    """Starts the sandbox from a thread that lives exactly as long as the sandbox.
+
+    `--die-with-parent` follows the *thread* that forked bwrap; spawning from the caller's thread would kill
+    the sandbox when, say, a worker thread of a pool exits."""
+
+    def __init__(self):
+        self._done = threading.Event()
+
+    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen:
+        box: list = []
+        started = threading.Event()
+
+        def run() -> None:
+            try:
+                box.append(subprocess.Popen(argv, **popen_kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                box.append(e)
+            started.set()
+            self._done.wait()
+
+        threading.Thread(target=run, name="dsv4-sandbox-keeper", daemon=True).start()
+        started.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def release(self) -> None:
+        self._done.set()
+
+
 class BwrapBackend(GuestBackend):
     """One bubblewrap process per sandbox; the agent inside runs every command."""
 
@@ -159,6 +191,7 @@ class BwrapBackend(GuestBackend):
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None
         self.agent_argv = [cfg.python, "-I", "-S"]
+        self._keeper = Keeper()
         self.late_binds: list[str] = []
         """Mounts made after /run exists (under /run/dsv4)."""
         try:
@@ -184,8 +217,8 @@ class BwrapBackend(GuestBackend):
         as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
         log = open(self.state / "agent.log", "wb")
         try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         pass_fds=pass_fds, **as_user)
+            self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                           pass_fds=pass_fds, **as_user)
         finally:
             log.close()
             for fd in pass_fds:
@@ -231,6 +264,7 @@ class BwrapBackend(GuestBackend):
             self.proc.wait()
             for pipe in (self.proc.stdin, self.proc.stdout):
                 pipe.close()
+        self._keeper.release()
         if self.relay is not None:
             self.relay.close()
         shutil.rmtree(self.state, ignore_errors=True)

@@ -47,8 +47,8 @@ class RunscBackend(BwrapBackend):
         self.runsc = [runsc, "--root", str(self.state / "runsc"), "--network=none"]
         log = open(self.state / "agent.log", "wb")
         try:
-            self.proc = subprocess.Popen([*self.runsc, "run", "--bundle", str(bundle), self.container_id],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+            argv = [*self.runsc, "run", "--bundle", str(bundle), self.container_id]
+            self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         finally:
             log.close()
         self.channel = AgentChannel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), self._why_dead)
