@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from hf_oracle import hf_model
 from transformers import DynamicCache
 
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
+
+from .hf_oracle import hf_model
 
 # window-only, CSA and HCA layers; hash routing in a window and a CSA layer. index_topk >= number of entries,
 # so top-k ties between ReLU-zero indexer scores cannot change the selection.

@@ -1,12 +1,13 @@
 """RoPE/YaRN against HF's rope utilities; hyper-connection Sinkhorn invariants."""
 
 import torch
-from hf_oracle import hf_config
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from dsv4.model import preset
 from dsv4.model.hyper import hc_pre
 from dsv4.model.rope import Rope
+
+from .hf_oracle import hf_config
 
 CONFIG = preset("v4-flash")
 
