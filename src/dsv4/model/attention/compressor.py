@@ -51,7 +51,7 @@ class Compressor(nn.Module):
             blocks_kv = kv[:, : n * ratio].unflatten(1, (n, ratio))  # [b,n,r,coff·d]
             blocks_score = score[:, : n * ratio].unflatten(1, (n, ratio))
             entries = self._pool(blocks_kv, blocks_score, state)  # [b,n,d]
-            state.entries[:b, first:first + n] = self._finish(entries, first).to(state.entries.dtype)
+            state.entries[:b, first:first + n] = self._finish(entries.to(x.dtype), first).to(state.entries.dtype)
             if self.overlap:
                 state.kv_state[:b, :ratio] = blocks_kv[:, -1]
                 state.score_state[:b, :ratio] = blocks_score[:, -1]
@@ -70,7 +70,7 @@ class Compressor(nn.Module):
         return (kv * score.softmax(dim=2)).sum(dim=2)
 
     def _finish(self, kv: torch.Tensor, first: int) -> torch.Tensor:
-        # kv: [b,n,d] pooled entries of blocks first.. -> normalized, rotated, format-simulated entries
+        # kv: [b,n,d] pooled entries (in the model dtype, as the reference) -> normalized, rotated, simulated
         kv = self.norm(kv)
         positions = torch.arange(first, first + kv.size(1), device=kv.device) * self.ratio
         kv = self.rope(kv, positions)
