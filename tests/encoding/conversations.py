@@ -22,11 +22,24 @@ arguments = st.dictionaries(names, json_values, max_size=4)
 @st.composite
 def tool_defs(draw) -> list[dict]:
     tools = []
+    strict = draw(st.integers(0, 3)) == 0  # the recipe rejects strict and non-strict tools mixed
     for name in draw(st.lists(names, min_size=1, max_size=3, unique=True)):
-        props = {p: {"type": draw(st.sampled_from(["string", "integer", "number", "boolean", "array", "object"]))}
-                 for p in draw(st.lists(names, max_size=3, unique=True))}
+        # Strict schemas stay within the rules dsv4 reproduces (the recipe also demands `items` on arrays and
+        # properties on nested objects, and drops keys it does not know).
+        kinds = ["string", "integer", "number", "boolean"] + ([] if strict else ["array", "object"])
+        props = {p: {"type": draw(st.sampled_from(kinds))} for p in draw(st.lists(names, max_size=3, unique=True))}
         fn = {"name": name, "description": draw(texts),
               "parameters": {"type": "object", "properties": props, "required": list(props)[:1]}}
+        if strict:
+            fn["strict"] = True
+            fn["parameters"]["required"] = draw(st.permutations(list(props)))
+            if props and draw(st.booleans()):  # a nested object schema, normalized too in strict mode
+                fn["parameters"]["properties"][next(iter(props))] = {
+                    "type": "object", "properties": {"inner": {"type": "string"}}}
+            if draw(st.integers(0, 4)) == 0:  # the recipe rejects a strict tool that leaves a property optional
+                fn["parameters"]["required"] = fn["parameters"]["required"][1:]
+        if draw(st.integers(0, 5)) == 0:
+            del fn["description"]
         tools.append({"type": "function", "function": fn})
     return tools
 
@@ -63,6 +76,15 @@ def conversations(draw, *, allow_prefix: bool = True) -> dict:
                 msgs.append({"role": "tool", "tool_call_id": tc["id"], "content": draw(texts)})
         if draw(st.integers(0, 6)) == 0:
             msgs.append({"role": "system", "content": draw(texts)})
+    if msgs[0]["role"] == "system" and draw(st.integers(0, 4)) == 0:
+        msgs[0]["response_format"] = draw(st.sampled_from([
+            {"type": "text"},
+            {"type": "json_object"},
+            {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": {
+                "type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}}},
+        ]))
+        if msgs[0]["response_format"]["type"] == "json_object":
+            msgs[0]["content"] += " Reply in JSON."
     uses_tools = any(m.get("tools") or m.get("tool_calls") for m in msgs)
     if allow_prefix and not uses_tools and msgs[-1]["role"] == "user" and draw(st.integers(0, 4)) == 0:
         prefix = {"role": "assistant", "content": draw(texts), "prefix": True}

@@ -10,6 +10,7 @@ def check_ga(msgs: list[Msg]) -> None:
     for i, m in enumerate(msgs):
         check_message(i, m, msgs)
     check_json_object(msgs)
+    check_strict_tools(msgs)
 
 
 def check_message(i: int, m: Msg, msgs: list[Msg]) -> None:
@@ -57,3 +58,12 @@ def check_json_object(msgs: list[Msg]) -> None:
     if wants_json and not any("json" in m.content.lower() for m in msgs):
         raise EncodingError("response_format json_object needs the word 'json' somewhere in the messages",
                             field="response_format")
+
+
+def check_strict_tools(msgs: list[Msg]) -> None:
+    """Strict tools are enforced by constrained decoding, which cannot also enforce a response format."""
+    flags = {bool(fn.get("strict")) for m in msgs for fn in (m.tools or [])}
+    if len(flags) > 1:
+        raise EncodingError("strict and non-strict tools cannot be mixed in one request", field="tools")
+    if True in flags and any(m.response_format for m in msgs):
+        raise EncodingError("response_format cannot be combined with strict tools", field="response_format")

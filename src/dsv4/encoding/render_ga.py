@@ -42,23 +42,32 @@ def resolve_effort(effort: str | None, thinking: bool) -> tuple[bool, str]:
     return thinking, EFFORT_PREFIX[EFFORT_TIERS[effort or "high"]] if thinking else ""
 
 
-def strict_schema(schema):
-    """OpenAI strict mode: every object schema forbids extra keys and requires all its properties."""
+def strict_schema(schema, where: str):
+    """OpenAI strict mode as the recipe applies it: every object schema lists all its properties as required
+    and forbids others. (The recipe's full strict-schema validation has more rules than these.)"""
     if isinstance(schema, list):
-        return [strict_schema(s) for s in schema]
+        return [strict_schema(s, f"{where}[{i}]") for i, s in enumerate(schema)]
     if not isinstance(schema, dict):
         return schema
-    out = {k: strict_schema(v) for k, v in schema.items()}
-    if isinstance(out.get("properties"), dict):
-        out["additionalProperties"] = False
-        out["required"] = list(out["properties"])
+    out = {k: strict_schema(v, f"{where}.{k}") for k, v in schema.items()
+           if k not in ("required", "additionalProperties")}
+    if schema.get("type") != "object":
+        return out
+    props = out.setdefault("properties", {})
+    if schema.get("additionalProperties") is True:
+        raise EncodingError("additionalProperties cannot be true in a strict tool", field=where)
+    if "required" in schema and set(schema["required"]) != set(props):
+        raise EncodingError("a strict tool must require all its properties", field=f"{where}.required")
+    out["additionalProperties"] = False
+    out["required"] = list(props)
     return out
 
 
 def normalize_tool(fn: dict) -> dict:
     params = fn.get("parameters") or {}
-    return {"name": fn["name"], "description": fn.get("description") or "",
-            "parameters": strict_schema(params) if fn.get("strict") else params}
+    if fn.get("strict"):
+        params = strict_schema(params, f"tools[{fn['name']}].parameters")
+    return {"name": fn["name"], "description": fn.get("description") or "", "parameters": params}
 
 
 def response_format_text(rf: dict, index: int) -> str:
