@@ -6,6 +6,7 @@ import sys
 
 # Each module defines `register(subparsers)`; its subcommands set `func(args) -> int`.
 COMMAND_MODULES: list[str] = [
+    "dsv4.cli.encoding_cmds",
     "dsv4.cli.model_cmds",
 ]
 
