@@ -1,0 +1,125 @@
+"""Packed byte formats of the deployed KV cache (FlashMLA "MODEL1_FP8Sparse", vLLM `fp8_ds_mla`).
+
+Main KV entry, 584 B (window slots and compressed entries alike):
+    [0, 448)    448 non-RoPE dims as FP8 e4m3
+    [448, 576)  64 RoPE dims as BF16 (little-endian pairs)
+    [576, 583)  7 UE8M0 scales, one per 64 non-RoPE dims: scale = 2 ** (byte - 127)
+    583         pad (0)
+Indexer key, 68 B (MXFP4):
+    [0, 64)     128 e2m1 codes, two per byte, low nibble = even dim
+    [64, 68)    4 E8M0 scales, one per 32 dims
+
+Packing quantizes exactly as `dsv4.model.quant` simulates (`fp8_round(x, 64)`, `fp4_round(x, 32)`), so
+`unpack(pack(x))` equals the model's simulated values, and values already in the format round-trip exactly.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_codes, fp4_values, pow2_ceil
+
+
+class LayoutError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class MainEntryLayout:
+    """Byte layout of one main KV entry of `head_dim` dims whose last `rope_dim` stay BF16."""
+
+    head_dim: int = 512
+    rope_dim: int = 64
+    block: int = 64  # non-RoPE dims per UE8M0 scale
+
+    def __post_init__(self):
+        if (self.head_dim - self.rope_dim) % self.block:
+            raise LayoutError(f"head_dim - rope_dim = {self.head_dim - self.rope_dim} is not a multiple of "
+                              f"block={self.block}")
+
+    @property
+    def nope_dim(self) -> int:
+        return self.head_dim - self.rope_dim
+
+    @property
+    def n_scales(self) -> int:
+        return self.nope_dim // self.block
+
+    @property
+    def nbytes(self) -> int:
+        return self.nope_dim + 2 * self.rope_dim + self.n_scales + 1  # + 1 pad byte: 584 for V4
+
+    def pack(self, kv: torch.Tensor) -> torch.Tensor:
+        """kv [..., head_dim] float -> uint8 [..., nbytes]."""
+        _check_width(kv, self.head_dim, "main KV entry")
+        nope = kv[..., : self.nope_dim].float().unflatten(-1, (self.n_scales, self.block))  # [..., 7, 64]
+        scale = pow2_ceil(nope.abs().amax(-1, keepdim=True).clamp_min(1e-4) * (1.0 / FP8_MAX))
+        q = (nope / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).flatten(-2)
+        rope = kv[..., self.nope_dim:].to(torch.bfloat16).contiguous()
+        pad = torch.zeros(*kv.shape[:-1], 1, dtype=torch.uint8, device=kv.device)
+        return torch.cat([q.view(torch.uint8), rope.view(torch.uint8), e8m0_encode(scale.squeeze(-1)), pad], dim=-1)
+
+    def unpack(self, packed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 [..., nbytes] -> kv [..., head_dim] in `dtype`."""
+        _check_width(packed, self.nbytes, "packed main KV entry")
+        n, r = self.nope_dim, self.rope_dim
+        q = packed[..., :n].contiguous().view(torch.float8_e4m3fn).float().unflatten(-1, (self.n_scales, self.block))
+        scale = e8m0_decode(packed[..., n + 2 * r: n + 2 * r + self.n_scales]).unsqueeze(-1)
+        rope = packed[..., n: n + 2 * r].contiguous().view(torch.bfloat16).float()
+        return torch.cat([(q * scale).flatten(-2), rope], dim=-1).to(dtype)
+
+
+@dataclass(frozen=True)
+class IndexerKeyLayout:
+    """Byte layout of one MXFP4 indexer key of `dim` dims, one E8M0 scale per `block` dims."""
+
+    dim: int = 128
+    block: int = 32
+
+    def __post_init__(self):
+        if self.dim % self.block or self.block % 2:
+            raise LayoutError(f"dim={self.dim} must be a multiple of an even block={self.block}")
+
+    @property
+    def n_scales(self) -> int:
+        return self.dim // self.block
+
+    @property
+    def nbytes(self) -> int:
+        return self.dim // 2 + self.n_scales  # 68 for V4
+
+    def pack(self, key: torch.Tensor) -> torch.Tensor:
+        """key [..., dim] float -> uint8 [..., nbytes]."""
+        _check_width(key, self.dim, "indexer key")
+        x = key.float().unflatten(-1, (self.n_scales, self.block))  # [..., 4, 32]
+        scale = pow2_ceil(x.abs().amax(-1, keepdim=True).clamp_min(FP4_MAX * 2.0**-126) * (1.0 / FP4_MAX))
+        codes = fp4_codes((x / scale).clamp(-FP4_MAX, FP4_MAX)).flatten(-2).unflatten(-1, (-1, 2))
+        nibbles = codes[..., 0] | (codes[..., 1] << 4)  # [..., dim/2]
+        return torch.cat([nibbles, e8m0_encode(scale.squeeze(-1))], dim=-1)
+
+    def unpack(self, packed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 [..., nbytes] -> key [..., dim] in `dtype`."""
+        _check_width(packed, self.nbytes, "packed indexer key")
+        p = packed[..., : self.dim // 2]
+        codes = torch.stack((p & 0x0F, p >> 4), dim=-1).flatten(-2)  # [..., dim]
+        scale = e8m0_decode(packed[..., self.dim // 2:]).repeat_interleave(self.block, dim=-1)
+        return (fp4_values(codes) * scale).to(dtype)
+
+
+def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:
+    """Power-of-two float32 scales -> uint8 biased exponents (2 ** (byte - 127))."""
+    _, exponent = torch.frexp(scale.float())  # scale = 0.5 * 2**exponent
+    byte = exponent - 1 + 127
+    if ((byte < 0) | (byte > 254)).any():
+        raise LayoutError(f"scale outside the E8M0 range: min {scale.min().item()}, max {scale.max().item()}")
+    return byte.to(torch.uint8)
+
+
+def e8m0_decode(byte: torch.Tensor) -> torch.Tensor:
+    """uint8 biased exponents -> float32 scales."""
+    return torch.ldexp(torch.ones(byte.shape, device=byte.device), byte.long() - 127)
+
+
+def _check_width(x: torch.Tensor, width: int, what: str):
+    if x.shape[-1] != width:
+        raise LayoutError(f"{what}: last dim must be {width}; got shape {tuple(x.shape)}")
