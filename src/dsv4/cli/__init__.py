@@ -8,6 +8,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "dsv4.cli.encoding_cmds",
     "dsv4.cli.model_cmds",
+    "dsv4.cli.engine_cmds",
 ]
 
 
