@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(VENV)/bin/dsv4 demo
+	$(VENV)/bin/dsv4 chat
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -7,6 +7,7 @@ import sys
 # Each module defines `register(subparsers)`; its subcommands set `func(args) -> int`.
 COMMAND_MODULES: list[str] = [
     "dsv4.cli.encoding_cmds",
+    "dsv4.cli.chat_cmds",
     "dsv4.cli.model_cmds",
     "dsv4.cli.engine_cmds",
 ]
