@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -364,6 +365,9 @@ def main():
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
+    if "--announce" in sys.argv:  # over a serial line, say when the line is ready before anything is sent
+        out.write(b'{"ready": true}\n')
+        out.flush()
     session = Session(json.loads(inp.readline()))
     session.out = out
     session.send({"ok": True, "id": "init", "pid": os.getpid(), "shell": session.shell})

@@ -44,11 +44,18 @@ class AgentChannel:
                     raise SandboxFileError(msg.get("errno"), msg.get("error", "unknown guest error"))
                 return msg
 
-    def handshake(self, init: dict, timeout: float) -> dict:
-        """Send the session's initial state; the agent answers once it is ready."""
+    def handshake(self, init: dict, timeout: float, wait_ready: bool = False) -> dict:
+        """Send the session's initial state; the agent answers once it is ready. With `wait_ready`, first wait
+        for the agent's `{"ready": true}` line, skipping whatever else the line carried before it."""
+        deadline = time.monotonic() + timeout
         with self._lock:
+            while wait_ready:
+                try:
+                    wait_ready = not self._read_message(deadline).get("ready")
+                except AgentProtocolError:
+                    continue
             self._send(init)
-            return self._read_message(time.monotonic() + timeout)
+            return self._read_message(deadline)
 
     def _send(self, obj: dict) -> None:
         data = (json.dumps(obj) + "\n").encode()

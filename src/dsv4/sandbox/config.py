@@ -50,6 +50,10 @@ class VMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["vm"] = "vm"
+    python: str = "/usr/bin/python3"
+    """Host interpreter run (through the host's loader, over 9p) as the guest agent."""
+    run_as_uid: int | None = None
+    """Host uid QEMU runs as; None = 65534 (nobody) when started as root, else the caller's uid."""
     kernel: Path | None = None
     """None = the newest /boot/vmlinuz-*."""
     accel: Literal["auto", "kvm", "tcg"] = "auto"

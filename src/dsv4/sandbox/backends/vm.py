@@ -1,20 +1,32 @@
-"""The `vm` backend: QEMU booting a kernel and an initramfs whose init starts the guest agent.
+"""The `vm` backend: QEMU booting the host's kernel with a tiny initramfs whose init starts the guest agent.
 
-KVM is used when `/dev/kvm` works, TCG otherwise. The guest gets no network device at all.
+The initramfs holds busybox and the virtio/9p modules; the host's `/usr` (read-only), the agent directory
+(read-only) and the workspace reach the guest over 9p, and the agent is the host's Python started through the
+host's loader, as in the container backend. The agent talks over the second serial port. QEMU runs as the
+sandbox's unprivileged uid (so 9p cannot create root-owned files on the host), uses KVM when that uid can open
+`/dev/kvm` and it works, TCG otherwise, and has no network device.
 """
 
 import glob
 import os
 import shutil
+import subprocess
 
+from dsv4.sandbox.backend import GuestBackend
+from dsv4.sandbox.backends.bwrap import PATH, Keeper, find_tool, make_state_dir, sandbox_uid
+from dsv4.sandbox.backends.container import injected_python
+from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import SandboxSpec, VMConfig
-from dsv4.sandbox.errors import BackendUnavailable
+from dsv4.sandbox.errors import BackendUnavailable, SandboxClosed
+from dsv4.sandbox.initramfs import build_initramfs
+
+SHARES = (("hostusr", "/run/dsv4-host/usr", True), ("guest", "/run/dsv4", True), ("workspace", None, False))
 
 
 def find_kernel(cfg: VMConfig) -> str:
     if cfg.kernel is not None:
-        if not os.path.isfile(cfg.kernel):
-            raise BackendUnavailable(f"kernel={str(cfg.kernel)!r} does not exist")
+        if not os.access(cfg.kernel, os.R_OK):
+            raise BackendUnavailable(f"kernel={str(cfg.kernel)!r} does not exist or is not readable")
         return str(cfg.kernel)
     kernels = sorted(glob.glob("/boot/vmlinuz-*"))
     if not kernels:
@@ -22,17 +34,127 @@ def find_kernel(cfg: VMConfig) -> str:
     return kernels[-1]
 
 
-def check_tools() -> str:
-    qemu = shutil.which("qemu-system-x86_64")
-    if qemu is None:
-        raise BackendUnavailable("QEMU is not installed (Debian package qemu-system-x86)")
-    return qemu
+def init_script(spec: SandboxSpec, agent_argv: list[str]) -> str:
+    mounts = [f"mkdir -p {spec.workdir if d is None else d}\n"
+              f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144{',ro' if ro else ''} "
+              f"{tag} {spec.workdir if d is None else d}" for tag, d, ro in SHARES]
+    lo = "ip link set lo up\n" if spec.network_rules.mode == "loopback" else ""
+    return "\n".join([
+        "#!/bin/busybox sh", "/bin/busybox --install -s /bin", "export PATH=/bin", "hostname sandbox",
+        "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
+        f"mount -t tmpfs -o size={spec.limits.tmpfs_mb}m tmpfs /tmp; mount -t tmpfs tmpfs /run",
+        "for m in $(cat /modules.order); do insmod /lib/modules/$m; done", *mounts, lo,
+        "stty -F /dev/ttyS1 raw -echo", f"cd {spec.workdir}",
+        f"{' '.join(agent_argv)} /run/dsv4/agent.py --announce < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0",
+        "poweroff -f", "",
+    ])
 
 
-class VMBackend:
+def kvm_usable_by(uid: int) -> bool:
+    """Whether a process running as `uid` (no supplementary groups) may open /dev/kvm read-write."""
+    try:
+        st = os.stat("/dev/kvm")
+    except OSError:
+        return False
+    if uid == 0:
+        return True
+    rw = 0o600 if st.st_uid == uid else 0o060 if st.st_gid == uid else 0o006
+    return st.st_mode & rw == rw
+
+
+def accelerators(cfg: VMConfig, uid: int) -> list[str]:
+    """KVM first when the QEMU user may open /dev/kvm (it can still fail, e.g. nested), then TCG."""
+    if cfg.accel != "auto":
+        return [cfg.accel]
+    return ["kvm", "tcg"] if kvm_usable_by(uid) else ["tcg"]
+
+
+class VMBackend(GuestBackend):
     def __init__(self, spec: SandboxSpec):
         cfg = spec.backend
         assert isinstance(cfg, VMConfig)
-        check_tools()
-        find_kernel(cfg)
-        raise BackendUnavailable("the vm backend's guest image builder is not implemented yet")
+        if spec.network_rules.mode == "allow":
+            raise BackendUnavailable("network_rules allow-lists are not offered by the vm backend (no NIC)")
+        self.spec, self.cfg = spec, cfg
+        self.qemu = find_tool("qemu-system-x86_64")
+        self.kernel = find_kernel(cfg)
+        self.max_output_bytes = spec.limits.max_output_bytes
+        self.uid = sandbox_uid(cfg)
+        self.state = make_state_dir(cfg, self.uid)
+        self.workspace = self.state / "workspace"
+        self.proc: subprocess.Popen | None = None
+        self._keeper = Keeper()
+        try:
+            self._boot()
+        except BaseException:
+            self.close()
+            raise
+
+    def _boot(self) -> None:
+        initrd = self.state / "initrd.cpio"
+        build_initramfs(initrd, self.kernel, init_script(self.spec, injected_python(self.cfg.python)))
+        reasons = []
+        for accel in accelerators(self.cfg, self.uid):
+            try:
+                return self._start(accel, initrd)
+            except BackendUnavailable as e:
+                reasons.append(f"{accel}: {e}")
+                self._stop()
+        raise BackendUnavailable("QEMU did not boot the guest agent; " + "; ".join(reasons))
+
+    def _start(self, accel: str, initrd) -> None:
+        cpus = len(self.spec.limits.cpu_set())
+        argv = [find_tool("setpriv"), "--pdeathsig", "KILL", "--", self.qemu, "-nodefaults",
+                "-no-user-config",
+                "-display", "none", "-nic", "none", "-no-reboot", "-accel", accel, "-cpu", "max",
+                "-m", str(max(256, self.spec.limits.memory_limit_mb)), "-smp", str(cpus),
+                "-kernel", self.kernel, "-initrd", str(initrd),
+                "-append", "console=ttyS0 panic=-1 quiet rdinit=/init",
+                "-serial", f"file:{self.state / 'console.log'}", "-serial", "stdio"]
+        paths = {"hostusr": "/usr", "guest": str(self.state / "guest"), "workspace": str(self.workspace)}
+        for tag, _, ro in SHARES:
+            argv += ["-virtfs", f"local,path={paths[tag]},mount_tag={tag},security_model=none"
+                     + (",readonly=on" if ro else "")]
+        as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
+        console = self.state / "console.log"
+        console.write_bytes(b"")
+        if os.geteuid() == 0:
+            os.chown(console, self.uid, self.uid)
+        with open(self.state / "qemu.log", "wb") as log:
+            self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                           **as_user)
+        self.channel = AgentChannel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), self._why_dead)
+        env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb", **self.spec.env}
+        limits = dict(self.spec.limits.guest(), pids=None)  # the guest is root; the VM itself is the bound
+        try:
+            self.channel.handshake({"cwd": self.spec.workdir, "env": env, "limits": limits},
+                                   self.cfg.boot_timeout_s, wait_ready=True)
+        except SandboxClosed as e:
+            raise BackendUnavailable(str(e)) from e
+
+    def _why_dead(self) -> str:
+        code = None if self.proc is None else self.proc.poll()
+        tails = []
+        for name in ("qemu.log", "console.log"):
+            try:
+                tails.append((self.state / name).read_text(errors="replace").strip()[-1200:])
+            except OSError:
+                tails.append("")
+        return f"qemu exit status={code}, stderr={tails[0]!r}, console tail={tails[1]!r}"
+
+    def _stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc.stdin.close()
+            self.proc.stdout.close()
+            self.proc = None
+
+    def is_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self) -> None:
+        self._stop()
+        self._keeper.release()
+        shutil.rmtree(self.state, ignore_errors=True)
