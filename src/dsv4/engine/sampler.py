@@ -1,0 +1,53 @@
+"""`Sampler`: next tokens from last-position logits, per request: greedy, temperature, top-k, top-p, seed,
+log-probabilities."""
+
+import torch
+
+from .sampling_params import SamplingParams
+from .sequence import TokenLogprob
+
+
+class Sampler:
+    def __init__(self):
+        self.generators: dict[int, torch.Generator] = {}
+
+    def generator(self, seq_id: int, params: SamplingParams) -> torch.Generator:
+        if seq_id not in self.generators:
+            g = torch.Generator()
+            if params.seed is None:
+                g.seed()
+            else:
+                g.manual_seed(params.seed)
+            self.generators[seq_id] = g
+        return self.generators[seq_id]
+
+    def release(self, seq_id: int):
+        self.generators.pop(seq_id, None)
+
+    def __call__(self, logits: torch.Tensor, seq_ids: list[int], params: list[SamplingParams]):
+        """logits [b,vocab] float32 -> (token ids [b], per row a TokenLogprob or None)."""
+        tokens, logprobs = [], []
+        for row, seq_id, p in zip(logits.float(), seq_ids, params, strict=True):
+            token = int(row.argmax()) if p.greedy else self._draw(row, p, self.generator(seq_id, p))
+            tokens.append(token)
+            logprobs.append(None if p.logprobs is None else token_logprob(row, token, p.logprobs))
+        return tokens, logprobs
+
+    def _draw(self, row: torch.Tensor, p: SamplingParams, g: torch.Generator) -> int:
+        # row [vocab] -> one token from softmax(row / T) restricted to top-k, then to the top-p nucleus
+        probs, ids = (row / p.temperature).softmax(-1).sort(descending=True)
+        if p.top_k:
+            probs, ids = probs[: p.top_k], ids[: p.top_k]
+        if p.top_p < 1:
+            before = probs.cumsum(-1) - probs  # mass of the more likely tokens
+            keep = before < p.top_p * probs.sum()
+            probs, ids = probs[keep], ids[keep]
+        return int(ids[torch.multinomial(probs, 1, generator=g)])
+
+
+def token_logprob(row: torch.Tensor, token: int, n_top: int) -> TokenLogprob:
+    """The model's log-probability of `token` and the `n_top` most likely tokens (before any sampling rule)."""
+    lp = row.log_softmax(-1)
+    top = lp.topk(n_top) if n_top else None
+    alternatives = dict(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top is not None else {}
+    return TokenLogprob(token, float(lp[token]), alternatives)

@@ -1,0 +1,118 @@
+"""`Scheduler`: decides, each step, which tokens of which requests run (continuous batching).
+
+Running requests go first, decodes before unfinished prefills, then waiting requests are admitted in arrival
+order; every request gets min(its uncomputed tokens, what is left of the step's token budget), so long prompts
+are prefilled in chunks. Blocks for a chunk are taken before it runs; when they run out, the most recently
+admitted running request is preempted (its blocks freed, recomputed from the start later).
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+from dsv4.cache.block_manager import BlockManager, CacheFull
+
+from .sequence import Sequence, SequenceStatus
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int = 16
+    """Running requests at most."""
+    max_num_batched_tokens: int = 512
+    """Token budget of one step (prefill chunks + decodes)."""
+
+    def __post_init__(self):
+        for name in ("max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Tokens seq.token_ids[start:start+n] at positions start.. run this step."""
+
+    seq: Sequence
+    start: int
+    n: int
+
+    @property
+    def samples(self) -> bool:
+        """The chunk reaches the sequence's last token, so its logits give the next token."""
+        return self.start + self.n == len(self.seq)
+
+
+class Scheduler:
+    def __init__(self, config: SchedulerConfig, blocks: BlockManager):
+        self.config, self.blocks = config, blocks
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence):
+        needed = self.blocks.blocks_for(seq.max_len)
+        if needed > self.blocks.num_blocks:
+            raise CacheFull(seq.seq_id, needed, self.blocks.num_free, self.blocks.num_blocks)
+        self.waiting.append(seq)
+
+    def is_finished(self) -> bool:
+        return not self.waiting and not self.running
+
+    def schedule(self) -> list[Chunk]:
+        budget = self.config.max_num_batched_tokens
+        chunks: list[Chunk] = []
+        for seq in sorted(self.running, key=lambda s: s.num_uncomputed > 1):
+            if budget == 0:
+                break
+            if seq.status != SequenceStatus.RUNNING:  # preempted earlier in this loop
+                continue
+            n = min(seq.num_uncomputed, budget)
+            if self._make_room(seq, n, scheduled={c.seq for c in chunks}):
+                chunks.append(self._take(seq, n))
+                budget -= n
+        while self.waiting and budget and len(self.running) < self.config.max_num_seqs:
+            seq = self.waiting[0]
+            n = min(seq.num_uncomputed, budget)
+            if not self.blocks.can_grow(seq.seq_id, seq.num_computed + n):
+                break
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            chunks.append(self._take(seq, n))
+            budget -= n
+        return chunks
+
+    def _make_room(self, seq: Sequence, n: int, scheduled: set[Sequence]) -> bool:
+        """Preempts the latest admitted other requests until `seq` can grow by n tokens; False if it had to
+        preempt `seq` itself."""
+        while not self.blocks.can_grow(seq.seq_id, seq.num_computed + n):
+            victims = [s for s in self.running if s is not seq and s not in scheduled]
+            self.preempt(victims[-1] if victims else seq)
+            if not victims:
+                return False
+        return True
+
+    def _take(self, seq: Sequence, n: int) -> Chunk:
+        self.blocks.grow(seq.seq_id, seq.num_computed + n)
+        return Chunk(seq, seq.num_computed, n)
+
+    def preempt(self, seq: Sequence):
+        """Frees the request's blocks and puts it first in the waiting queue, to be recomputed from scratch."""
+        self.running.remove(seq)
+        self.blocks.free(seq.seq_id)
+        seq.num_computed, seq.status = 0, SequenceStatus.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def advance(self, chunks: list[Chunk]):
+        """Records that the chunks ran: their tokens are in the cache now."""
+        for c in chunks:
+            c.seq.num_computed = c.start + c.n
+
+    def finish(self, seq: Sequence, reason: str):
+        """Ends a request (finished or aborted) wherever it is, freeing its blocks at once."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.blocks.free(seq.seq_id)
+        seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason

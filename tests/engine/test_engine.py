@@ -1,0 +1,152 @@
+"""The engine on the tiny checkpoint: greedy output equals a hand-written greedy loop over the model, batching
+and chunking change nothing, stop conditions end where they should, blocks all come back."""
+
+import pytest
+import torch
+
+from dsv4.engine import CacheFull, Engine, EngineConfig, SamplingParams
+
+GREEDY = SamplingParams(temperature=0, max_tokens=12)
+PROMPTS = [[0, 4713, 3221, 14, 10, 77], [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 11, 12, 13, 14],
+           [0, 42], list(range(5, 40))]
+
+
+def _engine(model, tokenizer, **config) -> Engine:
+    return Engine(model, tokenizer, EngineConfig(**config))
+
+
+def greedy_reference(model, prompt: list[int], n: int) -> list[int]:
+    """The plain loop: prefill the prompt in one call, then one token at a time."""
+    cache = model.new_cache(1, len(prompt) + n)
+    logits = model(torch.tensor([prompt]), cache=cache, start_pos=0)
+    out = [int(logits[0].argmax())]
+    for pos in range(len(prompt), len(prompt) + n - 1):
+        logits = model(torch.tensor([[out[-1]]]), cache=cache, start_pos=pos)
+        out.append(int(logits[0].argmax()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    return [greedy_reference(tiny_model, p, GREEDY.max_tokens) for p in PROMPTS]
+
+
+def test_greedy_generate_equals_the_manual_loop(tiny_model, tokenizer, reference):
+    # a small token budget: prompts are prefilled in chunks of up to 5 tokens next to the decodes
+    engine = _engine(tiny_model, tokenizer, max_num_batched_tokens=5, block_size=4)
+    outs = engine.generate([PROMPTS[1]], GREEDY)
+    assert outs[0].token_ids == reference[1]
+    assert outs[0].finish_reason == "length"
+    assert outs[0].text == tokenizer.decode(reference[1], skip_special_tokens=False)
+
+
+def test_batched_equals_one_at_a_time(tiny_model, tokenizer, reference):
+    engine = _engine(tiny_model, tokenizer, max_num_batched_tokens=16, block_size=4)
+    batched = engine.generate(PROMPTS, GREEDY)
+    assert [o.token_ids for o in batched] == reference
+    assert engine.blocks.num_used == 0 and not engine.runner.caches
+
+
+def test_preemption_under_a_small_cache_keeps_the_tokens(tiny_model, tokenizer, reference):
+    # 12 blocks of 4 tokens: the four requests (up to 47 tokens) cannot all be resident at once
+    engine = _engine(tiny_model, tokenizer, num_blocks=14, block_size=4, max_num_batched_tokens=64)
+    outs = engine.generate(PROMPTS, GREEDY)
+    assert engine.scheduler.num_preemptions > 0
+    assert [o.token_ids for o in outs] == reference
+    assert engine.blocks.num_used == 0
+
+
+def test_text_prompt_is_tokenized_without_extra_tokens(tiny_model, tokenizer):
+    engine = _engine(tiny_model, tokenizer)
+    text = "<｜begin▁of▁sentence｜>Hello, world"
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    assert ids[0] == 0
+    a, b = engine.generate([text, ids], SamplingParams(temperature=0, max_tokens=4))
+    assert a.prompt_token_ids == ids and a.token_ids == b.token_ids
+
+
+def test_max_tokens_stop_ids_eos_and_stop_strings(tiny_model, tokenizer, reference):
+    engine = _engine(tiny_model, tokenizer)
+    ref, prompt = reference[0], PROMPTS[0]
+    short = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=3))[0]
+    assert short.token_ids == ref[:3] and short.finish_reason == "length"
+
+    k = 5
+    stop_id = ref[k]
+    first = ref.index(stop_id)
+    out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[stop_id]))[0]
+    assert out.token_ids == ref[: first + 1] and out.finish_reason == "stop"
+    assert out.text == tokenizer.decode(ref[:first], skip_special_tokens=False)
+
+    eos_engine = Engine(tiny_model, tokenizer, EngineConfig(), eos_token_id=stop_id)
+    assert eos_engine.generate([prompt], GREEDY)[0].token_ids == ref[: first + 1]
+    ignored = eos_engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
+    assert ignored.token_ids == ref
+
+    full = tokenizer.decode(ref, skip_special_tokens=False)
+    stop = full[len(full) // 2: len(full) // 2 + 2]
+    ends = min(i for i in range(1, len(ref) + 1) if stop in tokenizer.decode(ref[:i], skip_special_tokens=False))
+    out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop=[stop, "\x00never"]))[0]
+    assert out.text == full[: full.index(stop)] and out.finish_reason == "stop"
+    assert out.token_ids == ref[:ends]
+    assert engine.blocks.num_used == 0
+
+
+def test_cancellation_frees_blocks_at_once(tiny_model, tokenizer):
+    engine = _engine(tiny_model, tokenizer, max_num_seqs=1, block_size=4)
+    running = engine.add_request(PROMPTS[3], GREEDY)
+    waiting = engine.add_request(PROMPTS[1], GREEDY)
+    engine.step()
+    engine.step()
+    assert engine.blocks.num_used == len(engine.blocks.table(running)) > 0
+    assert engine.abort(waiting) and engine.abort(running)
+    assert engine.blocks.num_used == 0 and not engine.runner.caches and not engine.has_unfinished()
+    assert not engine.abort(running)
+    assert engine.seqs[running].output().finish_reason == "abort"
+
+
+def test_stream_yields_each_token_and_frees_when_closed(tiny_model, tokenizer, reference):
+    engine = _engine(tiny_model, tokenizer, block_size=4)
+    outs = list(engine.stream(PROMPTS[2], GREEDY))
+    assert [len(o.token_ids) for o in outs] == list(range(1, 13))
+    assert outs[-1].token_ids == reference[2] and outs[-1].finished
+    stream = engine.stream(PROMPTS[2], GREEDY)
+    next(stream)
+    assert engine.blocks.num_used > 0
+    stream.close()  # a client that goes away cancels its request
+    assert engine.blocks.num_used == 0
+
+
+def test_sampling_seed_top_k_and_logprobs(tiny_model, tokenizer, reference):
+    engine = _engine(tiny_model, tokenizer)
+    p = SamplingParams(temperature=1.0, top_p=0.9, seed=7, max_tokens=8)
+    a, b = engine.generate([PROMPTS[0], PROMPTS[0]], p)
+    assert a.token_ids == b.token_ids  # same seed, same draws, even when batched
+    top1 = engine.generate([PROMPTS[0]], SamplingParams(temperature=0.7, top_k=1, seed=3, max_tokens=12))[0]
+    assert top1.token_ids == reference[0]
+    out = engine.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=2, logprobs=3))[0]
+    lp = tiny_model(torch.tensor([PROMPTS[0]]))[0].log_softmax(-1)
+    assert out.logprobs[0].token_id == reference[0][0]
+    assert out.logprobs[0].logprob == pytest.approx(lp[reference[0][0]].item(), abs=1e-5)
+    assert list(out.logprobs[0].top) == lp.topk(3).indices.tolist()
+
+
+def test_request_errors_name_the_field(tiny_model, tokenizer):
+    engine = _engine(tiny_model, tokenizer, num_blocks=2, block_size=4, max_model_len=64)
+    with pytest.raises(CacheFull, match="needs 5 more blocks"):
+        engine.add_request(PROMPTS[1], SamplingParams(max_tokens=4))
+    with pytest.raises(ValueError, match="max_model_len=64"):
+        engine.add_request([0], SamplingParams(max_tokens=64))
+    with pytest.raises(ValueError, match=r"prompt token ids must be in \[0, 129280\); got \[129280\]"):
+        engine.add_request([0, 129280])
+    with pytest.raises(ValueError, match="top_p must be in"):
+        SamplingParams(top_p=0)
+
+
+def test_from_pretrained_dir_and_preset(tiny_dir):
+    engine = Engine.from_pretrained(tiny_dir)
+    assert engine.tokenizer is not None and engine.eos_token_id == 1
+    out = engine.generate([[0, 1, 2, 3]], SamplingParams(temperature=0, max_tokens=3))[0]
+    assert len(out.token_ids) == 3
+    with pytest.raises(ValueError, match="neither a directory nor one of"):
+        Engine.from_pretrained("no-such-model")
