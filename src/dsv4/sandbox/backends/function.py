@@ -17,7 +17,9 @@ from dsv4.sandbox.config import FunctionConfig, SandboxSpec
 from dsv4.sandbox.errors import BackendUnavailable, FunctionNotRegistered, SandboxClosed, UnsupportedOperation
 
 
-def _worker(conn: Connection, functions: dict[str, Callable], memory_bytes: int) -> None:
+def _worker(conn: Connection, parent_end: Connection, functions: dict[str, Callable],
+            memory_bytes: int) -> None:
+    parent_end.close()  # so that the pipe reaches EOF, and the worker exits, once the owner is gone
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     while True:
         try:
@@ -35,7 +37,7 @@ class Worker:
 
     def __init__(self, ctx, functions: dict[str, Callable], memory_bytes: int):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, functions, memory_bytes), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, self.conn, functions, memory_bytes), daemon=True)
         self.proc.start()
         child.close()
 

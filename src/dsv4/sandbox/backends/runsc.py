@@ -47,7 +47,9 @@ class RunscBackend(BwrapBackend):
         self.runsc = [runsc, "--root", str(self.state / "runsc"), "--network=none"]
         log = open(self.state / "agent.log", "wb")
         try:
-            argv = [*self.runsc, "run", "--bundle", str(bundle), self.container_id]
+            # pdeathsig on `runsc run`; its attached sandbox and gofer die with it.
+            argv = [find_tool("setpriv"), "--pdeathsig", "KILL", "--", *self.runsc, "run", "--bundle",
+                    str(bundle), self.container_id]
             self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         finally:
             log.close()
