@@ -3,9 +3,10 @@ decides, block manager owns blocks, model runner executes, sampler picks, engine
 
 from dsv4.cache.block_manager import CacheFull
 
+from .async_engine import AsyncEngine
 from .config import EngineConfig
 from .engine import Engine
 from .sampling_params import SamplingParams
 from .sequence import RequestOutput, TokenLogprob
 
-__all__ = ["CacheFull", "Engine", "EngineConfig", "RequestOutput", "SamplingParams", "TokenLogprob"]
+__all__ = ["AsyncEngine", "CacheFull", "Engine", "EngineConfig", "RequestOutput", "SamplingParams", "TokenLogprob"]

@@ -1,0 +1,56 @@
+"""`AsyncEngine`: per-request async streaming over one `Engine`.
+
+One background task drives `Engine.step` in a worker thread while any request is open and hands each request's
+new output to that request's queue; a consumer that stops iterating cancels its request (blocks freed at once).
+"""
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+from .engine import Engine
+from .sampling_params import SamplingParams
+from .sequence import RequestOutput
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._lock = threading.Lock()  # Engine is not thread-safe: steps, adds and aborts take turns
+        self._queues: dict[int, asyncio.Queue[RequestOutput]] = {}
+        self._loop: asyncio.Task | None = None
+
+    async def stream(self, prompt: str | list[int], params: SamplingParams | None = None
+                     ) -> AsyncIterator[RequestOutput]:
+        """Yields the request's output (all tokens so far) after each new token; the last one is finished."""
+        request_id = await asyncio.to_thread(self._locked, self.engine.add_request, prompt, params)
+        queue = self._queues[request_id] = asyncio.Queue()
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._drive())
+        finished = False
+        try:
+            while not finished:
+                out = await queue.get()
+                finished = out.finished
+                yield out
+        finally:
+            self._queues.pop(request_id, None)
+            await asyncio.to_thread(self._locked, self._close, request_id)
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestOutput:
+        outs = [out async for out in self.stream(prompt, params)]
+        return outs[-1]
+
+    async def _drive(self):
+        while self._queues:
+            for out in await asyncio.to_thread(self._locked, self.engine.step):
+                if out.request_id in self._queues:
+                    self._queues[out.request_id].put_nowait(out)
+
+    def _locked(self, fn, *args):
+        with self._lock:
+            return fn(*args)
+
+    def _close(self, request_id: int):
+        self.engine.abort(request_id)  # no-op when it finished
+        self.engine.seqs.pop(request_id, None)

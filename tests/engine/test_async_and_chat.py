@@ -1,0 +1,57 @@
+"""Async streaming per request, and the chat -> engine -> parse pipeline on the tiny checkpoint."""
+
+import asyncio
+
+from dsv4.encoding.message import AssistantMessage
+from dsv4.encoding.parse import parse_completion
+from dsv4.encoding.render import encode_messages
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.engine.async_engine import AsyncEngine
+
+from .test_engine import GREEDY, PROMPTS, greedy_reference
+
+
+def test_async_streams_run_concurrently_and_match_greedy(tiny_model, tokenizer):
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(block_size=4)))
+
+    async def collect(prompt):
+        return [out async for out in engine.stream(prompt, GREEDY)]
+
+    async def main():
+        return await asyncio.gather(*(collect(p) for p in PROMPTS[:3]))
+
+    streams = asyncio.run(main())
+    for prompt, outs in zip(PROMPTS, streams, strict=False):
+        assert [len(o.token_ids) for o in outs] == list(range(1, GREEDY.max_tokens + 1))
+        assert outs[-1].token_ids == greedy_reference(tiny_model, prompt, GREEDY.max_tokens)
+    assert engine.engine.blocks.num_used == 0 and not engine.engine.seqs
+
+
+def test_async_consumer_that_leaves_cancels_its_request(tiny_model, tokenizer):
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(block_size=4)))
+
+    async def main():
+        stream = engine.stream(PROMPTS[1], GREEDY)
+        first = await anext(stream)
+        assert engine.engine.blocks.num_used > 0
+        await stream.aclose()
+        return first
+
+    out = asyncio.run(main())
+    assert len(out.token_ids) == 1 and not out.finished
+    assert engine.engine.blocks.num_used == 0 and not engine.engine.has_unfinished()
+
+
+def test_chat_engine_parse(tiny_dir):
+    # the call sequence `make run` uses: render -> generate (text prompt) -> tolerant parse
+    engine = Engine.from_pretrained(tiny_dir)
+    messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    prompt = encode_messages(messages, thinking_mode="chat")
+    out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=8))[0]
+    ids = engine.tokenizer.encode(prompt, add_special_tokens=False).ids
+    assert out.prompt_token_ids == ids and ids[0] == 0  # BOS as the special token, not as text
+    assert engine.tokenizer.token_to_id("<｜Assistant｜>") in ids
+    message = parse_completion(out.text, thinking_mode="chat", strict=False)
+    assert isinstance(message, AssistantMessage)
+    if "<｜" not in out.text and "</think>" not in out.text:  # random weights: plain text, no markup
+        assert message.content == out.text
