@@ -161,3 +161,12 @@ def test_sandboxes_cannot_see_each_other(make_sandbox):
                     "find / -name 'a-s?cret' 2>/dev/null", timeout=20)
     assert "a-secret" not in r.stdout and "a-tmp" not in r.stdout and "999.25" not in r.stdout
     assert "999.25" in a.run_shell("cat /proc/[0-9]*/cmdline | tr '\\0' ' '", timeout=10).stdout
+
+
+def test_disk_fill_stops_at_the_workspace_quota(make_sandbox):
+    sb = make_sandbox(workspace_mb=8)
+    r = sb.run_shell("head -c 20000000 /dev/zero > big; ls -l big | awk '{print $5}'", timeout=20)
+    assert "No space left on device" in r.stderr and int(r.stdout.split()[0]) <= 8 << 20
+    assert sb.backend.workspace is None
+    r = sb.run_shell("rm big && echo ok > small && cat small", timeout=10)
+    assert r.stdout == "ok\n"

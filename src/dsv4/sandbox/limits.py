@@ -24,6 +24,9 @@ class Limits(BaseModel):
     """Default cap on captured stdout and on stderr per command; the rest is dropped and flagged."""
     tmpfs_mb: int = Field(256, ge=1)
     """Size of the sandbox's private /tmp, in MiB."""
+    workspace_mb: int | None = Field(None, ge=1)
+    """When set, the workspace is a private tmpfs of this size (no host directory, nothing to fill the host
+    disk with); when None it is a host directory (bubblewrap backends) without a quota."""
 
     def cpu_set(self) -> list[int]:
         """The first `ceil(cpu_cores_limit)` CPUs this process may use."""

@@ -64,7 +64,7 @@ class Sandbox:
     def create(
         cls, backend: "str | BackendConfig" = "process", *, rootfs: Path | None = None,
         workdir: str = "/workspace", memory_limit_mb: int = 1024, cpu_cores_limit: float = 1.0,
-        pids_limit: int = 128, ttl_running_stop: float | None = None,
+        pids_limit: int = 128, workspace_mb: int | None = None, ttl_running_stop: float | None = None,
         network_rules: "NetworkRules | str | list[str] | None" = None, env: dict[str, str] | None = None,
         max_output_bytes: int = 1 << 20, journal: Path | None = None, functions: dict | None = None,
     ) -> "Sandbox":
@@ -72,7 +72,7 @@ class Sandbox:
 
         Everything in it dies with this process, even when it is killed with SIGKILL."""
         limits = Limits(memory_limit_mb=memory_limit_mb, cpu_cores_limit=cpu_cores_limit,
-                        pids_limit=pids_limit, max_output_bytes=max_output_bytes)
+                        pids_limit=pids_limit, max_output_bytes=max_output_bytes, workspace_mb=workspace_mb)
         spec = SandboxSpec(backend=backend_config(backend, rootfs), limits=limits, workdir=workdir,
                            network_rules=NetworkRules.of(network_rules), env=env or {},
                            ttl_running_stop=ttl_running_stop)

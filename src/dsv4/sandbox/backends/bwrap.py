@@ -74,9 +74,15 @@ def private_args(spec: SandboxSpec, state: Path, late: list[str]) -> list[str]:
     return [
         "--proc", "/proc", "--dev", "/dev", "--size", str(spec.limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
         "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
-        "--bind", str(state / "workspace"), spec.workdir, "--chdir", spec.workdir, *late,
+        *workspace_args(spec, state), "--chdir", spec.workdir, *late,
         "--remount-ro", "/run", "--remount-ro", "/",
     ]
+
+
+def workspace_args(spec: SandboxSpec, state: Path) -> list[str]:
+    if spec.limits.workspace_mb is None:
+        return ["--bind", str(state / "workspace"), spec.workdir]
+    return ["--size", str(spec.limits.workspace_mb << 20), "--perms", "0755", "--tmpfs", spec.workdir]
 
 
 def sandbox_uid(cfg: ProcessConfig) -> int:
@@ -186,7 +192,7 @@ class BwrapBackend(GuestBackend):
         self.max_output_bytes = spec.limits.max_output_bytes
         self.uid = sandbox_uid(cfg)
         self.state = make_state_dir(cfg, self.uid)
-        self.workspace = self.state / "workspace"
+        self.workspace = self.state / "workspace" if spec.limits.workspace_mb is None else None
         self.relay: Relay | None = None
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None

@@ -63,8 +63,12 @@ class RunscBackend(BwrapBackend):
              "options": [f"size={self.spec.limits.tmpfs_mb}m"]},
             bind(str(self.state / "guest"), GUEST_DIR, True),
             bind("/usr", f"{HOST_DIR}/usr", True),
-            bind(str(self.workspace), self.spec.workdir, False),
         ]
+        if self.workspace is None:
+            mounts.append({"destination": self.spec.workdir, "type": "tmpfs", "source": "tmpfs",
+                           "options": [f"size={self.spec.limits.workspace_mb}m", "mode=0777"]})
+        else:
+            mounts.append(bind(str(self.workspace), self.spec.workdir, False))
         process = {
             "terminal": False, "user": {"uid": self.uid, "gid": self.uid}, "cwd": self.spec.workdir,
             "args": [*injected_python(self.cfg.python), f"{GUEST_DIR}/agent.py"], "env": [f"PATH={PATH}"],

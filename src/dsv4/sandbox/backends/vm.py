@@ -38,6 +38,9 @@ def init_script(spec: SandboxSpec, agent_argv: list[str]) -> str:
     mounts = [f"mkdir -p {spec.workdir if d is None else d}\n"
               f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144{',ro' if ro else ''} "
               f"{tag} {spec.workdir if d is None else d}" for tag, d, ro in SHARES]
+    if spec.limits.workspace_mb is not None:  # a guest tmpfs instead of the host directory
+        size = spec.limits.workspace_mb
+        mounts[-1] = f"mkdir -p {spec.workdir}\nmount -t tmpfs -o size={size}m tmpfs {spec.workdir}"
     lo = "ip link set lo up\n" if spec.network_rules.mode == "loopback" else ""
     return "\n".join([
         "#!/bin/busybox sh", "/bin/busybox --install -s /bin", "export PATH=/bin", "hostname sandbox",
