@@ -91,8 +91,13 @@ def conversations(draw, *, allow_prefix: bool = True) -> dict:
         if draw(st.booleans()):
             prefix["reasoning_content"] = draw(texts)
         msgs.append(prefix)
+    choices = [None]
+    if with_tools:
+        first = msgs[0]["tools"][0]["function"]["name"]
+        choices += ["auto", "none", "required", {"type": "function", "function": {"name": first}}]
     return {
         "messages": msgs,
+        "tool_choice": draw(st.sampled_from(choices)),
         "thinking_mode": draw(st.sampled_from(["thinking", "chat"])),
         "reasoning_effort": draw(st.sampled_from([None, "none", "minimal", "low", "medium", "high", "xhigh",
                                                   "max", "ultra"])),

@@ -10,7 +10,7 @@ import deepseek_recipe as dr
 
 
 def recipe_request(messages: list[dict], *, thinking_mode: str = "thinking",
-                   reasoning_effort: str | None = None) -> dict:
+                   reasoning_effort: str | None = None, tool_choice=None) -> dict:
     body: dict = {"model": "DeepSeek-V4-Pro", "messages": []}
     for m in messages:
         m = dict(m)
@@ -28,6 +28,8 @@ def recipe_request(messages: list[dict], *, thinking_mode: str = "thinking",
         body["thinking"] = {"type": "disabled"}
     if reasoning_effort is not None:
         body["reasoning_effort"] = reasoning_effort
+    if tool_choice is not None:
+        body["tool_choice"] = tool_choice
     return body
 
 

@@ -19,7 +19,7 @@ from .recipe_oracle import recipe_render
 def test_prompts_byte_identical_to_recipe(req):
     try:
         expected = recipe_render(req["messages"], thinking_mode=req["thinking_mode"],
-                                 reasoning_effort=req["reasoning_effort"])
+                                 reasoning_effort=req["reasoning_effort"], tool_choice=req["tool_choice"])
     except Exception:  # a request the recipe rejects is rejected by dsv4 as well
         with pytest.raises(EncodingError):
             encode_messages(**req, dialect="ga")

@@ -20,6 +20,7 @@ from .render import encode_messages
 from .request import encode_request
 from .schema import ArgumentsError, validate_arguments
 from .stream import StreamParser
+from .tool_choice import FORCED_TOOL_CALLS
 
 __all__ = [
     "ArgumentsDelta",
@@ -28,6 +29,7 @@ __all__ = [
     "ContentDelta",
     "DSMLError",
     "EncodingError",
+    "FORCED_TOOL_CALLS",
     "Event",
     "ParseWarning",
     "ReasoningDelta",

@@ -26,6 +26,7 @@ from .tokens import (
     THINK_END,
     THINK_START,
 )
+from .tool_choice import apply_tool_choice
 
 # Request names of the public API -> rendered tier; "none" turns thinking off.
 EFFORT_TIERS = {"minimal": "low", "low": "low", "medium": "high", "high": "high", "xhigh": "high",
@@ -159,11 +160,13 @@ def generation_header(msgs: list[Msg], thinking: bool) -> str:
     return ASSISTANT + (THINK_START if thinking else THINK_END)
 
 
-def encode_ga(context: list[Msg], msgs: list[Msg], *, thinking: bool, effort: str | None, add_bos: bool) -> str:
+def encode_ga(context: list[Msg], msgs: list[Msg], *, thinking: bool, effort: str | None, add_bos: bool,
+              tool_choice=None) -> str:
     thinking, effort_prefix = resolve_effort(effort, thinking)
-    full = context + msgs
+    full, forced = apply_tool_choice(context + msgs, tool_choice, thinking=thinking, dialect="ga")
+    context, msgs = full[: len(context)], full[len(context):]
     check_ga(full)
-    text = render_body(full, thinking, effort_prefix) + generation_header(full, thinking)
+    text = render_body(full, thinking, effort_prefix) + generation_header(full, thinking) + forced
     if not context:
         return (BOS if add_bos else "") + text
     # Context is already in the KV cache: emit only what follows its rendering.

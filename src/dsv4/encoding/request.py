@@ -12,8 +12,6 @@ def messages_of(request: dict) -> list[dict]:
     if not isinstance(messages, list):
         raise EncodingError("request.messages must be a list")
     extra = {k: request[k] for k in ("tools", "response_format") if request.get(k)}
-    if request.get("tool_choice") == "none":
-        extra.pop("tools", None)
     if not extra:
         return messages
     if messages and isinstance(messages[0], dict) and messages[0].get("role") == "system":
@@ -36,4 +34,5 @@ def encode_request(request: dict, *, dialect: str = "ga") -> str:
     if not isinstance(request, dict):
         raise EncodingError(f"a request must be a JSON object, got {type(request).__name__}")
     return encode_messages(messages_of(request), thinking_mode=thinking_mode_of(request),
-                           reasoning_effort=request.get("reasoning_effort"), dialect=dialect)
+                           reasoning_effort=request.get("reasoning_effort"), dialect=dialect,
+                           tool_choice=request.get("tool_choice"))
