@@ -39,11 +39,64 @@ def test_allow_list_reaches_only_the_listed_destinations(make_sandbox, loopback_
         other.close()
 
 
+PROXY_CONNECT = (
+    "python3 -c 'import socket, sys\n"
+    "s = socket.create_connection((\"127.0.0.1\", 3128), timeout=5)\n"
+    "s.sendall(b\"CONNECT %s HTTP/1.1\\r\\n\\r\\n\" % sys.argv[1].encode())\n"
+    "print(s.recv(100).decode().splitlines()[0]); print(s.recv(10).decode())' "
+)
+
+
+def test_named_destinations_go_through_the_filtering_proxy(make_sandbox, loopback_server):
+    other = LoopbackServer()
+    try:
+        sb = make_sandbox(network_rules=[f"localhost:{loopback_server.port}",
+                                         f"localhost:{other.port + 1}"])
+        r = sb.run_shell(f"echo $HTTPS_PROXY; {PROXY_CONNECT} localhost:{loopback_server.port}; "
+                         f"{PROXY_CONNECT} localhost:{other.port}", timeout=20)
+        assert r.stdout.splitlines() == ["http://127.0.0.1:3128", "HTTP/1.1 200 Connection established",
+                                         "pong", "HTTP/1.1 403 Forbidden", ""]
+        assert (loopback_server.accepted, other.accepted) == (1, 0)
+    finally:
+        other.close()
+
+
 def test_rules_parsing_and_validation():
     assert NetworkRules.of(None).mode == "none"
-    rules = NetworkRules.of(["localhost:80", "[::1]:443"])
-    assert [(d.host, d.port) for d in rules.allow] == [("127.0.0.1", 80), ("::1", 443)]
-    with pytest.raises(ValueError, match="only loopback"):
-        NetworkRules.of(["10.0.0.1:80"])
+    rules = NetworkRules.of(["127.0.0.1:80", "[::1]:443", "PyPI.org:443", "10.0.0.1:80", "localhost:8080"])
+    assert [(d.host, d.port, d.transparent) for d in rules.allow] == [
+        ("127.0.0.1", 80, True), ("::1", 443, True), ("pypi.org", 443, False), ("10.0.0.1", 80, False),
+        ("localhost", 8080, False)]
+    with pytest.raises(ValueError, match="neither an IP address nor a host name"):
+        NetworkRules.of(["bad host:80"])
     with pytest.raises(ValueError, match="mode='allow'"):
         NetworkRules(mode="loopback", allow=rules.allow)
+
+
+def test_plain_http_requests_are_forwarded_in_origin_form(make_sandbox):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"path={self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        sb = make_sandbox(network_rules=[f"localhost:{port}"])
+        fetch = "python3 -c 'import urllib.request as u, sys; print(u.urlopen(sys.argv[1]).read().decode())'"
+        r = sb.run_shell(f"{fetch} 'http://localhost:{port}/x?y=1'; "
+                         f"{fetch} http://localhost:{port + 1}/ 2>&1 | tail -1", timeout=20)
+        assert r.stdout.splitlines() == ["path=/x?y=1", "urllib.error.HTTPError: HTTP Error 403: Forbidden"]
+    finally:
+        server.shutdown()
+        server.server_close()

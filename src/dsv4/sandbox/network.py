@@ -1,15 +1,27 @@
-"""Per-sandbox network rules, and the host half of the allow-list relay."""
+"""Per-sandbox network rules, and the host half of the allow-list relay.
+
+Loopback IP destinations are relayed transparently: the sandbox connects to the same address and port on its
+own loopback. Any other destination (a hostname or a non-loopback IP) is reachable through an HTTP proxy at
+`127.0.0.1:3128` inside the sandbox (`HTTP(S)_PROXY` are set) that tunnels only to the listed host:port pairs
+and answers 403 to everything else at once.
+"""
 
 import ipaddress
 import os
+import re
 import socket
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dsv4.sandbox.agent import pump
+
+HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
+PROXY = ("127.0.0.1", 3128)
 
 
 class HostPort(BaseModel):
@@ -18,21 +30,27 @@ class HostPort(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: str
-    """A loopback IP address (127.0.0.0/8 or ::1); the sandbox reaches it at the same address and port."""
+    """An IP address or a host name (names, `localhost` included, are resolved by the proxy on the host)."""
     port: int = Field(ge=1, le=65535)
 
     @field_validator("host")
     @classmethod
-    def _loopback_only(cls, v: str) -> str:
-        if v == "localhost":
-            return "127.0.0.1"
+    def _host(cls, v: str) -> str:
         try:
-            ip = ipaddress.ip_address(v)
-        except ValueError as e:
-            raise ValueError(f"host={v!r} is not an IP address") from e
-        if not ip.is_loopback:
-            raise ValueError(f"host={v!r}: only loopback destinations can be relayed into a sandbox")
-        return str(ip)
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            pass
+        if not HOSTNAME.fullmatch(v):
+            raise ValueError(f"host={v!r} is neither an IP address nor a host name")
+        return v.lower()
+
+    @property
+    def transparent(self) -> bool:
+        """Loopback IPs are relayed at the same address; everything else goes through the proxy."""
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @classmethod
     def parse(cls, text: str) -> "HostPort":
@@ -69,36 +87,59 @@ class NetworkRules(BaseModel):
 
 
 class Relay:
-    """Host side of the allow-list: one unix socket per destination, each connection piped to host:port."""
+    """Host side of the allow-list: a unix socket per transparent destination, one for the proxy."""
 
-    def __init__(self, rules: NetworkRules, directory: Path, uid: int | None):
-        self.sockets: list[tuple[HostPort, Path]] = []
+    def __init__(self, rules: NetworkRules, directory: Path):
+        self.sockets: list[tuple[str, int, Path]] = []
+        """(address the guest listens on, port, host unix socket) for each relay."""
         self._listeners: list[socket.socket] = []
         directory.mkdir(mode=0o755, exist_ok=True)
-        for i, dest in enumerate(rules.allow):
-            path = directory / f"{i}.sock"
-            listener = socket.socket(socket.AF_UNIX)
-            listener.bind(str(path))
-            os.chmod(path, 0o777)
-            listener.listen(64)
-            self._listeners.append(listener)
-            self.sockets.append((dest, path))
-            threading.Thread(target=self._accept, args=(listener, dest), daemon=True).start()
+        for i, d in enumerate(d for d in rules.allow if d.transparent):
+            handle = partial(_tunnel, host=d.host, port=d.port)
+            self._listen(directory / f"{i}.sock", (d.host, d.port), handle)
+        self.proxied = {(d.host, d.port) for d in rules.allow if not d.transparent}
+        if self.proxied:
+            self._listen(directory / "proxy.sock", PROXY, self._proxy)
 
-    def _accept(self, listener: socket.socket, dest: HostPort) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                up = socket.create_connection((dest.host, dest.port), timeout=5)
-                up.settimeout(None)
-            except OSError:
-                conn.close()
-                continue
-            for a, b in ((conn, up), (up, conn)):
-                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+    def proxy_env(self) -> dict[str, str]:
+        """Environment that points HTTP clients in the sandbox at the filtering proxy."""
+        if not self.proxied:
+            return {}
+        url = f"http://{PROXY[0]}:{PROXY[1]}"
+        return {k: url for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+
+    def _listen(self, path: Path, guest_addr: tuple[str, int], handle) -> None:
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(str(path))
+        os.chmod(path, 0o777)
+        listener.listen(64)
+        self._listeners.append(listener)
+        self.sockets.append((guest_addr[0], guest_addr[1], path))
+        threading.Thread(target=_accept, args=(listener, handle), daemon=True).start()
+
+    def _proxy(self, conn: socket.socket) -> None:
+        """One proxied connection: CONNECT host:port, or a request in absolute form; 403 unless allowed."""
+        try:
+            head = _read_head(conn)
+            line, _, rest = head.partition(b"\r\n")
+            method, target, version = line.decode("latin-1").split(" ", 2)
+            if method == "CONNECT":
+                host, _, port = target.rpartition(":")
+                preface, reply = b"", b"HTTP/1.1 200 Connection established\r\n\r\n"
+            else:
+                url = urlsplit(target)
+                host, port = url.hostname or "", url.port or 80
+                origin = (url.path or "/") + (f"?{url.query}" if url.query else "")
+                preface, reply = f"{method} {origin} {version}\r\n".encode() + rest, b""
+            dest = HostPort(host=host.strip("[]"), port=int(port))
+        except (OSError, ValueError):
+            conn.close()
+            return
+        if (dest.host, dest.port) not in self.proxied:
+            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            conn.close()
+            return
+        _tunnel(conn, dest.host, dest.port, preface=preface, reply=reply)
 
     def close(self) -> None:
         for listener in self._listeners:
@@ -108,3 +149,36 @@ class Relay:
                 pass
             listener.close()
 
+
+def _accept(listener: socket.socket, handle) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def _tunnel(conn: socket.socket, host: str, port: int, preface: bytes = b"", reply: bytes = b"") -> None:
+    try:
+        up = socket.create_connection((host, port), timeout=10)
+        up.settimeout(None)
+        up.sendall(preface)
+        conn.sendall(reply)
+    except OSError:
+        conn.close()
+        return
+    for a, b in ((conn, up), (up, conn)):
+        threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+
+def _read_head(conn: socket.socket, limit: int = 16384) -> bytes:
+    conn.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk or len(data) > limit:
+            raise ValueError("no complete request head")
+        data += chunk
+    conn.settimeout(None)
+    return data

@@ -209,7 +209,7 @@ class BwrapBackend(GuestBackend):
     def _start(self, root_args: list[str]) -> None:
         bwrap = find_bwrap()
         if self.spec.network_rules.mode == "allow":
-            self.relay = Relay(self.spec.network_rules, self.state / "guest" / "net", self.uid)
+            self.relay = Relay(self.spec.network_rules, self.state / "guest" / "net")
         # Affinity is set outside: the seccomp filter forbids changing it from inside.
         cpus = ",".join(map(str, self.spec.limits.cpu_set()))
         argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
@@ -239,15 +239,16 @@ class BwrapBackend(GuestBackend):
         return os.open(path, os.O_RDONLY)
 
     def _handshake(self) -> None:
-        env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb", **self.spec.env}
+        env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb",
+               **(self.relay.proxy_env() if self.relay else {}), **self.spec.env}
         init = {"cwd": self.spec.workdir, "env": env, "limits": self.spec.limits.guest()}
         try:
             self.channel.handshake(init, self.cfg.start_timeout_s)
         except SandboxClosed as e:
             raise BackendUnavailable(f"bubblewrap sandbox did not start: {self._why_dead()}") from e
-        for i, (dest, _) in enumerate(self.relay.sockets if self.relay else []):
-            self.channel.request("forward", 10, host=dest.host, port=dest.port,
-                                 unix_path=f"{GUEST_DIR}/net/{i}.sock")
+        for host, port, path in self.relay.sockets if self.relay else []:
+            unix_path = f"{GUEST_DIR}/net/{path.name}"
+            self.channel.request("forward", 10, host=host, port=port, unix_path=unix_path)
 
     def _why_dead(self) -> str:
         code = None if self.proc is None else self.proc.poll()
