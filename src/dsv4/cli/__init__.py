@@ -10,6 +10,7 @@ COMMAND_MODULES: list[str] = [
     "dsv4.cli.chat_cmds",
     "dsv4.cli.model_cmds",
     "dsv4.cli.engine_cmds",
+    "dsv4.cli.sandbox_cmds",
 ]
 
 
