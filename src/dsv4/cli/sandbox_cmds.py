@@ -1,4 +1,4 @@
-"""`dsv4 sandbox run` and `dsv4 sandbox check`: one command in a fresh sandbox, and which backends run here."""
+"""`dsv4 sandbox run` and `dsv4 sandbox check`: one command in a fresh sandbox; which backends run here."""
 
 import argparse
 import shutil
