@@ -6,6 +6,7 @@ agent and the allow-list relay sockets. Nothing else of the host is visible: not
 project checkout.
 """
 
+import glob
 import os
 import shutil
 import signal
@@ -119,7 +120,21 @@ def sweep_orphans(state_root: Path) -> None:
         except (OSError, ValueError, IndexError):
             continue
         if not alive:
+            remove_cgroups(d)
             shutil.rmtree(d, ignore_errors=True)
+
+
+def remove_cgroups(state: Path) -> None:
+    """rmdir the (now empty) cgroup directories listed in `state/cgroups`, e.g. those runsc made."""
+    try:
+        patterns = (state / "cgroups").read_text().split()
+    except OSError:
+        return
+    for path in (p for pattern in patterns for p in glob.glob(pattern)):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def child_pids(pid: int) -> list[int]:

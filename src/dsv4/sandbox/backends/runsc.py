@@ -41,6 +41,10 @@ class RunscBackend(BwrapBackend):
         scratch = self.state / "image"
         scratch.mkdir()
         rootfs = materialize(self.cfg.image, scratch)
+        # runsc makes one cgroup per controller named after the container; a killed owner cannot remove them,
+        # so the next sandbox's sweep does (see bwrap.sweep_orphans).
+        (self.state / "cgroups").write_text(f"/sys/fs/cgroup/*/{self.container_id}\n"
+                                            f"/sys/fs/cgroup/{self.container_id}\n")
         bundle = self.state / "bundle"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(self._oci_config(rootfs)))
