@@ -1,0 +1,123 @@
+"""`PagedKVCache`: the deployed KV cache, allocated once as uint8 pools per layer kind.
+
+Paged by blocks of `block_size` context tokens (a multiple of 128 = lcm of the ratios): each CSA layer has a
+main-entry pool [num_blocks, block_size/4, 584] and an indexer-key pool [num_blocks, block_size/4, 68], each HCA
+layer [num_blocks, block_size/128, 584]. Per request slot (`max_requests`): a 128-entry window ring of 584 B
+entries in every layer and the FP32 compressor state of unfinished blocks. `view(slots, tables)` presents a batch
+of requests to `dsv4.model` as a `ModelCache`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from dsv4.model.cache import CompressorState, LayerCache
+from dsv4.model.config import ModelConfig
+
+from .layout import IndexerKeyLayout, MainEntryLayout
+from .views import PagedEntries, SlotRows
+
+
+@dataclass
+class LayerPools:
+    window: torch.Tensor  # [max_requests, window_size, 584] uint8
+    entries: torch.Tensor | None = None  # [num_blocks, block_size/ratio, 584] uint8
+    keys: torch.Tensor | None = None  # [num_blocks, block_size/4, 68] uint8 (CSA)
+    state: tuple[torch.Tensor, torch.Tensor] | None = None  # kv, score [max_requests, coff·ratio, coff·d] fp32
+    index_state: tuple[torch.Tensor, torch.Tensor] | None = None  # the indexer compressor's (CSA)
+
+
+class PagedKVCache:
+    def __init__(self, config: ModelConfig, num_blocks: int, block_size: int = 128, max_requests: int = 16,
+                 dtype: torch.dtype = torch.float32, device=None):
+        if block_size <= 0 or block_size % 128:
+            raise ValueError(f"block_size must be a positive multiple of 128 (the HCA ratio); got {block_size}")
+        if num_blocks <= 0 or max_requests <= 0:
+            raise ValueError(f"num_blocks={num_blocks} and max_requests={max_requests} must be positive")
+        self.config, self.num_blocks, self.block_size = config, num_blocks, block_size
+        self.max_requests, self.dtype, self.device = max_requests, dtype, device
+        self.main = MainEntryLayout(config.head_dim, config.rope_head_dim)
+        self.index_key = IndexerKeyLayout(config.index_head_dim)
+        self.layers = [self._layer(config.compress_ratio(i)) for i in range(config.n_layers)]
+
+    def _bytes(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.uint8, device=self.device)
+
+    def _state(self, ratio: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        coff = 2 if ratio == 4 else 1
+        shape = (self.max_requests, coff * ratio, coff * width)
+        kv = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        return kv, torch.full(shape, float("-inf"), dtype=torch.float32, device=self.device)
+
+    def _layer(self, ratio: int) -> LayerPools:
+        c = self.config
+        pools = LayerPools(window=self._bytes(self.max_requests, c.window_size, self.main.nbytes))
+        if ratio:
+            pools.entries = self._bytes(self.num_blocks, self.block_size // ratio, self.main.nbytes)
+            pools.state = self._state(ratio, c.head_dim)
+        if ratio == 4:
+            pools.keys = self._bytes(self.num_blocks, self.block_size // 4, self.index_key.nbytes)
+            pools.index_state = self._state(ratio, c.index_head_dim)
+        return pools
+
+    def reset_slot(self, slot: int):
+        """Empties a request slot's compressor state (the window needs nothing: it is written before read)."""
+        for pools in self.layers:
+            for state in (pools.state, pools.index_state):
+                if state is not None:
+                    state[0][slot].zero_()
+                    state[1][slot].fill_(float("-inf"))
+
+    # --- memory ---
+    def tensors(self) -> list[torch.Tensor]:
+        out = []
+        for p in self.layers:
+            out += [t for t in (p.window, p.entries, p.keys) if t is not None]
+            out += [t for s in (p.state, p.index_state) if s is not None for t in s]
+        return out
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def block_bytes(self) -> int:
+        """Bytes of one block across all layers (the context-proportional part)."""
+        return sum(t[0].numel() for p in self.layers for t in (p.entries, p.keys) if t is not None)
+
+    def slot_bytes(self) -> int:
+        """Bytes of one request slot across all layers (window + compressor state: the fixed part)."""
+        return (self.nbytes() - self.num_blocks * self.block_bytes()) // self.max_requests
+
+    # --- the model's view ---
+    def view(self, slots: list[int], tables: list[list[int]]) -> "PagedView":
+        return PagedView(self, slots, tables)
+
+
+class PagedView:
+    """A batch of requests (slots and block tables) seen as a `dsv4.model.ModelCache`."""
+
+    def __init__(self, cache: PagedKVCache, slots: list[int], tables: list[list[int]]):
+        self.cache, self.batch_size = cache, len(slots)
+        width = max(len(t) for t in tables)
+        self.capacity = min(len(t) for t in tables) * cache.block_size
+        slot_ids = torch.tensor(slots, device=cache.device)
+        table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
+        self.layers = [self._layer(p, slot_ids, table_ids) for p in cache.layers]
+        self.mtp: list = []
+
+    def _layer(self, p: LayerPools, slots: torch.Tensor, tables: torch.Tensor) -> LayerCache:
+        c, dtype = self.cache, self.cache.dtype
+        layer = LayerCache(window=SlotRows(p.window, slots, dtype, c.main))
+        if p.entries is not None:
+            layer.compressor = CompressorState(PagedEntries(p.entries, tables, dtype, c.main),
+                                               *(SlotRows(s, slots, torch.float32) for s in p.state))
+        if p.keys is not None:
+            layer.indexer = CompressorState(PagedEntries(p.keys, tables, dtype, c.index_key),
+                                            *(SlotRows(s, slots, torch.float32) for s in p.index_state))
+        return layer
+
+    def check(self, batch_size: int, start_pos: int, seqlen: int):
+        if batch_size != self.batch_size:
+            raise ValueError(f"batch size {batch_size} differs from the view's {self.batch_size} requests")
+        if start_pos + seqlen > self.capacity:
+            raise ValueError(f"start_pos {start_pos} + {seqlen} tokens exceeds the blocks allocated "
+                             f"({self.capacity} tokens)")

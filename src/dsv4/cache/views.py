@@ -1,0 +1,67 @@
+"""Tensor-like views that let `dsv4.model` read and write the paged, packed pools through its ordinary cache
+indexing (`cache.window[:b, slots]`, `state.entries[:b, a:c] = x`, `state.kv_state[:b, :r]`).
+
+Row i of the model's batch maps to a request: its slot in the per-request pools (window ring, compressor state)
+or its block table in the paged entry pools. A `codec` (a layout from `layout.py`) packs values on write and
+unpacks them on read; without one the pool holds float values as they are.
+"""
+
+import torch
+
+
+class SlotRows:
+    """Rows `slots` [b] of a per-request pool [max_requests, n, width] (packed bytes or float)."""
+
+    def __init__(self, pool: torch.Tensor, slots: torch.Tensor, dtype: torch.dtype, codec=None):
+        self.pool, self.slots, self.dtype, self.codec = pool, slots, dtype, codec
+
+    def _index(self, key) -> tuple:
+        rows, rest = self._rows(key)
+        if rest and isinstance(rest[0], torch.Tensor):  # [b] x [k] slots -> [b,k]
+            return (rows[:, None],) + rest
+        return (rows,) + rest
+
+    def _rows(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if not isinstance(key[0], slice) or key[0].start or key[0].step:
+            raise IndexError(f"cache views index the batch with [:b]; got {key[0]!r}")
+        return self.slots[key[0]], key[1:]
+
+    def __getitem__(self, key) -> torch.Tensor:
+        rows, rest = self._rows(key)
+        if None in rest:  # a new axis: gather the rows first, then apply the rest as a plain tensor index
+            value = self.pool[rows][(slice(None),) + rest]
+        else:
+            value = self.pool[self._index(key)]
+        return (self.codec.unpack(value, self.dtype) if self.codec else value).to(self.dtype)
+
+    def __setitem__(self, key, value: torch.Tensor):
+        self.pool[self._index(key)] = self.codec.pack(value) if self.codec else value.to(self.pool.dtype)
+
+
+class PagedEntries:
+    """Compressed entries of a batch of requests in a paged pool [num_blocks, per_block, nbytes]: entry e of row
+    i lives in block tables[i][e // per_block] at offset e % per_block."""
+
+    def __init__(self, pool: torch.Tensor, tables: torch.Tensor, dtype: torch.dtype, codec):
+        self.pool, self.tables, self.dtype, self.codec = pool, tables, dtype, codec  # tables: [b, max_blocks]
+        self.per_block = pool.size(1)
+
+    def _where(self, key) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, entries = key
+        if not isinstance(rows, slice) or rows.start or rows.step or not isinstance(entries, slice) or entries.step:
+            raise IndexError(f"paged entries are indexed [:b, a:c]; got {key!r}")
+        tables = self.tables[rows]
+        e = torch.arange(entries.start or 0, entries.stop, device=tables.device)
+        blocks = tables[:, e // self.per_block]  # [b,n]
+        if (blocks < 0).any():
+            raise IndexError(f"entries {entries.start or 0}..{entries.stop} reach past a request's block table")
+        return blocks, (e % self.per_block).expand_as(blocks)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        blocks, offsets = self._where(key)
+        return self.codec.unpack(self.pool[blocks, offsets], self.dtype)  # [b,n,d]
+
+    def __setitem__(self, key, value: torch.Tensor):
+        blocks, offsets = self._where(key)
+        self.pool[blocks, offsets] = self.codec.pack(value)
