@@ -127,6 +127,7 @@ class CompletionMachine:
         elif mode in (INVOKE_HEAD, PARAM_HEAD):
             self._head.add(text)
         else:
+            self._guard(VALUE, at, text)
             self._call.value(text)
 
     def _content_text(self, at: int, text: str) -> None:
@@ -269,6 +270,9 @@ class CompletionMachine:
                 self._warn("param_tag", f"nonstandard parameter tag read (at character {self._head.at})")
             self._call.open_param(name, flag)
             self._mode = VALUE
+            # The reference ends a value at the first `/｜DSML｜parameter`, `>` or not: one inside a value that
+            # this parser kept must be reported, or a silent tolerant parse could disagree with a strict one.
+            self._guards[VALUE] = TokenGuard("a parameter value", ("/" + DSML + "parameter",))
             return
         self._warn("bad_param", f"malformed parameter tag moved to content (at character {self._head.at})")
         self._emit_content(self._head.at, self._head.raw())
