@@ -12,7 +12,7 @@ from .test_engine import GREEDY, PROMPTS, greedy_reference
 
 
 def test_async_streams_run_concurrently_and_match_greedy(tiny_model, tokenizer):
-    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(block_size=4)))
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(num_blocks=8)))
 
     async def collect(prompt):
         return [out async for out in engine.stream(prompt, GREEDY)]
@@ -28,7 +28,7 @@ def test_async_streams_run_concurrently_and_match_greedy(tiny_model, tokenizer):
 
 
 def test_async_consumer_that_leaves_cancels_its_request(tiny_model, tokenizer):
-    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(block_size=4)))
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(num_blocks=8)))
 
     async def main():
         stream = engine.stream(PROMPTS[1], GREEDY)

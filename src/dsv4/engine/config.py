@@ -14,9 +14,9 @@ class EngineConfig:
     max_num_batched_tokens: int = 512
     """Token budget of one step: prefill chunks plus one token per decoding request."""
     block_size: int = 128
-    """Tokens of context per KV block."""
-    num_blocks: int = 4096
-    """KV blocks in the cache."""
+    """Tokens of context per KV block (a multiple of 128, the HCA ratio)."""
+    num_blocks: int = 512
+    """KV blocks in the cache, allocated up front."""
     max_model_len: int = 1 << 20
     """Prompt + max_tokens of one request at most."""
     dtype: str = "float32"
@@ -26,6 +26,8 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.block_size % 128:
+            raise ValueError(f"block_size must be a multiple of 128; got {self.block_size}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}; got {self.dtype!r}")
 

@@ -33,7 +33,7 @@ class Engine:
         self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
         self.blocks = BlockManager(config.num_blocks, config.block_size)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
-        self.runner = ModelRunner(model)
+        self.runner = ModelRunner(model, self.blocks, config)
         self.sampler = Sampler()
         self.seqs: dict[int, Sequence] = {}
         self._next_id = itertools.count()
@@ -97,6 +97,8 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         """One scheduling step; returns the outputs of the requests that got a token this step."""
         chunks = self.scheduler.schedule()
+        for seq in self.scheduler.preempted:
+            self.runner.release(seq.seq_id)
         if not chunks:
             return []
         logits = self.runner.run(chunks)

@@ -1,44 +1,59 @@
-"""`ModelRunner`: executes a step's chunks on the model and returns the logits of the chunks that sample.
+"""`ModelRunner`: executes a step's chunks on the model over the paged, packed KV cache.
 
-First step of the engine: each running request has its own `dsv4.model.ModelCache` (batch 1, sized for its
-prompt + max_tokens), created when its first chunk (position 0) runs and dropped when it ends, and chunks run one
-request at a time. The packed paged pools of `dsv4.cache` replace these caches in the next step.
+Each running request holds a slot (its window ring and compressor state) and the blocks of its block table.
+Chunks at the same position and length run as one batch (decodes of requests in step, equal prompts); others
+run one call each, since the model takes a single start position per call.
 """
 
 import torch
 
-from dsv4.model import ModelCache, Transformer
+from dsv4.cache.block_manager import BlockManager
+from dsv4.cache.paged import PagedKVCache
+from dsv4.model import Transformer
 
+from .config import EngineConfig
 from .scheduler import Chunk
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer):
-        self.model = model
+    def __init__(self, model: Transformer, blocks: BlockManager, config: EngineConfig):
+        self.model, self.blocks = model, blocks
         self.device = model.embed.weight.device
-        self.caches: dict[int, ModelCache] = {}
+        self.cache = PagedKVCache(model.config, config.num_blocks, config.block_size, config.max_num_seqs,
+                                  dtype=model.dtype, device=self.device)
+        self.free_slots = list(range(config.max_num_seqs))
+        self.slots: dict[int, int] = {}
+        self.num_forward_calls = 0
 
     def run(self, chunks: list[Chunk]) -> torch.Tensor:
         """-> logits [number of sampling chunks, vocab] float32, in chunk order."""
-        logits = []
         for c in chunks:
-            if c.start == 0:  # a new request, or one preempted and recomputed
-                self.caches[c.seq.seq_id] = self.model.new_cache(1, c.seq.max_len)
-            ids = torch.tensor([c.seq.token_ids[c.start:c.start + c.n]], device=self.device)  # [1,n]
-            out = self.model(ids, cache=self.caches[c.seq.seq_id], start_pos=c.start)  # [1,vocab]
-            if c.samples:
-                logits.append(out)
-        return torch.cat(logits) if logits else torch.empty(0, self.model.config.vocab_size)
+            if c.start == 0:  # a new request, or one preempted and now recomputed
+                self._assign(c.seq.seq_id)
+        groups: dict[tuple[int, int], list[Chunk]] = {}
+        for c in chunks:
+            groups.setdefault((c.start, c.n), []).append(c)
+        logits: dict[int, torch.Tensor] = {}
+        for (start, n), group in groups.items():
+            out = self._forward(group, start, n)  # [g,vocab]
+            logits.update({c.seq.seq_id: row for c, row in zip(group, out, strict=True) if c.samples})
+        rows = [logits[c.seq.seq_id] for c in chunks if c.samples]
+        return torch.stack(rows) if rows else torch.empty(0, self.model.config.vocab_size)
+
+    def _forward(self, group: list[Chunk], start: int, n: int) -> torch.Tensor:
+        ids = torch.tensor([c.seq.token_ids[start:start + n] for c in group], device=self.device)  # [g,n]
+        view = self.cache.view([self.slots[c.seq.seq_id] for c in group],
+                               [self.blocks.table(c.seq.seq_id) for c in group])
+        self.num_forward_calls += 1
+        return self.model(ids, cache=view, start_pos=start)
+
+    def _assign(self, seq_id: int):
+        self.release(seq_id)
+        slot = self.free_slots.pop()
+        self.cache.reset_slot(slot)
+        self.slots[seq_id] = slot
 
     def release(self, seq_id: int):
-        self.caches.pop(seq_id, None)
-
-    def cache_bytes(self) -> int:
-        """Bytes held by the live per-request caches."""
-        total = 0
-        for cache in self.caches.values():
-            for layer in cache.layers + cache.mtp:
-                states = [s for s in (layer.compressor, layer.indexer) if s is not None]
-                tensors = [layer.window] + [t for s in states for t in (s.entries, s.kv_state, s.score_state)]
-                total += sum(t.numel() * t.element_size() for t in tensors)
-        return total
+        """Frees the request's slot (its blocks belong to the block manager)."""
+        if seq_id in self.slots:
+            self.free_slots.append(self.slots.pop(seq_id))

@@ -47,6 +47,7 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.preempted: list[Sequence] = []  # since the last schedule(): the engine releases their slots
 
     def add(self, seq: Sequence):
         needed = self.blocks.blocks_for(seq.max_len)
@@ -60,6 +61,7 @@ class Scheduler:
     def schedule(self) -> list[Chunk]:
         budget = self.config.max_num_batched_tokens
         chunks: list[Chunk] = []
+        self.preempted = []
         for seq in sorted(self.running, key=lambda s: s.num_uncomputed > 1):
             if budget == 0:
                 break
@@ -102,6 +104,7 @@ class Scheduler:
         seq.num_computed, seq.status = 0, SequenceStatus.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
+        self.preempted.append(seq)
 
     def advance(self, chunks: list[Chunk]):
         """Records that the chunks ran: their tokens are in the cache now."""
