@@ -14,9 +14,7 @@ from .conversations import conversations
 from .recipe_oracle import recipe_render
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conversations())
-def test_prompts_byte_identical_to_recipe(req):
+def check_against_recipe(req: dict) -> None:
     try:
         expected = recipe_render(req["messages"], thinking_mode=req["thinking_mode"],
                                  reasoning_effort=req["reasoning_effort"], tool_choice=req["tool_choice"])
@@ -26,6 +24,19 @@ def test_prompts_byte_identical_to_recipe(req):
         return
     ours = encode_messages(**req, dialect="ga")
     assert ours == expected, first_difference(ours, expected)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations())
+def test_prompts_byte_identical_to_recipe(req):
+    check_against_recipe(req)
+
+
+@pytest.mark.slow
+@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conversations())
+def test_prompts_byte_identical_to_recipe_many(req):
+    check_against_recipe(req)
 
 
 TOOLS = [{"type": "function", "function": {

@@ -163,8 +163,9 @@ def generation_header(msgs: list[Msg], thinking: bool) -> str:
 def encode_ga(context: list[Msg], msgs: list[Msg], *, thinking: bool, effort: str | None, add_bos: bool,
               tool_choice=None) -> str:
     thinking, effort_prefix = resolve_effort(effort, thinking)
-    for fn in (fn for m in context + msgs for fn in m.tools or []):
-        normalize_tool(fn)  # every declared tool is checked, also those a named tool_choice leaves out
+    if tool_choice != "none":  # "none" drops the tools unchecked; otherwise all are checked, even filtered ones
+        for fn in (fn for m in context + msgs for fn in m.tools or []):
+            normalize_tool(fn)
     full, forced = apply_tool_choice(context + msgs, tool_choice, thinking=thinking, dialect="ga")
     context, msgs = full[: len(context)], full[len(context):]
     check_ga(full)
