@@ -99,6 +99,19 @@ def test_memory_bomb_is_killed(make_sandbox):
     assert r.exit_code != 0 and "MemoryError" in r.stderr and not r.timed_out
 
 
+def test_many_processes_share_one_memory_limit(make_sandbox):
+    sb = make_sandbox(memory_limit_mb=200)
+    if sb.backend.cgroup is None:
+        pytest.skip(f"no per-sandbox memory cgroup here: {sb.backend.enforcement}")
+    hog = "python3 -c 'a = bytearray(120 << 20); import time; time.sleep(3)'"
+    r = sb.run_shell(f"for i in 1 2 3 4; do {hog} & done; for j in 1 2 3 4; do wait -n; echo $?; done",
+                     timeout=30)
+    codes = sorted(int(c) for c in r.stdout.split())
+    assert 137 in codes and codes.count(0) <= 1  # 4 x 120 MiB cannot all live in 200 MiB: the OOM killer acts
+    assert sb.backend.cgroup.peak_memory_bytes() <= 200 << 20
+    assert sb.run_shell("echo agent alive", timeout=10).stdout == "agent alive\n"
+
+
 def test_infinite_loop_is_killed_at_the_timeout_with_its_whole_tree(sb):
     before = descendants(sb.backend.proc.pid)
     stubborn = "setsid sh -c 'trap \"\" TERM HUP; while :; do :; done' &"

@@ -64,6 +64,11 @@ def apply_limits(limits):
     for res, value in pairs:
         if value is not None:
             resource.setrlimit(res, (value, value))
+    try:  # under a memory cgroup, the OOM killer should pick a command, never the agent
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("500")
+    except OSError:
+        pass
 
 
 def tagged_pids(tag):

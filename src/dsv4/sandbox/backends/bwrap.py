@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from dsv4.sandbox.backend import GuestBackend
+from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ProcessConfig, SandboxSpec
 from dsv4.sandbox.errors import BackendUnavailable, SandboxClosed
@@ -119,22 +120,23 @@ def sweep_orphans(state_root: Path) -> None:
             alive = process_identity(pid) == (d / "owner").read_text()
         except (OSError, ValueError, IndexError):
             continue
-        if not alive:
-            remove_cgroups(d)
+        if not alive and remove_cgroups(d):  # else its last processes are still dying: the next sweep
             shutil.rmtree(d, ignore_errors=True)
 
 
-def remove_cgroups(state: Path) -> None:
-    """rmdir the (now empty) cgroup directories listed in `state/cgroups`, e.g. those runsc made."""
+def remove_cgroups(state: Path) -> bool:
+    """rmdir the cgroup directories listed in `state/cgroups` (ours, or runsc's); True once none is left."""
     try:
         patterns = (state / "cgroups").read_text().split()
     except OSError:
-        return
+        return True
+    left = False
     for path in (p for pattern in patterns for p in glob.glob(pattern)):
         try:
             os.rmdir(path)
         except OSError:
-            pass
+            left = True
+    return not left
 
 
 def child_pids(pid: int) -> list[int]:
@@ -175,13 +177,20 @@ class Keeper:
     def __init__(self):
         self._done = threading.Event()
 
-    def spawn(self, argv: list[str], **popen_kwargs) -> subprocess.Popen:
+    def spawn(self, argv: list[str], cgroup: SandboxCgroup | None = None, **popen_kwargs) -> subprocess.Popen:
+        """Popen from the keeper thread, which (when given) enters `cgroup` just for the fork."""
         box: list = []
         started = threading.Event()
 
         def run() -> None:
             try:
-                box.append(subprocess.Popen(argv, **popen_kwargs))
+                if cgroup is not None:
+                    cgroup.enter_current_thread()
+                try:
+                    box.append(subprocess.Popen(argv, **popen_kwargs))
+                finally:
+                    if cgroup is not None:
+                        cgroup.leave_current_thread()
             except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
                 box.append(e)
             started.set()
@@ -211,6 +220,9 @@ class BwrapBackend(GuestBackend):
         self.relay: Relay | None = None
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None
+        self.cgroup: SandboxCgroup | None = None
+        self.enforcement = "rlimits only"
+        """How memory and pids limits are enforced for the whole sandbox (cgroups when available)."""
         self.agent_argv = [cfg.python, "-I", "-S"]
         self._keeper = Keeper()
         self.late_binds: list[str] = []
@@ -225,6 +237,10 @@ class BwrapBackend(GuestBackend):
         bwrap = find_bwrap()
         if self.spec.network_rules.mode == "allow":
             self.relay = Relay(self.spec.network_rules, self.state / "guest" / "net")
+        limits = self.spec.limits
+        self.cgroup, self.enforcement = SandboxCgroup.create(limits.memory_limit_mb << 20, limits.pids_limit)
+        if self.cgroup is not None:  # for the sweep, should this process die before close()
+            (self.state / "cgroups").write_text("".join(f"{d}\n" for d in self.cgroup.dirs))
         # Affinity is set outside: the seccomp filter forbids changing it from inside.
         cpus = ",".join(map(str, self.spec.limits.cpu_set()))
         argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
@@ -238,8 +254,8 @@ class BwrapBackend(GuestBackend):
         as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
         log = open(self.state / "agent.log", "wb")
         try:
-            self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                           pass_fds=pass_fds, **as_user)
+            self.proc = self._keeper.spawn(argv, self.cgroup, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=log, pass_fds=pass_fds, **as_user)
         finally:
             log.close()
             for fd in pass_fds:
@@ -289,4 +305,6 @@ class BwrapBackend(GuestBackend):
         self._keeper.release()
         if self.relay is not None:
             self.relay.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
         shutil.rmtree(self.state, ignore_errors=True)
