@@ -121,6 +121,16 @@ def test_infinite_loop_is_killed_at_the_timeout_with_its_whole_tree(sb):
     assert sb.run_shell("echo next", timeout=10).stdout == "next\n"
 
 
+def test_timeout_kill_reaches_processes_that_hide(sb):
+    before = descendants(sb.backend.proc.pid)
+    r = sb.run_shell("env -i /bin/sh -c 'while :; do :; done' & "  # cleared environment, same process group
+                     "setsid sh -c 'sleep 1000' & "  # own session, still tagged
+                     "sh -c 'exec >&- 2>&-; setsid env -i sleep 1000' & "  # new session, no tag: a descendant
+                     "exec >&- 2>&-; sleep 1000", timeout=1)  # output closed before the end
+    assert r.timed_out and r.exit_code == -9
+    assert descendants(sb.backend.proc.pid) == before
+
+
 def test_output_flood_is_truncated(make_sandbox):
     sb = make_sandbox(max_output_bytes=1000)
     r = sb.run_shell("head -c 10000000 /dev/zero | tr '\\0' a; yes err | head -c 5000 >&2", timeout=20)

@@ -71,26 +71,40 @@ def apply_limits(limits):
         pass
 
 
-def tagged_pids(tag):
-    """Pids in this pid namespace whose environment carries the command's tag."""
+def command_pids(root, tag):
+    """Live pids of one command: its descendants, its process group, and whatever carries its tag in the
+    environment (which finds daemons that left both the tree and the group)."""
     needle = (TAG_VAR + "=" + tag).encode()
-    found = []
+    parents, found = {}, set()
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
             continue
+        pid = int(name)
         try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
+            with open(f"/proc/{pid}/stat") as f:
+                state, ppid, pgrp = f.read().rpartition(")")[2].split()[:3]
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                tagged = needle in f.read().split(b"\0")
+        except (OSError, ValueError):
             continue
+        if state in ("Z", "X"):
+            continue
+        parents[pid] = int(ppid)
+        if tagged or int(pgrp) == root:
+            found.add(pid)
+    for pid in parents:
+        p = pid
+        while p in parents and p not in found and p != root:
+            p = parents[p]
+        if p == root or p in found:
+            found.add(pid)
     return found
 
 
 def kill_tree(proc, tag):
     """Stop, then kill, every process of the command until none is left (fork bombs included)."""
     for _ in range(200):
-        pids = set(tagged_pids(tag))
+        pids = command_pids(proc.pid, tag)
         if proc.poll() is None:
             pids.add(proc.pid)
         if not pids:
@@ -167,7 +181,7 @@ def read_state(path):
 def op_exec(session, req):
     tag = f"{os.getpid()}-{req['id']}"
     env = dict(session.env, **{TAG_VAR: tag})
-    state_path = os.path.join(session.private_dir, "state-{}".format(req["id"]))
+    state_path = os.path.join(session.private_dir, f"state-{req['id']}")
     started = time.monotonic()
     proc = subprocess.Popen(
         [session.shell, "-c", WRAPPER.format(path=state_path), "dsv4", req["cmd"]],
@@ -182,8 +196,11 @@ def op_exec(session, req):
     deadline = started + req["timeout"]
     bufs, truncated = collect(session, proc, req, deadline)
     timed_out = proc.poll() is None and time.monotonic() >= deadline
-    if proc.poll() is None and not timed_out:
-        proc.wait(max(0.0, deadline - time.monotonic()))
+    if proc.poll() is None and not timed_out:  # the output closed early; the shell may still be running
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
     timed_out = timed_out or proc.poll() is None
     if timed_out:
         kill_tree(proc, tag)
