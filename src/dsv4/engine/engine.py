@@ -5,15 +5,19 @@
     outs[0].token_ids, outs[0].text
 """
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from dsv4.cache.block_manager import BlockManager
+from dsv4.cache.snapshot import export_request, import_request
 from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
@@ -131,6 +135,41 @@ class Engine:
         finally:
             self.abort(request_id)
             self.seqs.pop(request_id, None)
+
+    # --- sessions ---
+    def snapshot(self, request_id: int, path: str | Path) -> Path:
+        """Saves a running request (tokens, sampling state, its cache) between steps, for `resume`."""
+        seq = self.seqs.get(request_id)
+        if seq is None or seq.is_finished or request_id not in self.runner.slots:
+            raise ValueError(f"request {request_id} is not running with a cache (unknown, finished or waiting)")
+        tensors = export_request(self.runner.cache, self.runner.slots[request_id], self.blocks.table(request_id),
+                                 seq.num_computed)
+        if request_id in self.sampler.generators:
+            tensors["sampler.generator"] = self.sampler.generators[request_id].get_state()
+        meta = {"prompt_ids": seq.prompt_ids, "token_ids": seq.token_ids, "num_computed": seq.num_computed,
+                "params": dataclasses.asdict(seq.params)}
+        save_file(tensors, str(path), metadata={"dsv4.snapshot": json.dumps(meta)})
+        return Path(path)
+
+    def resume(self, path: str | Path, params: SamplingParams | None = None) -> int:
+        """Restores a saved request into this engine without re-prefill; returns its new id."""
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["dsv4.snapshot"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        generator = tensors.pop("sampler.generator", None)
+        seq = Sequence(next(self._next_id), meta["prompt_ids"], params or SamplingParams(**meta["params"]))
+        seq.token_ids, seq.num_computed = meta["token_ids"], meta["num_computed"]
+        self.blocks.grow(seq.seq_id, seq.num_computed)
+        try:
+            self.scheduler.resume(seq)
+        except Exception:
+            self.blocks.free(seq.seq_id)
+            raise
+        import_request(self.runner.cache, self.runner.assign(seq.seq_id), self.blocks.table(seq.seq_id), tensors)
+        if generator is not None:
+            self.sampler.generator(seq.seq_id, seq.params).set_state(generator)
+        self.seqs[seq.seq_id] = seq
+        return seq.seq_id
 
     # --- ending ---
     def _check_stop(self, seq: Sequence, token: int):

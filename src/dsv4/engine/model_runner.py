@@ -29,7 +29,7 @@ class ModelRunner:
         """-> logits [number of sampling chunks, vocab] float32, in chunk order."""
         for c in chunks:
             if c.start == 0:  # a new request, or one preempted and now recomputed
-                self._assign(c.seq.seq_id)
+                self.assign(c.seq.seq_id)
         groups: dict[tuple[int, int], list[Chunk]] = {}
         for c in chunks:
             groups.setdefault((c.start, c.n), []).append(c)
@@ -47,11 +47,13 @@ class ModelRunner:
         self.num_forward_calls += 1
         return self.model(ids, cache=view, start_pos=start)
 
-    def _assign(self, seq_id: int):
+    def assign(self, seq_id: int) -> int:
+        """Gives the request a fresh slot (empty compressor state); returns it."""
         self.release(seq_id)
         slot = self.free_slots.pop()
         self.cache.reset_slot(slot)
         self.slots[seq_id] = slot
+        return slot
 
     def release(self, seq_id: int):
         """Frees the request's slot (its blocks belong to the block manager)."""

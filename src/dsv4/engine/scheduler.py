@@ -55,6 +55,13 @@ class Scheduler:
             raise CacheFull(seq.seq_id, needed, self.blocks.num_free, self.blocks.num_blocks)
         self.waiting.append(seq)
 
+    def resume(self, seq: Sequence):
+        """Admits a request restored with its cache (blocks already allocated) straight into the running set."""
+        if len(self.running) >= self.config.max_num_seqs:
+            raise CacheFull(seq.seq_id, 0, self.blocks.num_free, self.blocks.num_blocks)
+        seq.status = SequenceStatus.RUNNING
+        self.running.append(seq)
+
     def is_finished(self) -> bool:
         return not self.waiting and not self.running
 

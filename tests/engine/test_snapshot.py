@@ -1,0 +1,53 @@
+"""Session snapshots: a request saved mid-generation and resumed in a fresh engine continues exactly as the
+uninterrupted run, without re-prefill; the file holds about the plan's bytes for the request."""
+
+import pytest
+
+from dsv4.cache.plan import KVPlan
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+
+PROMPT = list(range(3, 200))  # crosses a block boundary of 128
+
+
+def _engine(model, tokenizer, **config) -> Engine:
+    return Engine(model, tokenizer, EngineConfig(**{"num_blocks": 6, "max_num_seqs": 2, **config}))
+
+
+def _run_until(engine: Engine, request_id: int, n_out: int):
+    while len(engine.seqs[request_id].output_ids) < n_out:
+        engine.step()
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0, max_tokens=10),
+                                    SamplingParams(temperature=1.0, top_k=50, seed=11, max_tokens=10)])
+def test_resumed_continuation_equals_the_uninterrupted_one(tiny_model, tokenizer, tmp_path, params):
+    whole = _engine(tiny_model, tokenizer).generate([PROMPT], params)[0]
+
+    first = _engine(tiny_model, tokenizer)
+    request = first.add_request(PROMPT, params)
+    _run_until(first, request, 4)
+    path = first.snapshot(request, tmp_path / "session.safetensors")
+    first.abort(request)
+    assert first.blocks.num_used == 0
+
+    second = _engine(tiny_model, tokenizer, num_blocks=5)
+    second.add_request([0, 1, 2], SamplingParams(max_tokens=1))  # so the restored blocks get other ids
+    second.step()
+    resumed = second.resume(path)
+    calls = second.runner.num_forward_calls
+    _run_until(second, resumed, 10)
+    out = second.seqs[resumed].output()
+    assert out.token_ids == whole.token_ids and out.finish_reason == "length"
+    assert second.runner.num_forward_calls - calls == 6  # one decode step per remaining token, no prefill
+    assert second.blocks.num_used == 0
+
+    size = path.stat().st_size
+    expected = KVPlan(tiny_model.config).request_bytes(2 * 128)  # 2 blocks + window and state
+    assert expected <= size < expected + 64 * 1024
+
+
+def test_snapshot_of_a_request_without_a_cache_is_refused(tiny_model, tokenizer, tmp_path):
+    engine = _engine(tiny_model, tokenizer)
+    request = engine.add_request(PROMPT, SamplingParams(max_tokens=3))
+    with pytest.raises(ValueError, match=f"request {request} is not running with a cache"):
+        engine.snapshot(request, tmp_path / "x.safetensors")
