@@ -110,7 +110,7 @@ def test_idle_ttl_reaps(make_sandbox):
     import time
 
     sb = make_sandbox(ttl_running_stop=0.5)
-    assert sb.run_shell("echo alive", timeout=10).exit_code == 0
+    assert sb.run_shell("sleep 1.5; echo alive", timeout=10).stdout == "alive\n"  # busy is not idle
     deadline = time.monotonic() + 10
     while not sb.closed and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -43,7 +43,10 @@ PROXY_CONNECT = (
     "python3 -c 'import socket, sys\n"
     "s = socket.create_connection((\"127.0.0.1\", 3128), timeout=5)\n"
     "s.sendall(b\"CONNECT %s HTTP/1.1\\r\\n\\r\\n\" % sys.argv[1].encode())\n"
-    "print(s.recv(100).decode().splitlines()[0]); print(s.recv(10).decode())' "
+    "data = b\"\"\n"
+    "while chunk := s.recv(100): data += chunk\n"
+    "head, _, body = data.decode().partition(\"\\r\\n\\r\\n\")\n"
+    "print(head.splitlines()[0]); print(body)' "
 )
 
 
@@ -100,3 +103,24 @@ def test_plain_http_requests_are_forwarded_in_origin_form(make_sandbox):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_container_backend_gets_the_same_relay(make_sandbox, loopback_server, tmp_path):
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from dsv4.sandbox import ContainerConfig
+
+    if shutil.which("busybox") is None:
+        pytest.skip("busybox is not installed (Debian package busybox-static)")
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        root.chmod(0o755)
+        (root / "bin").mkdir()
+        shutil.copy(shutil.which("busybox"), root / "bin" / "busybox")
+        for applet in ("sh", "nc", "env", "cat"):
+            (root / "bin" / applet).symlink_to("busybox")
+        sb = make_sandbox(ContainerConfig(image=root), network_rules=[f"127.0.0.1:{loopback_server.port}"])
+        r = sb.run_shell(f"nc 127.0.0.1 {loopback_server.port} </dev/null", timeout=20)
+        assert r.stdout == "pong" and loopback_server.accepted == 1

@@ -267,22 +267,33 @@ def op_untar(session, req):
     return {}
 
 
-def pump(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        a.close()
+def splice(a, b):
+    """Copy both ways between two connected sockets; a half-close is passed on, both close at the end."""
+    left = [2]
+    lock = threading.Lock()
+
+    def pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                a.close()
+                b.close()
+
+    for src, dst in ((a, b), (b, a)):
+        threading.Thread(target=pump, args=(src, dst), daemon=True).start()
 
 
 def forward(listener, unix_path):
@@ -295,8 +306,7 @@ def forward(listener, unix_path):
         except OSError:
             conn.close()
             continue
-        threading.Thread(target=pump, args=(conn, up), daemon=True).start()
-        threading.Thread(target=pump, args=(up, conn), daemon=True).start()
+        splice(conn, up)
 
 
 def entry_of(path):

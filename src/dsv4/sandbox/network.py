@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dsv4.sandbox.agent import pump
+from dsv4.sandbox.agent import splice
 
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 PROXY = ("127.0.0.1", 3128)
@@ -168,8 +168,7 @@ def _tunnel(conn: socket.socket, host: str, port: int, preface: bytes = b"", rep
     except OSError:
         conn.close()
         return
-    for a, b in ((conn, up), (up, conn)):
-        threading.Thread(target=pump, args=(a, b), daemon=True).start()
+    splice(conn, up)
 
 
 def _read_head(conn: socket.socket, limit: int = 16384) -> bytes:

@@ -15,7 +15,8 @@ class IdleReaper:
     def _watch(self) -> None:
         period = min(1.0, self.ttl_s / 4)
         while not self._stop.wait(period):
-            if time.monotonic() - self.sandbox.last_used > self.ttl_s:
+            idle = self.sandbox.in_flight == 0 and time.monotonic() - self.sandbox.last_used > self.ttl_s
+            if idle:
                 self.sandbox.close()
                 return
 

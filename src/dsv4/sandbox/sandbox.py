@@ -55,6 +55,8 @@ class Sandbox:
         self.spec, self.backend, self.recorder = spec, backend, recorder
         self.closed = False
         self.last_used = time.monotonic()
+        self.in_flight = 0
+        """Calls running now; the idle reaper never closes a busy sandbox."""
         self._snap_tracker: WorkspaceTracker | None = None
         self._snap_layers: list = []
         self._reaper = IdleReaper(self, spec.ttl_running_stop) if spec.ttl_running_stop else None
@@ -216,9 +218,11 @@ class Sandbox:
         if self.closed:
             raise SandboxClosed(f"sandbox (backend={self.spec.backend.type!r}) is closed")
         self.last_used = time.monotonic()
+        self.in_flight += 1
         try:
             return fn()
         finally:
+            self.in_flight -= 1
             self.last_used = time.monotonic()
 
     def _op(self, op: str, req, run: Callable, encode: Callable, decode: Callable):
