@@ -2,6 +2,8 @@
 
 import asyncio
 
+import pytest
+
 from dsv4.encoding.message import AssistantMessage
 from dsv4.encoding.parse import parse_completion
 from dsv4.encoding.render import encode_messages
@@ -55,3 +57,19 @@ def test_chat_engine_parse(tiny_dir):
     assert isinstance(message, AssistantMessage)
     if "<｜" not in out.text and "</think>" not in out.text:  # random weights: plain text, no markup
         assert message.content == out.text
+
+
+def test_a_failing_step_reaches_every_open_stream(tiny_model, tokenizer):
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(num_blocks=8)))
+
+    def broken_step():
+        raise RuntimeError("device lost")
+
+    engine.engine.step = broken_step
+
+    async def main():
+        return [out async for out in engine.stream(PROMPTS[0], GREEDY)]
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        asyncio.run(main())
+    assert engine.engine.blocks.num_used == 0  # the request was cancelled on the way out

@@ -17,7 +17,7 @@ class AsyncEngine:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._lock = threading.Lock()  # Engine is not thread-safe: steps, adds and aborts take turns
-        self._queues: dict[int, asyncio.Queue[RequestOutput]] = {}
+        self._queues: dict[int, asyncio.Queue] = {}  # RequestOutput, or the exception a step raised
         self._loop: asyncio.Task | None = None
 
     async def stream(self, prompt: str | list[int], params: SamplingParams | None = None
@@ -31,6 +31,8 @@ class AsyncEngine:
         try:
             while not finished:
                 out = await queue.get()
+                if isinstance(out, BaseException):
+                    raise out
                 finished = out.finished
                 yield out
         finally:
@@ -43,7 +45,13 @@ class AsyncEngine:
 
     async def _drive(self):
         while self._queues:
-            for out in await asyncio.to_thread(self._locked, self.engine.step):
+            try:
+                outs = await asyncio.to_thread(self._locked, self.engine.step)
+            except Exception as e:  # every open stream raises it instead of waiting forever
+                for queue in list(self._queues.values()):
+                    queue.put_nowait(e)
+                return
+            for out in outs:
                 if out.request_id in self._queues:
                     self._queues[out.request_id].put_nowait(out)
 

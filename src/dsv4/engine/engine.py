@@ -104,6 +104,9 @@ class Engine:
         for seq in self.scheduler.preempted:
             self.runner.release(seq.seq_id)
         if not chunks:
+            if self.has_unfinished():  # an invariant broke: fail loudly rather than spin
+                raise RuntimeError(f"no request could be scheduled: {len(self.scheduler.waiting)} waiting, "
+                                   f"{len(self.scheduler.running)} running, {self.blocks.num_free} blocks free")
             return []
         logits = self.runner.run(chunks)
         self.scheduler.advance(chunks)
