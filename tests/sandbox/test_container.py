@@ -90,6 +90,19 @@ def test_oci_image_layers_and_whiteouts(make_sandbox, busybox_rootfs, tmp_path):
     assert r.stdout == "layer two\nissue\npasswd\n"
 
 
+def test_docker_save_tarball(make_sandbox, busybox_rootfs, tmp_path):
+    layers = {"base/layer.tar": gzip.decompress(layer_bytes({}, base=busybox_rootfs)),
+              "top/layer.tar": gzip.decompress(layer_bytes({"etc/issue": b"docker\n"}))}
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": list(layers)}]).encode()
+    with tarfile.open(tmp_path / "saved.tar", "w") as tar:
+        for name, data in [("manifest.json", manifest), ("config.json", b"{}"), *layers.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sb = make_sandbox(ContainerConfig(image=tmp_path / "saved.tar"))
+    assert sb.run_shell("cat /etc/issue /etc/motd", timeout=10).stdout == "docker\nfrom layer one\n"
+
+
 def test_container_needs_an_image():
     from dsv4.sandbox import BackendUnavailable, Sandbox
 

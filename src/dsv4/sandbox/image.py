@@ -1,4 +1,5 @@
-"""OCI images on disk: a rootfs directory, an OCI image layout (directory or tarball), or a rootfs tarball.
+"""Images on disk: a rootfs directory, an OCI image layout (directory or tarball), a `docker save` tarball,
+or a rootfs tarball.
 
 Layers are applied in order with OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties a directory).
 Device nodes and members that would land outside the rootfs are skipped.
@@ -30,7 +31,7 @@ def materialize(image: Path, scratch: Path) -> Path:
     unpacked.mkdir()
     with tarfile.open(image) as tar:
         tar.extractall(unpacked, filter=_safe)
-    if is_layout(unpacked):
+    if is_layout(unpacked) or (unpacked / "manifest.json").is_file():
         rootfs = unpack_layout(unpacked, scratch / "rootfs")
         shutil.rmtree(unpacked)
         return rootfs
@@ -38,12 +39,16 @@ def materialize(image: Path, scratch: Path) -> Path:
 
 
 def unpack_layout(layout: Path, rootfs: Path) -> Path:
-    """Apply the first manifest's layers of an OCI image layout onto `rootfs`."""
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+    """Apply the layers of the first image (OCI index, else `docker save`'s manifest.json) onto `rootfs`."""
+    if is_layout(layout):
+        index = json.loads((layout / "index.json").read_text())
+        manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+        layers = [_blob(layout, layer["digest"]) for layer in manifest["layers"]]
+    else:
+        layers = [layout / name for name in json.loads((layout / "manifest.json").read_text())[0]["Layers"]]
     rootfs.mkdir(parents=True)
-    for layer in manifest["layers"]:
-        with tarfile.open(_blob(layout, layer["digest"])) as tar:
+    for path in layers:
+        with tarfile.open(path) as tar:
             _apply_layer(tar, rootfs)
     return rootfs
 

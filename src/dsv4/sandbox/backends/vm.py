@@ -13,12 +13,13 @@ import shutil
 import subprocess
 
 from dsv4.sandbox.backend import GuestBackend
-from dsv4.sandbox.backends.bwrap import PATH, Keeper, find_tool, make_state_dir, sandbox_uid
+from dsv4.sandbox.backends.bwrap import PATH, find_tool, make_state_dir, sandbox_uid
 from dsv4.sandbox.backends.container import injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import SandboxSpec, VMConfig
 from dsv4.sandbox.errors import BackendUnavailable, SandboxClosed
 from dsv4.sandbox.initramfs import build_initramfs
+from dsv4.sandbox.keeper import Keeper
 
 SHARES = (("hostusr", "/run/dsv4-host/usr", True), ("guest", "/run/dsv4", True), ("workspace", None, False))
 
