@@ -78,3 +78,16 @@ def test_close_kills_the_pool(make_sandbox):
     fn.close()
     for p in pids:
         assert not os.path.exists(f"/proc/{p}") or open(f"/proc/{p}/stat").read().split()[2] in "ZX"
+
+
+def test_calls_are_journaled_and_replayed(make_sandbox, tmp_path):
+    from dsv4.sandbox import Sandbox
+
+    journal = tmp_path / "fn.jsonl"
+    fn = make_sandbox("function", functions=FUNCS, journal=journal)
+    first = [fn.call("pid"), fn.call("add", 1, 2)]
+    fn.close()
+    with Sandbox.resume(journal, functions=FUNCS) as again:
+        assert [again.call("pid"), again.call("add", 1, 2)] == first  # same pid: answered from the journal
+        live = again.call("pid")
+        assert live.value != first[0].value and live.value in again.backend.pids()

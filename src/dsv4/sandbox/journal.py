@@ -99,7 +99,8 @@ def _fsync_dir(directory: Path) -> None:
 class Recorder:
     """Journals live operations; while resuming, answers the recorded prefix instead of running it."""
 
-    def __init__(self, journal: Journal, tracker, pending: list[JournalRecord], session):
+    def __init__(self, journal: Journal, pending: list[JournalRecord], tracker=None, session=None):
+        """`tracker` and `session` capture workspace and shell state (None for stateless backends)."""
         self.journal, self.tracker, self.session = journal, tracker, session
         self.pending = list(pending)
         self.seq = len(pending)
@@ -119,9 +120,10 @@ class Recorder:
                 )
             return decode(rec.result)
         value = run()
-        cwd, env = self.session()
-        record = JournalRecord(seq=self.seq, op=op, request=request, result=encode(value),
-                               layer=self.tracker.capture(), cwd=cwd, env=env)
+        cwd, env = self.session() if self.session is not None else (None, None)
+        layer = self.tracker.capture() if self.tracker is not None else None
+        record = JournalRecord(seq=self.seq, op=op, request=request, result=encode(value), layer=layer,
+                               cwd=cwd, env=env)
         self.journal.append(record)
         self.seq += 1
         return value

@@ -84,10 +84,7 @@ class Sandbox:
     def from_spec(cls, spec: SandboxSpec, *, journal: Path | None = None, functions: dict | None = None):
         backend = start_backend(spec, functions)
         try:
-            recorder = None
-            if journal is not None:
-                tracker = WorkspaceTracker(backend, spec.workdir)
-                recorder = Recorder(Journal.start(journal, spec), tracker, [], backend.session)
+            recorder = None if journal is None else _recorder(spec, backend, Journal.start(journal, spec), [])
             return cls(spec, backend, recorder)
         except BaseException:
             backend.close()
@@ -100,12 +97,13 @@ class Sandbox:
         spec, records = read_journal(journal)
         backend = start_backend(spec, functions)
         try:
-            apply_layers(backend, spec.workdir, [r.layer for r in records if r.layer is not None])
+            layers = [r.layer for r in records if r.layer is not None]
+            if layers:
+                apply_layers(backend, spec.workdir, layers)
             last = next((r for r in reversed(records) if r.cwd is not None), None)
             if last is not None:
                 backend.session(last.cwd, last.env)
-            tracker = WorkspaceTracker(backend, spec.workdir)
-            return cls(spec, backend, Recorder(Journal(journal), tracker, records, backend.session))
+            return cls(spec, backend, _recorder(spec, backend, Journal(journal), records))
         except BaseException:
             backend.close()
             raise
@@ -184,7 +182,8 @@ class Sandbox:
         if not hasattr(self.backend, "call"):
             raise UnsupportedOperation(f"backend={self.spec.backend.type!r} has no registered functions")
         req = FunctionCallRequest(name=name, args=list(args), kwargs=kwargs, timeout=timeout)
-        return self._live(lambda: self.backend.call(req))
+        return self._op("call", req, lambda: self.backend.call(req), lambda r: r.model_dump(mode="json"),
+                        FunctionResult.model_validate)
 
     # ---- snapshots -------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -230,6 +229,12 @@ class Sandbox:
             return self._live(run)
         request = req.model_dump(mode="json")
         return self._live(lambda: self.recorder.call(op, request, run, encode, decode))
+
+
+def _recorder(spec: SandboxSpec, backend, journal: Journal, records: list) -> Recorder:
+    if spec.backend.type == "function":  # stateless: nothing to capture between calls
+        return Recorder(journal, records)
+    return Recorder(journal, records, WorkspaceTracker(backend, spec.workdir), backend.session)
 
 
 def _inside_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
