@@ -125,3 +125,14 @@ def test_sandbox_outlives_the_thread_that_created_it(make_sandbox):
     t.start()
     t.join()
     assert box[0].run_shell("echo alive", timeout=10).stdout == "alive\n"
+
+
+def test_importing_the_package_pulls_no_model_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, dsv4.sandbox; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'numpy', 'tokenizers', 'safetensors') or (m.startswith('dsv4.') and "
+            "not m.startswith('dsv4.sandbox'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "[]\n"
