@@ -29,7 +29,7 @@ def test_cannot_see_the_project_checkout(sb):
     assert "No such file or directory" in r.stderr
 
 
-OUTSIDE = ["/usr/evil", "/etc/evil", "/evil", "/run/dsv4/agent.py", "/proc/sys/kernel/hostname"]
+OUTSIDE = ["/usr/evil", "/etc/evil", "/evil", "/dev/evil", "/run/dsv4/agent.py", "/proc/sys/kernel/hostname"]
 
 
 @pytest.mark.parametrize("target", OUTSIDE)
@@ -37,6 +37,15 @@ def test_cannot_write_outside_the_workspace(sb, target):
     r = sb.run_shell(f"echo pwned > {target}", timeout=10)
     assert r.exit_code != 0
     assert not Path(target).exists() or "pwned" not in Path(target).read_text(errors="replace")
+
+
+def test_tmp_and_shm_are_capped_but_usable(make_sandbox):
+    sb = make_sandbox()
+    r = sb.run_shell("python3 -c 'import multiprocessing as m; m.Lock(); print(\"semaphore ok\")'; "
+                     "for d in /tmp /dev/shm; do head -c 400000000 /dev/zero > $d/fill; done", timeout=30)
+    assert r.stdout == "semaphore ok\n" and r.stderr.count("No space left on device") == 2
+    sb.run_shell("cd /tmp && export AFTER=full", timeout=10)  # session state survives a full /tmp
+    assert sb.run_shell("pwd; echo $AFTER", timeout=10).stdout == "/tmp\nfull\n"
 
 
 def test_private_tmp_and_workspace_do_not_reach_the_host(sb):

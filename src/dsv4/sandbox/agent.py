@@ -41,7 +41,7 @@ class Session:
         self.env = dict(init["env"])
         self.limits = init["limits"]
         self.shell = init.get("shell") or ("/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh")
-        self.private_dir = tempfile.mkdtemp(prefix="dsv4-agent-")
+        self.private_dir = init.get("private_dir") or tempfile.mkdtemp(prefix="dsv4-agent-")
         self.write_lock = threading.Lock()
         self.out = None
 

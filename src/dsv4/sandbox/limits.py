@@ -23,7 +23,7 @@ class Limits(BaseModel):
     max_output_bytes: int = Field(1 << 20, ge=1)
     """Default cap on captured stdout and on stderr per command; the rest is dropped and flagged."""
     tmpfs_mb: int = Field(256, ge=1)
-    """Size of the sandbox's private /tmp, in MiB."""
+    """Size of the sandbox's private /tmp, and of its /dev/shm, in MiB each."""
     workspace_mb: int | None = Field(None, ge=1)
     """When set, the workspace is a private tmpfs of this size (no host directory, nothing to fill the host
     disk with); when None it is a host directory (bubblewrap backends) without a quota."""

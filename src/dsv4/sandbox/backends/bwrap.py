@@ -26,6 +26,8 @@ from dsv4.sandbox.seccomp import build_filter
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
 GUEST_DIR = "/run/dsv4"
+AGENT_DIR = "/run/dsv4-agent"
+"""The agent's own scratch space (session state files), apart from the /tmp that commands may fill."""
 NOBODY = 65534
 STATE_PREFIX = "dsv4-sandbox-"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -73,11 +75,13 @@ def system_args(cfg: ProcessConfig) -> list[str]:
 
 def private_args(spec: SandboxSpec, state: Path, late: list[str]) -> list[str]:
     """Private /proc, /dev, /tmp, the agent directory and the writable workspace; the rest read-only."""
+    size = str(spec.limits.tmpfs_mb << 20)
     return [
-        "--proc", "/proc", "--dev", "/dev", "--size", str(spec.limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
-        "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
+        "--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size,
+        "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
+        "--size", str(4 << 20), "--tmpfs", AGENT_DIR,
         *workspace_args(spec, state), "--chdir", spec.workdir, *late,
-        "--remount-ro", "/run", "--remount-ro", "/",
+        "--remount-ro", "/dev", "--remount-ro", "/run", "--remount-ro", "/",
     ]
 
 
@@ -234,7 +238,8 @@ class BwrapBackend(GuestBackend):
     def _handshake(self) -> None:
         env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb",
                **(self.relay.proxy_env() if self.relay else {}), **self.spec.env}
-        init = {"cwd": self.spec.workdir, "env": env, "limits": self.spec.limits.guest()}
+        init = {"cwd": self.spec.workdir, "env": env, "limits": self.spec.limits.guest(),
+                "private_dir": AGENT_DIR}
         try:
             self.channel.handshake(init, self.cfg.start_timeout_s)
         except SandboxClosed as e:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import uuid
 
-from dsv4.sandbox.backends.bwrap import GUEST_DIR, PATH, BwrapBackend, find_tool
+from dsv4.sandbox.backends.bwrap import AGENT_DIR, GUEST_DIR, PATH, BwrapBackend, find_tool
 from dsv4.sandbox.backends.container import HOST_DIR, injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ContainerConfig, SandboxSpec
@@ -65,6 +65,8 @@ class RunscBackend(BwrapBackend):
             {"destination": "/proc", "type": "proc", "source": "proc"},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
              "options": [f"size={self.spec.limits.tmpfs_mb}m"]},
+            {"destination": AGENT_DIR, "type": "tmpfs", "source": "tmpfs",
+             "options": ["size=4m", "mode=0777"]},
             bind(str(self.state / "guest"), GUEST_DIR, True),
             bind("/usr", f"{HOST_DIR}/usr", True),
         ]

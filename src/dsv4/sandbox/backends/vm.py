@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 from dsv4.sandbox.backend import GuestBackend
-from dsv4.sandbox.backends.bwrap import PATH, find_tool, make_state_dir, sandbox_uid
+from dsv4.sandbox.backends.bwrap import AGENT_DIR, PATH, find_tool, make_state_dir, sandbox_uid
 from dsv4.sandbox.backends.container import injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import SandboxSpec, VMConfig
@@ -47,6 +47,7 @@ def init_script(spec: SandboxSpec, agent_argv: list[str]) -> str:
         "#!/bin/busybox sh", "/bin/busybox --install -s /bin", "export PATH=/bin", "hostname sandbox",
         "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev",
         f"mount -t tmpfs -o size={spec.limits.tmpfs_mb}m tmpfs /tmp; mount -t tmpfs tmpfs /run",
+        f"mkdir -p {AGENT_DIR}; mount -t tmpfs -o size=4m tmpfs {AGENT_DIR}",
         "for m in $(cat /modules.order); do insmod /lib/modules/$m; done", *mounts, lo,
         "stty -F /dev/ttyS1 raw -echo", f"cd {spec.workdir}",
         f"{' '.join(agent_argv)} /run/dsv4/agent.py --announce < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0",
@@ -131,8 +132,8 @@ class VMBackend(GuestBackend):
         env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb", **self.spec.env}
         limits = dict(self.spec.limits.guest(), pids=None)  # the guest is root; the VM itself is the bound
         try:
-            self.channel.handshake({"cwd": self.spec.workdir, "env": env, "limits": limits},
-                                   self.cfg.boot_timeout_s, wait_ready=True)
+            init = {"cwd": self.spec.workdir, "env": env, "limits": limits, "private_dir": AGENT_DIR}
+            self.channel.handshake(init, self.cfg.boot_timeout_s, wait_ready=True)
         except SandboxClosed as e:
             raise BackendUnavailable(str(e)) from e
 
