@@ -2,7 +2,8 @@
 
 1. Batching gain: 16 concurrent requests vs 1, greedy, same prompt length (decodes run in step as one batch)
    and mixed lengths (positions differ: one model call per request per step until per-row positions land).
-2. Decode latency per token after a prefill of 4K / 16K tokens (more with --contexts), cache bytes, peak RSS.
+2. MTP speculative decoding: tokens/s and acceptance rate.
+3. Decode latency per token after a prefill of 4K / 16K tokens (more with --contexts), cache bytes, peak RSS.
 
 Run: `.venv/bin/python benchmarks/engine.py [--contexts 4096,16384,65536]`.
 """
@@ -62,6 +63,12 @@ def main():
     print(f"  1 request:                       {one:8.1f} tok/s")
     print(f"  16 requests, same length:        {same:8.1f} tok/s  ({same / one:.2f}x)")
     print(f"  16 requests, mixed lengths:      {mixed:8.1f} tok/s  ({mixed / one:.2f}x)")
+    spec = Engine(model, None, EngineConfig(num_blocks=4, max_num_seqs=1, speculative=True))
+    t = time.perf_counter()
+    spec.generate([list(range(2, 130))], SamplingParams(temperature=0, max_tokens=args.new_tokens))
+    print(f"  MTP speculative, 1 request:      {args.new_tokens / (time.perf_counter() - t):8.1f} tok/s, "
+          f"acceptance {100 * spec.speculator.acceptance_rate:.0f}% of {spec.speculator.drafted} drafts "
+          "(random weights: the MTP layer has not learned to predict)")
     print("decode latency after a prefill of N tokens (one request):")
     for n in (int(x) for x in args.contexts.split(",")):
         prefill, per_token, nbytes = decode_latency(model, n)

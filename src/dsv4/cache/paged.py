@@ -29,7 +29,7 @@ class LayerPools:
 
 class PagedKVCache:
     def __init__(self, config: ModelConfig, num_blocks: int, block_size: int = 128, max_requests: int = 16,
-                 dtype: torch.dtype = torch.float32, device=None):
+                 dtype: torch.dtype = torch.float32, device=None, mtp: bool = False):
         if block_size <= 0 or block_size % 128:
             raise ValueError(f"block_size must be a positive multiple of 128 (the HCA ratio); got {block_size}")
         if num_blocks <= 0 or max_requests <= 0:
@@ -39,6 +39,9 @@ class PagedKVCache:
         self.main = MainEntryLayout(config.head_dim, config.rope_head_dim)
         self.index_key = IndexerKeyLayout(config.index_head_dim)
         self.layers = [self._layer(config.compress_ratio(i)) for i in range(config.n_layers)]
+        # the MTP layers' caches, for speculative decoding (not part of the KV plan)
+        self.mtp = [self._layer(config.compress_ratio(i)) for i in range(config.n_layers, config.n_all_layers)] \
+            if mtp else []
 
     def _bytes(self, *shape: int) -> torch.Tensor:
         return torch.zeros(shape, dtype=torch.uint8, device=self.device)
@@ -62,7 +65,7 @@ class PagedKVCache:
 
     def reset_slot(self, slot: int):
         """Empties a request slot's compressor state (the window needs nothing: it is written before read)."""
-        for pools in self.layers:
+        for pools in self.layers + self.mtp:
             for state in (pools.state, pools.index_state):
                 if state is not None:
                     state[0][slot].zero_()
@@ -71,7 +74,7 @@ class PagedKVCache:
     # --- memory ---
     def tensors(self) -> list[torch.Tensor]:
         out = []
-        for p in self.layers:
+        for p in self.layers + self.mtp:
             out += [t for t in (p.window, p.entries, p.keys) if t is not None]
             out += [t for s in (p.state, p.index_state) if s is not None for t in s]
         return out
@@ -81,7 +84,7 @@ class PagedKVCache:
 
     def block_bytes(self) -> int:
         """Bytes of one block across all layers (the context-proportional part)."""
-        return sum(t[0].numel() for p in self.layers for t in (p.entries, p.keys) if t is not None)
+        return sum(t[0].numel() for p in self.layers + self.mtp for t in (p.entries, p.keys) if t is not None)
 
     def slot_bytes(self) -> int:
         """Bytes of one request slot across all layers (window + compressor state: the fixed part)."""
@@ -102,7 +105,7 @@ class PagedView:
         slot_ids = torch.tensor(slots, device=cache.device)
         table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
         self.layers = [self._layer(p, slot_ids, table_ids) for p in cache.layers]
-        self.mtp: list = []
+        self.mtp = [self._layer(p, slot_ids, table_ids) for p in cache.mtp]
 
     def _layer(self, p: LayerPools, slots: torch.Tensor, tables: torch.Tensor) -> LayerCache:
         c, dtype = self.cache, self.cache.dtype

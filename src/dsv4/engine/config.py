@@ -21,6 +21,8 @@ class EngineConfig:
     """Prompt + max_tokens of one request at most."""
     dtype: str = "float32"
     """Model compute dtype: float32 or bfloat16."""
+    speculative: bool = False
+    """MTP speculative decoding: greedy requests draft one token with the MTP layer, verified in the next step."""
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len"):

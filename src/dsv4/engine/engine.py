@@ -26,6 +26,7 @@ from .sampler import Sampler
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import RequestOutput, Sequence
+from .speculative import MTPSpeculator
 
 DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
 
@@ -39,6 +40,7 @@ class Engine:
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
         self.runner = ModelRunner(model, self.blocks, config)
         self.sampler = Sampler()
+        self.speculator = MTPSpeculator(self.runner) if config.speculative else None
         self.seqs: dict[int, Sequence] = {}
         self._next_id = itertools.count()
 
@@ -108,14 +110,31 @@ class Engine:
                 raise RuntimeError(f"no request could be scheduled: {len(self.scheduler.waiting)} waiting, "
                                    f"{len(self.scheduler.running)} running, {self.blocks.num_free} blocks free")
             return []
-        logits = self.runner.run(chunks)
-        self.scheduler.advance(chunks)
-        seqs = [c.seq for c in chunks if c.samples]
+        spec = [c for c in chunks if self._speculates(c.seq)]
+        plain = [c for c in chunks if not self._speculates(c.seq)]
+        logits = self.runner.run(plain)
+        self.scheduler.advance(plain)
+        seqs = [c.seq for c in plain if c.samples]
         tokens, logprobs = self.sampler(logits, [s.seq_id for s in seqs], [s.params for s in seqs])
         for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
-            seq.append(token, lp)
-            self._check_stop(seq, token)
+            self._accept(seq, [token], lp)
+        for c in spec:
+            new = self.speculator.run(c)
+            c.seq.num_computed = c.start + c.n + max(0, len(new) - 1)
+            if new:
+                self._accept(c.seq, new)
+                seqs.append(c.seq)
         return [s.output() for s in seqs]
+
+    def _speculates(self, seq: Sequence) -> bool:
+        return self.speculator is not None and seq.params.greedy and seq.params.logprobs is None
+
+    def _accept(self, seq: Sequence, tokens: list[int], logprob=None):
+        for token in tokens:
+            if seq.is_finished:
+                break
+            seq.append(token, logprob)
+            self._check_stop(seq, token)
 
     def generate(self, prompts: list[str | list[int]],
                  params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
@@ -195,3 +214,5 @@ class Engine:
         self.scheduler.finish(seq, reason)
         self.runner.release(seq.seq_id)
         self.sampler.release(seq.seq_id)
+        if self.speculator is not None:
+            self.speculator.release(seq.seq_id)

@@ -20,7 +20,7 @@ class ModelRunner:
         self.model, self.blocks = model, blocks
         self.device = model.embed.weight.device
         self.cache = PagedKVCache(model.config, config.num_blocks, config.block_size, config.max_num_seqs,
-                                  dtype=model.dtype, device=self.device)
+                                  dtype=model.dtype, device=self.device, mtp=config.speculative)
         self.free_slots = list(range(config.max_num_seqs))
         self.slots: dict[int, int] = {}
         self.num_forward_calls = 0
@@ -42,10 +42,12 @@ class ModelRunner:
 
     def _forward(self, group: list[Chunk], start: int, n: int) -> torch.Tensor:
         ids = torch.tensor([c.seq.token_ids[start:start + n] for c in group], device=self.device)  # [g,n]
-        view = self.cache.view([self.slots[c.seq.seq_id] for c in group],
-                               [self.blocks.table(c.seq.seq_id) for c in group])
         self.num_forward_calls += 1
-        return self.model(ids, cache=view, start_pos=start)
+        return self.model(ids, cache=self.view([c.seq.seq_id for c in group]), start_pos=start)
+
+    def view(self, seq_ids: list[int]):
+        """The requests' slots and block tables as a model cache."""
+        return self.cache.view([self.slots[i] for i in seq_ids], [self.blocks.table(i) for i in seq_ids])
 
     def assign(self, seq_id: int) -> int:
         """Gives the request a fresh slot (empty compressor state); returns it."""

@@ -1,0 +1,79 @@
+"""`MTPSpeculator`: MTP speculative decoding for greedy requests, one draft token per step.
+
+Every position the main model computes (and keeps) also goes through the MTP layer with the token that follows
+it, so the MTP layer's own window stays complete; its prediction at the last position is the draft. A decode step
+runs [last token, draft] in one forward: if the main model's argmax at the last token equals the draft, both the
+draft and the main model's next token are kept (2 tokens for one forward); otherwise the request's slot (window
+and compressor state) is restored from before the step and the known tokens are recomputed alone. Output equals
+plain greedy decoding either way.
+"""
+
+import torch
+
+from dsv4.cache.snapshot import export_slot, import_slot
+
+from .model_runner import ModelRunner
+from .scheduler import Chunk
+
+
+class MTPSpeculator:
+    def __init__(self, runner: ModelRunner):
+        if not runner.cache.mtp:
+            raise ValueError("speculative decoding needs a cache with MTP layers (EngineConfig.speculative=True)")
+        self.runner, self.model = runner, runner.model
+        self.drafts: dict[int, int] = {}
+        self.drafted = self.accepted = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    def release(self, seq_id: int):
+        self.drafts.pop(seq_id, None)
+
+    def run(self, c: Chunk) -> list[int]:
+        """Runs chunk c of a greedy request (its slot and blocks in place); returns the new tokens (none before
+        the chunk that reaches the end, then 1, or 2 when the draft was right)."""
+        if c.start == 0:  # a new request, or one preempted and now recomputed
+            self.runner.assign(c.seq.seq_id)
+        seq, model, slot = c.seq, self.model, self.runner.slots[c.seq.seq_id]
+        draft = self.drafts.pop(seq.seq_id, None) if c.samples else None
+        if draft is not None and not self._room(c):
+            draft = None
+        ids = seq.token_ids[c.start:c.start + c.n] + ([draft] if draft is not None else [])
+        saved = export_slot(self.runner.cache, slot) if draft is not None else None
+        view = self.runner.view([seq.seq_id])
+        h = model.hidden(self._tensor(ids), view, c.start)  # [1,m,hc,d]
+        self.runner.num_forward_calls += 1
+        new = []
+        if c.samples:
+            logits = model.logits(h[:, c.n - 1:])[0]  # [1 or 2, vocab]
+            new = [int(logits[0].argmax())]
+            if draft is not None:
+                self.drafted += 1
+                if new[0] == draft:
+                    self.accepted += 1
+                    new.append(int(logits[1].argmax()))
+                else:  # undo the draft position: restore the slot, recompute the known tokens alone
+                    import_slot(self.runner.cache, slot, saved)
+                    h = model.hidden(self._tensor(ids[:c.n]), view, c.start)
+                    self.runner.num_forward_calls += 1
+        m = c.n + max(0, len(new) - 1)  # positions computed and kept
+        next_ids = (seq.token_ids + new)[c.start + 1:c.start + m + 1]
+        mtp = model.mtp_logits(h[:, :m], self._tensor(next_ids), view, c.start)  # [1,m,vocab]
+        if c.samples:
+            self.drafts[seq.seq_id] = int(mtp[0, -1].argmax())
+        return new
+
+    def _room(self, c: Chunk) -> bool:
+        """A draft needs one more token of max_tokens and of blocks."""
+        seq = c.seq
+        if seq.params.max_tokens - len(seq.output_ids) < 2:
+            return False
+        if not self.runner.blocks.can_grow(seq.seq_id, c.start + c.n + 1):
+            return False
+        self.runner.blocks.grow(seq.seq_id, c.start + c.n + 1)
+        return True
+
+    def _tensor(self, ids: list[int]) -> torch.Tensor:
+        return torch.tensor([ids], device=self.runner.device)  # [1,s]

@@ -1,0 +1,84 @@
+"""MTP speculative decoding: greedy output identical to plain decoding whether drafts are right or wrong (state
+restored across CSA / HCA block completions), fewer forwards when drafts are right, acceptance rate reported."""
+
+import pytest
+import torch
+
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.model import Transformer, preset
+from dsv4.model.init import init_random_
+
+PROMPTS = [list(range(3, 140)), list(range(7, 257)), [9, 8, 7, 6]]  # decodes cross CSA blocks and 256 (HCA)
+GREEDY = SamplingParams(temperature=0, max_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return init_random_(Transformer(preset("test"), torch.float32), seed=4).eval()
+
+
+@pytest.fixture(scope="module")
+def plain(model):
+    params = SamplingParams(temperature=0, max_tokens=GREEDY.max_tokens, logprobs=2)
+    outs = Engine(model, None, EngineConfig(num_blocks=8)).generate(PROMPTS, params)
+    # Premise: no near-ties. A verify step runs 2 tokens in one call, plain decoding 1; the packed cache rounds
+    # RoPE dims to BF16 only for keys read back from it, so the two paths differ by ~1e-3 in the logits and a
+    # top-2 gap below that could flip the argmax on either path (as in vLLM, identity is up to such ties).
+    gaps = [lp.logprob - min(lp.top.values()) for o in outs for lp in o.logprobs]
+    assert min(gaps) > 0.01, min(gaps)
+    return [o.token_ids for o in outs]
+
+
+def _spec_engine(model) -> Engine:
+    return Engine(model, None, EngineConfig(num_blocks=8, speculative=True))
+
+
+def _scripted_drafts(engine: Engine, truth: dict[tuple[int, ...], list[int]], right: callable):
+    """Replaces the MTP prediction with the true next-next token (or a wrong one when right(pos) is False)."""
+    vocab = engine.model.config.vocab_size
+
+    def mtp_logits(h, next_ids, cache, start_pos, depth=0):
+        m = h.size(1)
+        target = start_pos + m + 1  # MTP at position p predicts token p + 2
+        seq = next(s for s in engine.seqs.values() if not s.is_finished)  # one request at a time
+        full = truth[tuple(seq.prompt_ids)]
+        token = full[target] if target < len(full) else 0
+        logits = torch.zeros(1, m, vocab)
+        logits[0, -1, token if right(target) else (token + 1) % vocab] = 1.0
+        return logits
+
+    engine.model.mtp_logits = mtp_logits
+
+
+def test_real_mtp_drafts_keep_greedy_output(model, plain):
+    engine = _spec_engine(model)
+    outs = engine.generate(PROMPTS, GREEDY)
+    assert [o.token_ids for o in outs] == plain
+    assert engine.speculator.drafted > 0  # random weights: the drafts are mostly wrong, all rejected cleanly
+    assert engine.blocks.num_used == 0 and not engine.speculator.drafts
+
+
+@pytest.mark.parametrize("right, rate", [(lambda pos: True, 1.0), (lambda pos: pos % 3 == 0, None)])
+def test_scripted_drafts_right_and_wrong(model, plain, right, rate):
+    engine = _spec_engine(model)
+    truth = {tuple(p): p + out for p, out in zip(PROMPTS, plain, strict=True)}
+    try:
+        _scripted_drafts(engine, truth, right)
+        outs = [engine.generate([p], GREEDY)[0].token_ids for p in PROMPTS]  # one at a time: scripts know which
+    finally:
+        del engine.model.mtp_logits
+    assert outs == plain
+    if rate is not None:
+        assert engine.speculator.acceptance_rate == rate
+        # 16 tokens per request: the prefill's, 7 verify steps of 2, the last alone (no room for a draft)
+        assert engine.runner.num_forward_calls == (1 + 7 + 1) * len(PROMPTS)
+    else:
+        assert 0 < engine.speculator.acceptance_rate < 1
+
+
+def test_sampled_requests_do_not_speculate(model):
+    p = SamplingParams(temperature=1.0, seed=5, max_tokens=8)
+    want = Engine(model, None, EngineConfig(num_blocks=8)).generate([PROMPTS[2]], p)[0].token_ids
+    engine = _spec_engine(model)
+    assert engine.generate([PROMPTS[2]], p)[0].token_ids == want
+    assert engine.speculator.drafted == 0
