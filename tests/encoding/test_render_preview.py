@@ -2,10 +2,12 @@
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from dsv4.encoding.errors import EncodingError
 from dsv4.encoding.render import encode_messages
 
 from .conftest import first_difference
@@ -38,3 +40,35 @@ def test_dict_arguments_render_as_their_own_parameters(case):
     """The deliberate fix (spec 5.6): dict arguments give the same prompt as their JSON text, never one
     `arguments` parameter wrapping the dict."""
     assert render(dict_arguments(case)) == case["prompt"]
+
+
+def test_response_format_and_list_content():
+    msgs = [{"role": "system", "content": [{"type": "text", "text": "S1"}, {"type": "text", "text": "S2"}],
+             "response_format": {"type": "json_object"}},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    assert encode_messages(msgs, dialect="preview") == (
+        '<｜begin▁of▁sentence｜>S1\n\nS2\n\n## Response Format:\n\nYou MUST strictly adhere to the following schema'
+        ' to reply:\n{"type": "json_object"}<｜User｜>a\n\nb<｜Assistant｜><think>')
+
+
+def test_tool_result_parts_that_are_not_text_are_marked_unsupported():
+    msgs = [{"role": "user", "content": "q"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "1", "content": [{"type": "text", "text": "t"}, {"type": "image_url"}]}]
+    assert encode_messages(msgs, dialect="preview").endswith(
+        "<｜User｜><tool_result>t\n\n[Unsupported image_url]</tool_result><｜Assistant｜><think>")
+
+
+@pytest.mark.parametrize("messages,kwargs,where", [
+    ([{"role": "user", "content": "u"}, {"role": "developer", "content": ""}], {}, "messages[1].content"),
+    ([{"role": "user", "content": "u", "task": "summarize"}], {}, "messages[0].task"),
+    ([{"role": "user", "content": "u"}], {"reasoning_effort": "low"}, "'low'"),
+    ([{"role": "user", "content": [{"type": "image_url"}]}], {}, "messages[0].content[0]"),
+    ([{"role": "user", "content": "u"}, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "1", "type": "function", "function": {"name": "f", "arguments": "\"x\""}}]}], {},
+     "messages[1].tool_calls[0].function.arguments: must encode a JSON object"),
+])
+def test_invalid_input_names_the_field(messages, kwargs, where):
+    with pytest.raises(EncodingError, match=re.escape(where)):
+        encode_messages(messages, dialect="preview", **kwargs)
