@@ -152,6 +152,10 @@ def test_request_errors_name_the_field(tiny_model, tokenizer):
         engine.add_request([0, 129280])
     with pytest.raises(ValueError, match="top_p must be in"):
         SamplingParams(top_p=0)
+    with pytest.raises(ValueError, match="prompts must be a list of prompts"):
+        engine.generate([0, 1, 2])
+    with pytest.raises(ValueError, match="prompts must be a list of prompts"):
+        engine.generate("hello")
 
 
 def test_from_pretrained_dir_and_preset(tiny_dir):

@@ -139,6 +139,9 @@ class Engine:
     def generate(self, prompts: list[str | list[int]],
                  params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
         """Runs all prompts to completion (batched); one `RequestOutput` per prompt, in order."""
+        if isinstance(prompts, str) or any(isinstance(p, int) for p in prompts):
+            raise ValueError("prompts must be a list of prompts (strings or token-id lists); got "
+                             f"{type(prompts).__name__} {str(prompts)[:40]!r}")
         if not isinstance(params, list):
             params = [params or SamplingParams()] * len(prompts)
         ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
