@@ -80,3 +80,10 @@ def test_finish_of_a_waiting_request_removes_it():
     assert not sched.waiting and b.finish_reason == "abort"
     sched.finish(a, "abort")
     assert sched.is_finished() and sched.blocks.num_used == 0
+
+
+def test_prompt_chunks_end_at_block_boundaries_when_aligned():
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=100, align_prefill=4), BlockManager(16, 4))
+    seq = _seq(0, 10)
+    sched.add(seq)
+    assert [_run(sched) for _ in range(4)] == [[(0, 0, 4)], [(0, 4, 4)], [(0, 8, 2)], [(0, 10, 1)]]

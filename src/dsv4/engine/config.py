@@ -21,6 +21,8 @@ class EngineConfig:
     """Prompt + max_tokens of one request at most."""
     dtype: str = "float32"
     """Model compute dtype: float32 or bfloat16."""
+    prefix_cache_size: int = 0
+    """Slot copies kept at prompt block boundaries for prefix sharing between requests (0: no sharing)."""
     speculative: bool = False
     """MTP speculative decoding: greedy requests draft one token with the MTP layer, verified in the next step."""
 
@@ -28,6 +30,8 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.prefix_cache_size < 0:
+            raise ValueError(f"prefix_cache_size must be >= 0; got {self.prefix_cache_size}")
         if self.block_size % 128:
             raise ValueError(f"block_size must be a multiple of 128; got {self.block_size}")
         if self.dtype not in DTYPES:

@@ -22,6 +22,7 @@ from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
 from .model_runner import ModelRunner
+from .prefix_cache import PrefixCache
 from .sampler import Sampler
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerConfig
@@ -37,8 +38,11 @@ class Engine:
         self.config = config = config or EngineConfig()
         self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
         self.blocks = BlockManager(config.num_blocks, config.block_size)
-        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), self.blocks)
+        align = config.block_size if config.prefix_cache_size else 0
+        self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, align),
+                                   self.blocks)
         self.runner = ModelRunner(model, self.blocks, config)
+        self.prefix = PrefixCache(self.blocks, self.runner, config.prefix_cache_size) if align else None
         self.sampler = Sampler()
         self.speculator = MTPSpeculator(self.runner) if config.speculative else None
         self.seqs: dict[int, Sequence] = {}
@@ -84,7 +88,11 @@ class Engine:
         if seq.max_len > self.config.max_model_len:
             raise ValueError(f"prompt ({len(seq.prompt_ids)} tokens) + max_tokens={params.max_tokens} exceeds "
                              f"max_model_len={self.config.max_model_len}")
-        self.scheduler.add(seq)
+        self.scheduler.check_fits(seq)
+        if self.prefix is not None and self.scheduler.has_room() and self.prefix.attach(seq):
+            self.scheduler.resume(seq)  # starts after the cached prefix, straight into the running set
+        else:
+            self.scheduler.add(seq)
         self.seqs[seq.seq_id] = seq
         return seq.seq_id
 
@@ -124,6 +132,9 @@ class Engine:
             if new:
                 self._accept(c.seq, new)
                 seqs.append(c.seq)
+        if self.prefix is not None:
+            for c in chunks:
+                self.prefix.after_chunk(c.seq, c.start + c.n)
         return [s.output() for s in seqs]
 
     def _speculates(self, seq: Sequence) -> bool:

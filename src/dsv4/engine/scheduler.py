@@ -20,6 +20,8 @@ class SchedulerConfig:
     """Running requests at most."""
     max_num_batched_tokens: int = 512
     """Token budget of one step (prefill chunks + decodes)."""
+    align_prefill: int = 0
+    """End prompt chunks at multiples of this many tokens (block boundaries, for prefix sharing; 0: off)."""
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -50,10 +52,17 @@ class Scheduler:
         self.preempted: list[Sequence] = []  # since the last schedule(): the engine releases their slots
 
     def add(self, seq: Sequence):
+        self.check_fits(seq)
+        self.waiting.append(seq)
+
+    def check_fits(self, seq: Sequence):
+        """Raises `CacheFull` for a request that could not fit even in an empty cache."""
         needed = self.blocks.blocks_for(seq.max_len)
         if needed > self.blocks.num_blocks:
             raise CacheFull(seq.seq_id, needed, self.blocks.num_free, self.blocks.num_blocks)
-        self.waiting.append(seq)
+
+    def has_room(self) -> bool:
+        return len(self.running) < self.config.max_num_seqs
 
     def resume(self, seq: Sequence):
         """Admits a request restored with its cache (blocks already allocated) straight into the running set."""
@@ -74,13 +83,13 @@ class Scheduler:
                 break
             if seq.status != SequenceStatus.RUNNING:  # preempted earlier in this loop
                 continue
-            n = min(seq.num_uncomputed, budget)
+            n = self._chunk(seq, budget)
             if self._make_room(seq, n, scheduled={c.seq for c in chunks}):
                 chunks.append(self._take(seq, n))
                 budget -= n
         while self.waiting and budget and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
-            n = min(seq.num_uncomputed, budget)
+            n = self._chunk(seq, budget)
             if not self.blocks.can_grow(seq.seq_id, seq.num_computed + n):
                 break
             self.waiting.popleft()
@@ -89,6 +98,13 @@ class Scheduler:
             chunks.append(self._take(seq, n))
             budget -= n
         return chunks
+
+    def _chunk(self, seq: Sequence, budget: int) -> int:
+        n = min(seq.num_uncomputed, budget)
+        align, start = self.config.align_prefill, seq.num_computed
+        if align and start < len(seq.prompt_ids):  # a prompt chunk: stop at the next boundary
+            n = min(n, (start // align + 1) * align - start)
+        return n
 
     def _make_room(self, seq: Sequence, n: int, scheduled: set[Sequence]) -> bool:
         """Preempts the latest admitted other requests until `seq` can grow by n tokens; False if it had to

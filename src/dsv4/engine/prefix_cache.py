@@ -1,0 +1,53 @@
+"""`PrefixCache`: reuse of a common prompt prefix between requests, at block boundaries.
+
+A V4 request's cache at position B is its compressed entries and indexer keys for tokens < B (in its blocks)
+plus its slot: the window of the last 128 tokens and the compressor state of unfinished blocks. So sharing a
+prefix of k blocks takes both: the k published blocks (shared, reference counted) and a copy of the slot as it
+was at B = k·block_size. Prefill chunks end at block boundaries; after each, the blocks so far are published
+and the slot is copied into a small LRU (`size` copies, each the per-request fixed part of the KV plan).
+"""
+
+from collections import OrderedDict
+
+import torch
+
+from dsv4.cache.block_manager import BlockManager, prefix_hashes
+from dsv4.cache.snapshot import export_slot, import_slot
+
+from .model_runner import ModelRunner
+from .sequence import Sequence
+
+
+class PrefixCache:
+    def __init__(self, blocks: BlockManager, runner: ModelRunner, size: int):
+        self.blocks, self.runner, self.size = blocks, runner, size
+        self.slots: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()  # prefix hash -> slot copy
+        self.hit_tokens = 0
+
+    def after_chunk(self, seq: Sequence, end: int):
+        """Publishes the prompt blocks before `end` and keeps the slot, when a chunk ends at a block boundary."""
+        bs = self.blocks.block_size
+        if end % bs or end > len(seq.prompt_ids) or seq.seq_id not in self.runner.slots:
+            return
+        hashes = prefix_hashes(seq.prompt_ids, bs, end // bs)
+        self.blocks.publish(seq.seq_id, hashes)
+        self.slots[hashes[-1]] = export_slot(self.runner.cache, self.runner.slots[seq.seq_id])
+        self.slots.move_to_end(hashes[-1])
+        while len(self.slots) > self.size:
+            self.slots.popitem(last=False)
+
+    def attach(self, seq: Sequence) -> bool:
+        """Starts `seq` from the longest cached prefix (at least one prompt token is left to compute): shares the
+        blocks, restores the slot, sets num_computed. False if nothing is cached for it."""
+        bs = self.blocks.block_size
+        hashes = prefix_hashes(seq.prompt_ids, bs, (len(seq.prompt_ids) - 1) // bs)
+        blocks = self.blocks.cached(hashes)
+        k = next((k for k in range(len(blocks), 0, -1) if hashes[k - 1] in self.slots), 0)
+        if not k:
+            return False
+        self.blocks.share(seq.seq_id, blocks[:k])
+        import_slot(self.runner.cache, self.runner.assign(seq.seq_id), self.slots[hashes[k - 1]])
+        self.slots.move_to_end(hashes[k - 1])
+        seq.num_computed = k * bs
+        self.hit_tokens += k * bs
+        return True

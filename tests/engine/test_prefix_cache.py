@@ -1,0 +1,85 @@
+"""Prefix sharing: a request whose prompt starts like an earlier one reuses its published blocks and the slot
+copy at the last common block boundary, computes only the rest, and generates exactly what it would alone."""
+
+import pytest
+import torch
+
+from dsv4.cache.block_manager import BlockManager, prefix_hashes
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.model import Transformer, preset
+from dsv4.model.init import init_random_
+
+COMMON = list(range(10, 310))  # 300 tokens: 2 full blocks of 128 in common
+A, B = COMMON + [1000, 1001, 1002], COMMON + [7, 8, 9, 11, 12]
+GREEDY = SamplingParams(temperature=0, max_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return init_random_(Transformer(preset("tiny"), torch.float32), seed=8).eval()
+
+
+def _engine(model, **config) -> Engine:
+    return Engine(model, None, EngineConfig(**{"num_blocks": 8, "prefix_cache_size": 4, **config}))
+
+
+@pytest.fixture(scope="module")
+def alone(model):
+    engine = _engine(model)
+    out = engine.generate([B], GREEDY)[0].token_ids
+    return out, engine.runner.num_forward_calls
+
+
+def test_a_later_request_reuses_the_common_prefix(model, alone):
+    engine = _engine(model)
+    engine.generate([A], GREEDY)
+    calls = engine.runner.num_forward_calls
+    out = engine.generate([B], GREEDY)[0].token_ids
+    assert out == alone[0]
+    assert engine.prefix.hit_tokens == 256
+    assert engine.runner.num_forward_calls - calls == alone[1] - 2  # prefill chunks [0,128) and [128,256) skipped
+    assert engine.blocks.num_used == 0
+
+
+def test_concurrent_requests_share_blocks(model, alone):
+    engine = _engine(model)
+    a = engine.add_request(A, GREEDY)
+    while not engine.seqs[a].output_ids:
+        engine.step()
+    b = engine.add_request(B, GREEDY)
+    shared = engine.blocks.table(b)[:2]
+    assert shared == engine.blocks.table(a)[:2] and all(engine.blocks.refs[x] == 2 for x in shared)
+    assert engine.blocks.num_used == 3  # B holds only the 2 shared blocks so far: no new memory
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.seqs[b].output().token_ids == alone[0]
+    assert engine.blocks.num_used == 0
+
+
+def test_reallocated_blocks_are_no_longer_shared(model, alone):
+    engine = _engine(model, num_blocks=3)
+    engine.generate([A], GREEDY)
+    engine.generate([list(range(500, 800))], GREEDY)  # takes all 3 blocks: the published ones are overwritten
+    out = engine.generate([B], GREEDY)[0].token_ids
+    assert engine.prefix.hit_tokens == 0
+    assert out == alone[0]
+
+
+def test_block_manager_sharing_without_tensors():
+    bm = BlockManager(num_blocks=4, block_size=2)
+    tokens = [1, 2, 3, 4, 5]
+    h = prefix_hashes(tokens, 2, 2)
+    assert h == prefix_hashes(tokens[:4] + [9], 2, 2) and h[1] != prefix_hashes([1, 2, 3, 5], 2, 2)[1]
+    bm.grow(0, 5)
+    bm.publish(0, h)
+    assert bm.cached(h) == bm.table(0)[:2] and bm.cached(h[:1] + [123]) == bm.table(0)[:1]
+    bm.free(0)
+    assert bm.num_used == 0 and bm.cached(h) == [0, 1]  # freed but still cached
+    bm.share(1, [0, 1])
+    assert bm.num_used == 2 and bm.refs[:2] == [1, 1]
+    bm.share(2, [0])
+    bm.free(1)
+    assert bm.num_used == 1 and bm.refs[0] == 1
+    bm.free(2)
+    bm.grow(3, 8)  # every block handed out again: nothing stays cached
+    assert bm.cached(h) == []
