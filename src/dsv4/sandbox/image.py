@@ -2,15 +2,17 @@
 or a rootfs tarball.
 
 Layers are applied in order with OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties a directory).
-Device nodes and members that would land outside the rootfs are skipped.
+Extraction is vetted by `dsv4.sandbox.untar` (nothing lands outside the rootfs, no device nodes).
 """
 
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
 
 from dsv4.sandbox.errors import SandboxError
+from dsv4.sandbox.untar import extract, inside
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -30,7 +32,7 @@ def materialize(image: Path, scratch: Path) -> Path:
     unpacked = scratch / "image"
     unpacked.mkdir()
     with tarfile.open(image) as tar:
-        tar.extractall(unpacked, filter=_safe)
+        extract(tar, unpacked, links_may_leave=True)
     if is_layout(unpacked) or (unpacked / "manifest.json").is_file():
         rootfs = unpack_layout(unpacked, scratch / "rootfs")
         shutil.rmtree(unpacked)
@@ -61,15 +63,18 @@ def _blob(layout: Path, digest: str) -> Path:
 def _apply_layer(tar: tarfile.TarFile, rootfs: Path) -> None:
     keep = []
     for m in tar.getmembers():
-        parent, _, name = m.name.rpartition("/")
+        parent, _, name = os.path.normpath(m.name.lstrip("/")).rpartition("/")
+        where = os.path.realpath(rootfs / parent)  # a whiteout must not reach outside through `..` or a link
+        if name.startswith(WHITEOUT) and not inside(os.path.realpath(rootfs), where):
+            continue
         if name == OPAQUE:
-            for child in (rootfs / parent).glob("*"):
+            for child in Path(where).glob("*"):
                 _remove(child)
         elif name.startswith(WHITEOUT):
-            _remove(rootfs / parent / name[len(WHITEOUT):])
+            _remove(Path(where) / name[len(WHITEOUT):])
         else:
             keep.append(m)
-    tar.extractall(rootfs, members=keep, filter=_safe)
+    extract(tar, rootfs, links_may_leave=True, members=keep)
 
 
 def _remove(path: Path) -> None:
@@ -78,12 +83,3 @@ def _remove(path: Path) -> None:
     elif path.exists() or path.is_symlink():
         path.unlink()
 
-
-def _safe(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """tarfile's "tar" filter (no escaping member paths), minus device nodes and FIFOs."""
-    if member.isdev():
-        return None
-    try:
-        return tarfile.tar_filter(member, dest)
-    except tarfile.FilterError:
-        return None

@@ -32,6 +32,7 @@ from dsv4.sandbox.limits import Limits
 from dsv4.sandbox.network import NetworkRules
 from dsv4.sandbox.reaper import IdleReaper
 from dsv4.sandbox.snapshot import Snapshot, WorkspaceTracker, apply_layers
+from dsv4.sandbox.untar import extract
 
 
 def backend_config(backend: "str | BackendConfig", rootfs: Path | None) -> BackendConfig:
@@ -175,7 +176,7 @@ class Sandbox:
                 Path(host_path).write_bytes(tar.extractfile(members[0]).read())
                 return
             Path(host_path).mkdir(parents=True, exist_ok=True)
-            tar.extractall(host_path, filter=_inside_only)
+            extract(tar, Path(host_path), links_may_leave=False)
 
     def call(self, name: str, *args, timeout: float = 30.0, **kwargs) -> FunctionResult:
         """Call a registered function (`function` backend only)."""
@@ -235,14 +236,6 @@ def _recorder(spec: SandboxSpec, backend, journal: Journal, records: list) -> Re
     if spec.backend.type == "function":  # stateless: nothing to capture between calls
         return Recorder(journal, records)
     return Recorder(journal, records, WorkspaceTracker(backend, spec.workdir), backend.session)
-
-
-def _inside_only(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """tarfile's "data" filter, skipping (instead of failing on) links that point outside `dest`."""
-    try:
-        return tarfile.data_filter(member, dest)
-    except tarfile.FilterError:
-        return None
 
 
 def _b64(data: bytes) -> str:
