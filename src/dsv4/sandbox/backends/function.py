@@ -1,7 +1,8 @@
 """The `function` backend: registered Python callables run in a pool of worker processes.
 
-Each worker is a forked process holding the registry, with RLIMIT_AS set to the sandbox's memory limit. A call
-that outlives its timeout or dies (memory, crash) has its worker killed and replaced; the pool stays warm.
+Each worker is a forked process holding the registry; RLIMIT_AS lets it grow by the sandbox's memory limit.
+A call that outlives its timeout or dies (memory, crash) has its worker killed and replaced; the pool stays
+warm.
 """
 
 import multiprocessing
@@ -20,7 +21,11 @@ from dsv4.sandbox.errors import BackendUnavailable, FunctionNotRegistered, Sandb
 def _worker(conn: Connection, parent_end: Connection, functions: dict[str, Callable],
             memory_bytes: int) -> None:
     parent_end.close()  # so that the pipe reaches EOF, and the worker exits, once the owner is gone
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    # The limit is growth over what the fork inherited (the owner may hold gigabytes of address space).
+    with open("/proc/self/statm") as f:
+        inherited = int(f.read().split()[0]) * resource.getpagesize()
+    cap = inherited + memory_bytes
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     while True:
         try:
             name, args, kwargs = conn.recv()
