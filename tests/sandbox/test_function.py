@@ -91,3 +91,15 @@ def test_calls_are_journaled_and_replayed(make_sandbox, tmp_path):
         assert [again.call("pid"), again.call("add", 1, 2)] == first  # same pid: answered from the journal
         live = again.call("pid")
         assert live.value != first[0].value and live.value in again.backend.pids()
+
+
+def test_memory_limit_is_growth_over_a_large_owner(make_sandbox):
+    import mmap
+
+    ballast = mmap.mmap(-1, 4 << 30)  # 4 GiB of untouched address space in the owning process
+    try:
+        fn = make_sandbox("function", functions=FUNCS, memory_limit_mb=256)
+        assert fn.call("add", 2, 2).value == 4
+        assert fn.call("hog").error.startswith("MemoryError")
+    finally:
+        ballast.close()
