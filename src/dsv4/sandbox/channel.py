@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from dsv4.sandbox.errors import AgentProtocolError, SandboxClosed, SandboxFileError
+from dsv4.sandbox.errors import AgentProtocolError, CommandTimeout, SandboxClosed, SandboxFileError
 
 OutputCallback = Callable[[str, bytes], None]
 """Receives `(stream, chunk)` while a command runs; stream is "stdout" or "stderr"."""
@@ -71,7 +71,7 @@ class AgentChannel:
             with selectors.DefaultSelector() as sel:
                 sel.register(self._read_fd, selectors.EVENT_READ)
                 if left <= 0 or not sel.select(left):
-                    raise SandboxClosed(f"the guest agent did not answer in time; {self._describe()}")
+                    raise CommandTimeout(f"the guest agent did not answer in time; {self._describe()}")
             chunk = os.read(self._read_fd, 1 << 20)
             if not chunk:
                 raise SandboxClosed(f"the guest agent closed its channel; {self._describe()}")

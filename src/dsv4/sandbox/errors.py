@@ -14,7 +14,7 @@ class UnknownBackend(SandboxError, ValueError):
 
 
 class CommandTimeout(SandboxError, TimeoutError):
-    """A call did not finish in time (raised only where no partial result can be returned)."""
+    """The guest did not answer in time (a command's own timeout returns a result with `timed_out`)."""
 
 
 class SandboxClosed(SandboxError):

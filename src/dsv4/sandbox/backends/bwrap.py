@@ -19,7 +19,7 @@ from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ProcessConfig, SandboxSpec
-from dsv4.sandbox.errors import BackendUnavailable, SandboxClosed
+from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed
 from dsv4.sandbox.keeper import Keeper
 from dsv4.sandbox.network import Relay
 from dsv4.sandbox.seccomp import build_filter
@@ -242,7 +242,7 @@ class BwrapBackend(GuestBackend):
                 "private_dir": AGENT_DIR}
         try:
             self.channel.handshake(init, self.cfg.start_timeout_s)
-        except SandboxClosed as e:
+        except (SandboxClosed, CommandTimeout) as e:
             raise BackendUnavailable(f"bubblewrap sandbox did not start: {self._why_dead()}") from e
         for host, port, path in self.relay.sockets if self.relay else []:
             unix_path = f"{GUEST_DIR}/net/{path.name}"

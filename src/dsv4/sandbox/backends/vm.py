@@ -17,7 +17,7 @@ from dsv4.sandbox.backends.bwrap import AGENT_DIR, PATH, find_tool, make_state_d
 from dsv4.sandbox.backends.container import injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import SandboxSpec, VMConfig
-from dsv4.sandbox.errors import BackendUnavailable, SandboxClosed
+from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed
 from dsv4.sandbox.initramfs import build_initramfs
 from dsv4.sandbox.keeper import Keeper
 
@@ -134,7 +134,7 @@ class VMBackend(GuestBackend):
         try:
             init = {"cwd": self.spec.workdir, "env": env, "limits": limits, "private_dir": AGENT_DIR}
             self.channel.handshake(init, self.cfg.boot_timeout_s, wait_ready=True)
-        except SandboxClosed as e:
+        except (SandboxClosed, CommandTimeout) as e:
             raise BackendUnavailable(str(e)) from e
 
     def _why_dead(self) -> str:
