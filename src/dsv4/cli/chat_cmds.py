@@ -41,12 +41,8 @@ def load_request(args: argparse.Namespace) -> dict:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    import torch
-    from tokenizers import Tokenizer
-
-    from dsv4.encoding import EncodingError, StreamParser, encode_request, fold_events
-    from dsv4.encoding.request import thinking_mode_of
-    from dsv4.model import load_model
+    from dsv4.encoding import EncodingError, encode_request
+    from dsv4.engine import Engine
 
     request = load_request(args)
     try:
@@ -55,44 +51,34 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"dsv4 chat: {e}", file=sys.stderr)
         return 2
     path = args.model or default_checkpoint()
-    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-    ids = tokenizer.encode(prompt, add_special_tokens=False).ids
-    eos = tokenizer.token_to_id("<｜end▁of▁sentence｜>")
-    model = load_model(path, dtype=torch.float32)
-    print(f"model {path} | prompt {len(ids)} tokens ({args.dialect} dialect) ends {prompt[-40:]!r}")
-    mode = thinking_mode_of(request)
-    parser, events = StreamParser(thinking_mode=mode, tools=request.get("tools")), []
+    engine = Engine.from_pretrained(path)
+    print(f"model {path} | prompt {len(engine.encode(prompt))} tokens ({args.dialect} dialect)"
+          f" ends {prompt[-40:]!r}")
     t0 = time.perf_counter()
-    new = generate_greedy(model, ids, args.max_tokens, eos, lambda text: events.extend(show(parser.feed(text))),
-                          tokenizer)
+    message, out = run_chat(engine, request, prompt, args.max_tokens, on_events=show)
     elapsed = time.perf_counter() - t0
-    events.extend(show(parser.finish()))
-    message = fold_events(events, thinking_mode=mode)
-    print(f"\n{len(new)} tokens in {elapsed:.2f} s ({len(new) / elapsed:.1f} tok/s, greedy, prefill included)")
+    print(f"\n{len(out.token_ids)} tokens in {elapsed:.2f} s ({len(out.token_ids) / elapsed:.1f} tok/s, greedy,"
+          f" prefill included; finish: {out.finish_reason})")
     print(json.dumps({**message.to_openai(), "warnings": message.warnings}, ensure_ascii=False, indent=2))
     return 0
 
 
-def generate_greedy(model, ids: list[int], max_tokens: int, eos: int, on_text, tokenizer) -> list[int]:
-    """Prefill once, then decode step by step from the model's cache; text is streamed as it forms."""
-    import torch
+def run_chat(engine, request: dict, prompt: str, max_tokens: int, on_events=lambda events: events):
+    """Generate greedily on `engine`, feeding the text to a stream parser as it forms: (message, RequestOutput)."""
+    from dsv4.encoding import FORCED_TOOL_CALLS, StreamParser, fold_events
+    from dsv4.encoding.request import thinking_mode_of
+    from dsv4.engine import SamplingParams
 
-    cache = model.new_cache(batch_size=1, max_seq_len=len(ids) + max_tokens)
-    with torch.inference_mode():
-        logits = model(torch.tensor([ids]), cache=cache, start_pos=0)
-        new: list[int] = []
-        text = ""
-        while len(new) < max_tokens:
-            token = int(logits[0].argmax())
-            new.append(token)
-            decoded = tokenizer.decode(new, skip_special_tokens=False)
-            if not decoded.endswith("\ufffd"):  # wait for the rest of a split UTF-8 character
-                on_text(decoded[len(text):])
-                text = decoded
-            if token == eos:
-                break
-            logits = model(torch.tensor([[token]]), cache=cache, start_pos=len(ids) + len(new) - 1)
-    return new
+    mode = thinking_mode_of(request)
+    parser = StreamParser(thinking_mode=mode, tools=request.get("tools"))
+    events = on_events(parser.feed(FORCED_TOOL_CALLS)) if prompt.endswith(FORCED_TOOL_CALLS) else []
+    text, out = "", None
+    for out in engine.stream(prompt, SamplingParams(temperature=0, max_tokens=max_tokens)):
+        if out.text.startswith(text) and not out.text.endswith("\ufffd"):  # wait out a split UTF-8 character
+            events += on_events(parser.feed(out.text[len(text):]))
+            text = out.text
+    events += on_events(parser.feed(out.text[len(text):]) + parser.finish())
+    return fold_events(events, thinking_mode=mode), out
 
 
 def show(events: list) -> list:
