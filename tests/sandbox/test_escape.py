@@ -80,8 +80,7 @@ def test_no_capabilities_no_nested_namespaces_no_ptrace(sb):
 def test_no_network_egress_by_default(sb, loopback_server):
     code = f"import socket; socket.create_connection(('127.0.0.1', {loopback_server.port}), timeout=5)"
     r = sb.run_shell(f'python3 -c "{code}"', timeout=10)
-    assert r.exit_code != 0 and "PermissionError" in r.stderr
-    assert r.duration_s < 5  # fails fast instead of hanging until the connect timeout
+    assert r.exit_code != 0 and "PermissionError" in r.stderr  # at socket(), not a 5 s timeout
     assert loopback_server.accepted == 0
 
 

@@ -32,8 +32,8 @@ def test_allow_list_reaches_only_the_listed_destinations(make_sandbox, loopback_
         sb = make_sandbox(network_rules=[f"127.0.0.1:{loopback_server.port}"])
         r = sb.run_shell(f"{CONNECT} 127.0.0.1 {loopback_server.port}; {CONNECT} 127.0.0.1 {other.port}; "
                          f"{CONNECT} 10.1.2.3 80", timeout=20)
+        # Refused and unreachable at once (a hang would end in TimeoutError after the 5 s connect timeout).
         assert r.stdout.splitlines() == ["pong", "ConnectionRefusedError", "OSError"]
-        assert r.duration_s < 5  # denied destinations fail fast
         assert (loopback_server.accepted, other.accepted) == (1, 0)
     finally:
         other.close()
