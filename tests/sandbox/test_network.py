@@ -124,3 +124,27 @@ def test_container_backend_gets_the_same_relay(make_sandbox, loopback_server, tm
         sb = make_sandbox(ContainerConfig(image=root), network_rules=[f"127.0.0.1:{loopback_server.port}"])
         r = sb.run_shell(f"nc 127.0.0.1 {loopback_server.port} </dev/null", timeout=20)
         assert r.stdout == "pong" and loopback_server.accepted == 1
+
+
+def test_rules_change_between_task_phases(make_sandbox, loopback_server):
+    from dsv4.sandbox import UnsupportedOperation
+
+    other = LoopbackServer()
+    try:
+        sb = make_sandbox(network_rules=[f"127.0.0.1:{loopback_server.port}"])
+        probe = (f"{CONNECT} 127.0.0.1 {loopback_server.port}; {CONNECT} 127.0.0.1 {other.port}; "
+                 "echo $HTTP_PROXY")
+        assert sb.run_shell(probe, timeout=20).stdout.splitlines() == ["pong", "ConnectionRefusedError", ""]
+        sb.set_network_rules([f"127.0.0.1:{other.port}", f"localhost:{loopback_server.port}"])
+        assert sb.run_shell(probe, timeout=20).stdout.splitlines() == [
+            "ConnectionRefusedError", "pong", "http://127.0.0.1:3128"]
+        assert sb.run_shell(f"{PROXY_CONNECT} localhost:{loopback_server.port}", timeout=20).stdout == (
+            "HTTP/1.1 200 Connection established\npong\n")
+        sb.set_network_rules("loopback")
+        assert sb.run_shell(probe, timeout=20).stdout.splitlines() == [
+            "ConnectionRefusedError", "ConnectionRefusedError", ""]
+        assert (loopback_server.accepted, other.accepted) == (2, 1)
+    finally:
+        other.close()
+    with pytest.raises(UnsupportedOperation, match="seccomp"):
+        make_sandbox().set_network_rules("loopback")

@@ -42,6 +42,7 @@ class Session:
         self.limits = init["limits"]
         self.shell = init.get("shell") or ("/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh")
         self.private_dir = init.get("private_dir") or tempfile.mkdtemp(prefix="dsv4-agent-")
+        self.forwards = {}
         self.write_lock = threading.Lock()
         self.out = None
 
@@ -301,7 +302,10 @@ def splice(a, b):
 def forward(listener, unix_path):
     """Accept on the sandbox's loopback and relay each connection to the host through a unix socket."""
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # closed by op_unforward
+            return
         up = socket.socket(socket.AF_UNIX)
         try:
             up.connect(unix_path)
@@ -371,13 +375,22 @@ def op_forward(session, req):
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((req["host"], req["port"]))
     listener.listen(64)
+    session.forwards[(req["host"], req["port"])] = listener
     threading.Thread(target=forward, args=(listener, req["unix_path"]), daemon=True).start()
+    return {}
+
+
+def op_unforward(session, req):
+    listener = session.forwards.pop((req["host"], req["port"]), None)
+    if listener is not None:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
     return {}
 
 
 OPS = {"exec": op_exec, "read": op_read, "write": op_write, "list": op_list, "tar": op_tar,
        "untar": op_untar, "forward": op_forward, "scan": op_scan, "pack": op_pack, "remove": op_remove,
-       "session": op_session}
+       "session": op_session, "unforward": op_unforward}
 
 
 def serve(session, inp):

@@ -22,6 +22,7 @@ from dsv4.sandbox.agent import splice
 
 HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
 PROXY = ("127.0.0.1", 3128)
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 
 
 class HostPort(BaseModel):
@@ -90,31 +91,43 @@ class Relay:
     """Host side of the allow-list: a unix socket per transparent destination, one for the proxy."""
 
     def __init__(self, rules: NetworkRules, directory: Path):
-        self.sockets: list[tuple[str, int, Path]] = []
-        """(address the guest listens on, port, host unix socket) for each relay."""
-        self._listeners: list[socket.socket] = []
+        self.directory = directory
+        self.sockets: dict[tuple[str, int], tuple[Path, socket.socket]] = {}
+        """(address the guest listens on, port) -> (host unix socket, its listener), one per relay."""
+        self._made = 0
+        self.proxied: set[tuple[str, int]] = set()
         directory.mkdir(mode=0o755, exist_ok=True)
-        for i, d in enumerate(d for d in rules.allow if d.transparent):
-            handle = partial(_tunnel, host=d.host, port=d.port)
-            self._listen(directory / f"{i}.sock", (d.host, d.port), handle)
+        self.update(rules)
+
+    def update(self, rules: NetworkRules) -> tuple[list[tuple[str, int, Path]], list[tuple[str, int]]]:
+        """Switch to `rules`: (relays the guest must start forwarding, relays it must stop)."""
         self.proxied = {(d.host, d.port) for d in rules.allow if not d.transparent}
+        wanted = {(d.host, d.port): partial(_tunnel, host=d.host, port=d.port)
+                  for d in rules.allow if d.transparent}
         if self.proxied:
-            self._listen(directory / "proxy.sock", PROXY, self._proxy)
+            wanted[PROXY] = self._proxy
+        removed = [key for key in self.sockets if key not in wanted]
+        for key in removed:
+            self._close(self.sockets.pop(key)[1])
+        added = [key for key in wanted if key not in self.sockets]
+        for key in added:
+            self._made += 1
+            self._listen(self.directory / f"{self._made}.sock", key, wanted[key])
+        return [(*key, self.sockets[key][0]) for key in added], removed
 
     def proxy_env(self) -> dict[str, str]:
         """Environment that points HTTP clients in the sandbox at the filtering proxy."""
         if not self.proxied:
             return {}
         url = f"http://{PROXY[0]}:{PROXY[1]}"
-        return {k: url for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+        return {k: url for k in PROXY_VARS}
 
     def _listen(self, path: Path, guest_addr: tuple[str, int], handle) -> None:
         listener = socket.socket(socket.AF_UNIX)
         listener.bind(str(path))
         os.chmod(path, 0o777)
         listener.listen(64)
-        self._listeners.append(listener)
-        self.sockets.append((guest_addr[0], guest_addr[1], path))
+        self.sockets[guest_addr] = (path, listener)
         threading.Thread(target=_accept, args=(listener, handle), daemon=True).start()
 
     def _proxy(self, conn: socket.socket) -> None:
@@ -142,12 +155,17 @@ class Relay:
         _tunnel(conn, dest.host, dest.port, preface=preface, reply=reply)
 
     def close(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            listener.close()
+        for _, listener in self.sockets.values():
+            self._close(listener)
+        self.sockets = {}
+
+    @staticmethod
+    def _close(listener: socket.socket) -> None:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        listener.close()
 
 
 def _accept(listener: socket.socket, handle) -> None:

@@ -178,6 +178,13 @@ class Sandbox:
             Path(host_path).mkdir(parents=True, exist_ok=True)
             extract(tar, Path(host_path), links_may_leave=False)
 
+    def set_network_rules(self, rules: "NetworkRules | str | list[str]") -> None:
+        """Change what the running sandbox may reach, e.g. between task phases (process and bwrap containers;
+        a sandbox created with `none` keeps it)."""
+        if not hasattr(self.backend, "update_network"):
+            raise UnsupportedOperation(f"backend={self.spec.backend.type!r} cannot change its network rules")
+        self._live(lambda: self.backend.update_network(NetworkRules.of(rules)))
+
     def call(self, name: str, *args, timeout: float = 30.0, **kwargs) -> FunctionResult:
         """Call a registered function (`function` backend only)."""
         if not hasattr(self.backend, "call"):

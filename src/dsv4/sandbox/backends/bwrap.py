@@ -19,9 +19,9 @@ from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ProcessConfig, SandboxSpec
-from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed
+from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed, UnsupportedOperation
 from dsv4.sandbox.keeper import Keeper
-from dsv4.sandbox.network import Relay
+from dsv4.sandbox.network import PROXY_VARS, NetworkRules, Relay
 from dsv4.sandbox.seccomp import build_filter
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
@@ -201,7 +201,7 @@ class BwrapBackend(GuestBackend):
 
     def _start(self, root_args: list[str]) -> None:
         bwrap = find_bwrap()
-        if self.spec.network_rules.mode == "allow":
+        if self.spec.network_rules.mode != "none":  # a relay, even if empty, so the rules can change later
             self.relay = Relay(self.spec.network_rules, self.state / "guest" / "net")
         limits = self.spec.limits
         self.cgroup, self.enforcement = SandboxCgroup.create(limits.memory_limit_mb << 20, limits.pids_limit)
@@ -244,9 +244,25 @@ class BwrapBackend(GuestBackend):
             self.channel.handshake(init, self.cfg.start_timeout_s)
         except (SandboxClosed, CommandTimeout) as e:
             raise BackendUnavailable(f"bubblewrap sandbox did not start: {self._why_dead()}") from e
-        for host, port, path in self.relay.sockets if self.relay else []:
+        if self.relay is not None:
+            self._forward([(*key, path) for key, (path, _) in self.relay.sockets.items()], [])
+
+    def _forward(self, added: list[tuple[str, int, Path]], removed: list[tuple[str, int]]) -> None:
+        for host, port in removed:
+            self.channel.request("unforward", 10, host=host, port=port)
+        for host, port, path in added:
             unix_path = f"{GUEST_DIR}/net/{path.name}"
             self.channel.request("forward", 10, host=host, port=port, unix_path=unix_path)
+
+    def update_network(self, rules: NetworkRules) -> None:
+        """Change the allow-list of a running sandbox (not one created with `none`, whose filter is fixed)."""
+        if self.relay is None:
+            raise UnsupportedOperation("a sandbox created with network_rules='none' keeps them: its seccomp "
+                                       "filter refuses IP sockets for good")
+        self._forward(*self.relay.update(rules))
+        _, env = self.session()
+        env = {k: v for k, v in env.items() if k not in PROXY_VARS}
+        self.session(env=dict(env, **self.relay.proxy_env()))
 
     def _why_dead(self) -> str:
         code = None if self.proc is None else self.proc.poll()

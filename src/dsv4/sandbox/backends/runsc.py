@@ -13,7 +13,7 @@ from dsv4.sandbox.backends.bwrap import AGENT_DIR, GUEST_DIR, PATH, BwrapBackend
 from dsv4.sandbox.backends.container import HOST_DIR, injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ContainerConfig, SandboxSpec
-from dsv4.sandbox.errors import BackendUnavailable
+from dsv4.sandbox.errors import BackendUnavailable, UnsupportedOperation
 from dsv4.sandbox.image import materialize
 
 
@@ -83,6 +83,9 @@ class RunscBackend(BwrapBackend):
         namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
         return {"ociVersion": "1.0.0", "process": process, "root": {"path": str(rootfs), "readonly": True},
                 "hostname": "sandbox", "mounts": mounts, "linux": {"namespaces": namespaces}}
+
+    def update_network(self, rules) -> None:
+        raise UnsupportedOperation("runtime='runsc' sandboxes keep the network rules they were created with")
 
     def close(self) -> None:
         if getattr(self, "runsc", None):
