@@ -55,23 +55,24 @@ def init_script(spec: SandboxSpec, agent_argv: list[str]) -> str:
     ])
 
 
-def kvm_usable_by(uid: int) -> bool:
-    """Whether a process running as `uid` (no supplementary groups) may open /dev/kvm read-write."""
+def kvm_groups(uid: int) -> list[int] | None:
+    """Supplementary groups that let QEMU, running as `uid`, open /dev/kvm read-write; None if it cannot."""
     try:
         st = os.stat("/dev/kvm")
     except OSError:
-        return False
-    if uid == 0:
-        return True
-    rw = 0o600 if st.st_uid == uid else 0o060 if st.st_gid == uid else 0o006
-    return st.st_mode & rw == rw
+        return None
+    if uid == 0 or (st.st_uid == uid and st.st_mode & 0o600 == 0o600) or st.st_mode & 0o006 == 0o006:
+        return []
+    if st.st_mode & 0o060 == 0o060 and (st.st_gid == uid or os.geteuid() == 0 or st.st_gid in os.getgroups()):
+        return [st.st_gid]  # e.g. Debian's `kvm` group, granted to QEMU alone
+    return None
 
 
 def accelerators(cfg: VMConfig, uid: int) -> list[str]:
     """KVM first when the QEMU user may open /dev/kvm (it can still fail, e.g. nested), then TCG."""
     if cfg.accel != "auto":
         return [cfg.accel]
-    return ["kvm", "tcg"] if kvm_usable_by(uid) else ["tcg"]
+    return ["kvm", "tcg"] if kvm_groups(uid) is not None else ["tcg"]
 
 
 class VMBackend(GuestBackend):
@@ -120,7 +121,8 @@ class VMBackend(GuestBackend):
         for tag, _, ro in SHARES:
             argv += ["-virtfs", f"local,path={paths[tag]},mount_tag={tag},security_model=none"
                      + (",readonly=on" if ro else "")]
-        as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
+        groups = (kvm_groups(self.uid) or []) if accel == "kvm" else []
+        as_user = {"user": self.uid, "group": self.uid, "extra_groups": groups} if os.geteuid() == 0 else {}
         console = self.state / "console.log"
         console.write_bytes(b"")
         if os.geteuid() == 0:
