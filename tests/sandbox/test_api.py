@@ -136,3 +136,18 @@ def test_importing_the_package_pulls_no_model_code():
             "not m.startswith('dsv4.sandbox'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "[]\n"
+
+
+def test_commands_in_one_sandbox_run_concurrently(sb):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .procs import host_processes_with
+
+    waits = "while [ ! -e /tmp/go ]; do sleep 0.0217; done; echo saw-go"  # deadlocks if calls were serialized
+    with ThreadPoolExecutor(2) as pool:
+        waiting = pool.submit(sb.run_shell, waits, 20)
+        while not host_processes_with("sleep 0.0217") and not waiting.done():  # it runs in the sandbox
+            pass
+        assert sb.run_shell("touch /tmp/go && echo went", timeout=10).stdout == "went\n"
+        r = waiting.result()
+    assert r.stdout == "saw-go\n" and not r.timed_out

@@ -153,7 +153,7 @@ def collect(session, proc, req, deadline):
             bufs[key.data] += keep
             truncated[key.data] |= len(keep) < len(chunk)
             if req.get("stream") and keep:
-                session.send({"event": "output", "stream": key.data, "data": b64(keep)})
+                session.send({"event": "output", "id": req["id"], "stream": key.data, "data": b64(keep)})
         if exited_at is None and proc.poll() is not None:
             exited_at = time.monotonic()
     sel.close()
@@ -394,16 +394,24 @@ OPS = {"exec": op_exec, "read": op_read, "write": op_write, "list": op_list, "ta
 
 
 def serve(session, inp):
+    """Commands run on their own threads (several may run at once); other operations run in turn."""
     for line in inp:
         req = json.loads(line)
-        try:
-            reply = dict(OPS[req["op"]](session, req), ok=True)
-        except OSError as e:
-            reply = {"ok": False, "errno": e.errno, "error": f"{type(e).__name__}: {e}"}
-        except Exception as e:  # noqa: BLE001 - every failure goes back to the host, never kills the agent
-            reply = {"ok": False, "errno": None, "error": f"{type(e).__name__}: {e}"}
-        reply["id"] = req.get("id")
-        session.send(reply)
+        if req["op"] == "exec":
+            threading.Thread(target=answer, args=(session, req), daemon=True).start()
+        else:
+            answer(session, req)
+
+
+def answer(session, req):
+    try:
+        reply = dict(OPS[req["op"]](session, req), ok=True)
+    except OSError as e:
+        reply = {"ok": False, "errno": e.errno, "error": f"{type(e).__name__}: {e}"}
+    except Exception as e:  # noqa: BLE001 - every failure goes back to the host, never kills the agent
+        reply = {"ok": False, "errno": None, "error": f"{type(e).__name__}: {e}"}
+    reply["id"] = req.get("id")
+    session.send(reply)
 
 
 def main():

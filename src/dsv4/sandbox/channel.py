@@ -3,12 +3,19 @@
 import base64
 import json
 import os
+import queue
 import selectors
 import threading
 import time
 from collections.abc import Callable
 
-from dsv4.sandbox.errors import AgentProtocolError, CommandTimeout, SandboxClosed, SandboxFileError
+from dsv4.sandbox.errors import (
+    AgentProtocolError,
+    CommandTimeout,
+    SandboxClosed,
+    SandboxError,
+    SandboxFileError,
+)
 
 OutputCallback = Callable[[str, bytes], None]
 """Receives `(stream, chunk)` while a command runs; stream is "stdout" or "stderr"."""
@@ -22,27 +29,62 @@ class AgentChannel:
         self._describe = describe
         self._buf = b""
         self._lock = threading.Lock()
+        """Guards writes, ids and the mailboxes; requests run concurrently, each waits on its mailbox."""
         self._next_id = 0
+        self._mailboxes: dict[str, queue.Queue] = {}
+        self._broken: Exception | None = None
 
     def request(self, op: str, reply_within: float, on_output: OutputCallback | None = None,
                 **fields) -> dict:
         """Send `op` and return the agent's reply; OSErrors inside the guest become `SandboxFileError`."""
+        mailbox: queue.Queue = queue.Queue()
         with self._lock:
+            if self._broken is not None:
+                raise self._broken
             self._next_id += 1
             rid = str(self._next_id)
+            self._mailboxes[rid] = mailbox
             self._send(dict(fields, op=op, id=rid, stream=on_output is not None))
-            deadline = time.monotonic() + reply_within
-            while True:
-                msg = self._read_message(deadline)
-                if msg.get("event") == "output":
-                    if on_output is not None:
-                        on_output(msg["stream"], base64.b64decode(msg["data"]))
-                    continue
-                if msg.get("id") != rid:
-                    raise AgentProtocolError(f"reply id={msg.get('id')!r} does not match request id={rid!r}")
-                if not msg.get("ok"):
-                    raise SandboxFileError(msg.get("errno"), msg.get("error", "unknown guest error"))
-                return msg
+        try:
+            return self._wait(mailbox, time.monotonic() + reply_within, on_output)
+        finally:
+            with self._lock:
+                self._mailboxes.pop(rid, None)
+
+    def _wait(self, mailbox: queue.Queue, deadline: float, on_output: OutputCallback | None) -> dict:
+        while True:
+            try:
+                msg = mailbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise CommandTimeout(f"the guest agent did not answer in time; {self._describe()}") from None
+            if isinstance(msg, Exception):
+                raise msg
+            if msg.get("event") == "output":
+                if on_output is not None:
+                    on_output(msg["stream"], base64.b64decode(msg["data"]))
+                continue
+            if not msg.get("ok"):
+                raise SandboxFileError(msg.get("errno"), msg.get("error", "unknown guest error"))
+            return msg
+
+    def start(self) -> None:
+        """From the handshake on, route every message to the mailbox of the request it answers."""
+        threading.Thread(target=self._route, name="dsv4-sandbox-channel", daemon=True).start()
+
+    def _route(self) -> None:
+        while True:
+            try:
+                msg = self._read_message(float("inf"))
+            except (SandboxError, OSError) as e:
+                with self._lock:
+                    self._broken = e if isinstance(e, SandboxError) else SandboxClosed(str(e))
+                    for mailbox in self._mailboxes.values():
+                        mailbox.put(self._broken)
+                return
+            with self._lock:
+                mailbox = self._mailboxes.get(str(msg.get("id")))
+            if mailbox is not None:
+                mailbox.put(msg)
 
     def handshake(self, init: dict, timeout: float, wait_ready: bool = False) -> dict:
         """Send the session's initial state; the agent answers once it is ready. With `wait_ready`, first wait
@@ -55,7 +97,9 @@ class AgentChannel:
                 except AgentProtocolError:
                     continue
             self._send(init)
-            return self._read_message(deadline)
+            reply = self._read_message(deadline)
+        self.start()
+        return reply
 
     def _send(self, obj: dict) -> None:
         data = (json.dumps(obj) + "\n").encode()
@@ -70,7 +114,7 @@ class AgentChannel:
             left = deadline - time.monotonic()
             with selectors.DefaultSelector() as sel:
                 sel.register(self._read_fd, selectors.EVENT_READ)
-                if left <= 0 or not sel.select(left):
+                if left <= 0 or not sel.select(None if left == float("inf") else left):
                     raise CommandTimeout(f"the guest agent did not answer in time; {self._describe()}")
             chunk = os.read(self._read_fd, 1 << 20)
             if not chunk:

@@ -7,6 +7,7 @@ the layers and answers the recorded prefix from the file instead of running it a
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -104,6 +105,7 @@ class Recorder:
         self.journal, self.tracker, self.session = journal, tracker, session
         self.pending = list(pending)
         self.seq = len(pending)
+        self._lock = threading.Lock()  # journaled calls run one at a time: record order is call order
 
     @property
     def replaying(self) -> bool:
@@ -111,6 +113,10 @@ class Recorder:
 
     def call(self, op: str, request: dict, run, encode, decode):
         """`decode(recorded result)` for the next recorded call, else `run()` journaled with its effects."""
+        with self._lock:
+            return self._call(op, request, run, encode, decode)
+
+    def _call(self, op: str, request: dict, run, encode, decode):
         if self.pending:
             rec = self.pending.pop(0)
             if rec.op != op or _identity(rec.request) != _identity(request):

@@ -3,6 +3,7 @@
 import base64
 import io
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,8 @@ class Sandbox:
         self.closed = False
         self.last_used = time.monotonic()
         self.in_flight = 0
-        """Calls running now; the idle reaper never closes a busy sandbox."""
+        """Calls running now (commands may run concurrently); the idle reaper never closes a busy sandbox."""
+        self._count_lock = threading.Lock()
         self._snap_tracker: WorkspaceTracker | None = None
         self._snap_layers: list = []
         self._reaper = IdleReaper(self, spec.ttl_running_stop) if spec.ttl_running_stop else None
@@ -224,13 +226,15 @@ class Sandbox:
     def _live(self, fn: Callable):
         if self.closed:
             raise SandboxClosed(f"sandbox (backend={self.spec.backend.type!r}) is closed")
-        self.last_used = time.monotonic()
-        self.in_flight += 1
+        with self._count_lock:
+            self.in_flight += 1
+            self.last_used = time.monotonic()
         try:
             return fn()
         finally:
-            self.in_flight -= 1
-            self.last_used = time.monotonic()
+            with self._count_lock:
+                self.in_flight -= 1
+                self.last_used = time.monotonic()
 
     def _op(self, op: str, req, run: Callable, encode: Callable, decode: Callable):
         if self.recorder is None:
