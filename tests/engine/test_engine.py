@@ -54,6 +54,14 @@ def test_requests_in_step_run_as_one_batch(tiny_model, tokenizer, reference):
     assert engine.runner.num_forward_calls == GREEDY.max_tokens  # one call per step for all three
 
 
+def test_decodes_at_different_positions_run_as_one_batch(tiny_model, tokenizer, reference):
+    engine = _engine(tiny_model, tokenizer, max_num_batched_tokens=64)  # all four prompts prefill in step 1
+    outs = engine.generate(PROMPTS, GREEDY)
+    assert [o.token_ids for o in outs] == reference
+    # step 1: one prefill call per prompt length; then one call per step for all four decodes
+    assert engine.runner.num_forward_calls == len(PROMPTS) + GREEDY.max_tokens - 1
+
+
 def test_preemption_under_a_small_cache_keeps_the_tokens(tiny_model, tokenizer, reference):
     # 4 blocks of 128 tokens: the long request crosses into a second block while all 4 are taken
     long = list(range(5, 125))

@@ -101,7 +101,8 @@ class PagedView:
     def __init__(self, cache: PagedKVCache, slots: list[int], tables: list[list[int]]):
         self.cache, self.batch_size = cache, len(slots)
         width = max(len(t) for t in tables)
-        self.capacity = min(len(t) for t in tables) * cache.block_size
+        self.capacities = [len(t) * cache.block_size for t in tables]
+        self.capacity = min(self.capacities)
         slot_ids = torch.tensor(slots, device=cache.device)
         table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
         self.layers = [self._layer(p, slot_ids, table_ids) for p in cache.layers]
@@ -118,9 +119,15 @@ class PagedView:
                                             *(SlotRows(s, slots, torch.float32) for s in p.index_state))
         return layer
 
-    def check(self, batch_size: int, start_pos: int, seqlen: int):
+    def check(self, batch_size: int, start_pos: int | torch.Tensor, seqlen: int):
+        """start_pos: shared by the rows, or one per row [b]."""
         if batch_size != self.batch_size:
             raise ValueError(f"batch size {batch_size} differs from the view's {self.batch_size} requests")
-        if start_pos + seqlen > self.capacity:
+        if isinstance(start_pos, torch.Tensor):
+            for i, (p, cap) in enumerate(zip(start_pos.tolist(), self.capacities, strict=True)):
+                if p + seqlen > cap:
+                    raise ValueError(f"row {i}: start_pos {p} + {seqlen} tokens exceeds the blocks allocated "
+                                     f"({cap} tokens)")
+        elif start_pos + seqlen > self.capacity:
             raise ValueError(f"start_pos {start_pos} + {seqlen} tokens exceeds the blocks allocated "
                              f"({self.capacity} tokens)")

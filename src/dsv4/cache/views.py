@@ -4,6 +4,9 @@ indexing (`cache.window[:b, slots]`, `state.entries[:b, a:c] = x`, `state.kv_sta
 Row i of the model's batch maps to a request: its slot in the per-request pools (window ring, compressor state)
 or its block table in the paged entry pools. A `codec` (a layout from `layout.py`) packs values on write and
 unpacks them on read; without one the pool holds float values as they are.
+
+Batch rows are indexed `[:b]` (rows 0..b-1) or by a LongTensor of row numbers that broadcasts against the other
+index tensors, as in plain tensor indexing (`entries[rows[:, None], idx]` with rows [b], idx [b,k] -> [b,k,d]).
 """
 
 import torch
@@ -17,14 +20,20 @@ class SlotRows:
 
     def _index(self, key) -> tuple:
         rows, rest = self._rows(key)
-        if rest and isinstance(rest[0], torch.Tensor):  # [b] x [k] slots -> [b,k]
-            return (rows[:, None],) + rest
+        if rows.ndim == 1 and rest and isinstance(rest[0], torch.Tensor) and not self._by_tensor(key):
+            return (rows[:, None],) + rest  # [:b] x [k] slots -> [b,k]
         return (rows,) + rest
+
+    @staticmethod
+    def _by_tensor(key) -> bool:
+        return isinstance(key, tuple) and isinstance(key[0], torch.Tensor)
 
     def _rows(self, key):
         key = key if isinstance(key, tuple) else (key,)
+        if isinstance(key[0], torch.Tensor):
+            return self.slots[key[0]], key[1:]
         if not isinstance(key[0], slice) or key[0].start or key[0].step:
-            raise IndexError(f"cache views index the batch with [:b]; got {key[0]!r}")
+            raise IndexError(f"cache views index the batch with [:b] or a tensor of rows; got {key[0]!r}")
         return self.slots[key[0]], key[1:]
 
     def __getitem__(self, key) -> torch.Tensor:
@@ -49,6 +58,11 @@ class PagedEntries:
 
     def _where(self, key) -> tuple[torch.Tensor, torch.Tensor]:
         rows, entries = key
+        if isinstance(rows, torch.Tensor) and isinstance(entries, torch.Tensor):  # per-row entry numbers
+            blocks = self.tables[rows, entries // self.per_block]
+            if (blocks < 0).any():
+                raise IndexError(f"entries up to {int(entries.max())} reach past a request's block table")
+            return blocks, entries % self.per_block
         if not isinstance(rows, slice) or rows.start or rows.step or not isinstance(entries, slice) or entries.step:
             raise IndexError(f"paged entries are indexed [:b, a:c]; got {key!r}")
         tables = self.tables[rows]

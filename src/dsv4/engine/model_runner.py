@@ -1,8 +1,8 @@
 """`ModelRunner`: executes a step's chunks on the model over the paged, packed KV cache.
 
 Each running request holds a slot (its window ring and compressor state) and the blocks of its block table.
-Chunks at the same position and length run as one batch (decodes of requests in step, equal prompts); others
-run one call each, since the model takes a single start position per call.
+All decode chunks (one token each) run as one batch, each row at its own position; prefill chunks at the same
+position and length run as one batch (equal prompts), others one call each.
 """
 
 import torch
@@ -30,18 +30,21 @@ class ModelRunner:
         for c in chunks:
             if c.start == 0:  # a new request, or one preempted and now recomputed
                 self.assign(c.seq.seq_id)
-        groups: dict[tuple[int, int], list[Chunk]] = {}
+        groups: dict[tuple[int, int] | str, list[Chunk]] = {}
         for c in chunks:
-            groups.setdefault((c.start, c.n), []).append(c)
+            groups.setdefault("decode" if c.n == 1 else (c.start, c.n), []).append(c)
         logits: dict[int, torch.Tensor] = {}
-        for (start, n), group in groups.items():
-            out = self._forward(group, start, n)  # [g,vocab]
+        for group in groups.values():
+            out = self._forward(group)  # [g,vocab]
             logits.update({c.seq.seq_id: row for c, row in zip(group, out, strict=True) if c.samples})
         rows = [logits[c.seq.seq_id] for c in chunks if c.samples]
         return torch.stack(rows) if rows else torch.empty(0, self.model.config.vocab_size)
 
-    def _forward(self, group: list[Chunk], start: int, n: int) -> torch.Tensor:
-        ids = torch.tensor([c.seq.token_ids[start:start + n] for c in group], device=self.device)  # [g,n]
+    def _forward(self, group: list[Chunk]) -> torch.Tensor:
+        """Chunks of equal length n, at one shared start or (n == 1) each at its own -> logits [g,vocab]."""
+        ids = torch.tensor([c.seq.token_ids[c.start:c.start + c.n] for c in group], device=self.device)  # [g,n]
+        starts = {c.start for c in group}
+        start = starts.pop() if len(starts) == 1 else torch.tensor([c.start for c in group], device=self.device)
         self.num_forward_calls += 1
         return self.model(ids, cache=self.view([c.seq.seq_id for c in group]), start_pos=start)
 

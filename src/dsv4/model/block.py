@@ -26,8 +26,9 @@ class Block(nn.Module):
             self.register_parameter(f"hc_{site}_base", _param(mix))
             self.register_parameter(f"hc_{site}_scale", _param(3))
 
-    def forward(self, x: torch.Tensor, start_pos: int, input_ids: torch.Tensor, cache: LayerCache) -> torch.Tensor:
-        # x: [b,s,hc,d] -> [b,s,hc,d]
+    def forward(self, x: torch.Tensor, start_pos: int | torch.Tensor, input_ids: torch.Tensor,
+                cache: LayerCache) -> torch.Tensor:
+        # x: [b,s,hc,d] -> [b,s,hc,d]; start_pos: int, or per-row positions [b] (s == 1)
         h, post, comb = self._pre(x, "attn")
         x = hc_post(self.attn(self.attn_norm(h), start_pos, cache), x, post, comb)
         h, post, comb = self._pre(x, "ffn")

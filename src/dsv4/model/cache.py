@@ -59,9 +59,11 @@ class ModelCache:
             cache.indexer = CompressorState.new(b, n, ratio, config.index_head_dim, dtype, device)
         return cache
 
-    def check(self, batch_size: int, start_pos: int, seqlen: int):
+    def check(self, batch_size: int, start_pos: int | torch.Tensor, seqlen: int):
         if batch_size > self.batch_size:
             raise ValueError(f"batch size {batch_size} exceeds the cache's batch_size={self.batch_size}")
+        if isinstance(start_pos, torch.Tensor):
+            start_pos = int(start_pos.max())
         if start_pos + seqlen > self.max_seq_len:
             raise ValueError(f"start_pos {start_pos} + {seqlen} tokens exceeds the cache's "
                              f"max_seq_len={self.max_seq_len}")

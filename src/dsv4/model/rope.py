@@ -50,14 +50,14 @@ class Rope(nn.Module):
         return yarn_inv_freq(*self.args)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-        # x: [b,s,h,d] or [b,s,d]; positions: [s] -> same shape as x
+        # x: [b,s,h,d] or [b,s,d]; positions: [s] (shared by the rows) or [b,s] -> same shape as x
         rd = self.rope_head_dim
-        angles = positions.to(torch.float32)[:, None] * self.inv_freq().to(positions.device)  # [s, rd/2]
+        angles = positions.to(torch.float32)[..., None] * self.inv_freq().to(positions.device)  # [(b,)s,rd/2]
         cos, sin = angles.cos(), angles.sin()
         if inverse:
             sin = -sin
         if x.ndim == 4:
-            cos, sin = cos[:, None], sin[:, None]
+            cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
         r = x[..., -rd:].float()
         a, b = r[..., 0::2], r[..., 1::2]
         rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)

@@ -2,7 +2,8 @@
 
 `model(input_ids, cache=cache, start_pos=p)` runs the tokens at positions p.. of each sequence (prefill of any
 length, or decode steps) and returns the last position's logits [b, vocab] (all positions with
-`all_logits=True`).
+`all_logits=True`). For a decode step of requests at different positions, `start_pos` is a LongTensor [b] of
+per-row positions and input_ids is [b,1].
 """
 
 import torch
@@ -49,18 +50,21 @@ class Transformer(nn.Module):
         return ModelCache(self.config, batch_size, max_seq_len, self.dtype, device)
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, cache: ModelCache | None = None, start_pos: int = 0,
+    def forward(self, input_ids: torch.Tensor, cache: ModelCache | None = None, start_pos: int | torch.Tensor = 0,
                 all_logits: bool = False) -> torch.Tensor:
         # input_ids: [b,s] -> logits [b,vocab] (or [b,s,vocab]) float32
         h = self.hidden(input_ids, cache, start_pos)
         return self.logits(h if all_logits else h[:, -1:])[:, slice(None) if all_logits else -1]
 
     @torch.inference_mode()
-    def hidden(self, input_ids: torch.Tensor, cache: ModelCache | None = None, start_pos: int = 0) -> torch.Tensor:
+    def hidden(self, input_ids: torch.Tensor, cache: ModelCache | None = None,
+               start_pos: int | torch.Tensor = 0) -> torch.Tensor:
         """input_ids [b,s] -> final hyper-connection streams [b,s,hc,d] (the MTP layer's input)."""
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [batch, seq]; got shape {tuple(input_ids.shape)}")
         b, s = input_ids.shape
+        if isinstance(start_pos, torch.Tensor):
+            start_pos = self._row_positions(start_pos, b, s, cache)
         if cache is None:
             if start_pos:
                 raise ValueError(f"start_pos={start_pos} needs a cache holding the earlier tokens")
@@ -70,6 +74,21 @@ class Transformer(nn.Module):
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             h = layer(h, start_pos, input_ids, layer_cache)
         return h
+
+    @staticmethod
+    def _row_positions(start_pos: torch.Tensor, b: int, s: int, cache) -> torch.Tensor:
+        if start_pos.shape != (b,) or s != 1:
+            raise ValueError(f"per-row start_pos must be [batch]={b} with one token per row; got start_pos shape "
+                             f"{tuple(start_pos.shape)} and {s} tokens per row")
+        if cache is None:
+            raise ValueError("per-row start_pos needs a cache holding the earlier tokens")
+        return start_pos.long()
+
+    def set_gathered_decode(self, enabled: bool):
+        """Decode steps gather only the attended entries (default) or run the dense masked reference path."""
+        for m in self.modules():
+            if hasattr(m, "gathered_decode"):
+                m.gathered_decode = enabled
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         # h: [b,s,hc,d] -> [b,s,vocab] float32

@@ -16,7 +16,7 @@ from ..norm import RMSNorm, rms_normalize
 from ..quant import fp8_round
 from ..rope import Rope
 from .compressor import Compressor
-from .indexer import Indexer, entry_visible
+from .indexer import Indexer, all_entries, entry_visible
 
 
 class Attention(nn.Module):
@@ -41,19 +41,17 @@ class Attention(nn.Module):
             self.compressor = Compressor(c, self.ratio, c.head_dim)
         if self.ratio == 4:
             self.indexer = Indexer(c, dtype, self.ratio)
+        self.gathered_decode = True  # decode steps gather the selected entries (False: the dense masked path)
 
-    def forward(self, x: torch.Tensor, start_pos: int, cache: LayerCache) -> torch.Tensor:
-        # x: [b,s,dim] -> [b,s,dim]
+    def forward(self, x: torch.Tensor, start_pos: int | torch.Tensor, cache: LayerCache) -> torch.Tensor:
+        """x [b,s,dim] at positions start_pos.. (an int shared by the rows, or one position per row [b] when
+        s == 1) -> [b,s,dim]."""
         b, s, _ = x.shape
+        if isinstance(start_pos, torch.Tensor) or (s == 1 and self.gathered_decode):
+            pos = torch.as_tensor(start_pos, device=x.device).expand(b)  # [b]
+            return self._out(*self._decode(x, pos, cache), pos[:, None])
         positions = torch.arange(start_pos, start_pos + s, device=x.device)
-        qr = self.q_norm(self.wq_a(x))
-        q = rms_normalize(self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim)), self.eps)  # [b,s,h,d]
-        q = self.rope(q, positions)
-        kv = self.rope(self.kv_norm(self.wkv(x)), positions)  # [b,s,d]
-        if self.simulate:  # FP8 on the non-RoPE dims; RoPE dims stay unrounded
-            rd = self.rope_head_dim
-            kv = torch.cat([fp8_round(kv[..., :-rd], 64), kv[..., -rd:]], dim=-1)
-
+        q, kv, qr = self._qkv(x, positions)
         keys, mask = self._window(kv, start_pos, cache)  # [b,k,d], [s,k]
         mask = mask.expand(b, -1, -1)
         if self.ratio:
@@ -64,9 +62,47 @@ class Attention(nn.Module):
                 visible = visible & selected
             keys = torch.cat([keys, cache.compressor.entries[:b, :n].to(keys.dtype)], dim=1)
             mask = torch.cat([mask, visible], dim=-1)
+        return self._out(q, keys, mask, positions)
+
+    def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        # x [b,s,dim], positions [s] or [b,s] -> q [b,s,h,d], kv [b,s,d], qr [b,s,q_lora_rank]
+        qr = self.q_norm(self.wq_a(x))
+        q = rms_normalize(self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim)), self.eps)
+        q = self.rope(q, positions)
+        kv = self.rope(self.kv_norm(self.wkv(x)), positions)
+        if self.simulate:  # FP8 on the non-RoPE dims; RoPE dims stay unrounded
+            rd = self.rope_head_dim
+            kv = torch.cat([fp8_round(kv[..., :-rd], 64), kv[..., -rd:]], dim=-1)
+        return q, kv, qr
+
+    def _decode(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache):
+        """One token per row at positions pos [b]: the row's 128 window slots (this token in its own slot) and,
+        in compressed layers, only the entries it attends to, gathered and dequantized: the indexer's top-k (CSA)
+        or all of them (HCA). Returns q [b,1,h,d], keys [b,k,d], mask [b,1,k]."""
+        b = x.size(0)
+        q, kv, qr = self._qkv(x, pos[:, None])
+        rows = torch.arange(b, device=x.device)
+        keys = cache.window[:b].to(kv.dtype)  # [b,win,d]
+        keys[rows, pos % self.window_size] = kv[:, 0]
+        cache.window[rows[:, None], (pos % self.window_size)[:, None]] = kv.to(cache.window.dtype)
+        mask = torch.arange(self.window_size, device=x.device) <= pos[:, None]  # [b,win]: slots written so far
+        if self.ratio:
+            selected = self.indexer.step(x, qr, pos, cache.indexer) if self.ratio == 4 else None
+            n = self.compressor.step(x, pos, cache.compressor)  # [b]
+            if selected is None:
+                selected, visible = all_entries(n)
+            else:
+                visible = selected >= 0
+            entries = cache.compressor.entries[rows[:, None], selected.clamp_min(0)]  # [b,k,d]
+            keys = torch.cat([keys, entries.to(keys.dtype)], dim=1)
+            mask = torch.cat([mask, visible], dim=-1)
+        return q, keys, mask[:, None]
+
+    def _out(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor):
+        # q [b,s,h,d], keys [b,k,d], mask [b,s,k], positions [s] or [b,s] -> [b,s,dim]
+        b, s = q.shape[:2]
         o = sink_attention(q, keys, mask, self.attn_sink, self.softmax_scale)  # [b,s,h,d]
         o = self.rope(o, positions, inverse=True)
-
         o = o.view(b, s, self.n_groups, -1)  # [b,s,g,h/g·d]
         wo_a = self.wo_a.weight.view(self.n_groups, self.o_lora_rank, -1)
         o = torch.einsum("bsgd,grd->bsgr", o.to(wo_a.dtype), wo_a)

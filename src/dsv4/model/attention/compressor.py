@@ -50,8 +50,10 @@ class Compressor(nn.Module):
         if n:
             blocks_kv = kv[:, : n * ratio].unflatten(1, (n, ratio))  # [b,n,r,coff·d]
             blocks_score = score[:, : n * ratio].unflatten(1, (n, ratio))
-            entries = self._pool(blocks_kv, blocks_score, state)  # [b,n,d]
-            state.entries[:b, first:first + n] = self._finish(entries.to(x.dtype), first).to(state.entries.dtype)
+            prev = (state.kv_state[:b, :ratio], state.score_state[:b, :ratio]) if self.overlap else None
+            entries = self._pool(blocks_kv, blocks_score, prev)  # [b,n,d]
+            positions = torch.arange(first, first + n, device=x.device)
+            state.entries[:b, first:first + n] = self._finish(entries.to(x.dtype), positions).to(state.entries.dtype)
             if self.overlap:
                 state.kv_state[:b, :ratio] = blocks_kv[:, -1]
                 state.score_state[:b, :ratio] = blocks_score[:, -1]
@@ -59,21 +61,44 @@ class Compressor(nn.Module):
         state.score_state[:b, cur:cur + tail] = score[:, n * ratio:]
         return (start_pos + s) // ratio
 
-    def _pool(self, kv: torch.Tensor, score: torch.Tensor, state: CompressorState) -> torch.Tensor:
-        # kv, score: [b,n,r,coff·d] -> [b,n,d]
+    def step(self, x: torch.Tensor, pos: torch.Tensor, state: CompressorState) -> torch.Tensor:
+        """One decode token per row: x [b,1,dim] at per-row positions pos [b]. Stores the token's projections in
+        the state; rows whose token closes a block pool it into entry pos // ratio. Returns the number of entries
+        each row now has [b], (pos + 1) // ratio."""
+        b, ratio = x.size(0), self.ratio
+        kv = self.wkv(x.float())[:, 0]  # [b,coff·d]
+        score = self.wgate(x.float())[:, 0] + self.ape[pos % ratio]
+        cur = ratio if self.overlap else 0
+        rows = torch.arange(b, device=x.device)
+        state.kv_state[rows, cur + pos % ratio] = kv
+        state.score_state[rows, cur + pos % ratio] = score
+        done = (pos % ratio == ratio - 1).nonzero()[:, 0]  # [m] rows that close a block
+        if len(done):
+            block_kv = state.kv_state[done, cur:cur + ratio]  # [m,r,coff·d]
+            block_score = state.score_state[done, cur:cur + ratio]
+            prev = (state.kv_state[done, :ratio], state.score_state[done, :ratio]) if self.overlap else None
+            entries = self._pool(block_kv[:, None], block_score[:, None], prev)  # [m,1,d]
+            first = pos[done, None] // ratio  # [m,1]
+            state.entries[done[:, None], first] = self._finish(entries.to(x.dtype), first).to(state.entries.dtype)
+            if self.overlap:
+                state.kv_state[done, :ratio] = block_kv
+                state.score_state[done, :ratio] = block_score
+        return (pos + 1) // ratio
+
+    def _pool(self, kv: torch.Tensor, score: torch.Tensor, prev: tuple | None) -> torch.Tensor:
+        # kv, score: [b,n,r,coff·d]; prev: the state's previous block (kv, score) [b,r,coff·d] -> [b,n,d]
         if self.overlap:
-            d, b = self.head_dim, kv.size(0)
-            prev_kv = torch.cat([state.kv_state[:b, None, : self.ratio], kv[:, :-1]], dim=1)[..., :d]
-            prev_score = torch.cat([state.score_state[:b, None, : self.ratio], score[:, :-1]], dim=1)[..., :d]
+            d = self.head_dim
+            prev_kv = torch.cat([prev[0][:, None], kv[:, :-1]], dim=1)[..., :d]
+            prev_score = torch.cat([prev[1][:, None], score[:, :-1]], dim=1)[..., :d]
             kv = torch.cat([prev_kv, kv[..., d:]], dim=2)  # [b,n,2r,d]
             score = torch.cat([prev_score, score[..., d:]], dim=2)
         return (kv * score.softmax(dim=2)).sum(dim=2)
 
-    def _finish(self, kv: torch.Tensor, first: int) -> torch.Tensor:
-        # kv: [b,n,d] pooled entries (in the model dtype, as the reference) -> normalized, rotated, simulated
-        kv = self.norm(kv)
-        positions = torch.arange(first, first + kv.size(1), device=kv.device) * self.ratio
-        kv = self.rope(kv, positions)
+    def _finish(self, kv: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        # kv: [b,n,d] pooled entries (in the model dtype, as the reference), index: their entry numbers [n] or
+        # [b,n] -> normalized, rotated at the block's first position, simulated
+        kv = self.rope(self.norm(kv), index * self.ratio)
         if self.rotate:
             kv = hadamard(kv)
             return fp4_round(kv, 32) if self.simulate else kv

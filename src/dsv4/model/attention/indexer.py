@@ -51,6 +51,32 @@ class Indexer(nn.Module):
         return selected & visible
 
 
+    def step(self, x: torch.Tensor, qr: torch.Tensor, pos: torch.Tensor, state: CompressorState) -> torch.Tensor:
+        """One decode token per row: x [b,1,dim], qr [b,1,q_lora_rank] at positions pos [b] -> the top-k entries
+        of each row [b,k] (k = min(index_topk, most entries of any row)), -1 where a row has fewer."""
+        b = x.size(0)
+        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [b,1,h,d]
+        q = hadamard(self.rope(q, pos[:, None]))
+        if self.simulate:
+            q = fp4_round(q, 32)
+        n = self.compressor.step(x, pos, state)  # [b]
+        entries, visible = all_entries(n)  # [b,t]
+        rows = torch.arange(b, device=x.device)[:, None]
+        weights = self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)  # [b,1,h]
+        scores = index_scores(q, state.entries[rows, entries], weights)[:, 0]  # [b,t]
+        scores = scores.masked_fill(~visible, float("-inf"))
+        top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
+        return top.indices.masked_fill(top.values == float("-inf"), -1)
+
+
+def all_entries(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry counts per row n [b] -> (entry numbers [b,t], visible [b,t]) over t = max(n) columns; columns past a
+    row's count read its entry 0 (always a valid address) and are not visible."""
+    t = torch.arange(int(n.max()), device=n.device).expand(n.size(0), -1)
+    visible = t < n[:, None]
+    return t.masked_fill(~visible, 0), visible
+
+
 def entry_visible(positions: torch.Tensor, n: int, ratio: int) -> torch.Tensor:
     """[s] query positions -> [s,n]: entry i (tokens i·ratio .. i·ratio+ratio-1) is complete for query t
     iff (i+1)·ratio <= t+1."""
