@@ -71,7 +71,12 @@ def test_sigkill_of_the_owner_leaves_nothing_running(kind):
         run_and_kill(kind, scratch)
 
 
+def dsv4_cgroups() -> set[str]:
+    return set(glob.glob("/sys/fs/cgroup/*/dsv4-*"))
+
+
 def run_and_kill(kind: str, scratch: str) -> None:
+    cgroups_before = dsv4_cgroups()  # sandboxes of other tests may be alive: only new cgroups count
     child = subprocess.Popen([sys.executable, "-c", CHILD, kind, scratch], stdout=subprocess.PIPE, text=True)
     first = json.loads(child.stdout.readline() or '{"unavailable": "child died"}')
     if "unavailable" in first:
@@ -89,4 +94,4 @@ def run_and_kill(kind: str, scratch: str) -> None:
         state = Path(first["marks"][0])
         sweep_orphans(state.parent)
         assert not state.exists()
-        assert not glob.glob(f"/sys/fs/cgroup/*/{state.name}") and not glob.glob("/sys/fs/cgroup/*/dsv4-*")
+        assert not glob.glob(f"/sys/fs/cgroup/*/{state.name}") and not dsv4_cgroups() - cgroups_before
