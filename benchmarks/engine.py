@@ -1,7 +1,7 @@
 """Engine throughput and decode latency on the tiny preset (random weights), printed, asserting nothing.
 
-1. Batching gain: 16 concurrent requests vs 1, greedy, same prompt length (decodes run in step as one batch)
-   and mixed lengths (positions differ: one model call per request per step until per-row positions land).
+1. Batching gain: 16 concurrent requests vs 1, greedy, same prompt length and mixed lengths (decodes at
+   different positions run as one batch, each row at its own position).
 2. MTP speculative decoding: tokens/s and acceptance rate.
 3. Decode latency per token after a prefill of 4K / 16K tokens (more with --contexts), cache bytes, peak RSS.
 

@@ -100,10 +100,11 @@ class IndexerKeyLayout:
     def unpack(self, packed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """uint8 [..., nbytes] -> key [..., dim] in `dtype`."""
         _check_width(packed, self.nbytes, "packed indexer key")
-        p = packed[..., : self.dim // 2]
-        codes = torch.stack((p & 0x0F, p >> 4), dim=-1).flatten(-2)  # [..., dim]
-        scale = e8m0_decode(packed[..., self.dim // 2:]).repeat_interleave(self.block, dim=-1)
-        return (fp4_values(codes) * scale).to(dtype)
+        byte = torch.arange(256, device=packed.device)
+        pairs = fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1))  # [256,2]: a byte's two values
+        values = pairs[packed[..., : self.dim // 2].long()].view(*packed.shape[:-1], self.n_scales, self.block)
+        scale = e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1)  # [..., n_scales, 1]
+        return (values * scale).flatten(-2).to(dtype)
 
 
 def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:

@@ -44,10 +44,13 @@ class Rope(nn.Module):
         else:
             args = (config.rope_theta, 1.0, 0)
         self.args = (config.rope_head_dim, *args, config.beta_fast, config.beta_slow)
+        self._inv_freq: torch.Tensor | None = None
 
     def inv_freq(self) -> torch.Tensor:
-        # computed on the fly (32 values): no buffer, so a model built on the meta device needs no fix-up
-        return yarn_inv_freq(*self.args)
+        # computed on first use (32 values), not a buffer: a model built on the meta device needs no fix-up
+        if self._inv_freq is None:
+            self._inv_freq = yarn_inv_freq(*self.args)
+        return self._inv_freq
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
         # x: [b,s,h,d] or [b,s,d]; positions: [s] (shared by the rows) or [b,s] -> same shape as x
