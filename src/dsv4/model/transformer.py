@@ -90,6 +90,12 @@ class Transformer(nn.Module):
             if hasattr(m, "gathered_decode"):
                 m.gathered_decode = enabled
 
+    def set_gathered_prefill(self, enabled: bool):
+        """Prefill attends per query to its gathered entries (default) or runs the dense masked reference path."""
+        for m in self.modules():
+            if hasattr(m, "gathered_prefill"):
+                m.gathered_prefill = enabled
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         # h: [b,s,hc,d] -> [b,s,vocab] float32
         c = self.config

@@ -17,6 +17,7 @@ from ..quant import fp8_round
 from ..rope import Rope
 from .compressor import Compressor
 from .indexer import Indexer, all_entries, entry_visible
+from .sparse import gathered_sink_attention, sink_attention
 
 
 class Attention(nn.Module):
@@ -42,6 +43,8 @@ class Attention(nn.Module):
         if self.ratio == 4:
             self.indexer = Indexer(c, dtype, self.ratio)
         self.gathered_decode = True  # decode steps gather the selected entries (False: the dense masked path)
+        self.gathered_prefill = True  # prefill likewise, a few queries at a time
+        self.budget = 1 << 22  # prefill: logits and gathered keys per step stay under this many elements
 
     def forward(self, x: torch.Tensor, start_pos: int | torch.Tensor, cache: LayerCache) -> torch.Tensor:
         """x [b,s,dim] at positions start_pos.. (an int shared by the rows, or one position per row [b] when
@@ -49,8 +52,11 @@ class Attention(nn.Module):
         b, s, _ = x.shape
         if isinstance(start_pos, torch.Tensor) or (s == 1 and self.gathered_decode):
             pos = torch.as_tensor(start_pos, device=x.device).expand(b)  # [b]
-            return self._out(*self._decode(x, pos, cache), pos[:, None])
+            q, keys, mask = self._decode(x, pos, cache)
+            return self._out(sink_attention(q, keys, mask, self.attn_sink, self.softmax_scale), pos[:, None])
         positions = torch.arange(start_pos, start_pos + s, device=x.device)
+        if s > 1 and self.gathered_prefill:
+            return self._out(self._prefill(x, start_pos, cache), positions)
         q, kv, qr = self._qkv(x, positions)
         keys, mask = self._window(kv, start_pos, cache)  # [b,k,d], [s,k]
         mask = mask.expand(b, -1, -1)
@@ -62,7 +68,41 @@ class Attention(nn.Module):
                 visible = visible & selected
             keys = torch.cat([keys, cache.compressor.entries[:b, :n].to(keys.dtype)], dim=1)
             mask = torch.cat([mask, visible], dim=-1)
-        return self._out(q, keys, mask, positions)
+        return self._out(sink_attention(q, keys, mask, self.attn_sink, self.softmax_scale), positions)
+
+    def _prefill(self, x: torch.Tensor, start_pos: int, cache: LayerCache) -> torch.Tensor:
+        """s > 1 tokens at start_pos.. -> attention output o [b,s,h,d]. A few queries at a time, each sees its
+        window slice and, in HCA layers, the entries complete for it; in CSA layers its indexer top-k, gathered
+        and dequantized per query. Nothing grows as [s, all entries]."""
+        b, s, _ = x.shape
+        positions = torch.arange(start_pos, start_pos + s, device=x.device)
+        q, kv, qr = self._qkv(x, positions)
+        win_keys, win_mask = self._window(kv, start_pos, cache)  # [b,o+s,d], [s,o+s]
+        old = win_keys.size(1) - s  # cached window tokens before start_pos
+        top = self.indexer.select(x, qr, start_pos, cache.indexer, self.budget) if self.ratio == 4 else None
+        n = self.compressor(x, start_pos, cache.compressor) if self.ratio else 0
+        hca = cache.compressor.entries[:b, :n].to(kv.dtype) if self.ratio == 128 else None  # [b,n,d]
+        per_query = self.n_heads * (self.window_size + (n if hca is not None else 0)) + \
+            (top.size(-1) * self.head_dim if top is not None else 0)
+        step = max(1, min(s, self.budget // (b * per_query)))
+        rows = torch.arange(b, device=x.device)[:, None, None]
+        out = []
+        for i in range(0, s, step):
+            j = min(s, i + step)
+            lo = max(0, old + i - self.window_size + 1)  # first window key any of these queries sees
+            keys, mask = win_keys[:, lo:old + j], win_mask[i:j, lo:old + j].expand(b, -1, -1)
+            if hca is not None:
+                m = (start_pos + j) // self.ratio  # entries complete for the last of these queries
+                keys = torch.cat([keys, hca[:, :m]], dim=1)
+                mask = torch.cat([mask, entry_visible(positions[i:j], m, self.ratio).expand(b, -1, -1)], dim=-1)
+            own = own_mask = None
+            if top is not None and top.size(-1):
+                idx = top[:, i:j]  # [b,q,k]
+                own = cache.compressor.entries[rows, idx.clamp_min(0)].to(kv.dtype)  # [b,q,k,d]
+                own_mask = idx >= 0
+            out.append(gathered_sink_attention(q[:, i:j], keys, mask, own, own_mask, self.attn_sink,
+                                               self.softmax_scale))
+        return torch.cat(out, dim=1)
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
         # x [b,s,dim], positions [s] or [b,s] -> q [b,s,h,d], kv [b,s,d], qr [b,s,q_lora_rank]
@@ -98,10 +138,9 @@ class Attention(nn.Module):
             mask = torch.cat([mask, visible], dim=-1)
         return q, keys, mask[:, None]
 
-    def _out(self, q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor):
-        # q [b,s,h,d], keys [b,k,d], mask [b,s,k], positions [s] or [b,s] -> [b,s,dim]
-        b, s = q.shape[:2]
-        o = sink_attention(q, keys, mask, self.attn_sink, self.softmax_scale)  # [b,s,h,d]
+    def _out(self, o: torch.Tensor, positions: torch.Tensor):
+        # o [b,s,h,d] attention output, positions [s] or [b,s] -> [b,s,dim]
+        b, s = o.shape[:2]
         o = self.rope(o, positions, inverse=True)
         o = o.view(b, s, self.n_groups, -1)  # [b,s,g,h/g·d]
         wo_a = self.wo_a.weight.view(self.n_groups, self.o_lora_rank, -1)
@@ -124,17 +163,3 @@ class Attention(nn.Module):
         cache.window[:b, keep % win] = kv[:, -len(keep):].to(cache.window.dtype)
         return keys, mask
 
-
-def sink_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor,
-                   scale: float, chunk: int = 256) -> torch.Tensor:
-    """q [b,s,h,d], kv [b,k,d] (K = V), mask [b,s,k] bool, sink [h] -> o [b,s,h,d].
-    Queries are processed `chunk` at a time, bounding the logits to [b,h,chunk,k]."""
-    kv32 = kv.float()
-    out = []
-    for i in range(0, q.size(1), chunk):
-        logits = torch.einsum("bshd,bkd->bhsk", q[:, i:i + chunk].float(), kv32) * scale
-        logits = logits.masked_fill(~mask[:, None, i:i + chunk], float("-inf"))
-        sink_logit = sink.float()[None, :, None, None].expand(*logits.shape[:-1], 1)
-        probs = torch.cat([logits, sink_logit], dim=-1).softmax(dim=-1)[..., :-1]
-        out.append(torch.einsum("bhsk,bkd->bshd", probs, kv32))
-    return torch.cat(out, dim=1).to(q.dtype)

@@ -30,16 +30,14 @@ class Indexer(nn.Module):
         self.softmax_scale = self.head_dim**-0.5
 
     def forward(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState) -> torch.Tensor:
-        """x [b,s,dim], qr [b,s,q_lora_rank] -> selected [b,s,n] bool over the n entries available so far."""
+        """Dense reference: x [b,s,dim], qr [b,s,q_lora_rank] -> selected [b,s,n] bool over the n entries
+        available so far."""
         b, s, _ = x.shape
         positions = torch.arange(start_pos, start_pos + s, device=x.device)
-        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [b,s,h,d]
-        q = hadamard(self.rope(q, positions))
-        if self.simulate:
-            q = fp4_round(q, 32)
+        q = self._queries(qr, positions)
         n = self.compressor(x, start_pos, state)
         keys = state.entries[:b, :n]  # [b,n,d]
-        weights = self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)  # [b,s,h]
+        weights = self._weights(x)
         scores = torch.cat([index_scores(q[:, i:i + 256], keys, weights[:, i:i + 256])
                             for i in range(0, s, 256)], dim=1)  # [b,s,n]
         visible = entry_visible(positions, n, self.ratio)  # [s,n]
@@ -50,23 +48,55 @@ class Indexer(nn.Module):
             selected.scatter_(-1, scores.topk(k, dim=-1).indices, True)
         return selected & visible
 
+    def select(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState,
+               budget: int = 1 << 22) -> torch.Tensor:
+        """Prefill: x [b,s,dim], qr [b,s,q_lora_rank] -> each query's top-k entry numbers [b,s,k]
+        (k = min(index_topk, n)), -1 where a query sees fewer. Queries are scored a few at a time against the
+        entries complete for them, so the scores stay under `budget` elements per step ([b,q,h,n])."""
+        b, s, _ = x.shape
+        positions = torch.arange(start_pos, start_pos + s, device=x.device)
+        q = self._queries(qr, positions)
+        n = self.compressor(x, start_pos, state)
+        k = min(self.index_topk, n)
+        top = torch.full((b, s, k), -1, dtype=torch.long, device=x.device)
+        if not k:
+            return top
+        keys = state.entries[:b, :n]  # [b,n,d] dequantized once for the whole chunk
+        weights = self._weights(x)
+        step = max(1, min(s, budget // (b * self.n_heads * n)))
+        for i in range(0, s, step):
+            pos = positions[i:i + step]
+            m = (int(pos[-1]) + 1) // self.ratio  # entries complete for the last of these queries
+            if not m:
+                continue
+            scores = index_scores(q[:, i:i + step], keys[:, :m], weights[:, i:i + step])  # [b,q,m]
+            scores = scores.masked_fill(~entry_visible(pos, m, self.ratio), float("-inf"))
+            best = scores.topk(min(k, m), dim=-1)
+            top[:, i:i + step, :min(k, m)] = best.indices.masked_fill(best.values == float("-inf"), -1)
+        return top
 
     def step(self, x: torch.Tensor, qr: torch.Tensor, pos: torch.Tensor, state: CompressorState) -> torch.Tensor:
         """One decode token per row: x [b,1,dim], qr [b,1,q_lora_rank] at positions pos [b] -> the top-k entries
         of each row [b,k] (k = min(index_topk, most entries of any row)), -1 where a row has fewer."""
         b = x.size(0)
-        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))  # [b,1,h,d]
-        q = hadamard(self.rope(q, pos[:, None]))
-        if self.simulate:
-            q = fp4_round(q, 32)
+        q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
         entries, visible = all_entries(n)  # [b,t]
         rows = torch.arange(b, device=x.device)[:, None]
-        weights = self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)  # [b,1,h]
-        scores = index_scores(q, state.entries[rows, entries], weights)[:, 0]  # [b,t]
+        scores = index_scores(q, state.entries[rows, entries], self._weights(x))[:, 0]  # [b,t]
         scores = scores.masked_fill(~visible, float("-inf"))
         top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
         return top.indices.masked_fill(top.values == float("-inf"), -1)
+
+    def _queries(self, qr: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # qr [b,s,q_lora_rank], positions [s] or [b,s] -> q [b,s,h,d] rotated, Hadamard, MXFP4-simulated
+        q = self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim))
+        q = hadamard(self.rope(q, positions))
+        return fp4_round(q, 32) if self.simulate else q
+
+    def _weights(self, x: torch.Tensor) -> torch.Tensor:
+        # x [b,s,dim] -> head weights [b,s,h] float32
+        return self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)
 
 
 def all_entries(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
