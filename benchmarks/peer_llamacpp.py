@@ -1,0 +1,119 @@
+"""dsv4 against llama.cpp (the CPU peer to beat) on the same tiny DeepSeek-V4 checkpoint, in one sitting.
+
+The peer is built and measured by `../shared/peers/peer_llamacpp_bench.sh` (llama.cpp vendored in the
+llama-cpp-python 0.3.36 sdist, fetched here with pip); it writes the checkpoint in DeepSeek's inference layout,
+which dsv4 loads as is. Then dsv4's engine runs the same measurements on the same weights: prefill tokens/s at
+each context, ms/token for 32 decode steps after it, peak RSS and KV bytes. Each dsv4 measurement runs in its
+own process so its peak RSS is its own. Printed as ratios; asserts nothing.
+
+Run: `.venv/bin/python benchmarks/peer_llamacpp.py [--contexts 4096,16384] [--threads 2] [--reuse]`
+(the first run builds llama.cpp: ~4 min on 2 cores; the peer's benchmarks take ~2 min per 16K context).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = Path(os.environ.get("DSV4_PEERS", ROOT.parent / "shared" / "peers"))
+WORK = ROOT / ".bench" / "llamacpp"
+SDIST = "llama-cpp-python==0.3.36"
+
+
+def run_peer(contexts: list[int], threads: int) -> Path:
+    """Build llama.cpp if needed and run its benchmarks; returns the JSONL file it appended to."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    sdists = sorted(WORK.glob("llama_cpp_python-0.3.36.tar.gz"))
+    if not sdists:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        SDIST, "-d", str(WORK)], check=True)
+        sdists = sorted(WORK.glob("llama_cpp_python-0.3.36.tar.gz"))
+    out = WORK / "results.jsonl"
+    out.unlink(missing_ok=True)
+    ctxs = " ".join(map(str, contexts))
+    env = {**os.environ, "SDIST": str(sdists[0]), "PY": sys.executable, "WORK": str(WORK), "OUT": str(out),
+           "THREADS": str(threads), "PP_CTXS": ctxs, "TG_DEPTHS": ctxs, "VARIANTS": "mxfp4", "PEER_TF": "0",
+           "BIG_CTX": str(max(contexts) + 1)}
+    subprocess.run(["bash", str(PEERS / "peer_llamacpp_bench.sh")], env=env, check=True)
+    return out
+
+
+def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int) -> dict:
+    """Prefill `context` random tokens, then `steps` greedy decode steps (in this process)."""
+    import torch
+
+    from dsv4.engine import Engine, EngineConfig, SamplingParams
+
+    torch.set_num_threads(threads)
+    blocks = -(-(context + steps + 1) // 128)
+    engine = Engine.from_pretrained(checkpoint, EngineConfig(num_blocks=blocks, max_num_seqs=1,
+                                                             max_num_batched_tokens=2048))
+    prompt = torch.randint(2, 1000, (context,), generator=torch.Generator().manual_seed(0)).tolist()
+    request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
+    t = time.perf_counter()
+    while not engine.seqs[request].output_ids:
+        engine.step()
+    prefill = time.perf_counter() - t
+    t = time.perf_counter()
+    while engine.has_unfinished():
+        engine.step()
+    decode = (time.perf_counter() - t) / steps
+    return {"ctx": context, "prefill_tokens_per_s": context / prefill, "ms_per_token": decode * 1e3,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "kv_bytes": engine.runner.cache.nbytes()}
+
+
+def dsv4_in_subprocess(checkpoint: Path, context: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--measure-dsv4", str(checkpoint), str(context), "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def peer_rows(path: Path) -> dict[tuple[str, int], dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["what"], r["ctx"]): r for r in rows if r.get("what") in ("prefill", "decode")}
+
+
+def report(peer: dict, ours: list[dict]) -> None:
+    print(f"{'ctx':>7} | {'prefill tok/s  dsv4 / llama.cpp':>34} | {'decode ms/token  dsv4 / llama.cpp':>36} |"
+          f" {'peak RSS MB  dsv4 / llama.cpp':>31} | {'KV MB  dsv4 / llama.cpp':>25}")
+    for r in ours:
+        pp, tg = peer.get(("prefill", r["ctx"]), {}), peer.get(("decode", r["ctx"]), {})
+        pp_rate, tg_ms = pp.get("tokens_per_s", float("nan")), tg.get("ms_per_token", float("nan"))
+        kv = tg.get("kv_bytes", float("nan"))
+        rate = r["prefill_tokens_per_s"]
+        print(f"{r['ctx']:>7} | {rate:9.0f} / {pp_rate:7.0f} = {rate / pp_rate:5.2f}x"
+              f"      | {r['ms_per_token']:8.2f} / {tg_ms:6.2f} = {tg_ms / r['ms_per_token']:5.2f}x speed"
+              f" | {r['peak_rss_mb']:7.0f} / {tg.get('peak_rss_mb', float('nan')):5.0f}"
+              f" = {r['peak_rss_mb'] / tg.get('peak_rss_mb', float('nan')):5.2f}x"
+              f"   | {r['kv_bytes'] / 1e6:6.1f} / {kv / 1e6:5.1f} = {r['kv_bytes'] / kv:4.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contexts", default="4096,16384")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--reuse", action="store_true", help="reuse the peer results of the last run")
+    parser.add_argument("--measure-dsv4", nargs=2, metavar=("CHECKPOINT", "CTX"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure_dsv4:
+        print(json.dumps(measure_dsv4(Path(args.measure_dsv4[0]), int(args.measure_dsv4[1]), args.steps,
+                                      args.threads)))
+        return
+    contexts = [int(c) for c in args.contexts.split(",")]
+    results = WORK / "results.jsonl"
+    if not (args.reuse and results.is_file()):
+        results = run_peer(contexts, args.threads)
+    ours = [dsv4_in_subprocess(WORK / "tiny-v4", c, args.threads) for c in contexts]
+    print(f"same checkpoint ({WORK / 'tiny-v4'}), {args.threads} threads, {args.steps} decode steps")
+    report(peer_rows(results), ours)
+
+
+if __name__ == "__main__":
+    main()
