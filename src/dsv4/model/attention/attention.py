@@ -85,7 +85,6 @@ class Attention(nn.Module):
         per_query = self.n_heads * (self.window_size + (n if hca is not None else 0)) + \
             (top.size(-1) * self.head_dim if top is not None else 0)
         step = max(1, min(s, self.budget // (b * per_query)))
-        rows = torch.arange(b, device=x.device)[:, None, None]
         out = []
         for i in range(0, s, step):
             j = min(s, i + step)
@@ -98,8 +97,7 @@ class Attention(nn.Module):
             own = own_mask = None
             if top is not None and top.size(-1):
                 idx = top[:, i:j]  # [b,q,k]
-                own = cache.compressor.entries[rows, idx.clamp_min(0)].to(kv.dtype)  # [b,q,k,d]
-                own_mask = idx >= 0
+                own, own_mask = gather_entries(cache.compressor.entries, idx).to(kv.dtype), idx >= 0  # [b,q,k,d]
             out.append(gathered_sink_attention(q[:, i:j], keys, mask, own, own_mask, self.attn_sink,
                                                self.softmax_scale))
         return torch.cat(out, dim=1)
@@ -163,3 +161,14 @@ class Attention(nn.Module):
         cache.window[:b, keep % win] = kv[:, -len(keep):].to(cache.window.dtype)
         return keys, mask
 
+
+
+def gather_entries(entries, idx: torch.Tensor) -> torch.Tensor:
+    """entries: a batch's compressed entries (tensor or packed view) [b,n,d]; idx [b,q,k] entry numbers (-1:
+    none, read as entry 0) -> [b,q,k,d]. Neighbouring queries pick mostly the same entries: each distinct one
+    is read (dequantized) once."""
+    b = idx.size(0)
+    span = max(1, int(idx.max()) + 1)
+    flat = idx.clamp_min(0) + torch.arange(b, device=idx.device)[:, None, None] * span  # row-major entry ids
+    distinct, inverse = torch.unique(flat, return_inverse=True)  # [u], [b,q,k]
+    return entries[distinct // span, distinct % span][inverse]
