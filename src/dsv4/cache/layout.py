@@ -16,6 +16,7 @@ Packing quantizes exactly as `dsv4.model.quant` simulates (`fp8_round(x, 64)`, `
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_codes, fp4_values, pow2_ceil
 
@@ -101,10 +102,11 @@ class IndexerKeyLayout:
         """uint8 [..., nbytes] -> key [..., dim] in `dtype`."""
         _check_width(packed, self.nbytes, "packed indexer key")
         byte = torch.arange(256, device=packed.device)
-        pairs = fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1))  # [256,2]: a byte's two values
-        values = pairs[packed[..., : self.dim // 2].long()].view(*packed.shape[:-1], self.n_scales, self.block)
-        scale = e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1)  # [..., n_scales, 1]
-        return (values * scale).flatten(-2).to(dtype)
+        pairs = fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1)).float()  # [256,2]: a byte's values
+        codes = packed[..., : self.dim // 2].int()  # int32 lookups: markedly faster than int64 on CPU
+        values = F.embedding(codes, pairs).view(*packed.shape[:-1], self.n_scales, self.block)
+        values.mul_(e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1))  # [..., n_scales, 1]
+        return values.flatten(-2).to(dtype)
 
 
 def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:
@@ -118,7 +120,8 @@ def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:
 
 def e8m0_decode(byte: torch.Tensor) -> torch.Tensor:
     """uint8 biased exponents -> float32 scales."""
-    return torch.ldexp(torch.ones(byte.shape, device=byte.device), byte.long() - 127)
+    bits = byte.int() << 23  # the byte as a float32 exponent field: 2 ** (byte - 127) for bytes 1..254
+    return bits.view(torch.float32).where(byte > 0, 2.0**-127)
 
 
 def _check_width(x: torch.Tensor, width: int, what: str):
