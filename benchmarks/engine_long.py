@@ -7,6 +7,9 @@ decode steps. Prints peak RSS, cache bytes (allocated, and the part the request 
 token, side by side. A context whose prefill would pass `--max-minutes` stops there and is reported as a
 projection: the cost of a chunk grows linearly with its position (the indexer scores every earlier CSA entry,
 HCA layers attend to every earlier HCA entry), so a line fitted to the measured chunk times sums to the whole.
+Its decode latency is then measured on a synthetic fill (marked `*`): the request's blocks up to N are filled with
+random values in the packed formats and the model decodes at positions N.. over them (a decode step's cost
+depends on how many entries it scores and gathers, not on their values).
 
 Model: the `tiny` preset (layers window / CSA / HCA / CSA, head_dim 512, window 128, index_topk 64) with a
 small vocabulary (`--vocab`), random weights, float32, one thread.
@@ -73,8 +76,35 @@ def run_one(n: int, args) -> dict:
         while engine.has_unfinished():
             engine.step()
         out["decode_ms"] = 1e3 * (time.perf_counter() - t) / args.decode
+    else:
+        out["decode_ms"], out["used_bytes"] = synthetic_decode(engine, rid, n, args.decode)
     out["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     return out
+
+
+def synthetic_decode(engine: Engine, rid: int, n: int, steps: int) -> tuple[float, int]:
+    """Fills the request's blocks up to n + steps tokens with packed random entries and decodes `steps` tokens
+    at positions n.. through the model -> (ms per token, the request's bytes)."""
+    blocks, cache = engine.blocks, engine.runner.cache
+    blocks.grow(rid, n + steps)
+    table = blocks.table(rid)
+    g = torch.Generator().manual_seed(2)
+    for pools in cache.layers:
+        for pool, layout in ((pools.entries, cache.main), (pools.keys, cache.index_key)):
+            if pool is not None:  # a few distinct random blocks, repeated
+                fill = layout.pack(torch.randn(8, pool.size(1), layout_width(layout), generator=g))
+                index = torch.tensor(table)
+                pool[index] = fill[torch.arange(len(table)) % 8]
+    view, model = engine.runner.view([rid]), engine.model
+    ids = torch.randint(2, model.config.vocab_size, (1, steps), generator=g)
+    t = time.perf_counter()
+    for i in range(steps):
+        model(ids[:, i:i + 1], cache=view, start_pos=n + i)
+    return 1e3 * (time.perf_counter() - t) / steps, used_bytes(engine, rid)
+
+
+def layout_width(layout) -> int:
+    return getattr(layout, "head_dim", None) or layout.dim
 
 
 def used_bytes(engine: Engine, rid: int) -> int:
@@ -93,10 +123,17 @@ def report(rows: list[dict], args):
         if r["complete"]:
             prefill = f"{r['prefill_s']:9.1f} s"
         else:
-            prefill = f"proj {r['projected_s'] / 3600:6.1f} h ({r['done']:,} done)"
-        decode = f"{r['decode_ms']:14.1f}" if "decode_ms" in r else f"{'-':>14}"
+            prefill = f"proj {duration(r['projected_s'])} ({r['done']:,} done)"
+        decode = f"{r['decode_ms']:13.1f}{' ' if r['complete'] else '*'}"
         print(f"{r['n']:>10,} {prefill:>22} {rate:7.0f} {decode} {r['cache_bytes'] / 2**20:8.1f} MiB "
               f"{r['used_bytes'] / 2**20:7.1f} MiB {r['rss_mib']:5.0f} MiB")
+    if not all(r["complete"] for r in rows):
+        print("proj: prefill stopped after --max-minutes; time projected from a line fitted to the chunk times.\n"
+              "*: decode over a synthetic fill of the request's blocks (random values in the packed formats).")
+
+
+def duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds > 3600 else f"{seconds:.0f} s"
 
 
 def main():
