@@ -7,6 +7,7 @@ import torch
 
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer, preset
+from dsv4.model.attention.attention import gather_entries
 from dsv4.model.init import init_random_
 
 LENGTHS = [127, 260, 300]  # 65-75 CSA entries each (> index_topk 16), 1-2 HCA entries; 3 blocks of 128 at most
@@ -66,3 +67,12 @@ def test_rows_at_different_positions_decode_in_one_call(model):
         for i in range(3):
             assert (logits[i] - alone[i][step]).abs().max().item() < 0.1
             assert logits[i].argmax() == alone[i][step].argmax()
+
+
+def test_prefill_gathers_each_distinct_packed_entry_as_direct_indexing_does(model):
+    cache = PagedKVCache(model.config, num_blocks=4, block_size=128, max_requests=2)
+    cache.layers[1].entries.copy_(cache.main.pack(torch.randn(4, 32, 512, generator=torch.Generator().manual_seed(3))))
+    entries = cache.view([0, 1], [[3, 1], [0, 2]]).layers[1].compressor.entries  # CSA: 32 entries per block
+    idx = torch.randint(-1, 64, (2, 5, 6), generator=torch.Generator().manual_seed(4))  # -1: none, read entry 0
+    direct = entries[torch.arange(2)[:, None, None], idx.clamp_min(0)]  # [2,5,6,512]
+    assert torch.equal(gather_entries(entries, idx), direct)

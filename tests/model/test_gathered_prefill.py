@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dsv4.model import Transformer, preset
+from dsv4.model.attention import gathered_sink_attention, sink_attention
 from dsv4.model.init import init_random_
 
 from .test_parity_hf import _antisymmetric_indexer_heads_
@@ -54,3 +55,18 @@ def test_selection_is_not_vacuous(model):
     wide = Transformer(model.config.replace(index_topk=1024), torch.float32)
     wide.load_state_dict(model.state_dict())
     assert (wide(ids) - model(ids)).abs().max() > 1e-2
+
+
+def test_gathered_sink_attention_equals_the_dense_kernel_per_query():
+    g = torch.Generator().manual_seed(2)
+    q, shared, own = torch.randn(2, 5, 3, 16, generator=g), torch.randn(2, 7, 16, generator=g), \
+        torch.randn(2, 5, 4, 16, generator=g)
+    shared_mask, own_mask = torch.rand(2, 5, 7, generator=g) > 0.4, torch.rand(2, 5, 4, generator=g) > 0.3
+    shared_mask[..., 0] = True  # every query sees a key
+    sink = torch.randn(3, generator=g)
+    got = gathered_sink_attention(q, shared, shared_mask, own, own_mask, sink, 0.25)
+    for t in range(5):  # one query at a time: its keys = the shared ones ++ its own
+        keys = torch.cat([shared, own[:, t]], dim=1)  # [b,7+4,d]
+        mask = torch.cat([shared_mask[:, t], own_mask[:, t]], dim=-1)[:, None]  # [b,1,11]
+        want = sink_attention(q[:, t:t + 1], keys, mask, sink, 0.25)
+        assert torch.allclose(got[:, t:t + 1], want, atol=1e-6)
