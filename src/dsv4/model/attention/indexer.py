@@ -51,8 +51,9 @@ class Indexer(nn.Module):
     def select(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState,
                budget: int = 1 << 22) -> torch.Tensor:
         """Prefill: x [b,s,dim], qr [b,s,q_lora_rank] -> each query's top-k entry numbers [b,s,k]
-        (k = min(index_topk, n)), -1 where a query sees fewer. Queries are scored a few at a time against the
-        entries complete for them, so the scores stay under `budget` elements per step ([b,q,h,n])."""
+        (k = min(index_topk, n)), -1 where a query sees fewer. Up to 256 queries at a time are scored against
+        tiles of the entries complete for them, merging a running top-k: the scores stay under `budget`
+        elements ([b,q,h,tile]) and a tile of keys stays in cache while the queries pass over it."""
         b, s, _ = x.shape
         positions = torch.arange(start_pos, start_pos + s, device=x.device)
         q = self._queries(qr, positions)
@@ -63,16 +64,21 @@ class Indexer(nn.Module):
             return top
         keys = state.entries[:b, :n]  # [b,n,d] dequantized once for the whole chunk
         weights = self._weights(x)
-        step = max(1, min(s, budget // (b * self.n_heads * n)))
+        step = min(s, 256)
+        tile = max(k, budget // (b * self.n_heads * step))
         for i in range(0, s, step):
             pos = positions[i:i + step]
             m = (int(pos[-1]) + 1) // self.ratio  # entries complete for the last of these queries
-            if not m:
-                continue
-            scores = index_scores(q[:, i:i + step], keys[:, :m], weights[:, i:i + step])  # [b,q,m]
-            scores = scores.masked_fill(~entry_visible(pos, m, self.ratio), float("-inf"))
-            best = scores.topk(min(k, m), dim=-1)
-            top[:, i:i + step, :min(k, m)] = best.indices.masked_fill(best.values == float("-inf"), -1)
+            best, best_idx = top.new_empty(b, len(pos), 0, dtype=torch.float32), top.new_empty(b, len(pos), 0)
+            for a in range(0, m, tile):
+                e = min(m, a + tile)
+                scores = index_scores(q[:, i:i + step], keys[:, a:e], weights[:, i:i + step])  # [b,q,e-a]
+                scores = scores.masked_fill(~entry_visible(pos, e, self.ratio, first=a), float("-inf"))
+                best = torch.cat([best, scores], dim=-1)
+                best_idx = torch.cat([best_idx, torch.arange(a, e, device=x.device).expand_as(scores)], dim=-1)
+                kept = best.topk(min(k, best.size(-1)), dim=-1)
+                best, best_idx = kept.values, best_idx.gather(-1, kept.indices)
+            top[:, i:i + step, :best.size(-1)] = best_idx.masked_fill(best == float("-inf"), -1)
         return top
 
     def step(self, x: torch.Tensor, qr: torch.Tensor, pos: torch.Tensor, state: CompressorState) -> torch.Tensor:
@@ -107,10 +113,10 @@ def all_entries(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t.masked_fill(~visible, 0), visible
 
 
-def entry_visible(positions: torch.Tensor, n: int, ratio: int) -> torch.Tensor:
-    """[s] query positions -> [s,n]: entry i (tokens i·ratio .. i·ratio+ratio-1) is complete for query t
-    iff (i+1)·ratio <= t+1."""
-    entries = torch.arange(n, device=positions.device)
+def entry_visible(positions: torch.Tensor, n: int, ratio: int, first: int = 0) -> torch.Tensor:
+    """[s] query positions -> [s,n-first] for entries first..n-1: entry i (tokens i·ratio .. i·ratio+ratio-1)
+    is complete for query t iff (i+1)·ratio <= t+1."""
+    entries = torch.arange(first, n, device=positions.device)
     return (entries[None, :] + 1) * ratio <= positions[:, None] + 1
 
 
