@@ -54,7 +54,8 @@ def run_one(n: int, args) -> dict:
     config = preset("tiny").replace(vocab_size=args.vocab)
     model = init_random_(Transformer(config, torch.float32), seed=0).eval()
     blocks = -(-(n + args.decode + 1) // 128)
-    engine = Engine(model, None, EngineConfig(num_blocks=blocks, max_num_seqs=1, max_num_batched_tokens=args.chunk))
+    engine = Engine(model, None, EngineConfig(num_blocks=blocks, max_num_seqs=1, max_num_batched_tokens=args.chunk,
+                                              max_model_len=n + args.decode + 1))
     prompt = torch.randint(2, args.vocab, (n,), generator=torch.Generator().manual_seed(1)).tolist()
     rid = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=args.decode + 1, ignore_eos=True))
     seq, points, t0 = engine.seqs[rid], [], time.perf_counter()
@@ -153,8 +154,12 @@ def main():
     for n in (int(x) for x in args.contexts.split(",")):
         print(f"context {n:,}:", file=sys.stderr)
         child = [a for a in sys.argv[1:]] + ["--one", str(n)]
-        out = subprocess.run([sys.executable, __file__, *child], stdout=subprocess.PIPE, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, *child], stdout=subprocess.PIPE, text=True)
+        if out.returncode:
+            print(f"context {n:,} failed (exit {out.returncode})", file=sys.stderr)
+            continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), file=sys.stderr)
     report(rows, args)
 
 
