@@ -70,7 +70,8 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int) -> di
 
 def dsv4_in_subprocess(checkpoint: Path, context: int, threads: int) -> dict:
     cmd = [sys.executable, __file__, "--measure-dsv4", str(checkpoint), str(context), "--threads", str(threads)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # as the dsv4 command runs (see dsv4.cli.main)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
