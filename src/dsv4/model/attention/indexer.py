@@ -122,5 +122,5 @@ def entry_visible(positions: torch.Tensor, n: int, ratio: int, first: int = 0) -
 
 def index_scores(q: torch.Tensor, keys: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """q [b,s,h,d], keys [b,n,d], weights [b,s,h] -> Σ_h w·ReLU(q·k) [b,s,n]."""
-    scores = torch.einsum("bshd,btd->bsht", q.float(), keys.float()).relu()
-    return (scores * weights.unsqueeze(-1)).sum(dim=2)
+    scores = torch.einsum("bshd,btd->bsht", q.float(), keys.float()).relu_()
+    return torch.einsum("bsht,bsh->bst", scores, weights)  # the head sum as a batched matrix-vector product
