@@ -19,6 +19,26 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(
 arguments = st.dictionaries(names, json_values, max_size=4)
 
 
+def assistant_turn(draw, n_call: int, *, title_tasks: bool = False) -> tuple[dict, list[dict]]:
+    """An assistant message (maybe reasoning, maybe tool calls numbered after `n_call`) and the tool results
+    answering its calls, in a random order."""
+    a = {"role": "assistant", "content": draw(texts)}
+    if draw(st.booleans()):
+        a["reasoning_content"] = draw(texts)
+    calls = []
+    if draw(st.booleans()):
+        for _ in range(draw(st.integers(1, 3))):
+            n_call += 1
+            calls.append({"id": f"call_{n_call}", "type": "function",
+                          "function": {"name": draw(names), "arguments": draw(arguments)}})
+        a["tool_calls"] = calls
+    if title_tasks and draw(st.integers(0, 8)) == 0:
+        a["task"] = "title"
+    results = [{"role": "tool", "tool_call_id": tc["id"], "content": draw(texts)}
+               for tc in (draw(st.permutations(calls)) if calls else [])]
+    return a, results
+
+
 @st.composite
 def tool_defs(draw) -> list[dict]:
     tools = []
@@ -59,21 +79,11 @@ def conversations(draw, *, allow_prefix: bool = True) -> dict:
             msgs.append({"role": "latest_reminder", "content": draw(texts)})
         msgs.append({"role": "user", "content": draw(texts)})
         for _ in range(draw(st.integers(0, 3))):
-            a = {"role": "assistant", "content": draw(texts)}
-            if draw(st.booleans()):
-                a["reasoning_content"] = draw(texts)
-            calls = []
-            if draw(st.booleans()):
-                for _ in range(draw(st.integers(1, 3))):
-                    n_call += 1
-                    calls.append({"id": f"call_{n_call}", "type": "function",
-                                  "function": {"name": draw(names), "arguments": draw(arguments)}})
-                a["tool_calls"] = calls
-            msgs.append(a)
-            if not calls:
+            a, results = assistant_turn(draw, n_call)
+            n_call += len(results)
+            msgs += [a, *results]
+            if not results:
                 break
-            for tc in draw(st.permutations(calls)):
-                msgs.append({"role": "tool", "tool_call_id": tc["id"], "content": draw(texts)})
         if draw(st.integers(0, 6)) == 0:
             msgs.append({"role": "system", "content": draw(texts)})
     if msgs[0]["role"] == "system" and draw(st.integers(0, 4)) == 0:

@@ -2,7 +2,7 @@
 
 from hypothesis import strategies as st
 
-from .conversations import arguments, names, texts, tool_defs
+from .conversations import assistant_turn, texts, tool_defs
 
 TASKS = ["action", "query", "authority", "domain", "read_url"]
 
@@ -31,23 +31,11 @@ def preview_conversations(draw) -> dict:
             user["task"] = draw(st.sampled_from(TASKS))
         msgs.append(user)
         for _ in range(draw(st.integers(0, 3))):
-            a = {"role": "assistant", "content": draw(texts)}
-            if draw(st.booleans()):
-                a["reasoning_content"] = draw(texts)
-            calls = []
-            if draw(st.booleans()):
-                for _ in range(draw(st.integers(1, 3))):
-                    n_call += 1
-                    calls.append({"id": f"call_{n_call}", "type": "function",
-                                  "function": {"name": draw(names), "arguments": draw(arguments)}})
-                a["tool_calls"] = calls
-            if draw(st.integers(0, 8)) == 0:
-                a["task"] = "title"
-            msgs.append(a)
-            if not calls:
+            a, results = assistant_turn(draw, n_call, title_tasks=True)
+            n_call += len(results)
+            msgs += [a, *results]
+            if not results:
                 break
-            for tc in draw(st.permutations(calls)):
-                msgs.append({"role": "tool", "tool_call_id": tc["id"], "content": draw(texts)})
     if msgs[-1]["role"] == "assistant" and draw(st.integers(0, 4)) == 0:
         msgs[-1]["wo_eos"] = True
     split = draw(st.integers(0, len(msgs) - 1))

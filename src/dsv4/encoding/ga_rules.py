@@ -30,6 +30,9 @@ def check_message(i: int, m: Msg, msgs: list[Msg]) -> None:
                                 field="prefix")
         if any(x.tools or x.calls for x in msgs):
             raise EncodingError("an unfinished assistant turn cannot be used with tools", index=i, field="prefix")
+        if any(x.response_format and x.response_format.get("type") == "json_object" for x in msgs):
+            raise EncodingError("an unfinished assistant turn cannot be used with response_format json_object",
+                                index=i, field="prefix")
 
 
 def check_answered(i: int, m: Msg, msgs: list[Msg]) -> None:

@@ -5,29 +5,8 @@
 could still become a marker (at most one marker's length), and each `feed` costs time linear in the delta.
 """
 
-from dsv4.encoding.events import (
-    ArgumentsDelta,
-    ContentDelta,
-    Event,
-    ParseWarning,
-    ReasoningDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    fold_events,
-)
+from dsv4.encoding.events import Event
 from dsv4.encoding.machine import CompletionMachine
-
-__all__ = [
-    "ArgumentsDelta",
-    "ContentDelta",
-    "Event",
-    "ParseWarning",
-    "ReasoningDelta",
-    "StreamParser",
-    "ToolCallEnd",
-    "ToolCallStart",
-    "fold_events",
-]
 
 
 class StreamParser:
