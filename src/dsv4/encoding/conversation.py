@@ -171,5 +171,4 @@ def check_tool_results(msgs: list[Msg], offset: int = 0) -> None:
 def check_messages(messages, offset: int = 0) -> list[Msg]:
     if not isinstance(messages, list):
         raise EncodingError(f"messages must be a list, got {type(messages).__name__}")
-    msgs = [check_message(m, i + offset) for i, m in enumerate(messages)]
-    return msgs
+    return [check_message(m, i + offset) for i, m in enumerate(messages)]

@@ -119,9 +119,8 @@ def render_transition(i: int, msgs: list[Msg], thinking: bool, drop: bool, last_
     return ""
 
 
-def render_message(i: int, msgs: list[Msg], thinking: bool, drop: bool, effort: str | None) -> str:
+def render_message(i: int, msgs: list[Msg], thinking: bool, drop: bool, effort: str | None, last_user: int) -> str:
     m = msgs[i]
-    last_user = last_user_index(msgs)
     text = EFFORT_ABSOLUTE_MAXIMUM if i == 0 and thinking and effort == "max" else ""
     if m.role == "system":
         text += render_system_like(m)
@@ -151,4 +150,6 @@ def encode_preview(context: list[Msg], msgs: list[Msg], *, thinking: bool, effor
         full = drop_thinking(full)
         start = len(drop_thinking(context))
     prompt = BOS if add_bos and not context else ""
-    return prompt + "".join(render_message(i, full, thinking, drop, effort) for i in range(start, len(full)))
+    last_user = last_user_index(full)  # once for the conversation, not once per message
+    return prompt + "".join(render_message(i, full, thinking, drop, effort, last_user)
+                            for i in range(start, len(full)))
