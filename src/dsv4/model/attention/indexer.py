@@ -69,15 +69,16 @@ class Indexer(nn.Module):
         for i in range(0, s, step):
             pos = positions[i:i + step]
             m = (int(pos[-1]) + 1) // self.ratio  # entries complete for the last of these queries
+            all_see = (int(pos[0]) + 1) // self.ratio  # entries complete for every one of them
             best, best_idx = top.new_empty(b, len(pos), 0, dtype=torch.float32), top.new_empty(b, len(pos), 0)
             for a in range(0, m, tile):
                 e = min(m, a + tile)
                 scores = index_scores(q[:, i:i + step], keys[:, a:e], weights[:, i:i + step])  # [b,q,e-a]
-                scores = scores.masked_fill(~entry_visible(pos, e, self.ratio, first=a), float("-inf"))
-                best = torch.cat([best, scores], dim=-1)
-                best_idx = torch.cat([best_idx, torch.arange(a, e, device=x.device).expand_as(scores)], dim=-1)
-                kept = best.topk(min(k, best.size(-1)), dim=-1)
-                best, best_idx = kept.values, best_idx.gather(-1, kept.indices)
+                if e > all_see:  # only tiles reaching the newest entries need the mask
+                    scores.masked_fill_(~entry_visible(pos, e, self.ratio, first=a), float("-inf"))
+                kept = torch.cat([best, scores], dim=-1).topk(min(k, best.size(-1) + e - a), dim=-1)
+                best_idx = merged_indices(best_idx, kept.indices, a)
+                best = kept.values
             top[:, i:i + step, :best.size(-1)] = best_idx.masked_fill(best == float("-inf"), -1)
         return top
 
@@ -103,6 +104,15 @@ class Indexer(nn.Module):
     def _weights(self, x: torch.Tensor) -> torch.Tensor:
         # x [b,s,dim] -> head weights [b,s,h] float32
         return self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)
+
+
+def merged_indices(best_idx: torch.Tensor, picked: torch.Tensor, first: int) -> torch.Tensor:
+    """Entry numbers of a running top-k merged with a tile: `picked` indexes [kept entries best_idx [...,m],
+    then the tile's entries first, first+1, ...]."""
+    m = best_idx.size(-1)
+    if not m:
+        return picked + first
+    return torch.where(picked < m, best_idx.gather(-1, picked.clamp(max=m - 1)), picked + (first - m))
 
 
 def all_entries(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
