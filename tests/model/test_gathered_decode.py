@@ -33,6 +33,20 @@ def test_gathered_top_k_decode_equals_the_dense_reference_path(model):
     assert err < 1e-4, err
 
 
+def test_decode_scoring_keys_in_tiles_equals_one_pass(model):
+    ids = torch.randint(0, 512, (2, PROMPT + 6), generator=torch.Generator().manual_seed(2))
+    whole = _decode(model, ids, True)
+    indexers = [layer.attn.indexer for layer in model.layers if hasattr(layer.attn, "indexer")]
+    for indexer in indexers:
+        indexer.decode_tile = 7  # 128+ entries: ~20 tiles, the last one partial
+    try:
+        tiled = _decode(model, ids, True)
+    finally:
+        for indexer in indexers:
+            indexer.decode_tile = 8192
+    assert indexers and (tiled - whole).abs().max().item() < 1e-5
+
+
 def test_decode_rows_at_different_positions_equal_one_at_a_time(model):
     lengths = [127, 300, 515]  # row 0 closes an HCA block at its first step, the others CSA blocks in turn
     g = torch.Generator().manual_seed(1)

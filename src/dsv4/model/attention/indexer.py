@@ -28,6 +28,7 @@ class Indexer(nn.Module):
         self.compressor = Compressor(config, ratio, self.head_dim, rotate=True)
         self.rope = Rope(config, compressed=True)
         self.softmax_scale = self.head_dim**-0.5
+        self.decode_tile = 8192  # keys scored per tile in a decode step
 
     def forward(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState) -> torch.Tensor:
         """Dense reference: x [b,s,dim], qr [b,s,q_lora_rank] -> selected [b,s,n] bool over the n entries
@@ -89,9 +90,13 @@ class Indexer(nn.Module):
         q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
         entries, visible = all_entries(n)  # [b,t]
-        rows = torch.arange(b, device=x.device)[:, None]
-        scores = index_scores(q, state.entries[rows, entries], self._weights(x))[:, 0]  # [b,t]
-        scores = scores.masked_fill(~visible, float("-inf"))
+        rows, weights = torch.arange(b, device=x.device)[:, None], self._weights(x)
+        scores = torch.empty(entries.shape, dtype=torch.float32, device=x.device)
+        tile = self.decode_tile  # keys are dequantized a cache-sized tile at a time (1M context: 262K keys)
+        for a in range(0, entries.size(1), tile):
+            keys = state.entries[rows, entries[:, a:a + tile]]  # [b,tile,d]
+            scores[:, a:a + tile] = index_scores(q, keys, weights)[:, 0]
+        scores.masked_fill_(~visible, float("-inf"))
         top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
         return top.indices.masked_fill(top.values == float("-inf"), -1)
 
