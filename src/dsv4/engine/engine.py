@@ -21,6 +21,7 @@ from dsv4.cache.snapshot import export_request, import_request
 from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
+from .detokenizer import Detokenizer
 from .model_runner import ModelRunner
 from .prefix_cache import PrefixCache
 from .sampler import Sampler
@@ -46,6 +47,7 @@ class Engine:
         self.sampler = Sampler()
         self.speculator = MTPSpeculator(self.runner) if config.speculative else None
         self.seqs: dict[int, Sequence] = {}
+        self.detok: dict[int, Detokenizer] = {}  # running requests' text
         self._next_id = itertools.count()
 
     @classmethod
@@ -89,6 +91,7 @@ class Engine:
             raise ValueError(f"prompt ({len(seq.prompt_ids)} tokens) + max_tokens={params.max_tokens} exceeds "
                              f"max_model_len={self.config.max_model_len}")
         self.scheduler.check_fits(seq)
+        self.detok[seq.seq_id] = Detokenizer(self.tokenizer, params.stop)
         if self.prefix is not None and self.scheduler.has_room() and self.prefix.attach(seq):
             self.scheduler.resume(seq)  # starts after the cached prefix, straight into the running set
         else:
@@ -202,6 +205,10 @@ class Engine:
             self.blocks.free(seq.seq_id)
             raise
         import_request(self.runner.cache, self.runner.assign(seq.seq_id), self.blocks.table(seq.seq_id), tensors)
+        detok = self.detok[seq.seq_id] = Detokenizer(self.tokenizer, seq.params.stop)
+        for token in seq.output_ids:
+            detok.add(token)
+        seq.text = detok.text
         if generator is not None:
             self.sampler.generator(seq.seq_id, seq.params).set_state(generator)
         self.seqs[seq.seq_id] = seq
@@ -209,16 +216,17 @@ class Engine:
 
     # --- ending ---
     def _check_stop(self, seq: Sequence, token: int):
-        p, out = seq.params, seq.output_ids
+        p, out, detok = seq.params, seq.output_ids, self.detok[seq.seq_id]
         if token in p.stop_token_ids or (token == self.eos_token_id and not p.ignore_eos):
-            seq.text = self.decode(out[:-1])
+            seq.text = detok.full(out[:-1])
             return self._finish(seq, "stop")
-        seq.text = self.decode(out)
-        cut = min((i for s in p.stop if (i := seq.text.find(s)) >= 0), default=-1)
+        cut = detok.add(token)
+        seq.text = detok.text
         if cut >= 0:
             seq.text = seq.text[:cut]
             return self._finish(seq, "stop")
         if len(out) >= p.max_tokens:
+            seq.text = detok.full(out)
             self._finish(seq, "length")
 
     def decode(self, ids: list[int]) -> str:
@@ -228,5 +236,6 @@ class Engine:
         self.scheduler.finish(seq, reason)
         self.runner.release(seq.seq_id)
         self.sampler.release(seq.seq_id)
+        self.detok.pop(seq.seq_id, None)
         if self.speculator is not None:
             self.speculator.release(seq.seq_id)

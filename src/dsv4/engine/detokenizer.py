@@ -1,0 +1,36 @@
+"""`Detokenizer`: a request's generated text, grown one token at a time, and its stop-string scan.
+
+Decoding the whole output after every token, and searching it all for stop strings, costs O(n) per token: O(n²)
+over a long agent turn. Here each token is decoded once (tokenizers' `DecodeStream`, which holds back a split
+UTF-8 character until it is complete, so the running text only ever grows), and stop strings are looked for only
+where a new one can end: in the text added since the last token and the `longest stop - 1` characters before it.
+When the request ends, its text is decoded once in full, so the final text equals decoding the output ids.
+"""
+
+from tokenizers import Tokenizer
+from tokenizers.decoders import DecodeStream
+
+
+class Detokenizer:
+    def __init__(self, tokenizer: Tokenizer | None, stops: tuple[str, ...] = ()):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.longest = max(map(len, stops), default=0)
+        self.stream = DecodeStream(skip_special_tokens=False) if tokenizer is not None else None
+        self.text = ""
+
+    def add(self, token_id: int) -> int:
+        """Appends a token's text; returns where the first stop string starts in `text`, or -1."""
+        if self.stream is None:
+            return -1
+        old = len(self.text)
+        chunk = self.stream.step(self.tokenizer, token_id)
+        if not chunk:
+            return -1
+        self.text += chunk
+        # no stop string lies wholly in the old text (it would have been found then), so a new one ends in chunk
+        start = max(0, old - self.longest + 1)
+        return min((i for s in self.stops if (i := self.text.find(s, start)) >= 0), default=-1)
+
+    def full(self, token_ids: list[int]) -> str:
+        """The text of token_ids decoded at once (a trailing split character shows as U+FFFD)."""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=False) if self.tokenizer is not None else ""
