@@ -73,3 +73,28 @@ def test_a_failing_step_reaches_every_open_stream(tiny_model, tokenizer):
     with pytest.raises(RuntimeError, match="device lost"):
         asyncio.run(main())
     assert engine.engine.blocks.num_used == 0  # the request was cancelled on the way out
+
+
+def test_a_request_whose_step_fails_does_not_take_the_others_down(tiny_model, tokenizer):
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(num_blocks=8, max_num_seqs=1)))
+    run = engine.engine.runner.run
+
+    def run_failing_the_first(chunks):  # one request at a time: the first fails at its third step
+        if any(c.seq.prompt_ids == PROMPTS[0] and len(c.seq.output_ids) >= 2 for c in chunks):
+            raise RuntimeError("bad request")
+        return run(chunks)
+
+    engine.engine.runner.run = run_failing_the_first
+
+    async def collect(prompt):
+        return [out async for out in engine.stream(prompt, GREEDY)]
+
+    async def main():
+        first = asyncio.create_task(collect(PROMPTS[0]))
+        await asyncio.sleep(0.01)  # it is added first
+        return await asyncio.gather(first, collect(PROMPTS[1]), return_exceptions=True)
+
+    failed, other = asyncio.run(main())
+    assert isinstance(failed, RuntimeError) and "bad request" in str(failed)
+    assert other[-1].finished and other[-1].token_ids == greedy_reference(tiny_model, PROMPTS[1], GREEDY.max_tokens)
+    assert engine.engine.blocks.num_used == 0 and not engine.engine.seqs

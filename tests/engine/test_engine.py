@@ -121,6 +121,29 @@ def test_cancellation_frees_blocks_at_once(tiny_model, tokenizer):
     assert engine.seqs[running].output().finish_reason == "abort"
 
 
+def test_a_step_that_raises_ends_its_requests_and_frees_their_cache(tiny_model, tokenizer, reference, monkeypatch):
+    engine = _engine(tiny_model, tokenizer, max_num_seqs=1)
+    first = engine.add_request(PROMPTS[2], GREEDY)
+    engine.step()
+    second = engine.add_request(PROMPTS[0], GREEDY)  # waits: one request at a time
+    calls = []
+
+    def fail_once(*args):
+        calls.append(args)
+        raise RuntimeError("device lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(engine.runner, "run", fail_once)
+        with pytest.raises(RuntimeError, match="device lost"):
+            engine.step()
+    assert calls and engine.seqs[first].finish_reason == "error"
+    assert engine.seqs[first].token_ids[len(PROMPTS[2]):] == reference[2][:1]  # what it had is kept
+    assert engine.blocks.num_used == 0 and not engine.runner.slots  # nothing half-written stays in use
+    while engine.has_unfinished():  # the other request runs on, from a clean slot
+        engine.step()
+    assert engine.seqs[second].output().token_ids == reference[0]
+
+
 def test_stream_yields_each_token_and_frees_when_closed(tiny_model, tokenizer, reference):
     engine = _engine(tiny_model, tokenizer)
     outs = list(engine.stream(PROMPTS[2], GREEDY))

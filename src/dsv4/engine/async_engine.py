@@ -47,13 +47,20 @@ class AsyncEngine:
         while self._queues:
             try:
                 outs = await asyncio.to_thread(self._locked, self.engine.step)
-            except Exception as e:  # every open stream raises it instead of waiting forever
-                for queue in list(self._queues.values()):
-                    queue.put_nowait(e)
-                return
+            except Exception as e:  # the requests the step ended raise it; the others run on
+                failed = [rid for rid in self._queues if self._failed(rid)] or list(self._queues)
+                for rid in failed:  # (none ended: the engine itself is broken, so every stream raises)
+                    self._queues[rid].put_nowait(e)
+                if len(failed) == len(self._queues):
+                    return
+                continue
             for out in outs:
                 if out.request_id in self._queues:
                     self._queues[out.request_id].put_nowait(out)
+
+    def _failed(self, request_id: int) -> bool:
+        seq = self.engine.seqs.get(request_id)
+        return seq is not None and seq.finish_reason == "error"
 
     def _locked(self, fn, *args):
         with self._lock:

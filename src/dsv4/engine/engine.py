@@ -121,6 +121,20 @@ class Engine:
                 raise RuntimeError(f"no request could be scheduled: {len(self.scheduler.waiting)} waiting, "
                                    f"{len(self.scheduler.running)} running, {self.blocks.num_free} blocks free")
             return []
+        try:
+            seqs = self._run(chunks)
+        except BaseException:  # their cache may be half written: end them (blocks and slots freed), then raise
+            for c in chunks:
+                if not c.seq.is_finished:
+                    self._finish(c.seq, "error")
+            raise
+        if self.prefix is not None:
+            for c in chunks:
+                self.prefix.after_chunk(c.seq, c.start + c.n)
+        return [s.output() for s in seqs]
+
+    def _run(self, chunks) -> list[Sequence]:
+        """Runs the step's chunks and takes their tokens; returns the requests that got one."""
         spec = [c for c in chunks if self._speculates(c.seq)]
         plain = [c for c in chunks if not self._speculates(c.seq)]
         logits = self.runner.run(plain)
@@ -135,10 +149,7 @@ class Engine:
             if new:
                 self._accept(c.seq, new)
                 seqs.append(c.seq)
-        if self.prefix is not None:
-            for c in chunks:
-                self.prefix.after_chunk(c.seq, c.start + c.n)
-        return [s.output() for s in seqs]
+        return seqs
 
     def _speculates(self, seq: Sequence) -> bool:
         return self.speculator is not None and seq.params.greedy and seq.params.logprobs is None

@@ -25,7 +25,8 @@ class RequestOutput:
     prompt_token_ids: list[int]
     token_ids: list[int]  # generated ids (a final EOS / stop token id included)
     text: str  # decoded generated text, without a final EOS / stop token and cut before a stop string
-    finish_reason: str | None  # "stop" (EOS, stop id or string), "length", "abort"; None while running
+    finish_reason: str | None  # "stop" (EOS, stop id or string), "length", "abort", "error" (its step raised);
+    # None while running
     logprobs: list[TokenLogprob] | None = None
 
     @property
