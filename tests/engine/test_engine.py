@@ -209,3 +209,18 @@ def test_cache_allocation_equals_the_plan(tiny_model, tokenizer):
     engine.step()  # prefill 256 tokens: 2 blocks and a slot
     held = len(engine.blocks.table(request)) * cache.block_bytes() + cache.slot_bytes()
     assert held == plan.request_bytes(256)
+
+
+def test_kv_cache_gib_sizes_the_cache_to_fit(tiny_model, tokenizer):
+    from dsv4.cache.plan import KVPlan
+
+    plan = KVPlan(tiny_model.config)
+    block, slots = 128 * plan.bytes_per_token(), 3 * plan.fixed_bytes()
+    gib = (slots + 10.5 * block) / 2**30  # room for 10 whole blocks and half of one more
+    engine = _engine(tiny_model, tokenizer, kv_cache_gib=gib, max_num_seqs=3)
+    assert engine.config.num_blocks == 10 == engine.blocks.num_blocks
+    assert engine.runner.cache.nbytes() <= gib * 2**30 < engine.runner.cache.nbytes() + block
+    with pytest.raises(ValueError, match="holds no KV block: 3 request slots"):
+        _engine(tiny_model, tokenizer, kv_cache_gib=slots / 2**30, max_num_seqs=3)
+    with pytest.raises(ValueError, match="kv_cache_gib must be positive"):
+        EngineConfig(kv_cache_gib=0)

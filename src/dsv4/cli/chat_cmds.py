@@ -18,6 +18,8 @@ def register(sub) -> None:
                    help="checkpoint directory (default: the built-in random-weight `tiny` checkpoint, created once)")
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--dialect", choices=("ga", "preview"), default="ga")
+    p.add_argument("--kv-cache-gib", type=float, default=None,
+                   help="KV cache memory in GiB (default: 512 blocks of 128 tokens)")
     p.set_defaults(func=cmd_chat)
 
 
@@ -42,7 +44,7 @@ def load_request(args: argparse.Namespace) -> dict:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from dsv4.encoding import EncodingError, encode_request
-    from dsv4.engine import Engine
+    from dsv4.engine import Engine, EngineConfig
 
     request = load_request(args)
     try:
@@ -51,7 +53,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"dsv4 chat: {e}", file=sys.stderr)
         return 2
     path = args.model or default_checkpoint()
-    engine = Engine.from_pretrained(path)
+    engine = Engine.from_pretrained(path, EngineConfig(kv_cache_gib=args.kv_cache_gib))
     print(f"model {path} | prompt {len(engine.encode(prompt))} tokens ({args.dialect} dialect)"
           f" ends {prompt[-40:]!r}")
     t0 = time.perf_counter()

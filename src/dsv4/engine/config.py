@@ -16,7 +16,10 @@ class EngineConfig:
     block_size: int = 128
     """Tokens of context per KV block (a multiple of 128, the HCA ratio)."""
     num_blocks: int = 512
-    """KV blocks in the cache, allocated up front."""
+    """KV blocks in the cache, allocated up front (ignored when kv_cache_gib is set)."""
+    kv_cache_gib: float | None = None
+    """KV cache memory in GiB: num_blocks becomes what fits after the fixed part of max_num_seqs requests (their
+    window rings and compressor state), as `dsv4 kv-plan` counts it."""
     max_model_len: int = 1 << 20
     """Prompt + max_tokens of one request at most."""
     dtype: str = "float32"
@@ -30,6 +33,8 @@ class EngineConfig:
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
+            raise ValueError(f"kv_cache_gib must be positive; got {self.kv_cache_gib}")
         if self.prefix_cache_size < 0:
             raise ValueError(f"prefix_cache_size must be >= 0; got {self.prefix_cache_size}")
         if self.block_size % 128:

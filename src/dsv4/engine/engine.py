@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from dsv4.cache.block_manager import BlockManager
+from dsv4.cache.paged import PagedKVCache
 from dsv4.cache.snapshot import export_request, import_request
 from dsv4.model import PRESETS, Transformer, load_model
 
@@ -33,10 +34,24 @@ from .speculative import MTPSpeculator
 DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
 
 
+def sized_config(config: EngineConfig, model: Transformer) -> EngineConfig:
+    """With `kv_cache_gib` set: num_blocks = the blocks that fit in it after max_num_seqs request slots."""
+    if config.kv_cache_gib is None:
+        return config
+    shape = PagedKVCache(model.config, 1, config.block_size, 1, device="meta", mtp=config.speculative)
+    budget = int(config.kv_cache_gib * 2**30)
+    fixed = config.max_num_seqs * shape.slot_bytes()
+    blocks = (budget - fixed) // shape.block_bytes()
+    if blocks < 1:
+        raise ValueError(f"kv_cache_gib={config.kv_cache_gib} holds no KV block: {config.max_num_seqs} request "
+                         f"slots take {fixed / 2**20:.1f} MiB and one block {shape.block_bytes() / 2**20:.2f} MiB")
+    return dataclasses.replace(config, num_blocks=int(blocks))
+
+
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None,
                  eos_token_id: int = DEFAULT_EOS):
-        self.config = config = config or EngineConfig()
+        self.config = config = sized_config(config or EngineConfig(), model)
         self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
         self.blocks = BlockManager(config.num_blocks, config.block_size)
         align = config.block_size if config.prefix_cache_size else 0
