@@ -30,7 +30,8 @@ def plain(model):
 
 
 def _spec_engine(model) -> Engine:
-    return Engine(model, None, EngineConfig(num_blocks=8, speculative=True))
+    """Verifies drafts however many requests decode at once (the default batches them above 1)."""
+    return Engine(model, None, EngineConfig(num_blocks=8, speculative=True, speculative_max_batch=len(PROMPTS)))
 
 
 def _scripted_drafts(engine: Engine, truth: dict[tuple[int, ...], list[int]], right: callable):
@@ -82,3 +83,25 @@ def test_sampled_requests_do_not_speculate(model):
     engine = _spec_engine(model)
     assert engine.generate([PROMPTS[2]], p)[0].token_ids == want
     assert engine.speculator.drafted == 0
+
+
+def test_under_load_requests_decode_as_one_batch_and_keep_drafting(model, plain):
+    engine = Engine(model, None, EngineConfig(num_blocks=8, speculative=True, speculative_max_batch=2))
+    short = SamplingParams(temperature=0, max_tokens=4)  # ends first: then 2 decode, at most speculative_max_batch
+    ids = [engine.add_request(p, short if i == 0 else GREEDY) for i, p in enumerate(PROMPTS)]
+    calls = []
+    while engine.has_unfinished():
+        decoding = sum(1 for s in engine.seqs.values() if not s.is_finished and s.num_computed == len(s) - 1)
+        before, drafted = engine.runner.num_forward_calls, engine.speculator.drafted
+        engine.step()
+        calls.append((decoding, engine.runner.num_forward_calls - before, engine.speculator.drafted - drafted))
+    assert [engine.seqs[i].output().token_ids for i in ids] == [plain[0][:4]] + plain[1:]
+    loaded = [(n, d) for decoding, n, d in calls if decoding == 3]
+    assert loaded and all(n == 1 and d == 0 for n, d in loaded)  # 3 > 2: one forward, nothing verified
+    assert any(decoding <= 2 and d > 0 for decoding, _, d in calls)  # load dropped: drafts verified again
+    assert engine.blocks.num_used == 0 and not engine.speculator.drafts
+
+
+def test_speculative_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="speculative_max_batch must be positive"):
+        EngineConfig(speculative=True, speculative_max_batch=0)

@@ -28,9 +28,13 @@ class EngineConfig:
     """Slot copies kept at prompt block boundaries for prefix sharing between requests (0: no sharing)."""
     speculative: bool = False
     """MTP speculative decoding: greedy requests draft one token with the MTP layer, verified in the next step."""
+    speculative_max_batch: int = 1
+    """Drafts are verified only while at most this many greedy requests decode in a step (verifying takes one
+    2-token forward per request); with more, they decode as one batch and keep drafting for when load drops."""
 
     def __post_init__(self):
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks", "max_model_len",
+                     "speculative_max_batch"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
         if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:

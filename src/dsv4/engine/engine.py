@@ -158,6 +158,13 @@ class Engine:
         tokens, logprobs = self.sampler(logits, [s.seq_id for s in seqs], [s.params for s in seqs])
         for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
             self._accept(seq, [token], lp)
+        decoding = [c for c in spec if c.n == 1 and c.start == len(c.seq) - 1]
+        if len(decoding) > self.config.speculative_max_batch:  # under load: one batch, no verification
+            spec = [c for c in spec if c not in decoding]
+            for c, token in zip(decoding, self.speculator.run_batch(decoding), strict=True):
+                c.seq.num_computed = c.start + 1
+                self._accept(c.seq, [token])
+                seqs.append(c.seq)
         for c in spec:
             new = self.speculator.run(c)
             c.seq.num_computed = c.start + c.n + max(0, len(new) - 1)

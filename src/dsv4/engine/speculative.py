@@ -6,6 +6,10 @@ runs [last token, draft] in one forward: if the main model's argmax at the last 
 draft and the main model's next token are kept (2 tokens for one forward); otherwise the request's slot (window
 and compressor state) is restored from before the step and the known tokens are recomputed alone. Output equals
 plain greedy decoding either way.
+
+Verification is one forward per request. Under load (more decoding requests than `speculative_max_batch`), the
+requests decode as one batch instead (`run_batch`): no draft is verified, but the MTP layer still runs on each new
+token, so its window stays complete and a fresh draft is ready when load drops.
 """
 
 import torch
@@ -64,6 +68,23 @@ class MTPSpeculator:
         if c.samples:
             self.drafts[seq.seq_id] = int(mtp[0, -1].argmax())
         return new
+
+    def run_batch(self, chunks: list[Chunk]) -> list[int]:
+        """Decode chunks (one token each, at the end of their requests) as one batch -> each one's new token."""
+        seqs = [c.seq for c in chunks]
+        for seq in seqs:
+            self.drafts.pop(seq.seq_id, None)  # drafted for a verification that does not come
+        device = self.runner.device
+        ids = torch.tensor([[seq.token_ids[c.start]] for seq, c in zip(seqs, chunks, strict=True)], device=device)
+        pos = torch.tensor([c.start for c in chunks], device=device)
+        view = self.runner.view([seq.seq_id for seq in seqs])
+        h = self.model.hidden(ids, view, pos)  # [b,1,hc,d]
+        new = self.model.logits(h)[:, -1].argmax(-1)  # [b]
+        mtp = self.model.mtp_logits(h, new[:, None], view, pos)  # [b,1,vocab]
+        self.runner.num_forward_calls += 1
+        for seq, draft in zip(seqs, mtp[:, -1].argmax(-1).tolist(), strict=True):
+            self.drafts[seq.seq_id] = draft
+        return new.tolist()
 
     def _room(self, c: Chunk) -> bool:
         """A draft needs one more token of max_tokens and of blocks."""
