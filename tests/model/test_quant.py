@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dsv4.model.quant import fp4_round, fp8_round, hadamard
+from dsv4.model.quant import fp4_codes, fp4_grid_round, fp4_round, fp4_values, fp8_round, hadamard
 
 
 def _nearest_even(values: list[float], codes: list[int], v: float) -> float:
@@ -60,6 +60,16 @@ def test_fp4_round_matches_bitwise_oracle_including_ties():
     expected = _oracle(x, 32, 6.0, 6.0 * 2**-126, _e2m1_table())
     assert torch.equal(fp4_round(x, 32), expected)
     assert x[0, :8].tolist() != expected[0, :8].tolist()  # the ties did get rounded
+
+
+def test_fp4_grid_rounding_and_codes_match_the_oracle_on_a_dense_grid():
+    x = torch.arange(-6 * 2**9, 6 * 2**9 + 1) / 2**9  # every multiple of 2^-9 in [-6, 6]: all ties included
+    values, codes = _e2m1_table()
+    expected = torch.tensor([_nearest_even(values, codes, v) for v in x.tolist()])
+    assert torch.equal(fp4_grid_round(x), expected)
+    assert torch.equal(fp4_values(fp4_codes(x)).float(), expected)
+    minus_zero = torch.tensor([8, 0], dtype=torch.uint8)  # -0.1 rounds to -0 and keeps its sign
+    assert torch.equal(fp4_codes(torch.tensor([-0.1, 0.1])), minus_zero)
 
 
 def test_hadamard_matches_sylvester_matrix():

@@ -40,8 +40,8 @@ def hc_pre(x: torch.Tensor, fn, scale, base, norm_eps: float, iters: int, hc_eps
 
 def hc_post(out: torch.Tensor, residual: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
     """out [b,s,d], residual [b,s,hc,d] -> new streams [b,s,hc,d]."""
-    y = post.unsqueeze(-1) * out.float().unsqueeze(-2) + (comb.unsqueeze(-1) * residual.float().unsqueeze(-2)).sum(2)
-    return y.to(residual.dtype)
+    mixed = torch.matmul(comb.transpose(-1, -2), residual.float())  # Σ_j comb[j,k] · old_j, no [hc,hc,d] temporary
+    return (post.unsqueeze(-1) * out.float().unsqueeze(-2) + mixed).to(residual.dtype)
 
 
 def hc_head(x: torch.Tensor, fn, scale, base, norm_eps: float, hc_eps: float) -> torch.Tensor:

@@ -37,15 +37,20 @@ def fp8_round(x: torch.Tensor, block: int = 128, pow2: bool = True) -> torch.Ten
     return (q * s).view(shape).to(dtype)
 
 
+def fp4_grid_round(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 values (already scaled into [-6, 6]) to the nearest e2m1 value, ties to the even code.
+    The grid is uniform on each binade, so rounding there is round-half-even at its step: 0.5 up to 2, 1 up
+    to 4, 2 up to 6 (an even step count is an even code)."""
+    m = x.abs()
+    fine, mid, coarse = torch.round(m * 2) * 0.5, torch.round(m), torch.round(m * 0.5) * 2
+    return torch.where(m <= 2, fine, torch.where(m <= 4, mid, coarse)).copysign(x)
+
+
 def fp4_codes(x: torch.Tensor) -> torch.Tensor:
     """Round float32 values (already scaled into [-6, 6]) to e2m1 codes 0..15, round-half-to-even."""
-    grid = torch.tensor(FP4_GRID, device=x.device)
-    mag = x.abs().clamp(max=FP4_MAX)
-    mid = (grid[1:] + grid[:-1]) / 2
-    idx = torch.bucketize(mag, mid)  # mid[i-1] < mag <= mid[i] -> i
-    tie = (idx < len(mid)) & (mag == mid[idx.clamp(max=len(mid) - 1)]) & (idx % 2 == 1)
-    idx = idx + tie.long()
-    return (idx + 8 * (x < 0).long()).to(torch.uint8)
+    twice = torch.tensor((0, 1, 2, 3, 4, -1, 5, -1, 6, -1, -1, -1, 7), device=x.device)  # 2·value -> code
+    magnitude = twice[(fp4_grid_round(x).abs() * 2).long()]
+    return (magnitude + 8 * (x < 0).long()).to(torch.uint8)
 
 
 def fp4_values(codes: torch.Tensor) -> torch.Tensor:
@@ -61,7 +66,7 @@ def fp4_round(x: torch.Tensor, block: int = 32) -> torch.Tensor:
         raise ValueError(f"last dim {shape[-1]} is not a multiple of the FP4 block {block}")
     x = x.float().unflatten(-1, (-1, block))
     s = pow2_ceil(x.abs().amax(-1, keepdim=True).clamp_min(FP4_MAX * 2.0**-126) * (1.0 / FP4_MAX))
-    q = fp4_values(fp4_codes((x / s).clamp(-FP4_MAX, FP4_MAX)))
+    q = fp4_grid_round((x / s).clamp(-FP4_MAX, FP4_MAX))
     return (q * s).view(shape).to(dtype)
 
 

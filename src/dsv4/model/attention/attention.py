@@ -58,7 +58,8 @@ class Attention(nn.Module):
         if s > 1 and self.gathered_prefill:
             return self._out(self._prefill(x, start_pos, cache), positions)
         q, kv, qr = self._qkv(x, positions)
-        keys, mask = self._window(kv, start_pos, cache)  # [b,k,d], [s,k]
+        keys, key_pos = self._window(kv, start_pos, cache)  # [b,k,d], [k]
+        mask = window_mask(positions, key_pos, self.window_size)  # [s,k]
         mask = mask.expand(b, -1, -1)
         if self.ratio:
             selected = self.indexer(x, qr, start_pos, cache.indexer) if self.ratio == 4 else None
@@ -77,19 +78,22 @@ class Attention(nn.Module):
         b, s, _ = x.shape
         positions = torch.arange(start_pos, start_pos + s, device=x.device)
         q, kv, qr = self._qkv(x, positions)
-        win_keys, win_mask = self._window(kv, start_pos, cache)  # [b,o+s,d], [s,o+s]
+        win_keys, key_pos = self._window(kv, start_pos, cache)  # [b,o+s,d], [o+s]
         old = win_keys.size(1) - s  # cached window tokens before start_pos
         top = self.indexer.select(x, qr, start_pos, cache.indexer, self.budget) if self.ratio == 4 else None
         n = self.compressor(x, start_pos, cache.compressor) if self.ratio else 0
         hca = cache.compressor.entries[:b, :n].to(kv.dtype) if self.ratio == 128 else None  # [b,n,d]
         per_query = self.n_heads * (self.window_size + (n if hca is not None else 0)) + \
             (top.size(-1) * self.head_dim if top is not None else 0)
-        step = max(1, min(s, self.budget // (b * per_query)))
+        # a step's queries share one window slice of step + 127 keys: more queries per step would make each
+        # score keys it cannot see (2048 queries: 2175 keys each, 17x the window)
+        step = max(1, min(s, self.window_size, self.budget // (b * per_query)))
         out = []
         for i in range(0, s, step):
             j = min(s, i + step)
             lo = max(0, old + i - self.window_size + 1)  # first window key any of these queries sees
-            keys, mask = win_keys[:, lo:old + j], win_mask[i:j, lo:old + j].expand(b, -1, -1)
+            keys = win_keys[:, lo:old + j]
+            mask = window_mask(positions[i:j], key_pos[lo:old + j], self.window_size).expand(b, -1, -1)
             if hca is not None:
                 m = (start_pos + j) // self.ratio  # entries complete for the last of these queries
                 keys = torch.cat([keys, hca[:, :m]], dim=1)
@@ -147,19 +151,22 @@ class Attention(nn.Module):
 
     def _window(self, kv: torch.Tensor, start_pos: int, cache: LayerCache):
         """Keys of the window branch: cached tokens before start_pos that some query still sees, then the new
-        tokens; the new tokens' last `window_size` go into the ring buffer. Returns keys [b,k,d] and the
-        window mask [s,k]."""
+        tokens; the new tokens' last `window_size` go into the ring buffer. Returns keys [b,k,d] and their
+        positions [k]."""
         b, s, _ = kv.shape
         win = self.window_size
         old = torch.arange(max(0, start_pos - win + 1), start_pos, device=kv.device)
         keys = torch.cat([cache.window[:b, old % win].to(kv.dtype), kv], dim=1)
         key_pos = torch.cat([old, torch.arange(start_pos, start_pos + s, device=kv.device)])
-        q_pos = torch.arange(start_pos, start_pos + s, device=kv.device)
-        dist = q_pos[:, None] - key_pos[None, :]
-        mask = (dist >= 0) & (dist < win)
         keep = key_pos[-min(s, win):]
         cache.window[:b, keep % win] = kv[:, -len(keep):].to(cache.window.dtype)
-        return keys, mask
+        return keys, key_pos
+
+
+def window_mask(q_pos: torch.Tensor, key_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """[s] query and [k] key positions -> [s,k]: the key is one of the query's last `window` tokens."""
+    dist = q_pos[:, None] - key_pos[None, :]
+    return (dist >= 0) & (dist < window)
 
 
 
@@ -171,4 +178,5 @@ def gather_entries(entries, idx: torch.Tensor) -> torch.Tensor:
     span = max(1, int(idx.max()) + 1)
     flat = idx.clamp_min(0) + torch.arange(b, device=idx.device)[:, None, None] * span  # row-major entry ids
     distinct, inverse = torch.unique(flat, return_inverse=True)  # [u], [b,q,k]
-    return entries[distinct // span, distinct % span][inverse]
+    unique = entries[distinct // span, distinct % span]  # [u,d]
+    return unique.index_select(0, inverse.flatten()).view(*idx.shape, -1)  # (index_select: 5x advanced indexing)
