@@ -5,6 +5,8 @@ one power-of-two (UE8M0) scale per 64 dims, and the indexer's queries and keys t
 scale per 32 dims) after a Hadamard rotation. These functions return the rounded values in the input dtype.
 """
 
+import functools
+
 import torch
 
 FP8_MAX = 448.0
@@ -71,15 +73,20 @@ def fp4_round(x: torch.Tensor, block: int = 32) -> torch.Tensor:
 
 
 def hadamard(x: torch.Tensor) -> torch.Tensor:
-    """Walsh-Hadamard transform (Sylvester order) over the last dim, scaled by n^-0.5 (orthonormal)."""
+    """Walsh-Hadamard transform (Sylvester order) over the last dim, scaled by n^-0.5 (orthonormal).
+    One matrix product with the cached matrix: a butterfly in tensor ops is log2(n) stages of several ops each
+    (25x slower for a decode step's few rows, 3x for a prefill chunk's)."""
     n = x.shape[-1]
     if n & (n - 1):
         raise ValueError(f"Hadamard size {n} is not a power of two")
-    dtype, shape = x.dtype, x.shape
-    y = x.to(torch.promote_types(dtype, torch.float32)).reshape(-1, n)
-    h = 1
-    while h < n:
-        y = y.view(-1, n // (2 * h), 2, h)
-        y = torch.stack((y[:, :, 0] + y[:, :, 1], y[:, :, 0] - y[:, :, 1]), dim=2)
-        h *= 2
-    return (y.reshape(shape) * n**-0.5).to(dtype)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return (x.to(dtype) @ hadamard_matrix(n, dtype, x.device)).to(x.dtype)
+
+
+@functools.cache
+def hadamard_matrix(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The symmetric orthonormal Sylvester-Hadamard matrix of size n (a power of two)."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.size(0) < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return (h * n**-0.5).to(dtype=dtype, device=device)
