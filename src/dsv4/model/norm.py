@@ -1,6 +1,7 @@
 """RMSNorm, computed in float32 with a float32 weight (the checkpoint stores it in BF16)."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -12,12 +13,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., d] -> [..., d] in x's dtype
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + self.eps)
-        return (self.weight * x).to(dtype)
+        return F.rms_norm(x.float(), (self.dim,), self.weight, self.eps).to(x.dtype)
 
 
 def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Weightless RMS normalization over the last dim (the per-head query norm)."""
-    return x * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + eps).to(x.dtype)
+    return F.rms_norm(x.float(), (x.size(-1),), None, eps).to(x.dtype)

@@ -56,12 +56,9 @@ class Rope(nn.Module):
         # x: [b,s,h,d] or [b,s,d]; positions: [s] (shared by the rows) or [b,s] -> same shape as x
         rd = self.rope_head_dim
         angles = positions.to(torch.float32)[..., None] * self.inv_freq().to(positions.device)  # [(b,)s,rd/2]
-        cos, sin = angles.cos(), angles.sin()
-        if inverse:
-            sin = -sin
+        rotation = torch.polar(torch.ones_like(angles), -angles if inverse else angles)  # e^{iθ}, as the reference
         if x.ndim == 4:
-            cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-        r = x[..., -rd:].float()
-        a, b = r[..., 0::2], r[..., 1::2]
-        rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
+            rotation = rotation.unsqueeze(-2)
+        pairs = torch.view_as_complex(x[..., -rd:].float().unflatten(-1, (-1, 2)))  # (even, odd) dims as complex
+        rotated = torch.view_as_real(pairs * rotation).flatten(-2)
         return torch.cat([x[..., :-rd], rotated.to(x.dtype)], dim=-1)
