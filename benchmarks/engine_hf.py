@@ -2,7 +2,9 @@
 tokens/s after a prefill of N tokens and the KV cache bytes each holds for the request, printed as ratios.
 
 HF runs eager attention over its DynamicCache (float32, dense); dsv4 runs the
-paged packed cache (584 B entries, MXFP4 indexer keys). Prints; asserts nothing.
+paged packed cache (584 B entries, MXFP4 indexer keys). Also printed: the tensor ops each dispatches per decode
+step (on this tiny model both are bound by op dispatch, not arithmetic), and the bound the entry formats alone set
+on the memory ratio (packed bytes per token over float32 bytes per token). Prints; asserts nothing.
 Run: `.venv/bin/python benchmarks/engine_hf.py [--contexts 4096,16384] [--steps 16]`.
 """
 
@@ -12,8 +14,10 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import DynamicCache
 
+from dsv4.cache.plan import KVPlan
 from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
@@ -39,21 +43,36 @@ def tensor_bytes(obj, seen: set[int] | None = None, depth: int = 0) -> int:
     return 0
 
 
-def ours(model, prompt: list[int], steps: int) -> tuple[float, int]:
-    engine = Engine(model, None, EngineConfig(num_blocks=-(-(len(prompt) + steps) // 128), max_num_seqs=1,
+class OpCounter(TorchDispatchMode):
+    """Counts the tensor ops dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ours(model, prompt: list[int], steps: int) -> tuple[float, int, int]:
+    engine = Engine(model, None, EngineConfig(num_blocks=-(-(len(prompt) + steps + 1) // 128), max_num_seqs=1,
                                               max_num_batched_tokens=2048))
-    request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
+    request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 2, ignore_eos=True))
     while not engine.seqs[request].output_ids:
         engine.step()
     held = len(engine.blocks.table(request)) * engine.runner.cache.block_bytes() + engine.runner.cache.slot_bytes()
     t = time.perf_counter()
-    while engine.has_unfinished():
+    for _ in range(steps):
         engine.step()
-    return steps / (time.perf_counter() - t), held
+    speed = steps / (time.perf_counter() - t)
+    with OpCounter() as counter:  # one more step, untimed
+        engine.step()
+    return speed, held, counter.ops
 
 
 @torch.inference_mode()
-def theirs(hf, prompt: list[int], steps: int) -> tuple[float, int]:
+def theirs(hf, prompt: list[int], steps: int) -> tuple[float, int, int]:
     cache = DynamicCache(config=hf.config)
     ids = torch.tensor([prompt])
     for i in range(0, len(prompt), 2048):  # chunked prefill, as ours
@@ -63,7 +82,10 @@ def theirs(hf, prompt: list[int], steps: int) -> tuple[float, int]:
     for _ in range(steps):
         token = logits.argmax(-1, keepdim=True)
         logits = hf(token, cache=cache, use_cache=True).logits[:, -1]
-    return steps / (time.perf_counter() - t), held
+    speed = steps / (time.perf_counter() - t)
+    with OpCounter() as counter:
+        hf(logits.argmax(-1, keepdim=True), cache=cache, use_cache=True)
+    return speed, held, counter.ops
 
 
 def main():
@@ -76,13 +98,19 @@ def main():
     hf = hf_model(model)
     print(f"tiny preset, float32, {args.steps} greedy decode steps after a prefill of N tokens")
     print(f"  {'N':>8}  {'dsv4 tok/s':>10}  {'HF tok/s':>9}  {'speed':>6}  {'dsv4 KV':>10}  {'HF KV':>10}  "
-          f"{'memory':>7}")
+          f"{'memory':>7}  {'ops/step dsv4':>13}  {'HF':>6}")
     for n in (int(x) for x in args.contexts.split(",")):
         prompt = torch.randint(2, 1000, (n,), generator=torch.Generator().manual_seed(n)).tolist()
-        a_speed, a_bytes = ours(model, prompt, args.steps)
-        b_speed, b_bytes = theirs(hf, prompt, args.steps)
+        a_speed, a_bytes, a_ops = ours(model, prompt, args.steps)
+        b_speed, b_bytes, b_ops = theirs(hf, prompt, args.steps)
         print(f"  {n:>8,}  {a_speed:>10.2f}  {b_speed:>9.2f}  {a_speed / b_speed:>5.2f}x  "
-              f"{a_bytes / 2**20:>7.2f} MiB  {b_bytes / 2**20:>6.2f} MiB  {a_bytes / b_bytes:>6.3f}")
+              f"{a_bytes / 2**20:>7.2f} MiB  {b_bytes / 2**20:>6.2f} MiB  {a_bytes / b_bytes:>6.3f}  "
+              f"{a_ops:>13,}  {b_ops:>6,}", flush=True)
+    c, plan = model.config, KVPlan(model.config)
+    fp32 = sum({"csa": 4 * (c.head_dim + c.index_head_dim) / 4, "hca": 4 * c.head_dim / 128}.get(k, 0)
+               for k in plan.kinds)
+    print(f"  format bound on the memory ratio as N grows: {plan.bytes_per_token():.0f} / {fp32:.0f} B per token "
+          f"= {plan.bytes_per_token() / fp32:.3f} (packed entries vs float32 ones; the fixed part comes on top)")
 
 
 if __name__ == "__main__":
