@@ -88,12 +88,19 @@ class Compressor(nn.Module):
     def _pool(self, kv: torch.Tensor, score: torch.Tensor, prev: tuple | None) -> torch.Tensor:
         # kv, score: [b,n,r,coff·d]; prev: the state's previous block (kv, score) [b,r,coff·d] -> [b,n,d]
         if self.overlap:
-            d = self.head_dim
-            prev_kv = torch.cat([prev[0][:, None], kv[:, :-1]], dim=1)[..., :d]
-            prev_score = torch.cat([prev[1][:, None], score[:, :-1]], dim=1)[..., :d]
-            kv = torch.cat([prev_kv, kv[..., d:]], dim=2)  # [b,n,2r,d]
-            score = torch.cat([prev_score, score[..., d:]], dim=2)
+            kv, score = self._overlapped(kv, prev[0]), self._overlapped(score, prev[1])  # [b,n,2r,d]
         return (kv * score.softmax(dim=2)).sum(dim=2)
+
+    def _overlapped(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        # x [b,n,r,2d], prev [b,r,2d] -> [b,n,2r,d]: block i-1's first half (the state's block for i = 0), then
+        # block i's second half
+        b, n, r, _ = x.shape
+        d = self.head_dim
+        out = x.new_empty(b, n, 2 * r, d)
+        out[:, 0, :r] = prev[..., :d]
+        out[:, 1:, :r] = x[:, :-1, :, :d]
+        out[:, :, r:] = x[..., d:]
+        return out
 
     def _finish(self, kv: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         # kv: [b,n,d] pooled entries (in the model dtype, as the reference), index: their entry numbers [n] or
