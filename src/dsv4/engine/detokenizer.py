@@ -5,6 +5,8 @@ over a long agent turn. Here each token is decoded once (tokenizers' `DecodeStre
 UTF-8 character until it is complete, so the running text only ever grows), and stop strings are looked for only
 where a new one can end: in the text added since the last token and the `longest stop - 1` characters before it.
 When the request ends, its text is decoded once in full, so the final text equals decoding the output ids.
+While it runs, `visible` holds back a tail that could still grow into a stop string, so streamed text never
+shows part of a stop string that then disappears from the final text.
 """
 
 from tokenizers import Tokenizer
@@ -30,6 +32,16 @@ class Detokenizer:
         # no stop string lies wholly in the old text (it would have been found then), so a new one ends in chunk
         start = max(0, old - self.longest + 1)
         return min((i for s in self.stops if (i := self.text.find(s, start)) >= 0), default=-1)
+
+    @property
+    def visible(self) -> str:
+        """`text` less its longest tail that is a proper prefix of a stop string: it only ever grows, and the
+        final text (cut before a stop string, or whole) starts with it."""
+        text = self.text
+        for k in range(min(self.longest - 1, len(text)), 0, -1):
+            if any(s.startswith(text[-k:]) for s in self.stops):
+                return text[:-k]
+        return text
 
     def full(self, token_ids: list[int]) -> str:
         """The text of token_ids decoded at once (a trailing split character shows as U+FFFD)."""

@@ -241,7 +241,7 @@ class Engine:
         detok = self.detok[seq.seq_id] = Detokenizer(self.tokenizer, seq.params.stop)
         for token in seq.output_ids:
             detok.add(token)
-        seq.text = detok.text
+        seq.text = detok.visible
         if generator is not None:
             self.sampler.generator(seq.seq_id, seq.params).set_state(generator)
         self.seqs[seq.seq_id] = seq
@@ -254,9 +254,9 @@ class Engine:
             seq.text = detok.full(out[:-1])
             return self._finish(seq, "stop")
         cut = detok.add(token)
-        seq.text = detok.text
+        seq.text = detok.visible
         if cut >= 0:
-            seq.text = seq.text[:cut]
+            seq.text = detok.text[:cut]
             return self._finish(seq, "stop")
         if len(out) >= p.max_tokens:
             seq.text = detok.full(out)
