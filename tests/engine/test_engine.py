@@ -220,6 +220,9 @@ def test_kv_cache_gib_sizes_the_cache_to_fit(tiny_model, tokenizer):
     engine = _engine(tiny_model, tokenizer, kv_cache_gib=gib, max_num_seqs=3)
     assert engine.config.num_blocks == 10 == engine.blocks.num_blocks
     assert engine.runner.cache.nbytes() <= gib * 2**30 < engine.runner.cache.nbytes() + block
+    spec = _engine(tiny_model, tokenizer, kv_cache_gib=gib, max_num_seqs=3, speculative=True)  # + MTP windows
+    cache = spec.runner.cache
+    assert spec.config.num_blocks < 10 and cache.nbytes() <= gib * 2**30 < cache.nbytes() + cache.block_bytes()
     with pytest.raises(ValueError, match="holds no KV block: 3 request slots"):
         _engine(tiny_model, tokenizer, kv_cache_gib=slots / 2**30, max_num_seqs=3)
     with pytest.raises(ValueError, match="kv_cache_gib must be positive"):
