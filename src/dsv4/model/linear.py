@@ -23,4 +23,6 @@ class Linear(nn.Module):
         # x: [..., in] -> [..., out]
         if self.act_quant:
             x = fp8_round(x, 128)
-        return F.linear(x.to(self.weight.dtype), self.weight)
+        if x.dtype != self.weight.dtype:  # (a same-dtype .to() is still a dispatched op: decode counts them)
+            x = x.to(self.weight.dtype)
+        return F.linear(x, self.weight)
