@@ -6,7 +6,8 @@ which dsv4 loads as is. Then dsv4's engine runs the same measurements on the sam
 each context, ms/token for 32 decode steps after it, peak RSS and KV bytes. Each dsv4 measurement runs in its
 own process so its peak RSS is its own. Printed as ratios; asserts nothing.
 
-Run: `.venv/bin/python benchmarks/peer_llamacpp.py [--contexts 4096,16384] [--threads 2] [--reuse]`
+Run: `.venv/bin/python benchmarks/peer_llamacpp.py [--contexts 4096,16384] [--threads 2] [--decode-threads 1]
+[--reuse]`
 (the first run builds llama.cpp: ~4 min on 2 cores; the peer's benchmarks take ~2 min per 16K context).
 """
 
@@ -43,7 +44,7 @@ def run_peer(contexts: list[int], threads: int) -> Path:
     return out
 
 
-def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int) -> dict:
+def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decode_threads: int) -> dict:
     """Prefill `context` random tokens, then `steps` greedy decode steps (in this process)."""
     import torch
 
@@ -52,7 +53,8 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int) -> di
     torch.set_num_threads(threads)
     blocks = -(-(context + steps + 1) // 128)
     engine = Engine.from_pretrained(checkpoint, EngineConfig(num_blocks=blocks, max_num_seqs=1,
-                                                             max_num_batched_tokens=2048))
+                                                             max_num_batched_tokens=2048,
+                                                             decode_threads=decode_threads))
     prompt = torch.randint(2, 1000, (context,), generator=torch.Generator().manual_seed(0)).tolist()
     request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
     t = time.perf_counter()
@@ -68,8 +70,9 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int) -> di
             "kv_bytes": engine.runner.cache.nbytes()}
 
 
-def dsv4_in_subprocess(checkpoint: Path, context: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--measure-dsv4", str(checkpoint), str(context), "--threads", str(threads)]
+def dsv4_in_subprocess(checkpoint: Path, context: int, threads: int, decode_threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--measure-dsv4", str(checkpoint), str(context), "--threads", str(threads),
+           "--decode-threads", str(decode_threads)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # as the dsv4 command runs (see dsv4.cli.main)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -99,20 +102,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contexts", default="4096,16384")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decode-threads", type=int, default=1,
+                        help="dsv4's threads for decode-only steps (EngineConfig.decode_threads; the tiny model's "
+                             "decode ops are too small to split); prefill uses --threads")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--reuse", action="store_true", help="reuse the peer results of the last run")
     parser.add_argument("--measure-dsv4", nargs=2, metavar=("CHECKPOINT", "CTX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_dsv4:
         print(json.dumps(measure_dsv4(Path(args.measure_dsv4[0]), int(args.measure_dsv4[1]), args.steps,
-                                      args.threads)))
+                                      args.threads, args.decode_threads)))
         return
     contexts = [int(c) for c in args.contexts.split(",")]
     results = WORK / "results.jsonl"
     if not (args.reuse and results.is_file()):
         results = run_peer(contexts, args.threads)
-    ours = [dsv4_in_subprocess(WORK / "tiny-v4", c, args.threads) for c in contexts]
-    print(f"same checkpoint ({WORK / 'tiny-v4'}), {args.threads} threads, {args.steps} decode steps")
+    ours = [dsv4_in_subprocess(WORK / "tiny-v4", c, args.threads, args.decode_threads) for c in contexts]
+    print(f"same checkpoint ({WORK / 'tiny-v4'}), {args.threads} threads (dsv4 decode steps: "
+          f"{args.decode_threads}), {args.steps} decode steps")
     report(peer_rows(results), ours)
 
 

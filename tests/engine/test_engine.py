@@ -227,3 +227,25 @@ def test_kv_cache_gib_sizes_the_cache_to_fit(tiny_model, tokenizer):
         _engine(tiny_model, tokenizer, kv_cache_gib=slots / 2**30, max_num_seqs=3)
     with pytest.raises(ValueError, match="kv_cache_gib must be positive"):
         EngineConfig(kv_cache_gib=0)
+
+
+def test_decode_threads_apply_to_decode_only_steps(tiny_model, tokenizer, reference, monkeypatch):
+    engine = _engine(tiny_model, tokenizer, decode_threads=1)
+    seen, run = [], engine.runner.run
+
+    def record(chunks):
+        seen.append((max(c.n for c in chunks), torch.get_num_threads()))
+        return run(chunks)
+
+    monkeypatch.setattr(engine.runner, "run", record)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = engine.generate([PROMPTS[1]], GREEDY)[0]
+        assert torch.get_num_threads() == 2  # restored after every step
+    finally:
+        torch.set_num_threads(before)
+    assert out.token_ids == reference[1]
+    assert seen[0] == (len(PROMPTS[1]), 2) and all(t == 1 for n, t in seen[1:]) and len(seen) == GREEDY.max_tokens
+    with pytest.raises(ValueError, match="decode_threads must be positive"):
+        EngineConfig(decode_threads=0)

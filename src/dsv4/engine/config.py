@@ -22,6 +22,10 @@ class EngineConfig:
     window rings and compressor state), as `dsv4 kv-plan` counts it."""
     max_model_len: int = 1 << 20
     """Prompt + max_tokens of one request at most."""
+    decode_threads: int | None = None
+    """Intra-op threads for steps that only decode (None: torch's setting, as for prefill), like llama.cpp's
+    --threads beside --threads-batch. A small model's decode ops are too small to split: the tiny preset decodes
+    at 4K in 17.8 ms/token on one thread and 27.1 on two."""
     dtype: str = "float32"
     """Model compute dtype: float32 or bfloat16."""
     prefix_cache_size: int = 0
@@ -37,6 +41,8 @@ class EngineConfig:
                      "speculative_max_batch"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive; got {getattr(self, name)}")
+        if self.decode_threads is not None and self.decode_threads <= 0:
+            raise ValueError(f"decode_threads must be positive or None; got {self.decode_threads}")
         if self.kv_cache_gib is not None and self.kv_cache_gib <= 0:
             raise ValueError(f"kv_cache_gib must be positive; got {self.kv_cache_gib}")
         if self.prefix_cache_size < 0:

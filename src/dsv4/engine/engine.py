@@ -9,9 +9,11 @@ import dataclasses
 import itertools
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
@@ -32,6 +34,19 @@ from .sequence import RequestOutput, Sequence
 from .speculative import MTPSpeculator
 
 DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
+
+
+@contextmanager
+def intra_op_threads(n: int | None):
+    """torch's intra-op thread count set to n (None: unchanged) for the block, then restored."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            torch.set_num_threads(before)
 
 
 def sized_config(config: EngineConfig, model: Transformer) -> EngineConfig:
@@ -136,8 +151,10 @@ class Engine:
                 raise RuntimeError(f"no request could be scheduled: {len(self.scheduler.waiting)} waiting, "
                                    f"{len(self.scheduler.running)} running, {self.blocks.num_free} blocks free")
             return []
+        threads = self.config.decode_threads if all(c.n == 1 for c in chunks) else None
         try:
-            seqs = self._run(chunks)
+            with intra_op_threads(threads):
+                seqs = self._run(chunks)
         except BaseException:  # their cache may be half written: end them (blocks and slots freed), then raise
             for c in chunks:
                 if not c.seq.is_finished:
