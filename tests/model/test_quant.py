@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dsv4.model.quant import fp4_codes, fp4_grid_round, fp4_round, fp4_values, fp8_round, hadamard
+from dsv4.model.quant import fp4_codes, fp4_grid_round, fp4_round, fp4_values, fp8_round, fp8_to_float, hadamard
 
 
 def _nearest_even(values: list[float], codes: list[int], v: float) -> float:
@@ -70,6 +70,15 @@ def test_fp4_grid_rounding_and_codes_match_the_oracle_on_a_dense_grid():
     assert torch.equal(fp4_values(fp4_codes(x)).float(), expected)
     minus_zero = torch.tensor([8, 0], dtype=torch.uint8)  # -0.1 rounds to -0 and keeps its sign
     assert torch.equal(fp4_codes(torch.tensor([-0.1, 0.1])), minus_zero)
+
+
+def test_fp8_table_decodes_every_byte_as_torch_does():
+    codes = torch.arange(256, dtype=torch.uint8)
+    expected = codes.view(torch.float8_e4m3fn).float()
+    got = fp8_to_float(codes)
+    assert torch.equal(got.isnan(), expected.isnan()) and torch.equal(got.nan_to_num(), expected.nan_to_num())
+    square = fp8_to_float(codes.view(torch.float8_e4m3fn).view(16, 16))  # fp8 values in, shape kept
+    assert torch.equal(square.nan_to_num(), got.view(16, 16).nan_to_num())
 
 
 def test_hadamard_matches_sylvester_matrix():

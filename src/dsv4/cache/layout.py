@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_codes, fp4_values, pow2_ceil
+from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_codes, fp4_values, fp8_to_float, pow2_ceil
 
 
 class LayoutError(ValueError):
@@ -64,7 +64,7 @@ class MainEntryLayout:
         """uint8 [..., nbytes] -> kv [..., head_dim] in `dtype`."""
         _check_width(packed, self.nbytes, "packed main KV entry")
         n, r = self.nope_dim, self.rope_dim
-        q = packed[..., :n].contiguous().view(torch.float8_e4m3fn).float().unflatten(-1, (self.n_scales, self.block))
+        q = fp8_to_float(packed[..., :n]).unflatten(-1, (self.n_scales, self.block))
         scale = e8m0_decode(packed[..., n + 2 * r: n + 2 * r + self.n_scales]).unsqueeze(-1)
         rope = packed[..., n: n + 2 * r].contiguous().view(torch.bfloat16).float()
         return torch.cat([(q * scale).flatten(-2), rope], dim=-1).to(dtype)

@@ -35,8 +35,20 @@ def fp8_round(x: torch.Tensor, block: int = 128, pow2: bool = True) -> torch.Ten
         raise ValueError(f"last dim {shape[-1]} is not a multiple of the FP8 block {block}")
     x = x.float().unflatten(-1, (-1, block))
     s = fp8_scales(x, block, pow2)
-    q = (x / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).float()
+    q = fp8_to_float((x / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn))
     return (q * s).view(shape).to(dtype)
+
+
+def fp8_to_float(x: torch.Tensor) -> torch.Tensor:
+    """float8_e4m3fn values, or their bytes (uint8), -> float32 through a 256-entry table: exact, and ~5x faster
+    than torch's CPU conversion (~4 ns a value), which dominated reading a batch's window rings."""
+    codes = x.view(torch.uint8) if x.dtype == torch.float8_e4m3fn else x
+    return fp8_table(codes.device).index_select(0, codes.reshape(-1).int()).view(codes.shape)
+
+
+@functools.cache
+def fp8_table(device: torch.device) -> torch.Tensor:
+    return torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().to(device)
 
 
 def fp4_grid_round(x: torch.Tensor) -> torch.Tensor:
