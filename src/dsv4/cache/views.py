@@ -38,7 +38,9 @@ class SlotRows:
 
     def __getitem__(self, key) -> torch.Tensor:
         rows, rest = self._rows(key)
-        if None in rest:  # a new axis: gather the rows first, then apply the rest as a plain tensor index
+        if not rest and rows.ndim == 1:  # whole rows (window rings): index_select is several times advanced indexing
+            value = self.pool.index_select(0, rows)
+        elif None in rest:  # a new axis: gather the rows first, then apply the rest as a plain tensor index
             value = self.pool[rows][(slice(None),) + rest]
         else:
             value = self.pool[self._index(key)]
