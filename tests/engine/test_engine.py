@@ -179,8 +179,10 @@ def test_request_errors_name_the_field(tiny_model, tokenizer):
         EngineConfig(block_size=64)
     with pytest.raises(ValueError, match="max_model_len=200"):
         engine.add_request([0], SamplingParams(max_tokens=200))
-    with pytest.raises(ValueError, match=r"prompt token ids must be in \[0, 129280\); got \[129280\]"):
+    with pytest.raises(ValueError, match=r"prompt token ids must be in \[0, 129280\); 1 are not: 129280 at 1$"):
         engine.add_request([0, 129280])
+    with pytest.raises(ValueError, match=r"3000 are not: 129280 at 1, .*, 129284 at 5, \.\.\.$"):
+        engine.add_request([0] + list(range(129280, 132280)))  # a long wrong prompt: named, not dumped
     with pytest.raises(ValueError, match="top_p must be in"):
         SamplingParams(top_p=0)
     with pytest.raises(ValueError, match="prompts must be a list of prompts"):

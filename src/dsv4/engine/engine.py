@@ -109,8 +109,10 @@ class Engine:
             return self.tokenizer.encode(prompt, add_special_tokens=False).ids
         ids = [int(t) for t in prompt]
         vocab = self.model.config.vocab_size
-        if any(not 0 <= t < vocab for t in ids):
-            raise ValueError(f"prompt token ids must be in [0, {vocab}); got {[t for t in ids if not 0 <= t < vocab]}")
+        bad = [(i, t) for i, t in enumerate(ids) if not 0 <= t < vocab]
+        if bad:
+            shown = ", ".join(f"{t} at {i}" for i, t in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise ValueError(f"prompt token ids must be in [0, {vocab}); {len(bad)} are not: {shown}")
         return ids
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> int:
