@@ -26,18 +26,23 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, seq_ids: list[int], params: list[SamplingParams]):
         """logits [b,vocab] float32 -> (token ids [b], per row a TokenLogprob or None)."""
+        logits = logits.float()
+        greedy = [i for i, p in enumerate(params) if p.greedy]
+        best = dict(zip(greedy, logits[greedy].argmax(-1).tolist(), strict=True)) if greedy else {}  # one call
         tokens, logprobs = [], []
-        for row, seq_id, p in zip(logits.float(), seq_ids, params, strict=True):
-            token = int(row.argmax()) if p.greedy else self._draw(row, p, self.generator(seq_id, p))
+        for i, (row, seq_id, p) in enumerate(zip(logits, seq_ids, params, strict=True)):
+            token = best[i] if p.greedy else self._draw(row, p, self.generator(seq_id, p))
             tokens.append(token)
             logprobs.append(None if p.logprobs is None else token_logprob(row, token, p.logprobs))
         return tokens, logprobs
 
     def _draw(self, row: torch.Tensor, p: SamplingParams, g: torch.Generator) -> int:
-        # row [vocab] -> one token from softmax(row / T) restricted to top-k, then to the top-p nucleus
-        probs, ids = (row / p.temperature).softmax(-1).sort(descending=True)
-        if p.top_k:
-            probs, ids = probs[: p.top_k], ids[: p.top_k]
+        # row [vocab] -> one token from softmax(row / T) restricted to top-k, then to the top-p nucleus. Only the
+        # nucleus needs the tokens in order, and top-k only its k: sorting all 129K every token cost ~15 ms.
+        probs = (row / p.temperature).softmax(-1)
+        if not p.top_k and p.top_p == 1:
+            return int(torch.multinomial(probs, 1, generator=g))
+        probs, ids = probs.topk(min(p.top_k, probs.numel())) if p.top_k else probs.sort(descending=True)
         if p.top_p < 1:
             before = probs.cumsum(-1) - probs  # mass of the more likely tokens
             keep = before < p.top_p * probs.sum()
