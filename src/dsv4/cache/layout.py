@@ -13,6 +13,7 @@ Packing quantizes exactly as `dsv4.model.quant` simulates (`fp8_round(x, 64)`, `
 `unpack(pack(x))` equals the model's simulated values, and values already in the format round-trip exactly.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -101,12 +102,17 @@ class IndexerKeyLayout:
     def unpack(self, packed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """uint8 [..., nbytes] -> key [..., dim] in `dtype`."""
         _check_width(packed, self.nbytes, "packed indexer key")
-        byte = torch.arange(256, device=packed.device)
-        pairs = fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1)).float()  # [256,2]: a byte's values
         codes = packed[..., : self.dim // 2].int()  # int32 lookups: markedly faster than int64 on CPU
-        values = F.embedding(codes, pairs).view(*packed.shape[:-1], self.n_scales, self.block)
+        values = F.embedding(codes, fp4_byte_table(packed.device)).view(*packed.shape[:-1], self.n_scales, self.block)
         values.mul_(e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1))  # [..., n_scales, 1]
         return values.flatten(-2).to(dtype)
+
+
+@functools.cache
+def fp4_byte_table(device: torch.device) -> torch.Tensor:
+    """[256,2]: the two e2m1 values of each byte (low nibble first). Built once: decode unpacks keys every step."""
+    byte = torch.arange(256, device=device)
+    return fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1)).float()
 
 
 def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:

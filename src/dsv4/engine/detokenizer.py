@@ -44,5 +44,10 @@ class Detokenizer:
         return text
 
     def full(self, token_ids: list[int]) -> str:
-        """The text of token_ids decoded at once (a trailing split character shows as U+FFFD)."""
-        return self.tokenizer.decode(token_ids, skip_special_tokens=False) if self.tokenizer is not None else ""
+        return decode_ids(self.tokenizer, token_ids)
+
+
+def decode_ids(tokenizer: Tokenizer | None, token_ids: list[int]) -> str:
+    """The text of token_ids decoded at once, special tokens kept (a trailing split character shows as U+FFFD);
+    "" without a tokenizer."""
+    return tokenizer.decode(token_ids, skip_special_tokens=False) if tokenizer is not None else ""

@@ -24,7 +24,7 @@ from dsv4.cache.snapshot import export_request, import_request
 from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
-from .detokenizer import Detokenizer
+from .detokenizer import Detokenizer, decode_ids
 from .model_runner import ModelRunner
 from .prefix_cache import PrefixCache
 from .sampler import Sampler
@@ -282,7 +282,7 @@ class Engine:
             self._finish(seq, "length")
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False) if self.tokenizer is not None else ""
+        return decode_ids(self.tokenizer, ids)
 
     def _finish(self, seq: Sequence, reason: str):
         self.scheduler.finish(seq, reason)

@@ -169,7 +169,6 @@ def window_mask(q_pos: torch.Tensor, key_pos: torch.Tensor, window: int) -> torc
     return (dist >= 0) & (dist < window)
 
 
-
 def gather_entries(entries, idx: torch.Tensor) -> torch.Tensor:
     """entries: a batch's compressed entries (tensor or packed view) [b,n,d]; idx [b,q,k] entry numbers (-1:
     none, read as entry 0) -> [b,q,k,d]. Neighbouring queries pick mostly the same entries: each distinct one
