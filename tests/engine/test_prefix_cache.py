@@ -65,6 +65,29 @@ def test_reallocated_blocks_are_no_longer_shared(model, alone):
     assert out == alone[0]
 
 
+def _speculate(engine: Engine, prompt: list[int]) -> tuple[torch.Tensor, list[int | None]]:
+    """-> the request's MTP window when its prompt is done, and the MTP draft after each step from then on."""
+    request, window, drafts = engine.add_request(prompt, GREEDY), None, []
+    while not engine.seqs[request].is_finished:
+        engine.step()
+        if window is None and engine.seqs[request].output_ids:
+            window = engine.runner.cache.mtp[0].window[engine.runner.slots[request]].clone()
+        if window is not None:
+            drafts.append(engine.speculator.drafts.get(request))
+    return window, drafts
+
+
+def test_a_prefix_hit_restores_the_mtp_window_and_drafts_as_alone(model, alone):
+    alone_window, alone_drafts = _speculate(_engine(model, speculative=True), B)
+    engine = _engine(model, speculative=True)
+    engine.generate([A], GREEDY)  # publishes the common blocks with slot copies (main and MTP windows)
+    engine.generate([list(range(2000, 2300))], GREEDY)  # the same slot: its MTP window now holds other tokens
+    window, drafts = _speculate(engine, B)
+    assert engine.prefix.hit_tokens == 256
+    assert torch.equal(window, alone_window) and drafts == alone_drafts
+    assert engine.seqs[2].output().token_ids == alone[0]
+
+
 def test_block_manager_sharing_without_tensors():
     bm = BlockManager(num_blocks=4, block_size=2)
     tokens = [1, 2, 3, 4, 5]

@@ -2,6 +2,7 @@
 uninterrupted run, without re-prefill; the file holds about the plan's bytes for the request."""
 
 import pytest
+import torch
 
 from dsv4.cache.plan import KVPlan
 from dsv4.engine import Engine, EngineConfig, SamplingParams
@@ -51,3 +52,23 @@ def test_snapshot_of_a_request_without_a_cache_is_refused(tiny_model, tokenizer,
     request = engine.add_request(PROMPT, SamplingParams(max_tokens=3))
     with pytest.raises(ValueError, match=f"request {request} is not running with a cache"):
         engine.snapshot(request, tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize("saved_by, resumed_by", [(True, True), (True, False), (False, True)])
+def test_snapshots_move_between_speculative_and_plain_engines(tiny_model, tokenizer, tmp_path, saved_by, resumed_by):
+    params = SamplingParams(temperature=0, max_tokens=10)
+    whole = _engine(tiny_model, tokenizer, speculative=True)
+    whole_id = whole.add_request(PROMPT, params)
+    _run_until(whole, whole_id, 10)
+
+    first = _engine(tiny_model, tokenizer, speculative=saved_by)
+    request = first.add_request(PROMPT, params)
+    _run_until(first, request, 4)
+    path = first.snapshot(request, tmp_path / "session.safetensors")
+    second = _engine(tiny_model, tokenizer, speculative=resumed_by)
+    resumed = second.resume(path)
+    if saved_by and resumed_by:  # the MTP window came along: drafting goes on as before the snapshot
+        slot, window = second.runner.slots[resumed], first.runner.cache.mtp[0].window[first.runner.slots[request]]
+        assert torch.equal(second.runner.cache.mtp[0].window[slot], window)
+    _run_until(second, resumed, 10)
+    assert second.seqs[resumed].output().token_ids == whole.seqs[whole_id].output().token_ids
