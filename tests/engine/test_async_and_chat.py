@@ -2,6 +2,7 @@
 
 import asyncio
 
+import anyio
 import pytest
 
 from dsv4.encoding.message import AssistantMessage
@@ -42,6 +43,33 @@ def test_async_consumer_that_leaves_cancels_its_request(tiny_model, tokenizer):
     out = asyncio.run(main())
     assert len(out.token_ids) == 1 and not out.finished
     assert engine.engine.blocks.num_used == 0 and not engine.engine.has_unfinished()
+
+
+def test_a_cancelled_consumer_task_cancels_its_request(tiny_model, tokenizer):
+    # as Starlette cancels a disconnected client's handler: an anyio cancel scope, whose cancellation re-raises at
+    # every later await (so the stream must close its request without awaiting)
+    engine = AsyncEngine(Engine(tiny_model, tokenizer, EngineConfig(num_blocks=8)))
+    params = SamplingParams(temperature=0, max_tokens=200)
+    got: list = []
+
+    async def consume():
+        async for out in engine.stream(PROMPTS[1], params):
+            got.append(out)
+
+    async def main():
+        async with anyio.create_task_group() as group:
+            group.start_soon(consume)
+            while len(got) < 2:
+                await anyio.sleep(0.001)
+            group.cancel_scope.cancel()
+        for _ in range(2000):  # cancelled at once, or before the next step if one was running
+            if not engine.engine.seqs:
+                break
+            await anyio.sleep(0.005)
+
+    anyio.run(main)
+    assert len(got[-1].token_ids) < params.max_tokens
+    assert engine.engine.blocks.num_used == 0 and not engine.engine.seqs
 
 
 def test_chat_engine_parse(tiny_dir):

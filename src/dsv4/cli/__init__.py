@@ -12,6 +12,7 @@ COMMAND_MODULES: list[str] = [
     "dsv4.cli.model_cmds",
     "dsv4.cli.engine_cmds",
     "dsv4.cli.sandbox_cmds",
+    "dsv4.cli.serve_cmds",
 ]
 
 

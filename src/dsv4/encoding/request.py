@@ -20,7 +20,10 @@ def messages_of(request: dict) -> list[dict]:
 
 
 def thinking_mode_of(request: dict) -> str:
-    """`thinking: {"type": "disabled"}` or `chat_template_kwargs: {"thinking": false}` turn reasoning off."""
+    """`thinking: {"type": "disabled"}`, `reasoning_effort: "none"` or `chat_template_kwargs: {"thinking": false}`
+    turn reasoning off (the prompt then ends in `</think>`, so the completion has no reasoning to parse)."""
+    if request.get("reasoning_effort") == "none":
+        return "chat"
     thinking = request.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "disabled":
         return "chat"

@@ -1,7 +1,10 @@
 """`AsyncEngine`: per-request async streaming over one `Engine`.
 
 One background task drives `Engine.step` in a worker thread while any request is open and hands each request's
-new output to that request's queue; a consumer that stops iterating cancels its request (blocks freed at once).
+new output to that request's queue; a consumer that stops iterating, or whose task is cancelled (an HTTP client
+that disconnects), cancels its request: at once when no step is running, else right after that step. The
+cancellation is queued for the driver before anything is awaited, so it holds under a cancellation that re-raises
+at every await (anyio cancel scopes, as in Starlette).
 """
 
 import asyncio
@@ -18,15 +21,20 @@ class AsyncEngine:
         self.engine = engine
         self._lock = threading.Lock()  # Engine is not thread-safe: steps, adds and aborts take turns
         self._queues: dict[int, asyncio.Queue] = {}  # RequestOutput, or the exception a step raised
+        self._closing: list[int] = []  # requests to cancel before the next step
         self._loop: asyncio.Task | None = None
 
     async def stream(self, prompt: str | list[int], params: SamplingParams | None = None
                      ) -> AsyncIterator[RequestOutput]:
         """Yields the request's output (all tokens so far) after each new token; the last one is finished."""
-        request_id = await asyncio.to_thread(self._locked, self.engine.add_request, prompt, params)
+        adding = asyncio.ensure_future(asyncio.to_thread(self._locked, self.engine.add_request, prompt, params))
+        try:
+            request_id = await asyncio.shield(adding)
+        except asyncio.CancelledError:  # the request may still be added: cancel it then
+            adding.add_done_callback(lambda f: f.cancelled() or f.exception() or self._close_later(f.result()))
+            raise
         queue = self._queues[request_id] = asyncio.Queue()
-        if self._loop is None or self._loop.done():
-            self._loop = asyncio.create_task(self._drive())
+        self._ensure_driver()
         finished = False
         try:
             while not finished:
@@ -37,16 +45,46 @@ class AsyncEngine:
                 yield out
         finally:
             self._queues.pop(request_id, None)
-            await asyncio.to_thread(self._locked, self._close, request_id)
+            self._close_later(request_id)
+            if request_id in self._closing:  # a step is running; unless this task is being cancelled, wait for
+                await asyncio.to_thread(self._locked, self._close_pending)  # it (the caller may stop the loop next)
 
     async def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestOutput:
         outs = [out async for out in self.stream(prompt, params)]
         return outs[-1]
 
+    def _ensure_driver(self):
+        if self._loop is None or self._loop.done():
+            self._loop = asyncio.create_task(self._drive())
+
+    def _close_now(self, request_id: int) -> bool:
+        """Cancels the request if no step holds the engine; False if one does."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._close(request_id)
+        finally:
+            self._lock.release()
+        return True
+
+    def _close_later(self, request_id: int):
+        """Cancels the request now, or queues it for the driver to cancel before its next step."""
+        if not self._close_now(request_id):
+            self._closing.append(request_id)
+            self._ensure_driver()
+
+    def _close_pending(self):
+        while self._closing:
+            self._close(self._closing.pop())
+
+    def _step(self) -> list[RequestOutput]:
+        self._close_pending()
+        return self.engine.step() if self._queues else []
+
     async def _drive(self):
-        while self._queues:
+        while self._queues or self._closing:
             try:
-                outs = await asyncio.to_thread(self._locked, self.engine.step)
+                outs = await asyncio.to_thread(self._locked, self._step)
             except Exception as e:  # the requests the step ended raise it; the others run on
                 failed = [rid for rid in self._queues if self._failed(rid)] or list(self._queues)
                 for rid in failed:  # (none ended: the engine itself is broken, so every stream raises)

@@ -9,6 +9,8 @@ While it runs, `visible` holds back a tail that could still grow into a stop str
 shows part of a stop string that then disappears from the final text.
 """
 
+import functools
+
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
@@ -51,3 +53,32 @@ def decode_ids(tokenizer: Tokenizer | None, token_ids: list[int]) -> str:
     """The text of token_ids decoded at once, special tokens kept (a trailing split character shows as U+FFFD);
     "" without a tokenizer."""
     return tokenizer.decode(token_ids, skip_special_tokens=False) if tokenizer is not None else ""
+
+
+@functools.cache
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's byte-level alphabet inverted: the printable character a byte-level BPE vocabulary uses for each
+    byte -> the byte (printable ASCII and Latin-1 stand for themselves, the other bytes map to U+0100 onwards)."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in kept]
+    return {chr(b): b for b in kept} | {chr(256 + i): b for i, b in enumerate(moved)}
+
+
+class TokenBytes:
+    """token id -> the bytes it stands for (a byte-level token can hold part of a UTF-8 character; OpenAI's
+    logprobs carry these bytes beside the text). Special tokens, and vocabularies that are not byte-level: their
+    text as UTF-8."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.special = set(tokenizer.get_added_tokens_decoder())
+        self.table = _byte_of_char()
+
+    def __call__(self, token_id: int) -> bytes:
+        piece = self.tokenizer.id_to_token(token_id)
+        if piece is None:
+            raise ValueError(f"token id {token_id} is not in the vocabulary ({self.tokenizer.get_vocab_size()} "
+                             "tokens)")
+        if token_id in self.special or not all(ch in self.table for ch in piece):
+            return piece.encode()
+        return bytes(self.table[ch] for ch in piece)

@@ -1,0 +1,51 @@
+"""`dsv4 serve`: the OpenAI-compatible HTTP server over an in-process engine (thin: `dsv4.server` does the work)."""
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve a V4 checkpoint over an OpenAI-compatible HTTP API")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory or preset name (default: the built-in random-weight `tiny` checkpoint)")
+    p.add_argument("--served-model-name", default=None,
+                   help="the model id clients send and /v1/models lists (default: the checkpoint's directory name)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dialect", choices=("ga", "preview"), default="ga")
+    p.add_argument("--default-max-tokens", type=int, default=32768,
+                   help="completion limit of requests that set none (lowered to what fits in the context)")
+    p.add_argument("--max-num-seqs", type=int, default=16, help="requests decoding at once at most")
+    p.add_argument("--max-model-len", type=int, default=None, help="prompt + completion tokens of one request")
+    p.add_argument("--kv-cache-gib", type=float, default=None,
+                   help="KV cache memory in GiB (default: 512 blocks of 128 tokens)")
+    p.add_argument("--decode-threads", type=int, default=None,
+                   help="intra-op threads for decode steps (default: as for prefill; 1 suits small models)")
+    p.add_argument("--prefix-cache-size", type=int, default=8,
+                   help="slot copies kept for prompt-prefix sharing between requests (0: off)")
+    p.add_argument("--speculative", action="store_true", help="MTP speculative decoding for greedy requests")
+    p.set_defaults(func=cmd_serve)
+
+
+def build_app(args: argparse.Namespace):
+    """The app `dsv4 serve` runs (separate so it can be built without binding a port)."""
+    from dsv4.cli.chat_cmds import default_checkpoint
+    from dsv4.engine import Engine, EngineConfig
+    from dsv4.server import EngineBackend, create_app
+
+    model = args.model or default_checkpoint()
+    extra = {"max_model_len": args.max_model_len} if args.max_model_len else {}
+    config = EngineConfig(max_num_seqs=args.max_num_seqs, kv_cache_gib=args.kv_cache_gib,
+                          decode_threads=args.decode_threads, prefix_cache_size=args.prefix_cache_size,
+                          speculative=args.speculative, **extra)
+    engine = Engine.from_pretrained(model, config)
+    name = args.served_model_name or Path(str(model)).name
+    return create_app(EngineBackend(engine, name), dialect=args.dialect, default_max_tokens=args.default_max_tokens)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    app = build_app(args)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,145 @@
+"""The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (streaming or not), `GET /v1/models`, `GET /health`.
+
+    app = create_app(EngineBackend(Engine.from_pretrained("ckpt/"), "deepseek-v4"))
+    uvicorn.run(app)
+
+Errors use OpenAI's error object with the status it would use: 400 for a request that is wrong (the message names
+the field), 404 for another model's name, 500 when generation itself fails. A streaming request that fails after
+its first chunk gets an `{"error": ...}` event, then `[DONE]`. A client that disconnects cancels its request,
+freeing its KV blocks.
+"""
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from .backend import Backend
+from .chat import ChatJob, ChatRun, RequestError, delta_chunks, logprobs_content, prepare
+from .protocol import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    Usage,
+    completion_id,
+    error_body,
+)
+
+log = logging.getLogger("dsv4.server")
+
+
+def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int = 32768) -> FastAPI:
+    """The API over `backend`. `default_max_tokens`: a request's completion limit when it sets none (lowered to
+    what fits in the context)."""
+    app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError):
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        message = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()) if x != 'body') or 'body'}: "
+                            f"{err.get('msg')}" for err in e.errors()[:5])
+        return JSONResponse(error_body(message, param=where or None), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException):
+        return JSONResponse(error_body(str(e.detail), code=str(e.status_code)), status_code=e.status_code)
+
+    @app.exception_handler(RequestError)
+    async def refused(_: Request, e: RequestError):
+        return JSONResponse(error_body(str(e), code=e.code, param=e.param), status_code=e.status)
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models():
+        return ModelList(data=[ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)])
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: ChatCompletionRequest):
+        if request.model is not None and request.model != backend.model_name:
+            raise RequestError(f"the model {request.model!r} does not exist; this server serves "
+                               f"{backend.model_name!r}", status=404, code="model_not_found", param="model")
+        job = prepare(request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
+        if request.stream:
+            return StreamingResponse(_sse(job, backend), media_type="text/event-stream")
+        return await _complete(job, backend)
+
+    return app
+
+
+async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatCompletion:
+    run = ChatRun(job, backend)
+    logprobs = []
+    try:
+        async for step in run.steps():
+            logprobs += step.logprobs
+    except Exception as e:
+        log.exception("generation failed")
+        return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=500)
+    message = run.message()
+    out = run.output
+    return ChatCompletion(
+        id=completion_id(), model=backend.model_name,
+        choices=[Choice(
+            message=ResponseMessage(
+                content=message.content if message.content or not message.tool_calls else None,
+                reasoning_content=message.reasoning_content,
+                tool_calls=[tc.to_openai() for tc in message.tool_calls] or None),
+            finish_reason=run.finish_reason(),
+            logprobs=ChoiceLogprobs(content=logprobs_content(logprobs, backend.token_bytes))
+            if job.params.logprobs is not None else None)],
+        usage=_usage(job, out.token_ids))
+
+
+def _usage(job: ChatJob, token_ids: list[int]) -> Usage:
+    n = len(token_ids)
+    return Usage(prompt_tokens=len(job.prompt_ids), completion_tokens=n, total_tokens=len(job.prompt_ids) + n)
+
+
+async def _sse(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
+    """Server-sent events: a role delta, content / reasoning / tool-call deltas as they form, the finish reason,
+    usage (with stream_options.include_usage), `[DONE]`."""
+    cid, model = completion_id(), backend.model_name
+    created = int(time.time())
+
+    def chunk(delta: dict | None = None, finish_reason: str | None = None, logprobs=None, usage=None) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                                             **({"logprobs": logprobs} if logprobs is not None else {})}]
+        body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": choices, **({"usage": usage} if usage is not None else {})}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    run = ChatRun(job, backend)
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for step in run.steps():
+            deltas = delta_chunks(step.events)
+            if step.logprobs:
+                lp = {"content": logprobs_content(step.logprobs, backend.token_bytes)}
+                if not deltas:
+                    deltas = [{}]
+                yield chunk(deltas[0], logprobs=lp)
+                deltas = deltas[1:]
+            for delta in deltas:
+                yield chunk(delta)
+    except Exception as e:
+        log.exception("generation failed")
+        yield f"data: {json.dumps(error_body(f'generation failed: {e}', kind='server_error'))}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    yield chunk({}, finish_reason=run.finish_reason())
+    if job.request.stream_options is not None and job.request.stream_options.include_usage:
+        yield chunk(usage=_usage(job, run.output.token_ids).model_dump())
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,169 @@
+"""One chat completion: request -> prompt and sampling parameters -> the engine's text, parsed as it streams ->
+OpenAI deltas (streaming) or one message.
+
+The completion text goes through `dsv4.encoding.StreamParser` as it forms, so reasoning, content and DSML tool
+calls are separated the same way whether the client streams or not (the parser's events fold to exactly the
+message `parse_completion(strict=False)` gives). Malformed DSML never fails a request: the tolerant parser keeps
+the text and records what it recovered from (logged, with the completion id).
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from dsv4.encoding import (
+    FORCED_TOOL_CALLS,
+    ArgumentsDelta,
+    ContentDelta,
+    EncodingError,
+    Event,
+    ParseWarning,
+    ReasoningDelta,
+    StreamParser,
+    ToolCallStart,
+    encode_request,
+    fold_events,
+)
+from dsv4.encoding.request import thinking_mode_of
+from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
+
+from .backend import Backend
+from .protocol import ChatCompletionRequest
+
+log = logging.getLogger("dsv4.server")
+
+
+class RequestError(ValueError):
+    """A request the server refuses: HTTP `status`, OpenAI error `code` and `param`."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.param = status, code, param
+
+
+@dataclass
+class ChatJob:
+    """A validated request, ready to run."""
+
+    request: ChatCompletionRequest
+    prompt_ids: list[int]
+    params: SamplingParams
+    thinking_mode: str
+    forced_tool_call: bool  # the prompt ends inside an opened tool-call block (a forced tool_choice)
+
+
+def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = "ga",
+            default_max_tokens: int = 32768) -> ChatJob:
+    """Renders and tokenizes the prompt and checks the limits; raises `RequestError` naming what is wrong."""
+    body = request.encoder_request()
+    try:
+        prompt = encode_request(body, dialect=dialect)
+    except EncodingError as e:
+        raise RequestError(str(e), param=f"messages[{e.index}]" if e.index is not None else e.field) from e
+    ids = backend.encode(prompt)
+    room = backend.max_model_len - len(ids)
+    limit = request.token_limit
+    if room <= 0 or (limit is not None and limit > room):
+        asked = f"; you asked for {len(ids)} in the messages and {limit} in the completion" if limit else ""
+        raise RequestError(f"this model's maximum context length is {backend.max_model_len} tokens; the messages "
+                           f"take {len(ids)}{asked}", code="context_length_exceeded", param="messages")
+    top_k = request.top_k if request.top_k and request.top_k > 0 else 0
+    try:
+        params = SamplingParams(
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p, top_k=top_k, seed=request.seed,
+            max_tokens=limit or min(default_max_tokens, room), stop=request.stop_strings(),
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None)
+    except ValueError as e:
+        raise RequestError(str(e)) from e
+    mode = thinking_mode_of(body)
+    return ChatJob(request, ids, params, mode, prompt.endswith(FORCED_TOOL_CALLS))
+
+
+@dataclass
+class Step:
+    """What one engine step added to a completion: parser events, the new tokens' logprobs, and the output."""
+
+    events: list[Event]
+    logprobs: list[TokenLogprob]
+    output: RequestOutput
+
+
+@dataclass
+class ChatRun:
+    """Runs a job on a backend, parsing the text as it grows."""
+
+    job: ChatJob
+    backend: Backend
+    events: list[Event] = field(default_factory=list)
+    output: RequestOutput | None = None
+
+    async def steps(self) -> AsyncIterator[Step]:
+        job = self.job
+        parser = StreamParser(thinking_mode=job.thinking_mode, tools=job.request.tools)
+        pending = parser.feed(FORCED_TOOL_CALLS) if job.forced_tool_call else []
+        text, n_logprobs = "", 0
+        async for out in self.backend.stream(job.prompt_ids, job.params):
+            events = pending
+            pending = []
+            # running text only grows; wait out a character split across tokens before parsing it
+            if out.text.startswith(text) and (out.finished or not out.text.endswith("\ufffd")):
+                events += parser.feed(out.text[len(text):])
+                text = out.text
+            if out.finished:
+                events += parser.finish()
+            new_logprobs = (out.logprobs or [])[n_logprobs:]
+            n_logprobs += len(new_logprobs)
+            self.events += events
+            self.output = out
+            yield Step(events, new_logprobs, out)
+
+    def message(self):
+        message = fold_events(self.events, thinking_mode=self.job.thinking_mode)
+        for warning in message.warnings:
+            log.warning("completion parsed with recovery: %s", warning)
+        return message
+
+    def finish_reason(self) -> str:
+        reason = self.output.finish_reason if self.output is not None else None
+        if reason == "length":
+            return "length"
+        if any(isinstance(e, ToolCallStart) for e in self.events):
+            return "tool_calls"
+        return "stop"
+
+
+def delta_chunks(events: list[Event]) -> list[dict]:
+    """Parser events -> OpenAI deltas, runs of the same kind merged (one delta per run)."""
+    deltas: list[dict] = []
+    for ev in events:
+        last = deltas[-1] if deltas else None
+        if isinstance(ev, ReasoningDelta | ContentDelta):
+            key = "reasoning_content" if isinstance(ev, ReasoningDelta) else "content"
+            if last is not None and set(last) == {key}:
+                last[key] += ev.text
+            else:
+                deltas.append({key: ev.text})
+        elif isinstance(ev, ToolCallStart):
+            deltas.append({"tool_calls": [{"index": ev.index, "id": ev.id, "type": "function",
+                                           "function": {"name": ev.name, "arguments": ""}}]})
+        elif isinstance(ev, ArgumentsDelta):
+            call = last["tool_calls"][0] if last is not None and set(last) == {"tool_calls"} else None
+            if call is not None and call["index"] == ev.index:
+                call["function"]["arguments"] += ev.text
+            else:
+                deltas.append({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.text}}]})
+        elif isinstance(ev, ParseWarning):
+            log.warning("completion parsed with recovery: %s", ev.message)
+    return deltas
+
+
+def logprobs_content(logprobs: list[TokenLogprob], token_bytes) -> list[dict]:
+    """The engine's logprobs in OpenAI's form (token text, its bytes, the top alternatives)."""
+
+    def entry(token_id: int, logprob: float) -> dict:
+        raw = token_bytes(token_id)
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+    return [{**entry(lp.token_id, lp.logprob), "top_logprobs": [entry(t, v) for t, v in lp.top.items()]}
+            for lp in logprobs]

