@@ -25,11 +25,12 @@ def real_tokenizer():
 
 class ScriptedBackend:
     """Streams `script` (a completion text, EOS appended unless it runs out of max_tokens) as the engine would:
-    one output per token, text decoded so far. Records each request's prompt ids and sampling params."""
+    one output per token, text decoded so far; a list of scripts answers successive requests. Records each
+    request's prompt ids and sampling params."""
 
     model_name = "dsv4-test"
 
-    def __init__(self, tok: Tokenizer, script: str = "", max_model_len: int = 4096, fail_after: int = -1):
+    def __init__(self, tok: Tokenizer, script: str | list[str] = "", max_model_len: int = 4096, fail_after: int = -1):
         self.tokenizer, self.script, self.max_model_len, self.fail_after = tok, script, max_model_len, fail_after
         self.token_bytes = TokenBytes(tok)
         self.calls: list[tuple[list[int], SamplingParams]] = []
@@ -39,7 +40,8 @@ class ScriptedBackend:
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams):
         self.calls.append((prompt_ids, params))
-        ids = self.encode(self.script) + [EOS_ID]
+        script = self.script if isinstance(self.script, str) else self.script[len(self.calls) - 1]
+        ids = self.encode(script) + [EOS_ID]
         out: list[int] = []
         logprobs: list[TokenLogprob] = []
         for i, token in enumerate(ids[:params.max_tokens]):

@@ -3,19 +3,17 @@ own greedy run parsed, concurrent streams are batched and each equals its reques
 disconnects mid-stream gets its KV blocks freed."""
 
 import asyncio
-import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-import uvicorn
 
 from dsv4.cli import build_parser
 from dsv4.cli.serve_cmds import build_app
 from dsv4.encoding import encode_request, parse_completion
 from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.server import EngineBackend, create_app
+from dsv4.server.background import serving
 
 from .conftest import sse_events
 
@@ -32,23 +30,6 @@ def expected(tiny_model, tokenizer):
     prompts = [encode_request({"messages": m, **CHAT}) for m in MESSAGES]
     outs = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=CHAT["max_tokens"]))
     return [(parse_completion(o.text, thinking_mode="chat", strict=False).content, len(o.token_ids)) for o in outs]
-
-
-@contextmanager
-def serving(app):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def engine_app(tiny_model, tokenizer, **config):

@@ -13,6 +13,7 @@ COMMAND_MODULES: list[str] = [
     "dsv4.cli.engine_cmds",
     "dsv4.cli.sandbox_cmds",
     "dsv4.cli.serve_cmds",
+    "dsv4.cli.agent_cmds",
 ]
 
 

@@ -1,0 +1,88 @@
+"""`Agent`: the tool-use loop. Each step asks the model (with every tool, every time) and runs the tool calls it
+made, appending both to the conversation; the run ends when the model answers without calling a tool, or when a
+budget is spent or the endpoint fails, each with its status in the trajectory.
+
+    agent = Agent(OpenAIClient("http://127.0.0.1:8000/v1", "deepseek-v4"), ToolRegistry(sandbox_tools(sb)))
+    trajectory = agent.run("Make the tests in /workspace pass.", save_to=Path("run.json"))
+"""
+
+import time
+
+from pydantic import BaseModel, Field
+
+from .client import ChatClient
+from .errors import AgentError, LimitsExceeded
+from .messages import Message
+from .tools import ToolRegistry
+from .trajectory import Step, ToolResult, Trajectory
+
+SYSTEM_PROMPT = (
+    "You are an autonomous agent working in a sandboxed Linux workspace. Use the tools to inspect, change and run "
+    "things until the task is done; check your work by running it. When you are done, reply with a short summary "
+    "of what you did and the result, without calling a tool."
+)
+
+
+class AgentConfig(BaseModel):
+    system_prompt: str = SYSTEM_PROMPT
+    max_steps: int = Field(100, gt=0)
+    """Model calls at most."""
+    max_tokens: int | None = Field(None, gt=0)
+    """Prompt + completion tokens summed over the run's calls at most (None: no limit)."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock seconds at most (None: no limit)."""
+
+
+class Agent:
+    def __init__(self, client: ChatClient, tools: ToolRegistry, config: AgentConfig | None = None):
+        self.client, self.tools, self.config = client, tools, config or AgentConfig()
+
+    def run(self, task: str, save_to=None, on_step=None) -> Trajectory:
+        """Runs to the end; never raises for an ending of the run (see `Trajectory.status`). `on_step(trajectory)`
+        is called after each step (to show progress)."""
+        messages = [Message(role="system", content=self.config.system_prompt), Message(role="user", content=task)]
+        trajectory = Trajectory(task=task, model=self.client.model, tools=list(self.tools.tools), messages=messages)
+        start = time.monotonic()
+        try:
+            while trajectory.status == "running":
+                self._check_budget(trajectory, time.monotonic() - start)
+                try:
+                    self.step(trajectory)
+                finally:
+                    if save_to is not None:
+                        trajectory.save(save_to)
+                if on_step is not None:
+                    on_step(trajectory)
+        except AgentError as e:
+            trajectory.status, trajectory.error = e.status, str(e)
+        finally:
+            if save_to is not None:
+                trajectory.save(save_to)
+        return trajectory
+
+    def step(self, trajectory: Trajectory):
+        """One model call and the tool calls it made."""
+        start = time.monotonic()
+        completion = self.client.complete(trajectory.messages, self.tools.schemas())
+        reply = completion.message
+        trajectory.messages.append(reply)
+        results = []
+        for call in reply.tool_calls or []:
+            out = self.tools.call(call.function.name, call.function.arguments)
+            results.append(ToolResult(call_id=call.id, name=call.function.name, ok=out.ok, output=out.text,
+                                      duration_s=out.duration_s))
+            trajectory.messages.append(Message(role="tool", tool_call_id=call.id, content=out.text))
+        trajectory.steps.append(Step(index=len(trajectory.steps), finish_reason=completion.finish_reason,
+                                     usage=completion.usage, tool_results=results,
+                                     duration_s=time.monotonic() - start))
+        if not reply.tool_calls:
+            trajectory.status = "length" if completion.finish_reason == "length" else "finished"
+
+    def _check_budget(self, trajectory: Trajectory, elapsed: float):
+        c = self.config
+        if len(trajectory.steps) >= c.max_steps:
+            raise LimitsExceeded(f"max_steps={c.max_steps} model calls made without a final answer")
+        if c.max_tokens is not None and trajectory.tokens() >= c.max_tokens:
+            raise LimitsExceeded(f"max_tokens={c.max_tokens} spent ({trajectory.tokens()} tokens)")
+        if c.max_seconds is not None and elapsed >= c.max_seconds:
+            raise LimitsExceeded(f"max_seconds={c.max_seconds:g} passed ({elapsed:.1f} s)")

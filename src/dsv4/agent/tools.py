@@ -1,0 +1,64 @@
+"""Tools the model may call: a name, a JSON schema for the arguments, and a function of the checked arguments.
+
+`ToolRegistry.call` never raises: an unknown name, arguments that are not JSON or break the schema, and a tool
+that fails all come back as the tool's output with `ok=False`, text that tells the model what went wrong (and, for
+a failed tool, whatever it produced), so the loop goes on and the model can correct itself.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dsv4.encoding import ArgumentsError, validate_arguments
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict  # JSON schema of the arguments object
+    fn: Callable[..., str]  # called with the checked arguments as keywords
+
+    def schema(self) -> dict:
+        """The OpenAI tool object."""
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    text: str
+    ok: bool
+    duration_s: float = 0.0
+
+
+class ToolFailed(Exception):
+    """Raised by a tool whose work failed but produced output the model should see (kept in the message)."""
+
+
+class ToolRegistry:
+    def __init__(self, tools: list[Tool]):
+        self.tools: dict[str, Tool] = {}
+        for tool in tools:
+            if tool.name in self.tools:
+                raise ValueError(f"two tools are named {tool.name!r}")
+            self.tools[tool.name] = tool
+
+    def schemas(self) -> list[dict]:
+        return [t.schema() for t in self.tools.values()]
+
+    def call(self, name: str, arguments: str) -> ToolOutput:
+        start = time.monotonic()
+        tool = self.tools.get(name)
+        if tool is None:
+            return ToolOutput(f"error: there is no tool {name!r}; the tools are {', '.join(self.tools)}", False)
+        try:
+            args = validate_arguments(tool.schema(), arguments)
+        except ArgumentsError as e:
+            return ToolOutput(f"error: invalid arguments for {name}: {e}", False)
+        try:
+            return ToolOutput(tool.fn(**args), True, time.monotonic() - start)
+        except ToolFailed as e:
+            return ToolOutput(str(e), False, time.monotonic() - start)
+        except Exception as e:  # the tool broke: the model sees why, the run goes on
+            return ToolOutput(f"error: {name} failed: {type(e).__name__}: {e}", False, time.monotonic() - start)

@@ -1,0 +1,56 @@
+"""A run's record: the whole conversation, each step's completion, tool results, usage and timing, and how the run
+ended. Saved after every step (atomically: a crash never leaves half a file), so a run that dies is still read."""
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from .messages import Message
+
+
+class ToolResult(BaseModel):
+    call_id: str
+    name: str
+    ok: bool
+    output: str
+    duration_s: float
+
+
+class Step(BaseModel):
+    index: int
+    finish_reason: str
+    usage: dict[str, int] = Field(default_factory=dict)
+    tool_results: list[ToolResult] = Field(default_factory=list)
+    duration_s: float
+
+
+class Trajectory(BaseModel):
+    task: str
+    model: str
+    tools: list[str]
+    messages: list[Message]
+    steps: list[Step] = Field(default_factory=list)
+    status: str = "running"
+    """running, finished (an answer without tool calls), length (the answer was cut at max_tokens),
+    limits_exceeded, context_exhausted, error."""
+    error: str | None = None
+
+    @property
+    def answer(self) -> str | None:
+        """The final assistant content, when the run finished."""
+        last = self.messages[-1]
+        return last.content if self.status in ("finished", "length") and last.role == "assistant" else None
+
+    def tokens(self) -> int:
+        return sum(s.usage.get("prompt_tokens", 0) + s.usage.get("completion_tokens", 0) for s in self.steps)
+
+    def save(self, path: Path):
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.model_dump_json(indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Trajectory":
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))

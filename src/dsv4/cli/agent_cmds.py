@@ -1,0 +1,96 @@
+"""`dsv4 agent`: run the tool-use agent on a task, tools in a sandbox, against a V4 endpoint or (without one) a
+checkpoint served in-process (thin: `dsv4.agent`, `dsv4.sandbox` and `dsv4.server` do the work)."""
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("agent", help="run the tool-use agent on a task (tools in a sandbox)")
+    p.add_argument("task", help="what to do")
+    p.add_argument("--endpoint", default=None,
+                   help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (default: serve --checkpoint "
+                        "in-process)")
+    p.add_argument("--model", default=None, help="the model name sent to the endpoint (default: what it lists)")
+    p.add_argument("--api-key-env", default="DEEPSEEK_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--checkpoint", default=None,
+                   help="without --endpoint: checkpoint directory or preset (default: the built-in tiny checkpoint)")
+    p.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
+    p.add_argument("--rootfs", type=Path, default=None, help="container image (directory, OCI layout or tarball)")
+    p.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--max-tokens", type=int, default=None, help="completion tokens per model call")
+    p.add_argument("--reasoning-effort", default=None, help="none, low, high or max")
+    p.add_argument("--trajectory", type=Path, default=Path("trajectory.json"), help="saved after every step")
+    p.set_defaults(func=cmd_agent)
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    import httpx
+
+    from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
+    from dsv4.sandbox import Sandbox, SandboxError
+
+    extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
+             if v is not None}
+    config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds)
+    with contextlib.ExitStack() as stack:
+        url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
+        key = os.environ.get(args.api_key_env)
+        try:
+            model = args.model or _listed_model(url, key)
+            sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs, network_rules=args.network))
+        except (httpx.HTTPError, SandboxError, ValueError) as e:
+            print(f"dsv4 agent: {e}", file=sys.stderr)
+            return 2
+        agent = Agent(OpenAIClient(url, model, key, extra=extra), ToolRegistry(sandbox_tools(sandbox)), config)
+        print(f"agent: {model} at {url}, {args.sandbox} sandbox, trajectory -> {args.trajectory}")
+        t = agent.run(args.task, save_to=args.trajectory, on_step=_show_step)
+    ending = f" ({t.error})" if t.error else ""
+    print(f"\nstatus: {t.status}{ending}, {len(t.steps)} steps, {t.tokens()} tokens")
+    if t.answer is not None:
+        print(t.answer)
+    return 0 if t.status == "finished" else 1
+
+
+@contextlib.contextmanager
+def _local_server(checkpoint: str | None):
+    from dsv4.cli.chat_cmds import default_checkpoint
+    from dsv4.engine import Engine
+    from dsv4.server import EngineBackend, create_app
+    from dsv4.server.background import serving
+
+    path = checkpoint or default_checkpoint()
+    engine = Engine.from_pretrained(path)
+    with serving(create_app(EngineBackend(engine, Path(str(path)).name), default_max_tokens=512)) as url:
+        yield url
+
+
+def _listed_model(url: str, key: str | None) -> str:
+    import httpx
+
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    data = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=30).raise_for_status().json()
+    models = [m["id"] for m in data.get("data", [])]
+    if not models:
+        raise ValueError(f"{url}/models lists no model; pass --model")
+    return models[0]
+
+
+def _show_step(t) -> None:
+    step, reply = t.steps[-1], next(m for m in reversed(t.messages) if m.role == "assistant")
+    print(f"\n[step {step.index}] {step.finish_reason}, {step.usage.get('completion_tokens', '?')} tokens")
+    for text in (reply.reasoning_content, reply.content):
+        if text:
+            print("  " + _short(text))
+    for r in step.tool_results:
+        print(f"  -> {r.name} {'ok' if r.ok else 'FAILED'}: {_short(r.output)}")
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + " ..."

@@ -1,0 +1,30 @@
+"""`dsv4 agent` against an endpoint (the dsv4 server over scripted completions): it prints each step, saves the
+trajectory, and exits 0 only for a finished run."""
+
+from dsv4.agent import Trajectory
+from dsv4.cli import main
+from dsv4.server import create_app
+from dsv4.server.background import serving
+from tests.encoding.test_parse_strategies import render_calls
+from tests.server.conftest import ScriptedBackend
+
+
+def test_agent_command_runs_a_task_to_its_answer(real_tokenizer, make_sandbox, tmp_path, capsys):
+    make_sandbox("process")  # skips where bubblewrap cannot run at all
+    scripts = ["Make it.</think>" + render_calls([("write_file", {"path": "out.txt", "content": "done"})]),
+               "Check it.</think>" + render_calls([("bash", {"command": "cat out.txt"})]),
+               "Verified.</think>out.txt says done."]
+    backend = ScriptedBackend(real_tokenizer, scripts)
+    path = tmp_path / "run.json"
+    with serving(create_app(backend)) as url:
+        rc = main(["agent", "Write done to out.txt.", "--endpoint", f"{url}/v1", "--trajectory", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "status: finished, 3 steps" in out and out.rstrip().endswith("out.txt says done.")
+    assert "-> bash ok: exit code: 0 stdout: done" in out
+    t = Trajectory.load(path)
+    assert t.model == "dsv4-test" and t.status == "finished" and len(t.steps) == 3
+
+
+def test_agent_command_reports_an_unreachable_endpoint(capsys):
+    rc = main(["agent", "x", "--endpoint", "http://127.0.0.1:9/v1"])
+    assert rc == 2 and "dsv4 agent:" in capsys.readouterr().err
