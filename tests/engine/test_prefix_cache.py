@@ -65,6 +65,23 @@ def test_reallocated_blocks_are_no_longer_shared(model, alone):
     assert out == alone[0]
 
 
+@pytest.mark.parametrize("speculative", [False, True])
+def test_the_next_turn_of_a_conversation_reuses_the_reply(model, speculative):
+    # an agent's next request is the conversation so far: prompt + the reply + new tokens (a tool result); with
+    # speculation a step computes 1 or 2 tokens, and the slot is kept only where the cache ends at a boundary
+    engine = _engine(model, speculative=speculative)
+    first = engine.generate([COMMON[:100]], SamplingParams(temperature=0, max_tokens=300, ignore_eos=True))[0]
+    turn = COMMON[:100] + first.token_ids + [7, 8, 9]  # 403 tokens: the reply's blocks end at 384
+    calls = engine.runner.num_forward_calls
+    out = engine.generate([turn], GREEDY)[0].token_ids
+    hit = engine.prefix.hit_tokens  # blocks written while decoding the reply (a 2-token step may skip a boundary)
+    assert hit == 384 or (speculative and hit == 256), hit
+    if not speculative:  # 3 blocks reused: one prefill chunk of 19 tokens, then decoding
+        assert engine.runner.num_forward_calls - calls == 1 + GREEDY.max_tokens - 1
+    assert out == _engine(model, prefix_cache_size=0).generate([turn], GREEDY)[0].token_ids
+    assert engine.blocks.num_used == 0 and not engine.prefix.hashes
+
+
 def _speculate(engine: Engine, prompt: list[int]) -> tuple[torch.Tensor, list[int | None]]:
     """-> the request's MTP window when its prompt is done, and the MTP draft after each step from then on."""
     request, window, drafts = engine.add_request(prompt, GREEDY), None, []

@@ -102,10 +102,12 @@ class BlockManager:
         self.tables[request_id] = list(blocks)
 
 
-def prefix_hashes(token_ids: list[int], block_size: int, n_blocks: int) -> list[int]:
-    """Chained hashes of the first n_blocks full blocks of tokens: h_i = hash((h_{i-1}, block i's tokens))."""
-    out, h = [], 0
-    for i in range(n_blocks):
+def prefix_hashes(token_ids: list[int], block_size: int, n_blocks: int, known: list[int] | None = None) -> list[int]:
+    """Chained hashes of the first n_blocks full blocks of tokens: h_i = hash((h_{i-1}, block i's tokens)).
+    `known`: hashes already computed for a prefix of these blocks (only the rest are hashed)."""
+    out = list(known or [])[:n_blocks]
+    h = out[-1] if out else 0
+    for i in range(len(out), n_blocks):
         h = hash((h, tuple(token_ids[i * block_size:(i + 1) * block_size])))
         out.append(h)
     return out

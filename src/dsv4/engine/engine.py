@@ -164,7 +164,8 @@ class Engine:
             raise
         if self.prefix is not None:
             for c in chunks:
-                self.prefix.after_chunk(c.seq, c.start + c.n)
+                if not c.seq.is_finished:
+                    self.prefix.after_step(c.seq)
         return [s.output() for s in seqs]
 
     def _run(self, chunks) -> list[Sequence]:
@@ -291,3 +292,5 @@ class Engine:
         self.detok.pop(seq.seq_id, None)
         if self.speculator is not None:
             self.speculator.release(seq.seq_id)
+        if self.prefix is not None:
+            self.prefix.release(seq.seq_id)
