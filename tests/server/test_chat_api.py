@@ -251,3 +251,21 @@ def test_a_failing_generation_is_a_server_error(real_tokenizer):
     assert events[-1] == "[DONE]" and "device lost" in events[-2]["error"]["message"]
     streamed = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in events[:-2] if c.get("choices"))
     assert streamed == real_tokenizer.decode(backend.encode(SCRIPTS["answer"])[:3])  # what came before the failure
+
+
+def test_an_api_key_guards_the_api_but_not_health(real_tokenizer):
+    backend = ScriptedBackend(real_tokenizer, "x")
+
+    async def main():
+        app = client_for(backend, api_key="s3cret")
+        async with app as http:
+            return [await http.post("/v1/chat/completions", json={"messages": USER}, headers=h)
+                    for h in ({}, {"authorization": "Bearer nope"}, {"authorization": "Bearer s3cret"})] + \
+                [await http.get("/health")]
+
+    missing, wrong, right, health = run(main())
+    assert missing.status_code == wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert right.status_code == 200 and health.status_code == 200 and len(backend.calls) == 1
+    client = openai.AsyncOpenAI(base_url="http://dsv4/v1", api_key="s3cret", max_retries=0,
+                                http_client=client_for(backend, api_key="s3cret"))
+    assert run(client.chat.completions.create(model=backend.model_name, messages=USER)).choices[0].finish_reason == "stop"

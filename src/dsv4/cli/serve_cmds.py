@@ -1,6 +1,7 @@
 """`dsv4 serve`: the OpenAI-compatible HTTP server over an in-process engine (thin: `dsv4.server` does the work)."""
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -12,6 +13,8 @@ def register(sub) -> None:
                    help="the model id clients send and /v1/models lists (default: the checkpoint's directory name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("DSV4_API_KEY"),
+                   help="require `Authorization: Bearer KEY` on /v1 requests (default: $DSV4_API_KEY; none: open)")
     p.add_argument("--dialect", choices=("ga", "preview"), default="ga")
     p.add_argument("--default-max-tokens", type=int, default=32768,
                    help="completion limit of requests that set none (lowered to what fits in the context)")
@@ -40,7 +43,8 @@ def build_app(args: argparse.Namespace):
                           speculative=args.speculative, **extra)
     engine = Engine.from_pretrained(model, config)
     name = args.served_model_name or Path(str(model)).name
-    return create_app(EngineBackend(engine, name), dialect=args.dialect, default_max_tokens=args.default_max_tokens)
+    return create_app(EngineBackend(engine, name), dialect=args.dialect, default_max_tokens=args.default_max_tokens,
+                      api_key=args.api_key)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ its first chunk gets an `{"error": ...}` event, then `[DONE]`. A client that dis
 freeing its KV blocks.
 """
 
+import hmac
 import json
 import logging
 import time
@@ -37,10 +38,23 @@ from .protocol import (
 log = logging.getLogger("dsv4.server")
 
 
-def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int = 32768) -> FastAPI:
+def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int = 32768,
+               api_key: str | None = None) -> FastAPI:
     """The API over `backend`. `default_max_tokens`: a request's completion limit when it sets none (lowered to
-    what fits in the context)."""
+    what fits in the context). `api_key`: when set, /v1 requests must carry `Authorization: Bearer <api_key>`
+    (401 otherwise; /health stays open for load balancers)."""
     app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible")
+
+    if api_key is not None:
+        expected = f"Bearer {api_key}".encode()
+
+        @app.middleware("http")
+        async def authorize(request: Request, call_next):
+            given = request.headers.get("authorization", "").encode()
+            if request.url.path.startswith("/v1") and not hmac.compare_digest(given, expected):
+                return JSONResponse(error_body("missing or incorrect API key (Authorization: Bearer ...)",
+                                               code="invalid_api_key"), status_code=401)
+            return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError):
