@@ -268,4 +268,5 @@ def test_an_api_key_guards_the_api_but_not_health(real_tokenizer):
     assert right.status_code == 200 and health.status_code == 200 and len(backend.calls) == 1
     client = openai.AsyncOpenAI(base_url="http://dsv4/v1", api_key="s3cret", max_retries=0,
                                 http_client=client_for(backend, api_key="s3cret"))
-    assert run(client.chat.completions.create(model=backend.model_name, messages=USER)).choices[0].finish_reason == "stop"
+    reply = run(client.chat.completions.create(model=backend.model_name, messages=USER))
+    assert reply.choices[0].finish_reason == "stop"
