@@ -1,6 +1,8 @@
 """`dsv4 agent` against an endpoint (the dsv4 server over scripted completions): it prints each step, saves the
 trajectory, and exits 0 only for a finished run."""
 
+import sys
+
 from dsv4.agent import Trajectory
 from dsv4.cli import main
 from dsv4.server import create_app
@@ -23,6 +25,21 @@ def test_agent_command_runs_a_task_to_its_answer(real_tokenizer, make_sandbox, t
     assert "-> bash ok: exit code: 0 stdout: done" in out
     t = Trajectory.load(path)
     assert t.model == "dsv4-test" and t.status == "finished" and len(t.steps) == 3
+
+
+def test_agent_command_with_an_mcp_server(real_tokenizer, make_sandbox, tmp_path, capsys):
+    make_sandbox("process")
+    scripts = ["Use the calculator.</think>" + render_calls([("add", {"a": 20, "b": 22})]), "</think>42."]
+    backend = ScriptedBackend(real_tokenizer, scripts)
+    with serving(create_app(backend)) as url:
+        rc = main(["agent", "Add 20 and 22.", "--endpoint", f"{url}/v1", "--trajectory", str(tmp_path / "t.json"),
+                   "--mcp", f"calc={sys.executable} -m tests.agent.mcp_server"])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, captured.err
+    assert "-> add ok: 42" in out and out.rstrip().endswith("42.")
+    assert main(["agent", "x", "--endpoint", "http://127.0.0.1:9/v1", "--mcp", "calc"]) == 2  # checked first
+    assert "--mcp 'calc': expected NAME=URL" in capsys.readouterr().err
 
 
 def test_agent_command_reports_an_unreachable_endpoint(capsys):

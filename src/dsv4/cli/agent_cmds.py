@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     p.add_argument("--rootfs", type=Path, default=None, help="container image (directory, OCI layout or tarball)")
     p.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
+    p.add_argument("--mcp", action="append", default=[], metavar="NAME=SERVER",
+                   help="an MCP server whose tools the agent gets: NAME=http(s)://.../mcp or NAME='command args' "
+                        "(stdio); repeatable")
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--max-seconds", type=float, default=None)
     p.add_argument("--max-tokens", type=int, default=None, help="completion tokens per model call")
@@ -33,8 +36,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
     import httpx
 
     from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
+    from dsv4.agent.mcp_bridge import McpTools
     from dsv4.sandbox import Sandbox, SandboxError
 
+    try:
+        servers = _mcp_servers(args.mcp)
+    except ValueError as e:
+        print(f"dsv4 agent: {e}", file=sys.stderr)
+        return 2
     extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
              if v is not None}
     config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds)
@@ -44,10 +53,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
         try:
             model = args.model or _listed_model(url, key)
             sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs, network_rules=args.network))
-        except (httpx.HTTPError, SandboxError, ValueError) as e:
+            mcp = stack.enter_context(McpTools(servers)) if servers else None
+            tools = ToolRegistry(sandbox_tools(sandbox) + (mcp.tools() if mcp else []))
+        except (httpx.HTTPError, SandboxError, ConnectionError, ValueError) as e:
             print(f"dsv4 agent: {e}", file=sys.stderr)
             return 2
-        agent = Agent(OpenAIClient(url, model, key, extra=extra), ToolRegistry(sandbox_tools(sandbox)), config)
+        agent = Agent(OpenAIClient(url, model, key, extra=extra), tools, config)
         print(f"agent: {model} at {url}, {args.sandbox} sandbox, trajectory -> {args.trajectory}")
         t = agent.run(args.task, save_to=args.trajectory, on_step=_show_step)
     ending = f" ({t.error})" if t.error else ""
@@ -68,6 +79,16 @@ def _local_server(checkpoint: str | None):
     engine = Engine.from_pretrained(path)
     with serving(create_app(EngineBackend(engine, Path(str(path)).name), default_max_tokens=512)) as url:
         yield url
+
+
+def _mcp_servers(specs: list[str]) -> dict[str, str]:
+    servers = {}
+    for spec in specs:
+        name, sep, server = spec.partition("=")
+        if not sep or not name or not server:
+            raise ValueError(f"--mcp {spec!r}: expected NAME=URL or NAME='command args'")
+        servers[name] = server
+    return servers
 
 
 def _listed_model(url: str, key: str | None) -> str:
