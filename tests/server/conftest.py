@@ -35,7 +35,12 @@ class ScriptedBackend:
         self.token_bytes = TokenBytes(tok)
         self.calls: list[tuple[list[int], SamplingParams]] = []
 
-    def encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, list):
+            bad = [t for t in prompt if not 0 <= t < self.tokenizer.get_vocab_size()]
+            if bad:
+                raise ValueError(f"prompt token ids out of range: {bad[:5]}")
+            return list(prompt)
         return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams):

@@ -144,13 +144,13 @@ def test_sampling_fields_reach_the_engine(real_tokenizer):
     client = openai_client(backend)
     run(client.chat.completions.create(model=backend.model_name, messages=USER, temperature=0.3, top_p=0.9, seed=7,
                                        stop=["END", "STOP"], max_completion_tokens=50,
-                                       extra_body={"top_k": 20}))
+                                       extra_body={"top_k": 20, "ignore_eos": True}))
     run(client.chat.completions.create(model=backend.model_name, messages=USER))
     first, default = backend.calls[0][1], backend.calls[1][1]
-    assert (first.temperature, first.top_p, first.top_k, first.seed, first.stop, first.max_tokens) == \
-        (0.3, 0.9, 20, 7, ("END", "STOP"), 50)
-    assert (default.temperature, default.top_p, default.top_k, default.stop, default.logprobs) == \
-        (1.0, 1.0, 0, (), None)
+    assert (first.temperature, first.top_p, first.top_k, first.seed, first.stop, first.max_tokens, first.ignore_eos) \
+        == (0.3, 0.9, 20, 7, ("END", "STOP"), 50, True)
+    assert (default.temperature, default.top_p, default.top_k, default.stop, default.logprobs, default.ignore_eos) \
+        == (1.0, 1.0, 0, (), None, False)
     assert default.max_tokens == backend.max_model_len - len(backend.calls[1][0])  # all the room left (< 32768)
 
 

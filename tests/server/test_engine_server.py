@@ -51,6 +51,23 @@ def test_greedy_chat_equals_the_engine_run_parsed(tiny_model, tokenizer, expecte
     assert engine.blocks.num_used == 0 and not engine.seqs
 
 
+def test_a_raw_completion_equals_the_engine_run(tiny_model, tokenizer):
+    engine, app = engine_app(tiny_model, tokenizer)
+    prompt = "<｜begin▁of▁sentence｜>The cache"
+    want = Engine(tiny_model, tokenizer, EngineConfig(num_blocks=16)).generate(
+        [prompt], SamplingParams(temperature=0, max_tokens=12))[0]
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dsv4") as http:
+            return (await http.post("/v1/completions", json={"prompt": prompt, "temperature": 0,
+                                                             "max_tokens": 12})).json()
+
+    body = asyncio.run(main())
+    assert body["choices"][0]["text"] == want.text and body["usage"]["completion_tokens"] == len(want.token_ids)
+    assert body["usage"]["prompt_tokens"] == len(want.prompt_token_ids)
+
+
 def test_concurrent_streams_are_batched_and_each_equals_its_request_alone(tiny_model, tokenizer, expected):
     engine, app = engine_app(tiny_model, tokenizer)
     step, running = engine.step, []

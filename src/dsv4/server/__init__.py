@@ -2,6 +2,6 @@
 
 from .app import create_app
 from .backend import Backend, EngineBackend
-from .chat import RequestError
+from .errors import RequestError
 
 __all__ = ["Backend", "EngineBackend", "RequestError", "create_app"]

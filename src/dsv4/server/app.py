@@ -21,12 +21,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from .backend import Backend
-from .chat import ChatJob, ChatRun, RequestError, delta_chunks, logprobs_content, prepare
+from .chat import ChatJob, ChatRun, delta_chunks, logprobs_content, prepare
+from .completions import CompletionJob, legacy_logprobs, prepare_completion, text_steps
+from .errors import RequestError
 from .protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     Choice,
     ChoiceLogprobs,
+    CompletionRequest,
     ModelCard,
     ModelList,
     ResponseMessage,
@@ -80,11 +83,22 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     async def models():
         return ModelList(data=[ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)])
 
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        check_model(request.model)
+        job = prepare_completion(request, backend, default_max_tokens=default_max_tokens)
+        if request.stream:
+            return StreamingResponse(_text_sse(job, backend), media_type="text/event-stream")
+        return await _text_complete(job, backend)
+
+    def check_model(name: str | None):
+        if name is not None and name != backend.model_name:
+            raise RequestError(f"the model {name!r} does not exist; this server serves {backend.model_name!r}",
+                               status=404, code="model_not_found", param="model")
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest):
-        if request.model is not None and request.model != backend.model_name:
-            raise RequestError(f"the model {request.model!r} does not exist; this server serves "
-                               f"{backend.model_name!r}", status=404, code="model_not_found", param="model")
+        check_model(request.model)
         job = prepare(request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
         if request.stream:
             return StreamingResponse(_sse(job, backend), media_type="text/event-stream")
@@ -117,7 +131,7 @@ async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatComple
         usage=_usage(job, out.token_ids))
 
 
-def _usage(job: ChatJob, token_ids: list[int]) -> Usage:
+def _usage(job: ChatJob | CompletionJob, token_ids: list[int]) -> Usage:
     n = len(token_ids)
     return Usage(prompt_tokens=len(job.prompt_ids), completion_tokens=n, total_tokens=len(job.prompt_ids) + n)
 
@@ -154,6 +168,52 @@ async def _sse(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
         yield "data: [DONE]\n\n"
         return
     yield chunk({}, finish_reason=run.finish_reason())
-    if job.request.stream_options is not None and job.request.stream_options.include_usage:
+    if job.request.include_usage:
         yield chunk(usage=_usage(job, run.output.token_ids).model_dump())
+    yield "data: [DONE]\n\n"
+
+
+async def _text_complete(job: CompletionJob, backend: Backend):
+    text, logprobs, out = "", [], None
+    try:
+        async for delta, new, last in text_steps(job, backend):
+            text, out = text + delta, last
+            logprobs += new
+    except Exception as e:
+        log.exception("generation failed")
+        return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=500)
+    prompt = job.request.prompt if isinstance(job.request.prompt, str) else ""
+    echo = prompt if job.request.echo else ""
+    lp = legacy_logprobs(logprobs, backend.token_bytes, len(echo)) if job.params.logprobs is not None else None
+    return {"id": completion_id("cmpl"), "object": "text_completion", "created": int(time.time()),
+            "model": backend.model_name,
+            "choices": [{"index": 0, "text": echo + text, "logprobs": lp, "finish_reason": out.finish_reason}],
+            "usage": _usage(job, out.token_ids).model_dump()}
+
+
+async def _text_sse(job: CompletionJob, backend: Backend) -> AsyncIterator[str]:
+    cid, created, model = completion_id("cmpl"), int(time.time()), backend.model_name
+
+    def chunk(choice: dict | None, usage=None) -> str:
+        body = {"id": cid, "object": "text_completion", "created": created, "model": model,
+                "choices": [choice] if choice is not None else [], **({"usage": usage} if usage else {})}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+    offset, out = 0, None
+    if job.request.echo and isinstance(job.request.prompt, str):
+        yield chunk({"index": 0, "text": job.request.prompt, "logprobs": None, "finish_reason": None})
+        offset = len(job.request.prompt)
+    try:
+        async for delta, new, out in text_steps(job, backend):
+            lp = legacy_logprobs(new, backend.token_bytes, offset) if job.params.logprobs is not None else None
+            offset += sum(len(t) for t in lp["tokens"]) if lp else len(delta)
+            if delta or lp or out.finished:
+                yield chunk({"index": 0, "text": delta, "logprobs": lp, "finish_reason": out.finish_reason})
+    except Exception as e:
+        log.exception("generation failed")
+        yield f"data: {json.dumps(error_body(f'generation failed: {e}', kind='server_error'))}\n\n"
+        yield "data: [DONE]\n\n"
+        return
+    if job.request.include_usage:
+        yield chunk(None, usage=_usage(job, out.token_ids).model_dump())
     yield "data: [DONE]\n\n"

@@ -16,7 +16,9 @@ class Backend(Protocol):
     model_name: str
     max_model_len: int  # prompt + completion tokens of one request at most
 
-    def encode(self, prompt: str) -> list[int]: ...
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        """Text -> token ids; token ids are checked (ValueError naming the bad ones)."""
+        ...
 
     def token_bytes(self, token_id: int) -> bytes: ...
 
@@ -36,7 +38,7 @@ class EngineBackend:
         c = engine.config
         self.max_model_len = min(c.max_model_len, c.num_blocks * c.block_size)  # a request must fit in the cache
 
-    def encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: str | list[int]) -> list[int]:
         return self.engine.encode(prompt)
 
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:

@@ -28,17 +28,11 @@ from dsv4.encoding.request import thinking_mode_of
 from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 
 from .backend import Backend
+from .errors import RequestError
 from .protocol import ChatCompletionRequest
+from .sampling import sampling_params
 
 log = logging.getLogger("dsv4.server")
-
-
-class RequestError(ValueError):
-    """A request the server refuses: HTTP `status`, OpenAI error `code` and `param`."""
-
-    def __init__(self, message: str, *, status: int = 400, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.param = status, code, param
 
 
 @dataclass
@@ -61,21 +55,7 @@ def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = 
     except EncodingError as e:
         raise RequestError(str(e), param=f"messages[{e.index}]" if e.index is not None else e.field) from e
     ids = backend.encode(prompt)
-    room = backend.max_model_len - len(ids)
-    limit = request.token_limit
-    if room <= 0 or (limit is not None and limit > room):
-        asked = f"; you asked for {len(ids)} in the messages and {limit} in the completion" if limit else ""
-        raise RequestError(f"this model's maximum context length is {backend.max_model_len} tokens; the messages "
-                           f"take {len(ids)}{asked}", code="context_length_exceeded", param="messages")
-    top_k = request.top_k if request.top_k and request.top_k > 0 else 0
-    try:
-        params = SamplingParams(
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p, top_k=top_k, seed=request.seed,
-            max_tokens=limit or min(default_max_tokens, room), stop=request.stop_strings(),
-            logprobs=(request.top_logprobs or 0) if request.logprobs else None)
-    except ValueError as e:
-        raise RequestError(str(e)) from e
+    params = sampling_params(request, len(ids), backend, default_max_tokens=default_max_tokens, where="messages")
     mode = thinking_mode_of(body)
     return ChatJob(request, ids, params, mode, prompt.endswith(FORCED_TOOL_CALLS))
 

@@ -17,31 +17,22 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class SamplingFields(BaseModel):
+    """What the chat and the text completions share: sampling, limits, stops."""
+
     model_config = ConfigDict(extra="allow")
 
-    messages: list[dict[str, Any]] = Field(min_length=1)
     model: str | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
-    # reasoning: DeepSeek's `thinking: {"type": "enabled" | "disabled"}`, `reasoning_effort`, or vLLM's
-    # `chat_template_kwargs: {"thinking": bool}`
-    thinking: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # vLLM's extension; -1 or 0: all tokens
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM's extension (benchmarks): generate max_tokens whatever the model says
     stop: str | list[str] | None = None
     n: int = 1
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
@@ -64,6 +55,36 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("presence_penalty and frequency_penalty are not supported (send 0 or leave them out)")
         if self.logit_bias:
             raise ValueError("logit_bias is not supported")
+        return self
+
+    @property
+    def token_limit(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def stop_strings(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    # reasoning: DeepSeek's `thinking: {"type": "enabled" | "disabled"}`, `reasoning_effort`, or vLLM's
+    # `chat_template_kwargs: {"thinking": bool}`
+    thinking: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _logprobs(self):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs=true")
         return self
@@ -73,16 +94,42 @@ class ChatCompletionRequest(BaseModel):
         """max_completion_tokens (the current name) or max_tokens (the old one)."""
         return self.max_completion_tokens or self.max_tokens
 
-    def stop_strings(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+    @property
+    def n_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def encoder_request(self) -> dict:
         """The body as `dsv4.encoding.encode_request` reads it."""
         return self.model_dump(exclude_none=True)
 
 
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+class CompletionRequest(SamplingFields):
+    """The legacy text completion: a raw prompt (text, or token ids), no chat template."""
+
+    prompt: str | list[int] = Field(min_length=1)
+    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for this endpoint
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    @model_validator(mode="after")
+    def _completion_supported(self):
+        if self.suffix:
+            raise ValueError("suffix (fill in the middle) is not supported")
+        if self.best_of not in (None, 1):
+            raise ValueError(f"best_of={self.best_of}: only 1 is supported")
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs would need the prompt's logprobs, which are not computed")
+        return self
+
+    @property
+    def n_logprobs(self) -> int | None:
+        return self.logprobs
+
+
+def completion_id(prefix: str = "chatcmpl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 class Usage(BaseModel):
