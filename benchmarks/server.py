@@ -1,7 +1,7 @@
 """The HTTP server's cost over the in-process engine, same sitting, same weights and prompts: 16 concurrent
-streaming chat completions through `dsv4 serve`'s app on a real socket (SSE, the DSML stream parser, JSON per
-token) against the same 16 rendered prompts through `Engine.generate`; and one request's time to first token
-over HTTP. Prints tokens/s and the ratio; asserts nothing.
+streaming chat completions through `dsv4 serve` (its own process, as deployed: SSE, the DSML stream parser, JSON
+per token) against the same 16 rendered prompts through `Engine.generate` in this process; and one request's time
+to first token over HTTP. Both on one intra-op thread. Prints tokens/s and the ratio; asserts nothing.
 
 Run: `.venv/bin/python benchmarks/server.py [--requests 16] [--tokens 64]`.
 """
@@ -9,15 +9,18 @@ Run: `.venv/bin/python benchmarks/server.py [--requests 16] [--tokens 64]`.
 import argparse
 import asyncio
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 import torch
 
 from dsv4.encoding import encode_request
 from dsv4.engine import Engine, EngineConfig, SamplingParams
-from dsv4.server import EngineBackend, create_app
-from dsv4.server.background import serving
 
 
 def chat(i: int, tokens: int) -> dict:
@@ -55,9 +58,32 @@ async def stream(http: httpx.AsyncClient, body: dict) -> tuple[int, float]:
     return usage, first if first is not None else float("nan")
 
 
-def over_http(n: int, tokens: int) -> tuple[float, int, float]:
-    app = create_app(EngineBackend(engine(n), "tiny"))
+@contextmanager
+def dsv4_serve(n: int):
+    """`dsv4 serve` on the tiny preset in a child process, configured as `engine(n)`."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-c", "from dsv4.cli import main; raise SystemExit(main())",
+            "serve", "--model", "tiny", "--port", str(port), "--max-num-seqs", str(n),
+            "--max-num-batched-tokens", "2048", "--prefix-cache-size", "0", "--kv-cache-gib", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
 
+
+def over_http(n: int, tokens: int) -> tuple[float, int, float]:
     async def main(url):
         async with httpx.AsyncClient(base_url=url, timeout=600) as http:
             _, ttft = await stream(http, chat(999, 4))  # warm, and one request's time to first token
@@ -65,7 +91,7 @@ def over_http(n: int, tokens: int) -> tuple[float, int, float]:
             results = await asyncio.gather(*(stream(http, chat(i, tokens)) for i in range(n)))
             return time.perf_counter() - t, sum(u for u, _ in results), ttft
 
-    with serving(app) as url:
+    with dsv4_serve(n) as url:
         return asyncio.run(main(url))
 
 

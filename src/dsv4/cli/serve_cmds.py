@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -19,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--default-max-tokens", type=int, default=32768,
                    help="completion limit of requests that set none (lowered to what fits in the context)")
     p.add_argument("--max-num-seqs", type=int, default=16, help="requests decoding at once at most")
+    p.add_argument("--max-num-batched-tokens", type=int, default=512,
+                   help="token budget of one engine step (prefill chunks + one per decoding request)")
     p.add_argument("--max-model-len", type=int, default=None, help="prompt + completion tokens of one request")
     p.add_argument("--kv-cache-gib", type=float, default=None,
                    help="KV cache memory in GiB (default: 512 blocks of 128 tokens)")
@@ -38,7 +41,8 @@ def build_app(args: argparse.Namespace):
 
     model = args.model or default_checkpoint()
     extra = {"max_model_len": args.max_model_len} if args.max_model_len else {}
-    config = EngineConfig(max_num_seqs=args.max_num_seqs, kv_cache_gib=args.kv_cache_gib,
+    config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                          kv_cache_gib=args.kv_cache_gib,
                           decode_threads=args.decode_threads, prefix_cache_size=args.prefix_cache_size,
                           speculative=args.speculative, **extra)
     engine = Engine.from_pretrained(model, config)
@@ -50,6 +54,10 @@ def build_app(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    # Engine steps run in a worker thread beside the event loop, and both need the GIL: with Python's default 5 ms
+    # switch interval the loop's short per-token work (parsing, SSE) stalls a step for up to 5 ms at a time.
+    # 16 concurrent chats on the tiny preset: 199 tok/s at 5 ms, 236 at 0.2 ms (in-process AsyncEngine: 242).
+    sys.setswitchinterval(0.0002)
     app = build_app(args)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
