@@ -124,3 +124,26 @@ def test_serve_command_builds_the_app_on_a_checkpoint(tiny_dir):
 
     card = asyncio.run(models())["data"][0]
     assert card["id"] == "v4-tiny" and 0 < card["max_model_len"] < 1 << 20  # bounded by the 0.05 GiB cache
+
+
+def test_metrics_count_what_the_engine_did(tiny_model, tokenizer, expected):
+    engine, app = engine_app(tiny_model, tokenizer)
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dsv4") as http:
+            for m in MESSAGES[:2]:
+                await http.post("/v1/chat/completions", json={"messages": m, **CHAT})
+            return await http.get("/metrics")
+
+    r = asyncio.run(main())
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in r.text.splitlines()
+              if line and not line.startswith("#")}
+    stats = engine.stats()
+    assert values["dsv4_generation_tokens_total"] == sum(n for _, n in expected[:2]) == stats.generated_tokens
+    assert values["dsv4_requests_running"] == 0 and values["dsv4_kv_cache_usage_ratio"] == 0
+    assert values["dsv4_kv_cache_blocks"] == 16
+    assert sum(v for k, v in values.items() if k.startswith("dsv4_requests_finished_total")) == 2
+    assert values["dsv4_time_to_first_token_seconds_count"] == 2 and values["dsv4_request_duration_seconds_count"] == 2
+    assert values["dsv4_computed_tokens_total"] == stats.computed_tokens > values["dsv4_generation_tokens_total"]

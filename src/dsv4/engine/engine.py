@@ -8,6 +8,7 @@
 import dataclasses
 import itertools
 import json
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -32,6 +33,7 @@ from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import RequestOutput, Sequence
 from .speculative import MTPSpeculator
+from .stats import EngineStats
 
 DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
 
@@ -78,6 +80,7 @@ class Engine:
         self.speculator = MTPSpeculator(self.runner) if config.speculative else None
         self.seqs: dict[int, Sequence] = {}
         self.detok: dict[int, Detokenizer] = {}  # running requests' text
+        self.counters = EngineStats()
         self._next_id = itertools.count()
 
     @classmethod
@@ -153,6 +156,7 @@ class Engine:
                 raise RuntimeError(f"no request could be scheduled: {len(self.scheduler.waiting)} waiting, "
                                    f"{len(self.scheduler.running)} running, {self.blocks.num_free} blocks free")
             return []
+        self.counters.computed_tokens += sum(c.n for c in chunks)
         threads = self.config.decode_threads if all(c.n == 1 for c in chunks) else None
         try:
             with intra_op_threads(threads):
@@ -201,6 +205,7 @@ class Engine:
             if seq.is_finished:
                 break
             seq.append(token, logprob)
+            self.counters.generated_tokens += 1
             self._check_stop(seq, token)
 
     def generate(self, prompts: list[str | list[int]],
@@ -285,7 +290,18 @@ class Engine:
     def decode(self, ids: list[int]) -> str:
         return decode_ids(self.tokenizer, ids)
 
+    def stats(self) -> EngineStats:
+        """The counters, with the queues, block use, preemptions, prefix hits and drafts as they are now."""
+        spec = self.speculator
+        return dataclasses.replace(
+            self.counters, finished=Counter(self.counters.finished), running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting), blocks_used=self.blocks.num_used, blocks_total=self.blocks.num_blocks,
+            preemptions=self.scheduler.num_preemptions,
+            prefix_hit_tokens=self.prefix.hit_tokens if self.prefix is not None else 0,
+            drafted_tokens=spec.drafted if spec else 0, accepted_tokens=spec.accepted if spec else 0)
+
     def _finish(self, seq: Sequence, reason: str):
+        self.counters.finished[reason] += 1
         self.scheduler.finish(seq, reason)
         self.runner.release(seq.seq_id)
         self.sampler.release(seq.seq_id)

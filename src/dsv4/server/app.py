@@ -17,13 +17,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from .backend import Backend
 from .chat import ChatJob, ChatRun, delta_chunks, logprobs_content, prepare
 from .completions import CompletionJob, legacy_logprobs, prepare_completion, text_steps
 from .errors import RequestError
+from .metrics import MeteredBackend, Metrics
 from .protocol import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -47,6 +49,8 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     what fits in the context). `api_key`: when set, /v1 requests must carry `Authorization: Bearer <api_key>`
     (401 otherwise; /health stays open for load balancers)."""
     app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible")
+    metrics = Metrics(backend)
+    backend = MeteredBackend(backend, metrics)
 
     if api_key is not None:
         expected = f"Bearer {api_key}".encode()
@@ -78,6 +82,10 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     @app.get("/health")
     async def health():
         return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")
     async def models():

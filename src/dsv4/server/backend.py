@@ -41,5 +41,9 @@ class EngineBackend:
     def encode(self, prompt: str | list[int]) -> list[int]:
         return self.engine.encode(prompt)
 
+    def stats(self):
+        """The engine's `EngineStats` (read without the engine's lock: counters and queue lengths only)."""
+        return self.engine.stats()
+
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
         return self.async_engine.stream(prompt_ids, params)
