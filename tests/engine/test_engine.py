@@ -91,11 +91,12 @@ def test_max_tokens_stop_ids_eos_and_stop_strings(tiny_model, tokenizer, referen
     stop_id = ref[k]
     first = ref.index(stop_id)
     out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[stop_id]))[0]
-    assert out.token_ids == ref[: first + 1] and out.finish_reason == "stop"
+    assert out.token_ids == ref[: first + 1] and out.finish_reason == "stop" and out.stop_reason == stop_id
     assert out.text == tokenizer.decode(ref[:first], skip_special_tokens=False)
 
     eos_engine = Engine(tiny_model, tokenizer, EngineConfig(), eos_token_id=stop_id)
-    assert eos_engine.generate([prompt], GREEDY)[0].token_ids == ref[: first + 1]
+    eos = eos_engine.generate([prompt], GREEDY)[0]
+    assert eos.token_ids == ref[: first + 1] and eos.stop_reason is None and short.stop_reason is None
     ignored = eos_engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
     assert ignored.token_ids == ref
 
@@ -103,7 +104,7 @@ def test_max_tokens_stop_ids_eos_and_stop_strings(tiny_model, tokenizer, referen
     stop = full[len(full) // 2: len(full) // 2 + 2]
     ends = min(i for i in range(1, len(ref) + 1) if stop in tokenizer.decode(ref[:i], skip_special_tokens=False))
     out = engine.generate([prompt], SamplingParams(temperature=0, max_tokens=12, stop=[stop, "\x00never"]))[0]
-    assert out.text == full[: full.index(stop)] and out.finish_reason == "stop"
+    assert out.text == full[: full.index(stop)] and out.finish_reason == "stop" and out.stop_reason == stop
     assert out.token_ids == ref[:ends]
     assert engine.blocks.num_used == 0
 

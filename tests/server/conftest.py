@@ -59,8 +59,13 @@ class ScriptedBackend:
             ended = token == EOS_ID or len(out) == params.max_tokens
             text = decode_ids(self.tokenizer, out[:-1] if token == EOS_ID else out)
             reason = ("stop" if token == EOS_ID else "length") if ended else None
+            hit = min(((text.find(s), s) for s in params.stop if s in text), default=None)
+            if hit is not None:  # a stop string: cut before it, as the engine does
+                text, reason = text[:hit[0]], "stop"
             yield RequestOutput(0, prompt_ids, list(out), text, reason,
-                                list(logprobs) if params.logprobs is not None else None)
+                                list(logprobs) if params.logprobs is not None else None, hit[1] if hit else None)
+            if hit is not None:
+                return
 
 
 def client_for(backend, **kw) -> httpx.AsyncClient:

@@ -277,11 +277,13 @@ class Engine:
         p, out, detok = seq.params, seq.output_ids, self.detok[seq.seq_id]
         if token in p.stop_token_ids or (token == self.eos_token_id and not p.ignore_eos):
             seq.text = detok.full(out[:-1])
+            seq.stop_reason = token if token in p.stop_token_ids else None
             return self._finish(seq, "stop")
         cut = detok.add(token)
         seq.text = detok.visible
         if cut >= 0:
             seq.text = detok.text[:cut]
+            seq.stop_reason = next(s for s in p.stop if detok.text.startswith(s, cut))
             return self._finish(seq, "stop")
         if len(out) >= p.max_tokens:
             seq.text = detok.full(out)

@@ -28,6 +28,7 @@ class RequestOutput:
     finish_reason: str | None  # "stop" (EOS, stop id or string), "length", "abort", "error" (its step raised);
     # None while running
     logprobs: list[TokenLogprob] | None = None
+    stop_reason: str | int | None = None  # the stop string or stop token id that ended it (None for EOS)
 
     @property
     def finished(self) -> bool:
@@ -45,6 +46,7 @@ class Sequence:
     finish_reason: str | None = None
     text: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    stop_reason: str | int | None = None
 
     def __post_init__(self):
         if not self.prompt_ids:
@@ -77,4 +79,4 @@ class Sequence:
 
     def output(self) -> RequestOutput:
         return RequestOutput(self.seq_id, list(self.prompt_ids), self.output_ids, self.text, self.finish_reason,
-                             list(self.logprobs) if self.params.logprobs is not None else None)
+                             list(self.logprobs) if self.params.logprobs is not None else None, self.stop_reason)

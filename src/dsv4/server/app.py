@@ -21,6 +21,15 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from .anthropic import (
+    CountTokensRequest,
+    MessagesRequest,
+    anthropic_error,
+    complete_messages,
+    count_tokens,
+    prepare_messages,
+    stream_messages,
+)
 from .backend import Backend
 from .chat import ChatJob, ChatRun, delta_chunks, logprobs_content, prepare
 from .completions import CompletionJob, legacy_logprobs, prepare_completion, text_steps
@@ -57,26 +66,39 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
 
         @app.middleware("http")
         async def authorize(request: Request, call_next):
-            given = request.headers.get("authorization", "").encode()
-            if request.url.path.startswith("/v1") and not hmac.compare_digest(given, expected):
-                return JSONResponse(error_body("missing or incorrect API key (Authorization: Bearer ...)",
-                                               code="invalid_api_key"), status_code=401)
+            # OpenAI clients send `Authorization: Bearer KEY`, Anthropic clients `x-api-key: KEY`
+            bearer = request.headers.get("authorization", "").encode()
+            x_key = f"Bearer {request.headers.get('x-api-key', '')}".encode()
+            if request.url.path.startswith("/v1") and not (hmac.compare_digest(bearer, expected)
+                                                           or hmac.compare_digest(x_key, expected)):
+                message = "missing or incorrect API key (Authorization: Bearer ... or x-api-key)"
+                if _anthropic(request):
+                    return JSONResponse(anthropic_error(message, "authentication_error"), status_code=401)
+                return JSONResponse(error_body(message, code="invalid_api_key"), status_code=401)
             return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, e: RequestValidationError):
+    async def invalid(request: Request, e: RequestValidationError):
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         message = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()) if x != 'body') or 'body'}: "
                             f"{err.get('msg')}" for err in e.errors()[:5])
+        if _anthropic(request):
+            return JSONResponse(anthropic_error(message), status_code=400)
         return JSONResponse(error_body(message, param=where or None), status_code=400)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, e: HTTPException):
+    async def http_error(request: Request, e: HTTPException):
+        if _anthropic(request):
+            kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+            return JSONResponse(anthropic_error(str(e.detail), kind), status_code=e.status_code)
         return JSONResponse(error_body(str(e.detail), code=str(e.status_code)), status_code=e.status_code)
 
     @app.exception_handler(RequestError)
-    async def refused(_: Request, e: RequestError):
+    async def refused(request: Request, e: RequestError):
+        if _anthropic(request):
+            kind = "not_found_error" if e.status == 404 else "invalid_request_error"
+            return JSONResponse(anthropic_error(str(e), kind), status_code=e.status)
         return JSONResponse(error_body(str(e), code=e.code, param=e.param), status_code=e.status)
 
     @app.get("/health")
@@ -91,28 +113,54 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     async def models():
         return ModelList(data=[ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)])
 
-    @app.post("/v1/completions")
-    async def completions(request: CompletionRequest):
-        check_model(request.model)
-        job = prepare_completion(request, backend, default_max_tokens=default_max_tokens)
-        if request.stream:
-            return StreamingResponse(_text_sse(job, backend), media_type="text/event-stream")
-        return await _text_complete(job, backend)
-
     def check_model(name: str | None):
         if name is not None and name != backend.model_name:
             raise RequestError(f"the model {name!r} does not exist; this server serves {backend.model_name!r}",
                                status=404, code="model_not_found", param="model")
 
+    async def answer(request, job, stream, complete):
+        """The job's events as SSE when the request streams, else the whole reply."""
+        if request.stream:
+            return StreamingResponse(stream(job, backend), media_type="text/event-stream")
+        return await complete(job, backend)
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        check_model(request.model)
+        job = prepare_completion(request, backend, default_max_tokens=default_max_tokens)
+        return await answer(request, job, _text_sse, _text_complete)
+
+    @app.post("/v1/messages")
+    async def messages(request: MessagesRequest):
+        check_model(request.model)
+        return await answer(request, prepare_messages(request, backend, dialect=dialect), stream_messages,
+                            _messages_complete)
+
+    @app.post("/v1/messages/count_tokens")
+    async def messages_count_tokens(request: CountTokensRequest):
+        check_model(request.model)
+        return count_tokens(request, backend, dialect=dialect)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest):
         check_model(request.model)
         job = prepare(request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
-        if request.stream:
-            return StreamingResponse(_sse(job, backend), media_type="text/event-stream")
-        return await _complete(job, backend)
+        return await answer(request, job, _sse, _complete)
 
     return app
+
+
+def _anthropic(request: Request) -> bool:
+    """Anthropic's routes answer errors in Anthropic's form."""
+    return request.url.path.startswith("/v1/messages")
+
+
+async def _messages_complete(job: ChatJob, backend: Backend):
+    try:
+        return await complete_messages(job, backend)
+    except Exception as e:
+        log.exception("generation failed")
+        return JSONResponse(anthropic_error(f"generation failed: {e}", "api_error"), status_code=500)
 
 
 async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatCompletion:

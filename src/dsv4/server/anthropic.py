@@ -1,0 +1,287 @@
+"""Anthropic's Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`), as DeepSeek's own API offers
+it, so Anthropic clients and agent tools that speak it run on V4.
+
+A request is translated to the chat-completions form and rendered by the same encoder: system blocks become the
+system message, `tool_result` blocks become tool messages (in their order, before the user's text), `thinking`
+blocks become the assistant's `reasoning_content` (kept across tool turns, as V4 expects), `tool_use` blocks its
+tool calls, `tool_choice` any/tool/none as required/named/none. The reply comes back as content blocks in the order
+the model wrote them: `thinking`, `text`, `tool_use` (input parsed from the DSML call); streamed as Anthropic's
+events (content_block_start / delta / stop, message_delta with the stop reason and usage).
+"""
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dsv4.encoding import ArgumentsDelta, ContentDelta, Event, ReasoningDelta, ToolCallEnd, ToolCallStart
+
+from .backend import Backend
+from .chat import ChatJob, ChatRun, prepare
+from .errors import RequestError
+from .protocol import ChatCompletionRequest
+
+
+class MessagesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    max_tokens: int = Field(ge=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stream: bool = False
+
+
+class CountTokensRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+
+def _text(content, where: str) -> str:
+    """A string, or the text of a list of text blocks."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise RequestError(f"{where}: must be a string or a list of content blocks", param=where)
+    parts = []
+    for i, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise RequestError(f"{where}[{i}]: {kind!r} blocks are not supported here (text only)",
+                               param=f"{where}[{i}]")
+        parts.append(block.get("text", ""))
+    return "".join(parts)
+
+
+def _user_messages(content, where: str) -> list[dict]:
+    """A user turn -> tool messages for its tool_result blocks, then a user message for its text."""
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    out, text = [], []
+    for i, block in enumerate(content if isinstance(content, list) else []):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "tool_result":
+            result = _text(block.get("content", ""), f"{where}.content[{i}].content")
+            if block.get("is_error"):
+                result = f"error: {result}"
+            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": result})
+        elif kind == "text":
+            text.append(block.get("text", ""))
+        else:
+            raise RequestError(f"{where}.content[{i}]: {kind!r} blocks are not supported in a user turn",
+                               param=f"{where}.content[{i}]")
+    if text or not out:
+        out.append({"role": "user", "content": "".join(text)})
+    return out
+
+
+def _assistant_message(content, where: str) -> dict:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    reasoning, text, calls = [], [], []
+    for i, block in enumerate(content if isinstance(content, list) else []):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            reasoning.append(block.get("thinking", ""))
+        elif kind == "redacted_thinking":
+            continue
+        elif kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function",
+                          "function": {"name": block.get("name"),
+                                       "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False)}})
+        else:
+            raise RequestError(f"{where}.content[{i}]: {kind!r} blocks are not supported in an assistant turn",
+                               param=f"{where}.content[{i}]")
+    message: dict = {"role": "assistant", "content": "".join(text)}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def chat_body(request: MessagesRequest | CountTokensRequest) -> dict:
+    """The request in the chat-completions form."""
+    messages = []
+    if request.system:
+        messages.append({"role": "system", "content": _text(request.system, "system")})
+    for i, m in enumerate(request.messages):
+        role, where = m.get("role"), f"messages[{i}]"
+        if role == "user":
+            messages += _user_messages(m.get("content", ""), where)
+        elif role == "assistant":
+            messages.append(_assistant_message(m.get("content", ""), where))
+        else:
+            raise RequestError(f"{where}.role: must be 'user' or 'assistant', got {role!r}", param=f"{where}.role")
+    body: dict = {"messages": messages}
+    if request.tools:
+        body["tools"] = [{"type": "function",
+                          "function": {"name": t.get("name"), "description": t.get("description", ""),
+                                       "parameters": t.get("input_schema") or {"type": "object"}}}
+                         for t in request.tools]
+    choice = request.tool_choice or {}
+    kind = choice.get("type")
+    if kind in ("any", "tool", "none"):
+        body["tool_choice"] = {"any": "required", "none": "none"}.get(kind) or \
+            {"type": "function", "function": {"name": choice.get("name")}}
+    if request.thinking and request.thinking.get("type") == "disabled":
+        body["thinking"] = {"type": "disabled"}
+    if isinstance(request, MessagesRequest):
+        body.update({k: v for k, v in (("max_tokens", request.max_tokens), ("temperature", request.temperature),
+                                       ("top_p", request.top_p), ("top_k", request.top_k),
+                                       ("stop", request.stop_sequences)) if v is not None})
+    return body
+
+
+def prepare_messages(request: MessagesRequest, backend: Backend, *, dialect: str) -> ChatJob:
+    try:
+        chat = ChatCompletionRequest.model_validate(chat_body(request))
+    except ValueError as e:
+        raise RequestError(str(e)) from e
+    return prepare(chat, backend, dialect=dialect)
+
+
+def count_tokens(request: CountTokensRequest, backend: Backend, *, dialect: str) -> dict:
+    from dsv4.encoding import EncodingError, encode_request
+
+    try:
+        prompt = encode_request(chat_body(request), dialect=dialect)
+    except EncodingError as e:
+        raise RequestError(str(e)) from e
+    return {"input_tokens": len(backend.encode(prompt))}
+
+
+def message_id() -> str:
+    return f"msg_{uuid.uuid4().hex[:24]}"
+
+
+def _stop_reason(run: ChatRun) -> tuple[str, str | None]:
+    out = run.output
+    if out.finish_reason == "length":
+        return "max_tokens", None
+    if any(isinstance(e, ToolCallStart) for e in run.events):
+        return "tool_use", None
+    if isinstance(out.stop_reason, str):
+        return "stop_sequence", out.stop_reason
+    return "end_turn", None
+
+
+def _input(arguments: str) -> dict:
+    try:
+        value = json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+async def complete_messages(job: ChatJob, backend: Backend) -> dict:
+    run = ChatRun(job, backend)
+    async for _ in run.steps():
+        pass
+    message = run.message()
+    content: list[dict] = []
+    if message.reasoning_content:
+        content.append({"type": "thinking", "thinking": message.reasoning_content, "signature": ""})
+    if message.content:
+        content.append({"type": "text", "text": message.content})
+    content += [{"type": "tool_use", "id": tc.id, "name": tc.name, "input": _input(tc.arguments)}
+                for tc in message.tool_calls]
+    reason, sequence = _stop_reason(run)
+    return {"id": message_id(), "type": "message", "role": "assistant", "model": backend.model_name,
+            "content": content, "stop_reason": reason, "stop_sequence": sequence,
+            "usage": {"input_tokens": len(job.prompt_ids), "output_tokens": len(run.output.token_ids)}}
+
+
+class _Blocks:
+    """Parser events -> Anthropic content-block events: a block opens when its kind starts and closes when another
+    kind starts (or the message ends)."""
+
+    def __init__(self):
+        self.index, self.open, self.tool = -1, None, None
+
+    def events(self, ev: Event) -> list[tuple[str, dict]]:
+        out = []
+        if isinstance(ev, ReasoningDelta | ContentDelta):
+            kind = "thinking" if isinstance(ev, ReasoningDelta) else "text"
+            if self.open != kind:
+                out += self.close()
+                out += self._start({"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking"
+                                   else {"type": "text", "text": ""}, kind)
+            delta = {"type": "thinking_delta", "thinking": ev.text} if kind == "thinking" else \
+                {"type": "text_delta", "text": ev.text}
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta}))
+        elif isinstance(ev, ToolCallStart):
+            out += self.close()
+            out += self._start({"type": "tool_use", "id": ev.id, "name": ev.name, "input": {}}, "tool_use")
+        elif isinstance(ev, ArgumentsDelta) and self.open == "tool_use":
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                                "delta": {"type": "input_json_delta", "partial_json": ev.text}}))
+        elif isinstance(ev, ToolCallEnd):
+            out += self.close()
+        return out
+
+    def _start(self, block: dict, kind: str) -> list[tuple[str, dict]]:
+        self.index += 1
+        self.open = kind
+        return [("content_block_start", {"type": "content_block_start", "index": self.index,
+                                         "content_block": block})]
+
+    def close(self) -> list[tuple[str, dict]]:
+        if self.open is None:
+            return []
+        self.open = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+
+async def stream_messages(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
+    def sse(event: str, data: dict) -> str:
+        return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    mid = message_id()
+    yield sse("message_start", {"type": "message_start", "message": {
+        "id": mid, "type": "message", "role": "assistant", "model": backend.model_name, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": len(job.prompt_ids), "output_tokens": 0}}})
+    run, blocks, last_ping = ChatRun(job, backend), _Blocks(), time.monotonic()
+    try:
+        async for step in run.steps():
+            for ev in step.events:
+                for name, data in blocks.events(ev):
+                    yield sse(name, data)
+            if time.monotonic() - last_ping > 10:  # keeps proxies from closing a long silent turn
+                last_ping = time.monotonic()
+                yield sse("ping", {"type": "ping"})
+    except Exception as e:
+        yield sse("error", {"type": "error", "error": {"type": "api_error", "message": f"generation failed: {e}"}})
+        return
+    for name, data in blocks.close():
+        yield sse(name, data)
+    reason, sequence = _stop_reason(run)
+    yield sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                                "usage": {"output_tokens": len(run.output.token_ids)}})
+    yield sse("message_stop", {"type": "message_stop"})
+
+
+ErrorKind = Literal["invalid_request_error", "authentication_error", "not_found_error", "api_error"]
+
+
+def anthropic_error(message: str, kind: ErrorKind = "invalid_request_error") -> dict:
+    return {"type": "error", "error": {"type": kind, "message": message}}
