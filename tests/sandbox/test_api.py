@@ -151,3 +151,31 @@ def test_commands_in_one_sandbox_run_concurrently(sb):
         assert sb.run_shell("touch /tmp/go && echo went", timeout=10).stdout == "went\n"
         r = waiting.result()
     assert r.stdout == "saw-go\n" and not r.timed_out
+
+
+def test_scratch_dirs_are_private_writable_and_start_empty(make_sandbox):
+    sb = make_sandbox(workdir="/app", scratch_dirs=("/tests", "/logs/verifier"))
+    r = sb.run_shell("pwd; ls -A /tests; echo 0.5 > /logs/verifier/reward.txt; cat /logs/verifier/reward.txt; "
+                     "touch /elsewhere", timeout=10)
+    assert r.stdout == "/app\n0.5\n" and "Read-only file system" in r.stderr
+    sb.write_file("/tests/test.sh", "exit 0\n")
+    assert sb.read_file("/tests/test.sh") == b"exit 0\n"
+
+
+@pytest.mark.parametrize("scratch, says", [
+    (("tests",), "absolute path"), (("/tmp",), "outside"), (("/app/x",), "overlaps the workdir"),
+    (("/",), "outside"), (("/a/../etc",), "absolute path"),
+])
+def test_scratch_dirs_are_checked(scratch, says):
+    from dsv4.sandbox import ProcessConfig, SandboxSpec
+
+    with pytest.raises(ValueError, match=says):
+        SandboxSpec(backend=ProcessConfig(), workdir="/app", scratch_dirs=scratch)
+
+
+def test_the_vm_guest_mounts_scratch_dirs():
+    from dsv4.sandbox import SandboxSpec, VMConfig
+    from dsv4.sandbox.backends.vm import init_script
+
+    script = init_script(SandboxSpec(backend=VMConfig(), scratch_dirs=("/tests",)), ["python3"])
+    assert "mkdir -p /tests; mount -t tmpfs -o size=" in script

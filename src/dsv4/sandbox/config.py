@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dsv4.sandbox.limits import Limits
 from dsv4.sandbox.network import NetworkRules
@@ -85,7 +85,20 @@ class SandboxSpec(BaseModel):
     network_rules: NetworkRules = NetworkRules()
     workdir: str = "/workspace"
     """Absolute path of the private writable workspace inside the sandbox."""
+    scratch_dirs: tuple[str, ...] = ()
+    """More private writable directories, empty at start (tmpfs of `limits.tmpfs_mb` each), at absolute paths the
+    read-only system does not provide, e.g. Harbor tasks' /tests and /logs; not part of snapshots."""
     env: dict[str, str] = {}
     """Extra environment variables of the shell session."""
     ttl_running_stop: float | None = Field(None, gt=0)
     """Idle seconds after which the sandbox is closed by its reaper; None = never."""
+
+    @model_validator(mode="after")
+    def _scratch(self):
+        for d in self.scratch_dirs:
+            if not d.startswith("/") or d.rstrip("/") in ("", "/proc", "/dev", "/tmp", "/run") or ".." in d.split("/"):
+                raise ValueError(f"scratch_dirs: {d!r} must be an absolute path outside /, /proc, /dev, /tmp, /run")
+            if d.rstrip("/") == self.workdir.rstrip("/") or d.startswith(self.workdir.rstrip("/") + "/") or \
+                    self.workdir.startswith(d.rstrip("/") + "/"):
+                raise ValueError(f"scratch_dirs: {d!r} overlaps the workdir {self.workdir!r}")
+        return self

@@ -72,6 +72,7 @@ class Sandbox:
         pids_limit: int = 128, workspace_mb: int | None = None, ttl_running_stop: float | None = None,
         network_rules: "NetworkRules | str | list[str] | None" = None, env: dict[str, str] | None = None,
         max_output_bytes: int = 1 << 20, journal: Path | None = None, functions: dict | None = None,
+        scratch_dirs: tuple[str, ...] = (),
     ) -> "Sandbox":
         """Start a sandbox; `BackendUnavailable` says why when the backend cannot run on this machine.
 
@@ -79,6 +80,7 @@ class Sandbox:
         limits = Limits(memory_limit_mb=memory_limit_mb, cpu_cores_limit=cpu_cores_limit,
                         pids_limit=pids_limit, max_output_bytes=max_output_bytes, workspace_mb=workspace_mb)
         spec = SandboxSpec(backend=backend_config(backend, rootfs), limits=limits, workdir=workdir,
+                           scratch_dirs=tuple(scratch_dirs),
                            network_rules=NetworkRules.of(network_rules), env=env or {},
                            ttl_running_stop=ttl_running_stop)
         return cls.from_spec(spec, journal=journal, functions=functions)

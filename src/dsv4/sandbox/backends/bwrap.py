@@ -80,7 +80,8 @@ def private_args(spec: SandboxSpec, state: Path, late: list[str]) -> list[str]:
         "--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size,
         "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
         "--size", str(4 << 20), "--tmpfs", AGENT_DIR,
-        *workspace_args(spec, state), "--chdir", spec.workdir, *late,
+        *workspace_args(spec, state), *(a for d in spec.scratch_dirs for a in ("--size", size, "--tmpfs", d)),
+        "--chdir", spec.workdir, *late,
         "--remount-ro", "/dev", "--remount-ro", "/run", "--remount-ro", "/",
     ]
 

@@ -42,6 +42,7 @@ def init_script(spec: SandboxSpec, agent_argv: list[str]) -> str:
     if spec.limits.workspace_mb is not None:  # a guest tmpfs instead of the host directory
         size = spec.limits.workspace_mb
         mounts[-1] = f"mkdir -p {spec.workdir}\nmount -t tmpfs -o size={size}m tmpfs {spec.workdir}"
+    mounts += [f"mkdir -p {d}; mount -t tmpfs -o size={spec.limits.tmpfs_mb}m tmpfs {d}" for d in spec.scratch_dirs]
     lo = "ip link set lo up\n" if spec.network_rules.mode == "loopback" else ""
     return "\n".join([
         "#!/bin/busybox sh", "/bin/busybox --install -s /bin", "export PATH=/bin", "hostname sandbox",
