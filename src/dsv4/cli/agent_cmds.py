@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 
-def register(sub) -> None:
-    p = sub.add_parser("agent", help="run the tool-use agent on a task (tools in a sandbox)")
-    p.add_argument("task", help="what to do")
+def _model_args(p) -> None:
     p.add_argument("--endpoint", default=None,
                    help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (default: serve --checkpoint "
                         "in-process)")
@@ -18,16 +16,32 @@ def register(sub) -> None:
     p.add_argument("--api-key-env", default="DEEPSEEK_API_KEY", help="environment variable holding the API key")
     p.add_argument("--checkpoint", default=None,
                    help="without --endpoint: checkpoint directory or preset (default: the built-in tiny checkpoint)")
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--max-tokens", type=int, default=None, help="completion tokens per model call")
+    p.add_argument("--reasoning-effort", default=None, help="none, low, high or max")
+
+
+def register(sub) -> None:
+    t = sub.add_parser("agent-tasks", help="run Harbor-format tasks (Terminal-Bench layout) in local sandboxes")
+    t.add_argument("tasks", nargs="+", type=Path, help="task directories (or directories of them)")
+    t.add_argument("--agent", choices=("model", "oracle", "nop"), default="model",
+                   help="the model agent, the tasks' reference solutions, or nothing (default: model)")
+    t.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
+    t.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
+    t.add_argument("--out", type=Path, default=Path("task-results"), help="results.json and trajectories")
+    _model_args(t)
+    t.set_defaults(func=cmd_agent_tasks)
+
+    p = sub.add_parser("agent", help="run the tool-use agent on a task (tools in a sandbox)")
+    p.add_argument("task", help="what to do")
+    _model_args(p)
     p.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     p.add_argument("--rootfs", type=Path, default=None, help="container image (directory, OCI layout or tarball)")
     p.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
     p.add_argument("--mcp", action="append", default=[], metavar="NAME=SERVER",
                    help="an MCP server whose tools the agent gets: NAME=http(s)://.../mcp or NAME='command args' "
                         "(stdio); repeatable")
-    p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--max-tokens", type=int, default=None, help="completion tokens per model call")
-    p.add_argument("--reasoning-effort", default=None, help="none, low, high or max")
     p.add_argument("--trajectory", type=Path, default=Path("trajectory.json"), help="saved after every step")
     p.set_defaults(func=cmd_agent)
 
@@ -115,3 +129,43 @@ def _show_step(t) -> None:
 def _short(text: str, n: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[:n] + " ..."
+
+
+def cmd_agent_tasks(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
+    from dsv4.agent.harbor import TaskError, load_task, run_task
+
+    dirs = [d for t in args.tasks for d in ([t] if (t / "instruction.md").is_file() else sorted(t.iterdir()))
+            if d.is_dir()]
+    try:
+        tasks = [load_task(d) for d in dirs]
+    except TaskError as e:
+        print(f"dsv4 agent-tasks: {e}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        agent = args.agent
+        if agent == "model":
+            url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
+            key = os.environ.get(args.api_key_env)
+            extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
+                     if v is not None}
+            client = OpenAIClient(url, args.model or _listed_model(url, key), key, extra=extra)
+
+            def agent(sb):
+                return Agent(client, ToolRegistry(sandbox_tools(sb)), AgentConfig(max_steps=args.max_steps))
+
+        results = []
+        for task in tasks:
+            r = run_task(task, agent, backend=args.sandbox, network=args.network, trajectory_dir=args.out)
+            results.append(r)
+            reward = "-" if r.reward is None else f"{r.reward:.2f}"
+            print(f"{r.name:<32} {r.status:<8} reward {reward:<5} {r.seconds:6.1f} s  {r.detail[:80]}", flush=True)
+            (args.out / "results.json").write_text(json.dumps([asdict(x) for x in results], indent=1))
+    ran = [r for r in results if r.status != "skipped"]
+    print(f"{sum(r.status == 'passed' for r in ran)}/{len(ran)} passed, {len(results) - len(ran)} skipped "
+          f"-> {args.out / 'results.json'}")
+    return 0

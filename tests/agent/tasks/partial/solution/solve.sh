@@ -1,0 +1,2 @@
+#!/bin/bash
+sort /app/words.txt | head -2 > /app/sorted.txt
