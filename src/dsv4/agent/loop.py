@@ -11,7 +11,8 @@ import time
 from pydantic import BaseModel, Field
 
 from .client import ChatClient
-from .errors import AgentError, LimitsExceeded
+from .context import chars, compact, estimate_tokens
+from .errors import AgentError, ContextExhausted, LimitsExceeded
 from .messages import Message
 from .tools import ToolRegistry
 from .trajectory import Step, ToolResult, Trajectory
@@ -31,6 +32,14 @@ class AgentConfig(BaseModel):
     """Prompt + completion tokens summed over the run's calls at most (None: no limit)."""
     max_seconds: float | None = Field(None, gt=0)
     """Wall-clock seconds at most (None: no limit)."""
+    context_tokens: int | None = Field(None, gt=0)
+    """The model's context (None: unknown; the conversation is compacted only when the endpoint says it is full)."""
+    compact_at: float = Field(0.85, gt=0, le=1)
+    """Compact when the conversation reaches this fraction of the context ..."""
+    compact_to: float = Field(0.6, gt=0, le=1)
+    """... down to this fraction (see `dsv4.agent.context`)."""
+    keep_recent: int = Field(4, ge=1)
+    """Steps whose tool outputs and reasoning are never elided."""
 
 
 class Agent:
@@ -46,8 +55,16 @@ class Agent:
         try:
             while trajectory.status == "running":
                 self._check_budget(trajectory, time.monotonic() - start)
+                self._keep_in_context(trajectory)
                 try:
-                    self.step(trajectory)
+                    try:
+                        self.step(trajectory)
+                    except ContextExhausted:  # the endpoint counted more than the estimate: compact, retry once
+                        limit = self.config.context_tokens or estimate_tokens(trajectory)
+                        if limit is None or not compact(trajectory, int(limit * self.config.compact_to / 2),
+                                                        self.config.keep_recent):
+                            raise
+                        self.step(trajectory)
                 finally:
                     if save_to is not None:
                         trajectory.save(save_to)
@@ -60,9 +77,16 @@ class Agent:
                 trajectory.save(save_to)
         return trajectory
 
+    def _keep_in_context(self, trajectory: Trajectory):
+        c = self.config
+        estimate = estimate_tokens(trajectory)
+        if c.context_tokens is not None and estimate is not None and estimate >= c.compact_at * c.context_tokens:
+            compact(trajectory, int(c.compact_to * c.context_tokens), c.keep_recent)
+
     def step(self, trajectory: Trajectory):
         """One model call and the tool calls it made."""
         start = time.monotonic()
+        sent = chars(trajectory.messages)
         completion = self.client.complete(trajectory.messages, self.tools.schemas())
         reply = completion.message
         trajectory.messages.append(reply)
@@ -73,7 +97,7 @@ class Agent:
                                       duration_s=out.duration_s))
             trajectory.messages.append(Message(role="tool", tool_call_id=call.id, content=out.text))
         trajectory.steps.append(Step(index=len(trajectory.steps), finish_reason=completion.finish_reason,
-                                     usage=completion.usage, tool_results=results,
+                                     usage=completion.usage, prompt_chars=sent, tool_results=results,
                                      duration_s=time.monotonic() - start))
         if not reply.tool_calls:
             trajectory.status = "length" if completion.finish_reason == "length" else "finished"

@@ -21,8 +21,18 @@ class Step(BaseModel):
     index: int
     finish_reason: str
     usage: dict[str, int] = Field(default_factory=dict)
+    prompt_chars: int = 0
+    """Characters of the conversation sent (with usage.prompt_tokens: the tokens per character)."""
     tool_results: list[ToolResult] = Field(default_factory=list)
     duration_s: float
+
+
+class Elided(BaseModel):
+    """A text replaced by a stub in `messages` to keep the run inside the context, kept here."""
+
+    message: int
+    field: str
+    text: str
 
 
 class Trajectory(BaseModel):
@@ -31,6 +41,7 @@ class Trajectory(BaseModel):
     tools: list[str]
     messages: list[Message]
     steps: list[Step] = Field(default_factory=list)
+    elided: list[Elided] = Field(default_factory=list)
     status: str = "running"
     """running, finished (an answer without tool calls), length (the answer was cut at max_tokens),
     limits_exceeded, context_exhausted, error."""

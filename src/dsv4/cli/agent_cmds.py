@@ -60,12 +60,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
         return 2
     extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
              if v is not None}
-    config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds)
     with contextlib.ExitStack() as stack:
         url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
         key = os.environ.get(args.api_key_env)
         try:
-            model = args.model or _listed_model(url, key)
+            model, context = _listed_model(url, key, args.model)
+            config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds, context_tokens=context)
             sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs, network_rules=args.network))
             mcp = stack.enter_context(McpTools(servers)) if servers else None
             tools = ToolRegistry(sandbox_tools(sandbox) + (mcp.tools() if mcp else []))
@@ -105,15 +105,25 @@ def _mcp_servers(specs: list[str]) -> dict[str, str]:
     return servers
 
 
-def _listed_model(url: str, key: str | None) -> str:
+def _listed_model(url: str, key: str | None, name: str | None = None) -> tuple[str, int | None]:
+    """(the model to use: `name` or the first listed, its context length where the endpoint says it, as dsv4
+    and vLLM do in `max_model_len`)."""
     import httpx
 
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    data = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=30).raise_for_status().json()
-    models = [m["id"] for m in data.get("data", [])]
-    if not models:
-        raise ValueError(f"{url}/models lists no model; pass --model")
-    return models[0]
+    try:
+        data = httpx.get(f"{url.rstrip('/')}/models", headers=headers, timeout=30).raise_for_status().json()
+    except httpx.HTTPError:
+        if name is None:
+            raise
+        return name, None  # an endpoint without /models: the model as given, its context unknown
+    cards = {m["id"]: m for m in data.get("data", []) if isinstance(m, dict) and "id" in m}
+    if name is None:
+        if not cards:
+            raise ValueError(f"{url}/models lists no model; pass --model")
+        name = next(iter(cards))
+    context = cards.get(name, {}).get("max_model_len")
+    return name, context if isinstance(context, int) else None
 
 
 def _show_step(t) -> None:
@@ -153,10 +163,12 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
             key = os.environ.get(args.api_key_env)
             extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
                      if v is not None}
-            client = OpenAIClient(url, args.model or _listed_model(url, key), key, extra=extra)
+            model, context = _listed_model(url, key, args.model)
+            client = OpenAIClient(url, model, key, extra=extra)
 
             def agent(sb):
-                return Agent(client, ToolRegistry(sandbox_tools(sb)), AgentConfig(max_steps=args.max_steps))
+                return Agent(client, ToolRegistry(sandbox_tools(sb)),
+                             AgentConfig(max_steps=args.max_steps, context_tokens=context))
 
         results = []
         for task in tasks:
