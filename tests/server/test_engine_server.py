@@ -147,3 +147,17 @@ def test_metrics_count_what_the_engine_did(tiny_model, tokenizer, expected):
     assert sum(v for k, v in values.items() if k.startswith("dsv4_requests_finished_total")) == 2
     assert values["dsv4_time_to_first_token_seconds_count"] == 2 and values["dsv4_request_duration_seconds_count"] == 2
     assert values["dsv4_computed_tokens_total"] == stats.computed_tokens > values["dsv4_generation_tokens_total"]
+
+
+def test_a_client_that_gives_up_on_a_whole_reply_cancels_it(tiny_model, tokenizer):
+    # an agent's client timing out (and retrying) must not leave the first request generating
+    engine, app = engine_app(tiny_model, tokenizer)
+    body = {"messages": MESSAGES[2], "temperature": 0, "max_tokens": 1000}
+    with serving(app) as url, httpx.Client(base_url=url, timeout=0.5) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            http.post("/v1/chat/completions", json=body)
+        deadline = time.monotonic() + 60
+        while engine.seqs and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not engine.seqs and engine.blocks.num_used == 0
+        assert engine.stats().finished == {"abort": 1}

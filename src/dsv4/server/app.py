@@ -9,6 +9,8 @@ its first chunk gets an `{"error": ...}` event, then `[DONE]`. A client that dis
 freeing its KV blocks.
 """
 
+import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -118,22 +120,31 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
             raise RequestError(f"the model {name!r} does not exist; this server serves {backend.model_name!r}",
                                status=404, code="model_not_found", param="model")
 
-    async def answer(request, job, stream, complete):
-        """The job's events as SSE when the request streams, else the whole reply."""
+    async def answer(request, raw: Request, job, stream, complete):
+        """The job's events as SSE when the request streams, else the whole reply. A client that disconnects
+        while waiting for a whole reply cancels it (Starlette cancels only streaming responses on its own): an agent
+        that times out and retries would otherwise leave the first request generating."""
         if request.stream:
             return StreamingResponse(stream(job, backend), media_type="text/event-stream")
-        return await complete(job, backend)
+        task = asyncio.ensure_future(complete(job, backend))
+        while not (await asyncio.wait({task}, timeout=0.25))[0]:
+            if await raw.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+        return task.result()
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest):
+    async def completions(request: CompletionRequest, raw: Request):
         check_model(request.model)
         job = prepare_completion(request, backend, default_max_tokens=default_max_tokens)
-        return await answer(request, job, _text_sse, _text_complete)
+        return await answer(request, raw, job, _text_sse, _text_complete)
 
     @app.post("/v1/messages")
-    async def messages(request: MessagesRequest):
+    async def messages(request: MessagesRequest, raw: Request):
         check_model(request.model)
-        return await answer(request, prepare_messages(request, backend, dialect=dialect), stream_messages,
+        return await answer(request, raw, prepare_messages(request, backend, dialect=dialect), stream_messages,
                             _messages_complete)
 
     @app.post("/v1/messages/count_tokens")
@@ -142,10 +153,10 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         return count_tokens(request, backend, dialect=dialect)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: ChatCompletionRequest):
+    async def chat_completions(request: ChatCompletionRequest, raw: Request):
         check_model(request.model)
         job = prepare(request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
-        return await answer(request, job, _sse, _complete)
+        return await answer(request, raw, job, _sse, _complete)
 
     return app
 
