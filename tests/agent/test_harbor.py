@@ -56,7 +56,7 @@ def test_a_model_agent_is_verified_the_same_way(make_sandbox, tmp_path):
 def test_agent_tasks_command(make_sandbox, tmp_path, capsys):
     make_sandbox("process")
     rc = main(["agent-tasks", str(TASKS / "hello-file"), str(TASKS / "needs-build"), "--agent", "oracle",
-               "--out", str(tmp_path)])
+               "--out", str(tmp_path), "--concurrency", "2"])
     out = capsys.readouterr().out
     assert rc == 0 and "hello-file" in out and "passed" in out and "skipped" in out and "1/1 passed" in out
     results = json.loads((tmp_path / "results.json").read_text())

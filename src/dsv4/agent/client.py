@@ -34,11 +34,12 @@ class OpenAIClient:
     `reasoning_effort`, `temperature`, `max_tokens`)."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, extra: dict | None = None,
-                 timeout: float = 600.0, retries: int = 4, backoff_s: float = 1.0, http: httpx.Client | None = None):
+                 timeout: float = 3600.0, retries: int = 4, backoff_s: float = 1.0, http: httpx.Client | None = None):
         self.url, self.model, self.extra = base_url.rstrip("/") + "/chat/completions", model, dict(extra or {})
         self.retries, self.backoff_s = retries, backoff_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = http or httpx.Client(timeout=timeout, headers=headers)
+        # a long prompt on a slow machine takes minutes to prefill: a generous read timeout, a short connect one
+        self.http = http or httpx.Client(timeout=httpx.Timeout(timeout, connect=30.0), headers=headers)
 
     def complete(self, messages: list[Message], tools: list[dict]) -> Completion:
         body = {"model": self.model, "messages": [m.wire() for m in messages], **self.extra}

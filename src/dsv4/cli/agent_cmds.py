@@ -29,6 +29,8 @@ def register(sub) -> None:
     t.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     t.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
     t.add_argument("--out", type=Path, default=Path("task-results"), help="results.json and trajectories")
+    t.add_argument("--concurrency", type=int, default=1,
+                   help="tasks run at once (each in its own sandbox; the server batches their requests)")
     _model_args(t)
     t.set_defaults(func=cmd_agent_tasks)
 
@@ -143,6 +145,7 @@ def _short(text: str, n: int = 200) -> str:
 
 def cmd_agent_tasks(args: argparse.Namespace) -> int:
     import json
+    from concurrent.futures import ThreadPoolExecutor
     from dataclasses import asdict
 
     from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
@@ -171,12 +174,17 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
                              AgentConfig(max_steps=args.max_steps, context_tokens=context))
 
         results = []
-        for task in tasks:
-            r = run_task(task, agent, backend=args.sandbox, network=args.network, trajectory_dir=args.out)
-            results.append(r)
-            reward = "-" if r.reward is None else f"{r.reward:.2f}"
-            print(f"{r.name:<32} {r.status:<8} reward {reward:<5} {r.seconds:6.1f} s  {r.detail[:80]}", flush=True)
-            (args.out / "results.json").write_text(json.dumps([asdict(x) for x in results], indent=1))
+
+        def one(task):
+            return run_task(task, agent, backend=args.sandbox, network=args.network, trajectory_dir=args.out)
+
+        with ThreadPoolExecutor(max(1, args.concurrency)) as pool:
+            for r in pool.map(one, tasks):  # in task order; results.json rewritten after each
+                results.append(r)
+                reward = "-" if r.reward is None else f"{r.reward:.2f}"
+                print(f"{r.name:<32} {r.status:<8} reward {reward:<5} {r.seconds:6.1f} s  {r.detail[:80]}",
+                      flush=True)
+                (args.out / "results.json").write_text(json.dumps([asdict(x) for x in results], indent=1))
     ran = [r for r in results if r.status != "skipped"]
     print(f"{sum(r.status == 'passed' for r in ran)}/{len(ran)} passed, {len(results) - len(ran)} skipped "
           f"-> {args.out / 'results.json'}")
