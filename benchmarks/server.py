@@ -59,14 +59,15 @@ async def stream(http: httpx.AsyncClient, body: dict) -> tuple[int, float]:
 
 
 @contextmanager
-def dsv4_serve(n: int):
+def dsv4_serve(n: int, engine_in_process: bool):
     """`dsv4 serve` on the tiny preset in a child process, configured as `engine(n)`."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     argv = [sys.executable, "-c", "from dsv4.cli import main; raise SystemExit(main())",
             "serve", "--model", "tiny", "--port", str(port), "--max-num-seqs", str(n),
-            "--max-num-batched-tokens", "2048", "--prefix-cache-size", "0", "--kv-cache-gib", "1"]
+            "--max-num-batched-tokens", "2048", "--prefix-cache-size", "0", "--kv-cache-gib", "1"] + \
+        (["--engine-in-process"] if engine_in_process else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -83,7 +84,7 @@ def dsv4_serve(n: int):
         server.wait(30)
 
 
-def over_http(n: int, tokens: int) -> tuple[float, int, float]:
+def over_http(n: int, tokens: int, engine_in_process: bool) -> tuple[float, int, float]:
     async def main(url):
         async with httpx.AsyncClient(base_url=url, timeout=600) as http:
             _, ttft = await stream(http, chat(999, 4))  # warm, and one request's time to first token
@@ -91,7 +92,7 @@ def over_http(n: int, tokens: int) -> tuple[float, int, float]:
             results = await asyncio.gather(*(stream(http, chat(i, tokens)) for i in range(n)))
             return time.perf_counter() - t, sum(u for u, _ in results), ttft
 
-    with dsv4_serve(n) as url:
+    with dsv4_serve(n, engine_in_process) as url:
         return asyncio.run(main(url))
 
 
@@ -102,13 +103,15 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(1)
     direct_s, direct_tokens = in_process(args.requests, args.tokens)
-    http_s, http_tokens, ttft = over_http(args.requests, args.tokens)
-    a, b = direct_tokens / direct_s, http_tokens / http_s
+    a = direct_tokens / direct_s
     print(f"tiny preset, {args.requests} concurrent greedy chats x {args.tokens} tokens, float32, 1 thread")
-    print(f"  in-process Engine.generate : {a:8.1f} tok/s  ({direct_tokens} tokens in {direct_s:.2f} s)")
-    print(f"  HTTP, streamed (dsv4 serve): {b:8.1f} tok/s  ({http_tokens} tokens in {http_s:.2f} s)  "
-          f"= {b / a:.2f}x of in-process")
-    print(f"  one streamed request over HTTP: {ttft * 1e3:.0f} ms to the first content token")
+    print(f"  Engine.generate in this process   : {a:8.1f} tok/s  ({direct_tokens} tokens in {direct_s:.2f} s)")
+    for label, engine_in_process in (("dsv4 serve (engine process)", False),
+                                     ("dsv4 serve --engine-in-process", True)):
+        http_s, http_tokens, ttft = over_http(args.requests, args.tokens, engine_in_process)
+        b = http_tokens / http_s
+        print(f"  {label:<34}: {b:8.1f} tok/s  ({http_tokens} tokens in {http_s:.2f} s) = {b / a:.2f}x; "
+              f"one request's first token {ttft * 1e3:.0f} ms", flush=True)
 
 
 if __name__ == "__main__":

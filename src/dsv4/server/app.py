@@ -59,7 +59,15 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     """The API over `backend`. `default_max_tokens`: a request's completion limit when it sets none (lowered to
     what fits in the context). `api_key`: when set, /v1 requests must carry `Authorization: Bearer <api_key>`
     (401 otherwise; /health stays open for load balancers)."""
-    app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible")
+    @contextlib.asynccontextmanager
+    async def lifespan(_):
+        yield
+        close = getattr(backend, "close", None)  # an engine process ends with the server
+        if close is not None:
+            await asyncio.to_thread(close)
+
+    app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible", lifespan=lifespan)
+    app.state.backend = backend
     metrics = Metrics(backend)
     backend = MeteredBackend(backend, metrics)
 
@@ -105,6 +113,8 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
 
     @app.get("/health")
     async def health():
+        if not getattr(backend, "alive", True):
+            return JSONResponse({"status": "engine down"}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/metrics")

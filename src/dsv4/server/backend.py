@@ -2,14 +2,17 @@
 
 `Backend` is what the server needs: tokenize a rendered prompt, stream a request's output, turn a token id into
 its bytes (for logprobs), and its limits. `EngineBackend` serves it from an in-process `dsv4.engine.Engine`
-(continuous batching across the server's concurrent requests, through `AsyncEngine`).
+(continuous batching across the server's concurrent requests, through `AsyncEngine`); `ProcessBackend` from an
+engine in its own process (what `dsv4 serve` runs).
 """
 
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from dsv4.engine import AsyncEngine, Engine, RequestOutput, SamplingParams
+from dsv4.engine import AsyncEngine, Engine, EngineConfig, RequestOutput, SamplingParams
 from dsv4.engine.detokenizer import TokenBytes
+from dsv4.engine.engine import encode_prompt, load_tokenizer
+from dsv4.engine.process import EngineProcess
 
 
 class Backend(Protocol):
@@ -47,3 +50,34 @@ class EngineBackend:
 
     def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
         return self.async_engine.stream(prompt_ids, params)
+
+
+class ProcessBackend:
+    """The engine in its own process (`EngineProcess`): the server's event loop and the engine's steps no longer
+    share a GIL. Prompts are tokenized here, with the checkpoint's tokenizer."""
+
+    def __init__(self, path_or_preset: str, config: EngineConfig | None, model_name: str, seed: int = 0):
+        tokenizer, _ = load_tokenizer(path_or_preset)
+        if tokenizer is None:
+            raise ValueError("serving chat needs the checkpoint's tokenizer.json; there is none")
+        self.tokenizer, self.model_name = tokenizer, model_name
+        self.token_bytes = TokenBytes(tokenizer)
+        self.process = EngineProcess(path_or_preset, config, seed)
+        self.max_model_len = self.process.info["max_model_len"]
+
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        return encode_prompt(self.tokenizer, self.process.info["vocab_size"], prompt)
+
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        return self.process.stream(prompt_ids, params)
+
+    def stats(self):
+        """The engine's `EngineStats` as of its last step."""
+        return self.process.stats
+
+    @property
+    def alive(self) -> bool:
+        return self.process.alive
+
+    def close(self):
+        self.process.close()

@@ -1,0 +1,193 @@
+"""`EngineProcess`: the engine in a process of its own, fed and drained over a pipe.
+
+A server's event loop (parsing, SSE, JSON per token) and the engine's steps are both Python: in one process they
+take turns on the GIL and each stalls the other. Here the child process only steps the engine; the parent streams.
+The pipe carries deltas, not whole outputs (new token ids, new text, new logprobs per request per step), so a long
+request costs the same per token at 1M tokens as at 1K; the parent rebuilds each request's `RequestOutput`.
+
+The child exits when told to, or when the parent's end of the pipe closes (the parent died). A child that dies
+fails every open stream with the reason.
+"""
+
+import asyncio
+import itertools
+import multiprocessing as mp
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .config import EngineConfig
+from .sampling_params import SamplingParams
+from .sequence import RequestOutput, TokenLogprob
+from .stats import EngineStats
+
+
+@dataclass
+class Delta:
+    """What one step added to one request."""
+
+    request_id: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+    final_text: str | None = None  # at the end: the whole text (cut at a stop string, or decoded at once)
+
+
+class EngineProcess:
+    def __init__(self, path_or_preset: str, config: EngineConfig | None = None, seed: int = 0,
+                 threads: int | None = None, start_timeout_s: float = 600.0):
+        """`threads`: torch's intra-op threads in the engine process (None: torch's default there)."""
+        ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
+        self._conn, child = ctx.Pipe()
+        args = (child, str(path_or_preset), config or EngineConfig(), seed, threads)
+        self.process = ctx.Process(target=_child, args=args, name="dsv4-engine", daemon=True)
+        self.process.start()
+        child.close()
+        if not self._conn.poll(start_timeout_s):
+            self.process.kill()
+            raise RuntimeError(f"the engine process did not start within {start_timeout_s:g} s")
+        kind, info = self._conn.recv()
+        if kind != "ready":
+            self.process.join(10)
+            raise RuntimeError(f"the engine process failed to start: {info}")
+        self.info: dict = info  # vocab_size, eos_token_id, max_model_len, num_blocks, block_size
+        self.stats = EngineStats(blocks_total=info["num_blocks"])
+        self._send_lock = threading.Lock()
+        self._streams: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._ids = itertools.count()
+        self.error: str | None = None
+        self._reader = threading.Thread(target=self._read, name="dsv4-engine-reader", daemon=True)
+        self._reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None and self.process.is_alive()
+
+    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        """The request's output after each new token (all tokens so far); leaving early aborts it."""
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        rid, queue = next(self._ids), asyncio.Queue()
+        self._streams[rid] = (asyncio.get_running_loop(), queue)
+        self._send(("add", rid, list(prompt_ids), params))
+        out = RequestOutput(rid, list(prompt_ids), [], "", None, [] if params.logprobs is not None else None)
+        try:
+            while not out.finished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                text = item.final_text if item.final_text is not None else out.text + item.text
+                out = RequestOutput(rid, out.prompt_token_ids, out.token_ids + item.token_ids, text,
+                                    item.finish_reason, out.logprobs + item.logprobs if out.logprobs is not None
+                                    else None, item.stop_reason)
+                yield out
+        finally:
+            self._streams.pop(rid, None)
+            if not out.finished and self.error is None:
+                self._send(("abort", rid))
+
+    def close(self):
+        if self.process.is_alive():
+            try:
+                self._send(("close",))
+            except (OSError, ValueError):
+                pass
+            self.process.join(30)
+            if self.process.is_alive():
+                self.process.kill()
+        self._conn.close()
+
+    def _send(self, message):
+        with self._send_lock:
+            self._conn.send(message)
+
+    def _read(self):
+        try:
+            while True:
+                kind, *rest = self._conn.recv()
+                if kind == "step":
+                    deltas, self.stats = rest
+                    for d in deltas:
+                        self._deliver(d.request_id, d)
+                elif kind == "failed":
+                    rid, message = rest
+                    self._deliver(rid, RuntimeError(message))
+        except (EOFError, OSError) as e:
+            self.error = f"the engine process ended (exit code {self.process.exitcode}): {type(e).__name__}"
+            for rid in list(self._streams):
+                self._deliver(rid, RuntimeError(self.error))
+
+    def _deliver(self, rid: int, item):
+        target = self._streams.get(rid)
+        if target is not None:
+            loop, queue = target
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+
+def _child(conn, path_or_preset: str, config: EngineConfig, seed: int, threads: int | None):
+    import torch
+
+    from .engine import Engine
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        engine = Engine.from_pretrained(path_or_preset, config, seed=seed)
+    except Exception as e:
+        conn.send(("failed-to-start", f"{type(e).__name__}: {e}"))
+        return
+    c = engine.config
+    conn.send(("ready", {"vocab_size": engine.model.config.vocab_size, "eos_token_id": engine.eos_token_id,
+                         "max_model_len": min(c.max_model_len, c.num_blocks * c.block_size),
+                         "num_blocks": c.num_blocks, "block_size": c.block_size}))
+    ours: dict[int, int] = {}  # the parent's request id -> the engine's
+    sent: dict[int, tuple[int, int, int]] = {}  # engine id -> tokens, text length, logprobs already sent
+    try:
+        while True:
+            while conn.poll(0 if engine.has_unfinished() else None):
+                command = conn.recv()
+                if command[0] == "close":
+                    return
+                if command[0] == "add":
+                    _, rid, prompt_ids, params = command
+                    try:
+                        ours[rid] = engine.add_request(prompt_ids, params)
+                    except Exception as e:
+                        conn.send(("failed", rid, f"{type(e).__name__}: {e}"))
+                elif command[0] == "abort" and command[1] in ours:
+                    eid = ours.pop(command[1])
+                    engine.abort(eid)
+                    engine.seqs.pop(eid, None)
+                    sent.pop(eid, None)
+            if not engine.has_unfinished():
+                conn.send(("step", [], engine.stats()))  # idle now: the parent's stats say so
+                continue
+            theirs = {eid: rid for rid, eid in ours.items()}
+            try:
+                outs = engine.step()
+            except Exception as e:  # the requests the step ended fail; the others run on
+                failed = [eid for eid in theirs if engine.seqs.get(eid) and engine.seqs[eid].finish_reason == "error"]
+                for eid in failed or list(theirs):
+                    conn.send(("failed", theirs[eid], f"{type(e).__name__}: {e}"))
+                    ours.pop(theirs[eid], None)
+                    engine.abort(eid)
+                    engine.seqs.pop(eid, None)
+                continue
+            deltas = []
+            for out in outs:
+                if out.request_id not in theirs:
+                    continue
+                n_tok, n_text, n_lp = sent.get(out.request_id, (0, 0, 0))
+                deltas.append(Delta(theirs[out.request_id], out.token_ids[n_tok:], out.text[n_text:],
+                                    (out.logprobs or [])[n_lp:], out.finish_reason, out.stop_reason,
+                                    out.text if out.finished else None))
+                sent[out.request_id] = (len(out.token_ids), len(out.text), len(out.logprobs or []))
+                if out.finished:
+                    ours.pop(theirs[out.request_id], None)
+                    sent.pop(out.request_id, None)
+                    engine.seqs.pop(out.request_id, None)
+            conn.send(("step", deltas, engine.stats()))
+    except (EOFError, OSError):  # the parent is gone
+        return

@@ -1,0 +1,85 @@
+"""The engine in its own process: streams rebuilt from per-step deltas equal the in-process engine's outputs
+(tokens, text, logprobs, finish), leaving a stream aborts its request, a refused request fails its stream only,
+and a child that dies fails every open stream."""
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.engine.process import EngineProcess
+
+from .test_engine import PROMPTS
+
+CONFIG = EngineConfig(num_blocks=8, max_num_seqs=4)
+
+
+@pytest.fixture(scope="module")
+def process(tiny_dir):
+    p = EngineProcess(str(tiny_dir), CONFIG, threads=1)  # as this process (the same sums, the same argmax)
+    yield p
+    p.close()
+
+
+async def collect(p: EngineProcess, prompt, params):
+    return [out async for out in p.stream(prompt, params)]
+
+
+def test_streams_equal_the_in_process_engine(process, tiny_dir):
+    params = [SamplingParams(temperature=0, max_tokens=12, logprobs=2),
+              SamplingParams(temperature=0.8, seed=3, max_tokens=9, stop=("the",)),
+              SamplingParams(temperature=0, max_tokens=5)]
+    want = Engine.from_pretrained(tiny_dir, CONFIG).generate(PROMPTS[:3], params)
+
+    async def main():
+        return await asyncio.gather(*(collect(process, p, sp) for p, sp in zip(PROMPTS, params, strict=False)))
+
+    for outs, w in zip(asyncio.run(main()), want, strict=True):
+        last = outs[-1]
+        assert (last.token_ids, last.text, last.finish_reason, last.stop_reason) == \
+            (w.token_ids, w.text, w.finish_reason, w.stop_reason)
+        assert [len(o.token_ids) for o in outs] == list(range(1, len(w.token_ids) + 1))
+        assert (last.logprobs is None) == (w.logprobs is None)
+        if w.logprobs is not None:
+            assert [(lp.token_id, lp.top) for lp in last.logprobs] == [(lp.token_id, lp.top) for lp in w.logprobs]
+    assert process.stats.generated_tokens >= sum(len(w.token_ids) for w in want)
+
+
+def test_leaving_a_stream_aborts_and_a_refused_request_fails_alone(process):
+    async def main():
+        stream = process.stream(PROMPTS[1], SamplingParams(temperature=0, max_tokens=500))
+        await anext(stream)
+        await stream.aclose()
+        with pytest.raises(RuntimeError, match="KV cache full"):
+            await collect(process, list(range(3, 100)), SamplingParams(max_tokens=5000))
+        ok = await collect(process, PROMPTS[2], SamplingParams(temperature=0, max_tokens=3))
+        for _ in range(200):  # the abort and the idle stats arrive with the next message
+            if process.stats.running == 0:
+                break
+            await asyncio.sleep(0.01)
+        return ok
+
+    assert len(asyncio.run(main())[-1].token_ids) == 3
+    assert process.stats.running == 0 and process.stats.blocks_used == 0
+    assert process.stats.finished["abort"] == 1
+
+
+def test_a_dead_engine_fails_open_streams(tiny_dir):
+    p = EngineProcess(str(tiny_dir), CONFIG)
+    try:
+        async def main():
+            stream = p.stream(PROMPTS[1], SamplingParams(temperature=0, max_tokens=1000))
+            await anext(stream)
+            os.kill(p.process.pid, signal.SIGKILL)
+            with pytest.raises(RuntimeError, match="engine process ended"):
+                async for _ in stream:
+                    pass
+
+        asyncio.run(main())
+        assert not p.alive
+        with pytest.raises(RuntimeError, match="engine process ended"):
+            asyncio.run(collect(p, PROMPTS[0], SamplingParams(max_tokens=2)))
+    finally:
+        p.close()
