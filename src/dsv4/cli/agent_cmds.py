@@ -86,15 +86,19 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _local_server(checkpoint: str | None):
+    """The checkpoint served on a free local port, its engine in a process of its own."""
     from dsv4.cli.chat_cmds import default_checkpoint
-    from dsv4.engine import Engine
-    from dsv4.server import EngineBackend, create_app
+    from dsv4.server import create_app
+    from dsv4.server.backend import ProcessBackend
     from dsv4.server.background import serving
 
-    path = checkpoint or default_checkpoint()
-    engine = Engine.from_pretrained(path)
-    with serving(create_app(EngineBackend(engine, Path(str(path)).name), default_max_tokens=512)) as url:
-        yield url
+    path = str(checkpoint or default_checkpoint())
+    backend = ProcessBackend(path, None, Path(path).name)
+    try:
+        with serving(create_app(backend, default_max_tokens=512)) as url:
+            yield url
+    finally:
+        backend.close()
 
 
 def _mcp_servers(specs: list[str]) -> dict[str, str]:

@@ -89,6 +89,9 @@ class EngineProcess:
                 self._send(("abort", rid))
 
     def close(self):
+        """Stops the engine process (idempotent)."""
+        if self._conn.closed:
+            return
         if self.process.is_alive():
             try:
                 self._send(("close",))
