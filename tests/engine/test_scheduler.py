@@ -83,7 +83,15 @@ def test_finish_of_a_waiting_request_removes_it():
 
 
 def test_prompt_chunks_end_at_block_boundaries_when_aligned():
+    # as far as the budget reaches, then at the prompt's last full block (8), then the rest; then decoding
     sched = Scheduler(SchedulerConfig(max_num_batched_tokens=100, align_prefill=4), BlockManager(16, 4))
-    seq = _seq(0, 10)
-    sched.add(seq)
+    sched.add(_seq(0, 10))
+    assert [_run(sched) for _ in range(3)] == [[(0, 0, 8)], [(0, 8, 2)], [(0, 10, 1)]]
+    # a budget of 6: the chunk ends back at 4, the next one at 8
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=6, align_prefill=4), BlockManager(16, 4))
+    sched.add(_seq(0, 10))
     assert [_run(sched) for _ in range(4)] == [[(0, 0, 4)], [(0, 4, 4)], [(0, 8, 2)], [(0, 10, 1)]]
+    # a budget below one block: unaligned progress, then back on a boundary
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=3, align_prefill=4), BlockManager(16, 4))
+    sched.add(_seq(0, 10))
+    assert [_run(sched) for _ in range(4)] == [[(0, 0, 3)], [(0, 3, 1)], [(0, 4, 3)], [(0, 7, 1)]]

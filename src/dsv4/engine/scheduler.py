@@ -21,7 +21,10 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 512
     """Token budget of one step (prefill chunks + decodes)."""
     align_prefill: int = 0
-    """End prompt chunks at multiples of this many tokens (block boundaries, for prefix sharing; 0: off)."""
+    """End prompt chunks at multiples of this many tokens (block boundaries, for prefix sharing; 0: off): as far
+    as the budget reaches, and at the prompt's last full block, so a later request can start from the whole
+    prompt's prefix. A request can share another's prefix up to one of those ends (or any block boundary reached
+    while decoding)."""
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -102,8 +105,14 @@ class Scheduler:
     def _chunk(self, seq: Sequence, budget: int) -> int:
         n = min(seq.num_uncomputed, budget)
         align, start = self.config.align_prefill, seq.num_computed
-        if align and start < len(seq.prompt_ids):  # a prompt chunk: stop at the next boundary
-            n = min(n, (start // align + 1) * align - start)
+        if align and start < len(seq.prompt_ids):  # a prompt chunk: end at a block boundary
+            end = start + n
+            last_full = len(seq.prompt_ids) // align * align
+            if start < last_full < end:
+                end = last_full
+            elif end < len(seq.prompt_ids) and end // align * align > start:
+                end = end // align * align
+            n = end - start
         return n
 
     def _make_room(self, seq: Sequence, n: int, scheduled: set[Sequence]) -> bool:
