@@ -64,6 +64,9 @@ def test_streamed_text_and_logprobs_equal_the_whole_reply(real_tokenizer):
 def test_echo(real_tokenizer):
     r = complete(ScriptedBackend(real_tokenizer, "42."), prompt="The answer is ", echo=True)
     assert r.choices[0].text == "The answer is 42."
+    ids = real_tokenizer.encode("Der Preis: 5 €, ", add_special_tokens=False).ids
+    r = complete(ScriptedBackend(real_tokenizer, "ok"), prompt=ids, echo=True)
+    assert r.choices[0].text == "Der Preis: 5 €, ok"
 
 
 @pytest.mark.parametrize("body, says", [

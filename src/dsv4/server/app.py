@@ -250,6 +250,13 @@ async def _sse(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
     yield "data: [DONE]\n\n"
 
 
+def _prompt_text(job: CompletionJob, backend: Backend) -> str:
+    """The prompt as text (a token-id prompt decoded from its tokens' bytes)."""
+    if isinstance(job.request.prompt, str):
+        return job.request.prompt
+    return b"".join(backend.token_bytes(t) for t in job.prompt_ids).decode("utf-8", errors="replace")
+
+
 async def _text_complete(job: CompletionJob, backend: Backend):
     text, logprobs, out = "", [], None
     try:
@@ -259,8 +266,7 @@ async def _text_complete(job: CompletionJob, backend: Backend):
     except Exception as e:
         log.exception("generation failed")
         return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=500)
-    prompt = job.request.prompt if isinstance(job.request.prompt, str) else ""
-    echo = prompt if job.request.echo else ""
+    echo = _prompt_text(job, backend) if job.request.echo else ""
     lp = legacy_logprobs(logprobs, backend.token_bytes, len(echo)) if job.params.logprobs is not None else None
     return {"id": completion_id("cmpl"), "object": "text_completion", "created": int(time.time()),
             "model": backend.model_name,
@@ -277,9 +283,10 @@ async def _text_sse(job: CompletionJob, backend: Backend) -> AsyncIterator[str]:
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     offset, out = 0, None
-    if job.request.echo and isinstance(job.request.prompt, str):
-        yield chunk({"index": 0, "text": job.request.prompt, "logprobs": None, "finish_reason": None})
-        offset = len(job.request.prompt)
+    if job.request.echo:
+        echo = _prompt_text(job, backend)
+        yield chunk({"index": 0, "text": echo, "logprobs": None, "finish_reason": None})
+        offset = len(echo)
     try:
         async for delta, new, out in text_steps(job, backend):
             lp = legacy_logprobs(new, backend.token_bytes, offset) if job.params.logprobs is not None else None
