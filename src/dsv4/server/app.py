@@ -148,24 +148,25 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest, raw: Request):
         check_model(request.model)
-        job = prepare_completion(request, backend, default_max_tokens=default_max_tokens)
+        job = await asyncio.to_thread(prepare_completion, request, backend, default_max_tokens=default_max_tokens)
         return await answer(request, raw, job, _text_sse, _text_complete)
 
     @app.post("/v1/messages")
     async def messages(request: MessagesRequest, raw: Request):
         check_model(request.model)
-        return await answer(request, raw, prepare_messages(request, backend, dialect=dialect), stream_messages,
-                            _messages_complete)
+        job = await asyncio.to_thread(prepare_messages, request, backend, dialect=dialect)
+        return await answer(request, raw, job, stream_messages, _messages_complete)
 
     @app.post("/v1/messages/count_tokens")
     async def messages_count_tokens(request: CountTokensRequest):
         check_model(request.model)
-        return count_tokens(request, backend, dialect=dialect)
+        return await asyncio.to_thread(count_tokens, request, backend, dialect=dialect)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, raw: Request):
         check_model(request.model)
-        job = prepare(request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
+        # rendering and tokenizing a long conversation takes a while: off the event loop, which streams the others
+        job = await asyncio.to_thread(prepare, request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
         return await answer(request, raw, job, _sse, _complete)
 
     return app

@@ -4,7 +4,7 @@ OpenAI deltas (streaming) or one message.
 The completion text goes through `dsv4.encoding.StreamParser` as it forms, so reasoning, content and DSML tool
 calls are separated the same way whether the client streams or not (the parser's events fold to exactly the
 message `parse_completion(strict=False)` gives). Malformed DSML never fails a request: the tolerant parser keeps
-the text and records what it recovered from (logged, with the completion id).
+the text and records what it recovered from (logged).
 """
 
 import logging
