@@ -88,12 +88,14 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def _local_server(checkpoint: str | None):
     """The checkpoint served on a free local port, its engine in a process of its own."""
     from dsv4.cli.chat_cmds import default_checkpoint
+    from dsv4.engine import EngineConfig
     from dsv4.server import create_app
     from dsv4.server.backend import ProcessBackend
     from dsv4.server.background import serving
 
     path = str(checkpoint or default_checkpoint())
-    backend = ProcessBackend(path, None, Path(path).name)
+    # prefix caching on: each turn resends the conversation, which then starts where the last reply ended
+    backend = ProcessBackend(path, EngineConfig(prefix_cache_size=8), Path(path).name)
     try:
         with serving(create_app(backend, default_max_tokens=512)) as url:
             yield url
