@@ -27,24 +27,39 @@ async def collect(p: EngineProcess, prompt, params):
     return [out async for out in p.stream(prompt, params)]
 
 
+PARAMS = [SamplingParams(temperature=0, max_tokens=12, logprobs=2),
+          SamplingParams(temperature=0.8, seed=3, max_tokens=9, stop=("the",)),
+          SamplingParams(temperature=0, max_tokens=5)]
+
+
 def test_streams_equal_the_in_process_engine(process, tiny_dir):
-    params = [SamplingParams(temperature=0, max_tokens=12, logprobs=2),
-              SamplingParams(temperature=0.8, seed=3, max_tokens=9, stop=("the",)),
-              SamplingParams(temperature=0, max_tokens=5)]
-    want = Engine.from_pretrained(tiny_dir, CONFIG).generate(PROMPTS[:3], params)
-
-    async def main():
-        return await asyncio.gather(*(collect(process, p, sp) for p, sp in zip(PROMPTS, params, strict=False)))
-
-    for outs, w in zip(asyncio.run(main()), want, strict=True):
+    # one request at a time on both sides: the same batches, so the same sums, bit for bit
+    engine, produced = Engine.from_pretrained(tiny_dir, CONFIG), 0
+    for prompt, params in zip(PROMPTS, PARAMS, strict=False):
+        want = engine.generate([prompt], params)[0]
+        outs = asyncio.run(collect(process, prompt, params))
         last = outs[-1]
         assert (last.token_ids, last.text, last.finish_reason, last.stop_reason) == \
-            (w.token_ids, w.text, w.finish_reason, w.stop_reason)
-        assert [len(o.token_ids) for o in outs] == list(range(1, len(w.token_ids) + 1))
-        assert (last.logprobs is None) == (w.logprobs is None)
-        if w.logprobs is not None:
-            assert [(lp.token_id, lp.top) for lp in last.logprobs] == [(lp.token_id, lp.top) for lp in w.logprobs]
-    assert process.stats.generated_tokens >= sum(len(w.token_ids) for w in want)
+            (want.token_ids, want.text, want.finish_reason, want.stop_reason)
+        assert [len(o.token_ids) for o in outs] == list(range(1, len(want.token_ids) + 1))
+        assert (last.logprobs is None) == (want.logprobs is None)
+        if want.logprobs is not None:
+            assert [(lp.token_id, lp.top) for lp in last.logprobs] == [(lp.token_id, lp.top) for lp in want.logprobs]
+        produced += len(last.token_ids)
+    assert process.stats.generated_tokens >= produced
+
+
+def test_concurrent_streams_are_rebuilt_from_their_own_deltas(process, tokenizer):
+    async def main():
+        return await asyncio.gather(*(collect(process, p, sp) for p, sp in zip(PROMPTS, PARAMS, strict=False)))
+
+    for outs, params in zip(asyncio.run(main()), PARAMS, strict=True):
+        last = outs[-1]
+        assert [len(o.token_ids) for o in outs] == list(range(1, len(last.token_ids) + 1))
+        assert last.finish_reason in ("stop", "length") and len(last.token_ids) <= params.max_tokens
+        if last.finish_reason == "length":
+            assert last.text == tokenizer.decode(last.token_ids, skip_special_tokens=False)
+        assert all(o.text.startswith(prev.text) for prev, o in zip(outs, outs[1:], strict=False))
 
 
 def test_leaving_a_stream_aborts_and_a_refused_request_fails_alone(process):
