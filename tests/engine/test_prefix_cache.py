@@ -123,3 +123,21 @@ def test_block_manager_sharing_without_tensors():
     bm.free(2)
     bm.grow(3, 8)  # every block handed out again: nothing stays cached
     assert bm.cached(h) == []
+
+
+def test_requests_sharing_a_system_prompt_share_its_blocks(tiny_model, tokenizer):
+    # the first prompt's prefill ends a chunk at the block before its last user turn, so a second conversation
+    # with the same system prompt (and another long question) starts from there
+    from dsv4.encoding import encode_messages
+
+    system = {"role": "system", "content": "You are a careful assistant. " * 40}  # ~240 tokens
+    a = encode_messages([system, {"role": "user", "content": "Tell me about caches. " * 100}], thinking_mode="chat")
+    b = encode_messages([system, {"role": "user", "content": "Explain paging. " * 100}], thinking_mode="chat")
+    engine = Engine(tiny_model, tokenizer, EngineConfig(num_blocks=16, prefix_cache_size=4))
+    ids_a, ids_b = engine.encode(a), engine.encode(b)
+    common = next(i for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=False)) if x != y)
+    assert common >= 128 and len(ids_a) > 512  # premise: a shared system prompt, then long, different questions
+    engine.generate([a], GREEDY)
+    out = engine.generate([b], GREEDY)[0].token_ids
+    assert engine.prefix.hit_tokens == common // 128 * 128 > 0
+    assert out == Engine(tiny_model, tokenizer, EngineConfig(num_blocks=16)).generate([b], GREEDY)[0].token_ids

@@ -36,6 +36,7 @@ from .speculative import MTPSpeculator
 from .stats import EngineStats
 
 DEFAULT_EOS = 1  # <｜end▁of▁sentence｜>
+USER_TOKEN = "<｜User｜>"  # opens a user turn in V4's chat format
 
 
 def load_tokenizer(path_or_preset: str | Path) -> tuple[Tokenizer | None, int]:
@@ -110,6 +111,7 @@ class Engine:
         self.seqs: dict[int, Sequence] = {}
         self.detok: dict[int, Detokenizer] = {}  # running requests' text
         self.counters = EngineStats()
+        self._user_token = tokenizer.token_to_id(USER_TOKEN) if tokenizer is not None else None
         self._next_id = itertools.count()
 
     @classmethod
@@ -135,6 +137,7 @@ class Engine:
         """Queues a request; returns its id. Raises `CacheFull` if it could never fit in the cache."""
         params = params or SamplingParams()
         seq = Sequence(next(self._next_id), self.encode(prompt), params)
+        seq.shared_until = self._shared_until(seq.prompt_ids)
         if seq.max_len > self.config.max_model_len:
             raise ValueError(f"prompt ({len(seq.prompt_ids)} tokens) + max_tokens={params.max_tokens} exceeds "
                              f"max_model_len={self.config.max_model_len}")
@@ -146,6 +149,13 @@ class Engine:
             self.scheduler.add(seq)
         self.seqs[seq.seq_id] = seq
         return seq.seq_id
+
+    def _shared_until(self, ids: list[int]) -> int:
+        """Where a V4 chat prompt's last user turn begins (0 if it has none): requests that continue a conversation,
+        or share a system prompt, share what comes before it."""
+        if self.prefix is None or self._user_token is None or self._user_token not in ids:
+            return 0
+        return len(ids) - 1 - ids[::-1].index(self._user_token)
 
     def abort(self, request_id: int) -> bool:
         """Cancels a request now, freeing its blocks and cache; False if it is unknown or already finished."""

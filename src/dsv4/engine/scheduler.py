@@ -22,9 +22,9 @@ class SchedulerConfig:
     """Token budget of one step (prefill chunks + decodes)."""
     align_prefill: int = 0
     """End prompt chunks at multiples of this many tokens (block boundaries, for prefix sharing; 0: off): as far
-    as the budget reaches, and at the prompt's last full block, so a later request can start from the whole
-    prompt's prefix. A request can share another's prefix up to one of those ends (or any block boundary reached
-    while decoding)."""
+    as the budget reaches, at the last full block before `Sequence.shared_until` (where a chat prompt's last user
+    turn begins: other requests likely share what comes before), and at the prompt's last full block. A request
+    can share another's prefix up to one of those ends (or any block boundary reached while decoding)."""
 
     def __post_init__(self):
         for name in ("max_num_seqs", "max_num_batched_tokens"):
@@ -107,9 +107,10 @@ class Scheduler:
         align, start = self.config.align_prefill, seq.num_computed
         if align and start < len(seq.prompt_ids):  # a prompt chunk: end at a block boundary
             end = start + n
-            last_full = len(seq.prompt_ids) // align * align
-            if start < last_full < end:
-                end = last_full
+            marks = [b for b in (seq.shared_until // align * align, len(seq.prompt_ids) // align * align)
+                     if start < b < end]
+            if marks:
+                end = min(marks)
             elif end < len(seq.prompt_ids) and end // align * align > start:
                 end = end // align * align
             n = end - start

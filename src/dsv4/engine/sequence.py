@@ -47,6 +47,7 @@ class Sequence:
     text: str = ""
     logprobs: list[TokenLogprob] = field(default_factory=list)
     stop_reason: str | int | None = None
+    shared_until: int = 0  # prompt tokens likely shared with other requests (a prefill chunk ends at its block)
 
     def __post_init__(self):
         if not self.prompt_ids:
