@@ -6,7 +6,9 @@ The pipe carries deltas, not whole outputs (new token ids, new text, new logprob
 request costs the same per token at 1M tokens as at 1K; the parent rebuilds each request's `RequestOutput`.
 
 The child exits when told to, or when the parent's end of the pipe closes (the parent died). A child that dies
-fails every open stream with the reason.
+fails every open stream with the reason. It is started with "spawn" (a fresh interpreter, no forked torch state):
+a script that creates an `EngineProcess` must do so under `if __name__ == "__main__":`, as with any spawned
+multiprocessing child (the `dsv4` command does).
 """
 
 import asyncio
