@@ -35,7 +35,8 @@ class OpenAIClient:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, *, extra: dict | None = None,
                  timeout: float = 3600.0, retries: int = 4, backoff_s: float = 1.0, http: httpx.Client | None = None):
-        self.url, self.model, self.extra = base_url.rstrip("/") + "/chat/completions", model, dict(extra or {})
+        self.base_url, self.model, self.extra = base_url.rstrip("/"), model, dict(extra or {})
+        self.url = self.base_url + "/chat/completions"
         self.retries, self.backoff_s = retries, backoff_s
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         # a long prompt on a slow machine takes minutes to prefill: a generous read timeout, a short connect one

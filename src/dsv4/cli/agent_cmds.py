@@ -51,7 +51,7 @@ def register(sub) -> None:
 def cmd_agent(args: argparse.Namespace) -> int:
     import httpx
 
-    from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
+    from dsv4.agent import Agent, AgentConfig, ToolRegistry, sandbox_tools
     from dsv4.agent.mcp_bridge import McpTools
     from dsv4.sandbox import Sandbox, SandboxError
 
@@ -60,13 +60,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"dsv4 agent: {e}", file=sys.stderr)
         return 2
-    extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
-             if v is not None}
     with contextlib.ExitStack() as stack:
-        url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
-        key = os.environ.get(args.api_key_env)
         try:
-            model, context = _listed_model(url, key, args.model)
+            client, context = _client(args, stack)
             config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds, context_tokens=context)
             sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs, network_rules=args.network))
             mcp = stack.enter_context(McpTools(servers)) if servers else None
@@ -74,14 +70,27 @@ def cmd_agent(args: argparse.Namespace) -> int:
         except (httpx.HTTPError, SandboxError, ConnectionError, ValueError) as e:
             print(f"dsv4 agent: {e}", file=sys.stderr)
             return 2
-        agent = Agent(OpenAIClient(url, model, key, extra=extra), tools, config)
-        print(f"agent: {model} at {url}, {args.sandbox} sandbox, trajectory -> {args.trajectory}")
+        agent = Agent(client, tools, config)
+        print(f"agent: {client.model} at {client.base_url}, {args.sandbox} sandbox, trajectory -> {args.trajectory}")
         t = agent.run(args.task, save_to=args.trajectory, on_step=_show_step)
     ending = f" ({t.error})" if t.error else ""
     print(f"\nstatus: {t.status}{ending}, {len(t.steps)} steps, {t.tokens()} tokens")
     if t.answer is not None:
         print(t.answer)
     return 0 if t.status == "finished" else 1
+
+
+def _client(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """(the OpenAI client for --endpoint, or for the checkpoint served locally for the stack's lifetime, and the
+    model's context length where the endpoint lists it)."""
+    from dsv4.agent import OpenAIClient
+
+    url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
+    key = os.environ.get(args.api_key_env)
+    model, context = _listed_model(url, key, args.model)
+    extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
+             if v is not None}
+    return OpenAIClient(url, model, key, extra=extra), context
 
 
 @contextlib.contextmanager
@@ -154,7 +163,7 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import asdict
 
-    from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
+    from dsv4.agent import Agent, AgentConfig, ToolRegistry, sandbox_tools
     from dsv4.agent.harbor import TaskError, load_task, run_task
 
     dirs = [d for t in args.tasks for d in ([t] if (t / "instruction.md").is_file() else sorted(t.iterdir()))
@@ -168,12 +177,7 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         agent = args.agent
         if agent == "model":
-            url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
-            key = os.environ.get(args.api_key_env)
-            extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
-                     if v is not None}
-            model, context = _listed_model(url, key, args.model)
-            client = OpenAIClient(url, model, key, extra=extra)
+            client, context = _client(args, stack)
 
             def agent(sb):
                 return Agent(client, ToolRegistry(sandbox_tools(sb)),

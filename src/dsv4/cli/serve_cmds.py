@@ -59,10 +59,11 @@ def build_app(args: argparse.Namespace):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    # Engine steps run in a worker thread beside the event loop, and both need the GIL: with Python's default 5 ms
-    # switch interval the loop's short per-token work (parsing, SSE) stalls a step for up to 5 ms at a time.
-    # 16 concurrent chats on the tiny preset: 199 tok/s at 5 ms, 236 at 0.2 ms (in-process AsyncEngine: 242).
-    sys.setswitchinterval(0.0002)
+    if args.engine_in_process:
+        # Engine steps then run in a worker thread beside the event loop, and both need the GIL: with Python's
+        # default 5 ms switch interval the loop's short per-token work (parsing, SSE) stalls a step for up to 5 ms
+        # at a time. 16 concurrent chats on the tiny preset: 199 tok/s at 5 ms, 236 at 0.2 ms.
+        sys.setswitchinterval(0.0002)
     app = build_app(args)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

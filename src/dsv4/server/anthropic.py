@@ -17,7 +17,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dsv4.encoding import ArgumentsDelta, ContentDelta, Event, ReasoningDelta, ToolCallEnd, ToolCallStart
+from dsv4.encoding import (
+    ArgumentsDelta,
+    ContentDelta,
+    EncodingError,
+    Event,
+    ReasoningDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    encode_request,
+)
 
 from .backend import Backend
 from .chat import ChatJob, ChatRun, prepare
@@ -160,9 +169,7 @@ def prepare_messages(request: MessagesRequest, backend: Backend, *, dialect: str
 
 
 def count_tokens(request: CountTokensRequest, backend: Backend, *, dialect: str) -> dict:
-    from dsv4.encoding import EncodingError, encode_request
-
-    try:
+    try:  # rendered as `prepare` does, without the limits: a prompt over the context still gets counted
         prompt = encode_request(chat_body(request), dialect=dialect)
     except EncodingError as e:
         raise RequestError(str(e)) from e

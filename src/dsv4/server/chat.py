@@ -31,6 +31,7 @@ from .backend import Backend
 from .errors import RequestError
 from .protocol import ChatCompletionRequest
 from .sampling import sampling_params
+from .streaming import text_deltas
 
 log = logging.getLogger("dsv4.server")
 
@@ -82,21 +83,12 @@ class ChatRun:
         job = self.job
         parser = StreamParser(thinking_mode=job.thinking_mode, tools=job.request.tools)
         pending = parser.feed(FORCED_TOOL_CALLS) if job.forced_tool_call else []
-        text, n_logprobs = "", 0
-        async for out in self.backend.stream(job.prompt_ids, job.params):
-            events = pending
+        async for delta, logprobs, out in text_deltas(self.backend.stream(job.prompt_ids, job.params)):
+            events = pending + parser.feed(delta) + (parser.finish() if out.finished else [])
             pending = []
-            # running text only grows; wait out a character split across tokens before parsing it
-            if out.text.startswith(text) and (out.finished or not out.text.endswith("\ufffd")):
-                events += parser.feed(out.text[len(text):])
-                text = out.text
-            if out.finished:
-                events += parser.finish()
-            new_logprobs = (out.logprobs or [])[n_logprobs:]
-            n_logprobs += len(new_logprobs)
             self.events += events
             self.output = out
-            yield Step(events, new_logprobs, out)
+            yield Step(events, logprobs, out)
 
     def message(self):
         message = fold_events(self.events, thinking_mode=self.job.thinking_mode)

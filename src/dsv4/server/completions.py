@@ -10,6 +10,7 @@ from .backend import Backend
 from .errors import RequestError
 from .protocol import CompletionRequest
 from .sampling import sampling_params
+from .streaming import text_deltas
 
 
 @dataclass
@@ -28,18 +29,9 @@ def prepare_completion(request: CompletionRequest, backend: Backend, *, default_
     return CompletionJob(request, ids, params)
 
 
-async def text_steps(job: CompletionJob, backend: Backend
-                     ) -> AsyncIterator[tuple[str, list[TokenLogprob], RequestOutput]]:
-    """(new text, the new tokens' logprobs, the output) after each token; a character split across tokens is
-    held back until it is whole."""
-    text, seen = "", 0
-    async for out in backend.stream(job.prompt_ids, job.params):
-        delta = ""
-        if out.text.startswith(text) and (out.finished or not out.text.endswith("\ufffd")):
-            delta, text = out.text[len(text):], out.text
-        new = (out.logprobs or [])[seen:]
-        seen += len(new)
-        yield delta, new, out
+def text_steps(job: CompletionJob, backend: Backend) -> AsyncIterator[tuple[str, list[TokenLogprob], RequestOutput]]:
+    """(new text, the new tokens' logprobs, the output) after each token."""
+    return text_deltas(backend.stream(job.prompt_ids, job.params))
 
 
 def legacy_logprobs(logprobs: list[TokenLogprob], token_bytes, offset: int) -> dict:
