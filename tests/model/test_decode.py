@@ -10,7 +10,9 @@ N = 300  # > 2 HCA blocks, many CSA blocks
 
 
 def _model(simulate: bool) -> Transformer:
-    config = preset("test").replace(simulate_kv_quant=simulate, index_topk=1024)
+    # GEMM-input rounding off: it turns float32 reassociation into FP8 steps all through the network (logits move
+    # by ~0.1, routing near-ties by ~1); test_golden and tests/engine/test_engine_fp8.py judge that regime
+    config = preset("test").replace(simulate_kv_quant=simulate, simulate_act_quant=False, index_topk=1024)
     return init_random_(Transformer(config, torch.float32), seed=2)
 
 

@@ -20,7 +20,7 @@ CHUNKS = [(0, 300), (300, 1), (301, 450), (751, 530)]  # 320 CSA entries (> inde
 
 @pytest.fixture(scope="module")
 def model():
-    config = preset("test").replace(index_topk=16, index_n_heads=2, simulate_kv_quant=False)
+    config = preset("test").replace(index_topk=16, index_n_heads=2, simulate_kv_quant=False, simulate_act_quant=False)
     model = init_random_(Transformer(config, torch.float32), seed=5)
     _antisymmetric_indexer_heads_(model)  # no top-k ties at zero scores: the selection is unique
     return model

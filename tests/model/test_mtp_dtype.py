@@ -5,7 +5,7 @@ import torch
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
 
-CONFIG = preset("test").replace(index_topk=1024, simulate_kv_quant=False)
+CONFIG = preset("test").replace(index_topk=1024, simulate_kv_quant=False, simulate_act_quant=False)
 
 
 def test_mtp_cached_decode_equals_full_forward():

@@ -11,7 +11,7 @@ from .hf_oracle import hf_model
 
 # window-only, CSA and HCA layers; hash routing in a window and a CSA layer. index_topk >= number of entries,
 # so top-k ties between ReLU-zero indexer scores cannot change the selection.
-CONFIG = preset("test").replace(simulate_kv_quant=False, index_topk=1024, n_hash_layers=2)
+CONFIG = preset("test").replace(simulate_kv_quant=False, simulate_act_quant=False, index_topk=1024, n_hash_layers=2)
 PREFILL, STEPS = 720, 16
 
 

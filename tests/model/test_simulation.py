@@ -1,5 +1,9 @@
-"""`simulate_kv_quant` puts the cached KV in the deployed formats; `simulate_act_quant` rounds GEMM inputs."""
+"""`simulate_kv_quant` puts the cached KV in the deployed formats; `simulate_act_quant` rounds the inputs of the
+GEMMs whose weight is FP8 or FP4, as the reference's linear() does."""
 
+import re
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -47,3 +51,32 @@ def test_act_quant_rounds_the_gemm_input_to_fp8_blocks():
     x = torch.randn(3, 256)
     assert torch.equal(linear(x), F.linear(fp8_round(x, 128), linear.weight))
     assert not torch.equal(linear(x), F.linear(x, linear.weight))
+
+
+# The reference's linear() rounds the input exactly when the weight is FP8/FP4. Compressor wkv/wgate (fp32),
+# indexer weights_proj (bf16), wo_a (dequantized to bf16 by convert.py, an einsum), the gate and the head never.
+QUANTIZABLE = r"(attn\.(wq_a|wq_b|wkv|wo_b)|indexer\.wq_b|shared_experts\.w[123]|e_proj|h_proj)$"
+ROUTED = r"\.experts\.\d+\.w[123]$"
+
+
+def _rounding(config) -> dict[str, bool]:
+    with torch.device("meta"):
+        model = Transformer(config, torch.float32)
+    return {name: m.act_quant for name, m in model.named_modules() if isinstance(m, Linear)}
+
+
+@pytest.mark.parametrize("dtype, expert_dtype", [("fp8", "fp4"), ("fp8", None), ("bf16", None), ("bf16", "fp4")])
+def test_act_quant_follows_the_weight_format(dtype, expert_dtype):
+    config = CONFIG.replace(dtype=dtype, expert_dtype=expert_dtype)
+    rounding = _rounding(config)
+    expected = {name: (bool(re.search(QUANTIZABLE, name)) and dtype == "fp8")
+                or (bool(re.search(ROUTED, name)) and config.expert_format in ("fp8", "fp4")) for name in rounding}
+    assert rounding == expected
+    assert any(rounding.values()) == (dtype == "fp8" or expert_dtype == "fp4")
+    assert not any(_rounding(config.replace(simulate_act_quant=False)).values())  # the speed switch
+
+
+def test_fp8_checkpoints_round_by_default():
+    rounding = _rounding(CONFIG)  # the presets are FP8 with FP4 experts, like the release
+    assert rounding["layers.0.attn.wq_a"] and rounding["layers.0.ffn.experts.0.w2"]
+    assert not rounding["layers.1.attn.compressor.wkv"] and not rounding["layers.1.attn.indexer.weights_proj"]

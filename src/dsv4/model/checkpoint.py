@@ -37,7 +37,7 @@ class CheckpointError(ValueError):
 def stored_format(name: str, config: ModelConfig) -> str:
     """How the released checkpoint stores parameter `name`: fp8, fp4, bf16, fp32 or int32."""
     if ROUTED_EXPERT.search(name):
-        return config.expert_dtype or ("fp8" if config.dtype == "fp8" else "bf16")
+        return config.expert_format
     if FP8_WEIGHT.search(name):
         return config.dtype
     if name.endswith("tid2eid"):

@@ -1,7 +1,8 @@
 """`Linear`: y = x Wᵀ with the weight held dequantized in the compute dtype.
 
 Weights stored as FP8/FP4 in the checkpoint are multiplied in the reference by FP8 GEMMs whose activations are
-first rounded to FP8 (1x128 blocks, power-of-two scales). `act_quant=True` simulates that rounding of `x`.
+first rounded to FP8 (1x128 blocks, power-of-two scales). `act_quant=True` simulates that rounding of `x`; the
+modules set it from the weight's format (`ModelConfig.rounds_input`), as the reference's linear() decides it.
 """
 
 import torch

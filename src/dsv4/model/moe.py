@@ -76,9 +76,9 @@ class MoE(nn.Module):
         self.dim, self.n_routed_experts = c.dim, c.n_routed_experts
         self.gate = Gate(layer_id, c, dtype)
         self.experts = nn.ModuleList(
-            [Expert(c.dim, c.moe_inter_dim, dtype, c.swiglu_limit, c.simulate_act_quant)
+            [Expert(c.dim, c.moe_inter_dim, dtype, c.swiglu_limit, c.rounds_input(c.expert_format))
              for _ in range(c.n_routed_experts)])
-        self.shared_experts = Expert(c.dim, c.moe_inter_dim, dtype, c.swiglu_limit, c.simulate_act_quant)
+        self.shared_experts = Expert(c.dim, c.moe_inter_dim, dtype, c.swiglu_limit, c.rounds_input(c.dtype))
 
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         # x: [b,s,dim], input_ids: [b,s] -> [b,s,dim]

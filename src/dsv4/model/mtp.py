@@ -19,8 +19,8 @@ class MTPBlock(Block):
     def __init__(self, layer_id: int, config: ModelConfig, dtype: torch.dtype):
         super().__init__(layer_id, config, dtype)
         c = config
-        self.e_proj = Linear(c.dim, c.dim, dtype, c.simulate_act_quant)
-        self.h_proj = Linear(c.dim, c.dim, dtype, c.simulate_act_quant)
+        self.e_proj = Linear(c.dim, c.dim, dtype, c.rounds_input(c.dtype))
+        self.h_proj = Linear(c.dim, c.dim, dtype, c.rounds_input(c.dtype))
         self.enorm = RMSNorm(c.dim, c.norm_eps)
         self.hnorm = RMSNorm(c.dim, c.norm_eps)
         self.norm = RMSNorm(c.dim, c.norm_eps)

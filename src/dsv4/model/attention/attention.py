@@ -23,7 +23,9 @@ from .sparse import gathered_sink_attention, sink_attention
 class Attention(nn.Module):
     def __init__(self, layer_id: int, config: ModelConfig, dtype: torch.dtype):
         super().__init__()
-        c, aq = config, config.simulate_act_quant
+        # the projections stored in the checkpoint's format; wo_a is stored FP8 too, but the reference dequantizes
+        # it to BF16 at conversion and multiplies in an einsum, so its input is never rounded
+        c, aq = config, config.rounds_input(config.dtype)
         self.n_heads, self.head_dim, self.rope_head_dim = c.n_heads, c.head_dim, c.rope_head_dim
         self.n_groups, self.o_lora_rank, self.window_size = c.o_groups, c.o_lora_rank, c.window_size
         self.ratio = c.compress_ratio(layer_id)

@@ -23,8 +23,8 @@ class Indexer(nn.Module):
         self.n_heads, self.head_dim, self.ratio = config.index_n_heads, config.index_head_dim, ratio
         self.index_topk = config.index_topk
         self.simulate = config.simulate_kv_quant
-        self.wq_b = Linear(config.q_lora_rank, self.n_heads * self.head_dim, dtype, config.simulate_act_quant)
-        self.weights_proj = Linear(config.dim, self.n_heads, dtype)
+        self.wq_b = Linear(config.q_lora_rank, self.n_heads * self.head_dim, dtype, config.rounds_input(config.dtype))
+        self.weights_proj = Linear(config.dim, self.n_heads, dtype)  # BF16 in the checkpoint: input unrounded
         self.compressor = Compressor(config, ratio, self.head_dim, rotate=True)
         self.rope = Rope(config, compressed=True)
         self.softmax_scale = self.head_dim**-0.5
