@@ -1,5 +1,8 @@
 """Hypothesis strategies for OpenAI-format chat conversations in the shapes DeepSeek-V4 agents produce."""
 
+import json
+import math
+
 from hypothesis import strategies as st
 
 # Text that stresses rendering: markup-like characters, quotes, newlines, non-ASCII and astral code points.
@@ -10,13 +13,56 @@ TEXT_ALPHABET = st.one_of(
 texts = st.text(TEXT_ALPHABET, max_size=24)
 names = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)
 
-json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**6, 10**6), texts,
-    st.sampled_from([0.5, -2.25, 3.0, 1e-3, 123.456]),
+
+class JsonText(str):
+    """A JSON number spelled as an argument text may spell it (`1E5`, `-0`, `2.50e+3`): written verbatim."""
+
+
+# Numbers where the recipe's serde_json and Python's json part: exponents (`1e-7` vs `1e-07`, fixed notation
+# down to 1e-5 and up to 1e15), integers beyond u64 / below i64 (read as floats), -0, subnormals, and floats
+# whose shortest form needs 17 significant digits.
+EDGE_NUMBERS = [2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 123456789012345678901234, 10**23, 9007199254740993,
+                -0.0, 1e-7, 1e-5, 1e-6, 2.5e-5, 1e15, 1e16, 1.5e20, 1e300, 5e-324, 2.2250738585072014e-308,
+                1.7976931348623157e308, 0.1 + 0.2, 1 / 3, 1e22, 1e21, 100.0]
+numbers = st.one_of(
+    st.integers(-10**6, 10**6), st.integers(-(2**70), 2**70), st.sampled_from(EDGE_NUMBERS),
+    st.floats(allow_nan=False, allow_infinity=False), st.floats(-1e6, 1e6).map(lambda f: round(f, 3)),
 )
+
+
+@st.composite
+def number_spellings(draw) -> JsonText:
+    """Any finite JSON number grammar allows, in spellings Python never writes: `-0`, `1E5`, `0.10e+01`."""
+    whole = draw(st.sampled_from(["0", "1", "7", "12", "123456789", "12345678901234567890123"]))
+    text = draw(st.sampled_from(["", "-"])) + whole
+    if draw(st.booleans()):
+        text += "." + draw(st.from_regex(r"[0-9]{1,20}", fullmatch=True))
+    if draw(st.booleans()):
+        text += draw(st.sampled_from("eE")) + draw(st.sampled_from(["", "+", "-"])) + str(draw(st.integers(0, 330)))
+    return JsonText(text) if math.isfinite(float(text)) else JsonText(whole)
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), numbers, texts)
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)), max_leaves=6)
 arguments = st.dictionaries(names, json_values, max_size=4)
+spelled_values = st.recursive(st.one_of(json_scalars, number_spellings()), lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(names, inner, max_size=3)), max_leaves=6)
+
+
+def json_text(value) -> str:
+    """JSON text with each `JsonText` number written as spelled."""
+    if isinstance(value, JsonText):
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {json_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(json_text(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+# Call arguments: a dict (which dsv4 takes as is and the recipe as Python's JSON of it) or JSON text.
+call_arguments = st.one_of(arguments, st.dictionaries(names, spelled_values, max_size=4).map(json_text))
 
 
 def assistant_turn(draw, n_call: int, *, title_tasks: bool = False) -> tuple[dict, list[dict]]:
@@ -30,7 +76,7 @@ def assistant_turn(draw, n_call: int, *, title_tasks: bool = False) -> tuple[dic
         for _ in range(draw(st.integers(1, 3))):
             n_call += 1
             calls.append({"id": f"call_{n_call}", "type": "function",
-                          "function": {"name": draw(names), "arguments": draw(arguments)}})
+                          "function": {"name": draw(names), "arguments": draw(call_arguments)}})
         a["tool_calls"] = calls
     if title_tasks and draw(st.integers(0, 8)) == 0:
         a["task"] = "title"

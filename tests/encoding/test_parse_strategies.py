@@ -13,6 +13,8 @@ from dsv4.encoding.events import fold_events
 from dsv4.encoding.stream import StreamParser
 from dsv4.encoding.tokens import EOS
 
+from .conversations import JsonText, json_text, number_spellings, numbers
+
 D = "｜DSML｜"
 # Text the model may write: quotes, "<", backslashes, newlines, tabs, non-ASCII, astral characters.
 RICH = "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 _-.,:;!?'\"<>/\\&{}[]()=\n\t\r" + "éßкл中文😀€\u2028"
@@ -29,8 +31,8 @@ names = st.text(alphabet=NAME, min_size=1, max_size=10)
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(-(10**12), 10**12)
-    | st.floats(allow_nan=False, allow_infinity=False)
+    | numbers
+    | number_spellings()  # `1E5`, `-0`: both parsers pass a value's text on as written
     | rich_text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3),
     max_leaves=6,
@@ -51,7 +53,7 @@ def render_calls(calls: list[tuple[str, dict]], bar: str = D) -> str:
     """The DSML block as the reference renders it (spec 2.8), blank line included."""
 
     def param(k, v):
-        flag, text = ("true", v) if isinstance(v, str) else ("false", json.dumps(v, ensure_ascii=False))
+        flag, text = ("true", v) if isinstance(v, str) and not isinstance(v, JsonText) else ("false", json_text(v))
         return f'<{bar}parameter name="{k}" string="{flag}">{text}</{bar}parameter>'
 
     invokes = [
@@ -77,7 +79,7 @@ def completions(draw, thinking_mode: str = "thinking", edge_newlines: bool = Tru
 
 def expected_arguments(args: dict) -> str:
     """What the reference (and the tolerant parser) decode a rendered call's arguments to."""
-    parts = [f"{json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}" for k, v in args.items()]
+    parts = [f"{json.dumps(k, ensure_ascii=False)}: {json_text(v)}" for k, v in args.items()]
     return "{" + ", ".join(parts) + "}"
 
 
@@ -130,7 +132,7 @@ def test_rendered_completions_decode_to_their_calls(case):
     text, _, _, calls = case
     assert text.endswith(EOS) and text.count(EOS) == 1
     for _name, args in calls:
-        assert json.loads(expected_arguments(args)) == args
+        assert json.loads(expected_arguments(args)) == json.loads(json_text(args))
 
 
 def test_recipe_oracle_reads_a_tool_call():

@@ -11,11 +11,14 @@ ROLES = ("system", "developer", "user", "assistant", "tool", "latest_reminder")
 
 @dataclass(slots=True)
 class Call:
-    """A tool call of an assistant turn; `arguments` decoded to a dict."""
+    """A tool call of an assistant turn; `arguments` decoded to a dict. `source` is the JSON text it came as
+    (None for a dict): the ga dialect reads its numbers from the text as deepseek-recipe does (`-0` keeps
+    its sign there, which Python's json drops)."""
 
     id: str
     name: str
     arguments: dict
+    source: str | None = None
 
 
 @dataclass(slots=True)
@@ -87,7 +90,9 @@ def check_calls(raw, index: int) -> list[Call]:
         call_id = tc.get("id") or ""
         if not isinstance(call_id, str):
             raise EncodingError("must be a string", index=index, field=f"tool_calls[{k}].id")
-        calls.append(Call(call_id, fn["name"], decode_arguments(fn.get("arguments", "{}"), index, k)))
+        arguments = fn.get("arguments", "{}")
+        source = arguments if isinstance(arguments, str) else None
+        calls.append(Call(call_id, fn["name"], decode_arguments(arguments, index, k), source))
     return calls
 
 

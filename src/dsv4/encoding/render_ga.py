@@ -2,9 +2,11 @@
 
 It differs from the preview file in: effort tiers low/high/max (default high); all system messages
 hoisted to the front; `<｜Assistant｜>` opening every assistant turn; reasoning kept only when tools are
-defined; a zero-argument invoke without the empty line; strict tool schemas normalized.
+defined; a zero-argument invoke without the empty line; strict tool schemas normalized; JSON numbers read and
+written as the recipe's serde_json does (`recipe_json`).
 """
 
+from . import recipe_json
 from .conversation import Msg
 from .dsml import render_tool_calls
 from .errors import EncodingError
@@ -16,7 +18,6 @@ from .templates import (
     RESPONSE_JSON_OBJECT,
     RESPONSE_SCHEMA_TEMPLATE,
     render_tools,
-    to_json,
 )
 from .tokens import (
     ASSISTANT,
@@ -64,8 +65,26 @@ def strict_schema(schema, where: str):
     return out
 
 
+def recipe_value(value, *, field: str, index: int | None = None):
+    """`value` as deepseek-recipe reads it when sent as JSON; EncodingError naming `field` for what it refuses."""
+    try:
+        return recipe_json.read(value)
+    except (TypeError, ValueError) as e:
+        raise EncodingError(str(e), index=index, field=field) from None
+
+
+def read_arguments(msgs: list[Msg]) -> None:
+    """Every call's arguments as the recipe reads them, from their JSON text where given (`-0`, big integers)."""
+    for i, m in enumerate(msgs):
+        for k, c in enumerate(m.calls):
+            try:
+                c.arguments = recipe_json.loads(c.source) if c.source is not None else recipe_json.read(c.arguments)
+            except (TypeError, ValueError) as e:
+                raise EncodingError(str(e), index=i, field=f"tool_calls[{k}].function.arguments") from None
+
+
 def normalize_tool(fn: dict) -> dict:
-    params = fn.get("parameters") or {}
+    params = recipe_value(fn.get("parameters") or {}, field=f"tools[{fn['name']}].parameters")
     if fn.get("strict"):
         params = strict_schema(params, f"tools[{fn['name']}].parameters")
     return {"name": fn["name"], "description": fn.get("description") or "", "parameters": params}
@@ -74,8 +93,9 @@ def normalize_tool(fn: dict) -> dict:
 def response_format_text(rf: dict, index: int) -> str:
     kind = rf.get("type")
     if kind == "json_schema":
-        schema = (rf.get("json_schema") or {}).get("schema", {})
-        return RESPONSE_SCHEMA_TEMPLATE.format(schema=to_json(schema))
+        schema = recipe_value((rf.get("json_schema") or {}).get("schema", {}), index=index,
+                              field="response_format.json_schema.schema")
+        return RESPONSE_SCHEMA_TEMPLATE.format(schema=recipe_json.dumps(schema))
     if kind == "json_object":
         return RESPONSE_JSON_OBJECT
     if kind == "text":
@@ -90,7 +110,7 @@ def render_header(msgs: list[Msg], effort_prefix: str) -> str:
     text = effort_prefix + "\n\n".join(m.content for _, m in systems if m.content)
     tools = [normalize_tool(fn) for _, m in systems for fn in (m.tools or [])]
     if tools:
-        text += "\n\n" + render_tools(tools)
+        text += "\n\n" + render_tools(tools, recipe_json.dumps)
     formats = [(i, m.response_format) for i, m in systems if m.response_format]
     if formats and (rf_text := response_format_text(formats[-1][1], formats[-1][0])):
         text += "\n\n" + rf_text
@@ -135,8 +155,9 @@ def render_assistant(m: Msg, thinking: bool, keep_reasoning: bool) -> str:
     think = THINK_START + (m.reasoning or "") + THINK_END if thinking and keep_reasoning else THINK_END
     # deepseek-recipe 0.2.0 keys calls by id: they render in id order, not as listed. Reproduced, not corrected.
     ordered = sorted(m.calls, key=lambda c: c.id)
-    calls = render_tool_calls([(c.name, c.arguments) for c in ordered], empty_line=False) if m.calls else ""
-    return ASSISTANT + think + m.content + calls + EOS
+    calls = [(c.name, c.arguments) for c in ordered]
+    block = render_tool_calls(calls, empty_line=False, dumps=recipe_json.dumps) if calls else ""
+    return ASSISTANT + think + m.content + block + EOS
 
 
 def render_turn(m: Msg, thinking: bool, keep_reasoning: bool) -> str:
@@ -169,6 +190,7 @@ def encode_ga(context: list[Msg], msgs: list[Msg], *, thinking: bool, effort: st
     full, forced = apply_tool_choice(context + msgs, tool_choice, thinking=thinking, dialect="ga")
     context, msgs = full[: len(context)], full[len(context):]
     check_ga(full)
+    read_arguments(full)
     text = render_body(full, thinking, effort_prefix) + generation_header(full, thinking) + forced
     if not context:
         return (BOS if add_bos else "") + text

@@ -1,6 +1,7 @@
 """Fixed texts of the V4 prompt: the tools block, response-format blocks and reasoning-effort prefixes."""
 
 import json
+from collections.abc import Callable
 
 from .tokens import DSML, THINK_END, THINK_START
 
@@ -62,6 +63,6 @@ def to_json(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def render_tools(functions: list[dict]) -> str:
-    """The TOOLS block for OpenAI function objects (the `function` part of each tool)."""
-    return TOOLS_TEMPLATE.replace("{tool_schemas}", "\n".join(to_json(f) for f in functions))
+def render_tools(functions: list[dict], dumps: Callable = to_json) -> str:
+    """The TOOLS block for OpenAI function objects (the `function` part of each tool), each written by `dumps`."""
+    return TOOLS_TEMPLATE.replace("{tool_schemas}", "\n".join(dumps(f) for f in functions))
