@@ -9,10 +9,6 @@ Run: `.venv/bin/python benchmarks/server.py [--requests 16] [--tokens 64]`.
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 
@@ -21,6 +17,7 @@ import torch
 
 from dsv4.encoding import encode_request
 from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.server.background import serve_process
 
 
 def chat(i: int, tokens: int) -> dict:
@@ -61,27 +58,10 @@ async def stream(http: httpx.AsyncClient, body: dict) -> tuple[int, float]:
 @contextmanager
 def dsv4_serve(n: int, engine_in_process: bool):
     """`dsv4 serve` on the tiny preset in a child process, configured as `engine(n)`."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    argv = [sys.executable, "-c", "from dsv4.cli import main; raise SystemExit(main())",
-            "serve", "--model", "tiny", "--port", str(port), "--max-num-seqs", str(n),
-            "--max-num-batched-tokens", "2048", "--prefix-cache-size", "0", "--kv-cache-gib", "1"] + \
-        (["--engine-in-process"] if engine_in_process else [])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    args = ["--model", "tiny", "--max-num-seqs", str(n), "--max-num-batched-tokens", "2048",
+            "--prefix-cache-size", "0", "--kv-cache-gib", "1"] + (["--engine-in-process"] if engine_in_process else [])
+    with serve_process(args, env={"OMP_NUM_THREADS": "1"}) as (url, _):
         yield url
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def over_http(n: int, tokens: int, engine_in_process: bool) -> tuple[float, int, float]:

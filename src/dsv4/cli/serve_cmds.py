@@ -14,8 +14,22 @@ def register(sub) -> None:
                    help="the model id clients send and /v1/models lists (default: the checkpoint's directory name)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--api-key", default=os.environ.get("DSV4_API_KEY"),
-                   help="require `Authorization: Bearer KEY` on /v1 requests (default: $DSV4_API_KEY; none: open)")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", default=None,
+                     help="require `Authorization: Bearer KEY` (or `x-api-key: KEY`) on every path but /health and "
+                          "/metrics (visible to other users in `ps`: prefer --api-key-file or $DSV4_API_KEY)")
+    key.add_argument("--api-key-file", type=Path, default=None,
+                     help="read the API key from this file (its first line)")
+    # defaults (None here) live with the server: importing it would load torch for every dsv4 command
+    p.add_argument("--max-request-bytes", type=int, default=None,
+                   help="refuse larger request bodies with 413, before reading them (default: 16 MiB)")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections at most; over it, the one that has waited longest for its request head "
+                        "is closed (default: 1024, lowered to what `ulimit -n` allows)")
+    p.add_argument("--header-timeout", type=float, default=None,
+                   help="seconds a connection may take to send its request head (default: 10)")
+    p.add_argument("--keep-alive-timeout", type=float, default=None,
+                   help="seconds an idle keep-alive connection is kept (default: 5)")
     p.add_argument("--dialect", choices=("ga", "preview"), default="ga")
     p.add_argument("--default-max-tokens", type=int, default=32768,
                    help="completion limit of requests that set none (lowered to what fits in the context)")
@@ -43,6 +57,7 @@ def build_app(args: argparse.Namespace):
     from dsv4.server import EngineBackend, create_app
     from dsv4.server.backend import ProcessBackend
 
+    key = api_key_of(args)  # before the model loads: a bad key file fails at once
     model = args.model or default_checkpoint()
     extra = {"max_model_len": args.max_model_len} if args.max_model_len else {}
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
@@ -52,18 +67,42 @@ def build_app(args: argparse.Namespace):
     name = args.served_model_name or Path(str(model)).name
     backend = EngineBackend(Engine.from_pretrained(model, config), name) if args.engine_in_process \
         else ProcessBackend(str(model), config, name)
+    limit = {"max_request_bytes": args.max_request_bytes} if args.max_request_bytes is not None else {}
     return create_app(backend, dialect=args.dialect, default_max_tokens=args.default_max_tokens,
-                      api_key=args.api_key)
+                      api_key=key, **limit)
+
+
+def api_key_of(args: argparse.Namespace) -> str | None:
+    """--api-key, else the first line of --api-key-file, else $DSV4_API_KEY, else None (open)."""
+    if args.api_key is not None:
+        print("dsv4 serve: --api-key shows the key to every user of this machine (ps); prefer --api-key-file or "
+              "$DSV4_API_KEY", file=sys.stderr)
+        return args.api_key
+    if args.api_key_file is not None:
+        try:
+            lines = args.api_key_file.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise SystemExit(f"dsv4 serve: --api-key-file {args.api_key_file}: {e.strerror}") from e
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise SystemExit(f"dsv4 serve: --api-key-file {args.api_key_file}: the file's first line is empty")
+        return key
+    return os.environ.get("DSV4_API_KEY") or None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
+
+    from dsv4.server.connections import ConnectionLimits, uvicorn_config
 
     if args.engine_in_process:
         # Engine steps then run in a worker thread beside the event loop, and both need the GIL: with Python's
         # default 5 ms switch interval the loop's short per-token work (parsing, SSE) stalls a step for up to 5 ms
         # at a time. 16 concurrent chats on the tiny preset: 199 tok/s at 5 ms, 236 at 0.2 ms.
         sys.setswitchinterval(0.0002)
+    given = {"max_connections": args.max_connections, "head_timeout": args.header_timeout,
+             "keep_alive_timeout": args.keep_alive_timeout}
+    limits = ConnectionLimits(**{k: v for k, v in given.items() if v is not None})
     app = build_app(args)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.Server(uvicorn_config(app, limits, host=args.host, port=args.port, log_level="info")).run()
     return 0

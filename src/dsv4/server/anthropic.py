@@ -31,6 +31,7 @@ from dsv4.encoding import (
 from .backend import Backend
 from .chat import ChatJob, ChatRun, prepare
 from .errors import RequestError
+from .prompt_bound import check_prompt_chars
 from .protocol import ChatCompletionRequest
 
 
@@ -173,6 +174,8 @@ def count_tokens(request: CountTokensRequest, backend: Backend, *, dialect: str)
         prompt = encode_request(chat_body(request), dialect=dialect)
     except EncodingError as e:
         raise RequestError(str(e)) from e
+    # past the bound the prompt is over the context whatever its count, and tokenizing it is what costs
+    check_prompt_chars(prompt, backend.max_prompt_chars, backend.max_model_len, "messages")
     return {"input_tokens": len(backend.encode(prompt))}
 
 
@@ -287,7 +290,8 @@ async def stream_messages(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
     yield sse("message_stop", {"type": "message_stop"})
 
 
-ErrorKind = Literal["invalid_request_error", "authentication_error", "not_found_error", "api_error"]
+ErrorKind = Literal["invalid_request_error", "authentication_error", "not_found_error", "request_too_large",
+                    "api_error"]
 
 
 def anthropic_error(message: str, kind: ErrorKind = "invalid_request_error") -> dict:

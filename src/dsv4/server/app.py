@@ -4,9 +4,9 @@
     uvicorn.run(app)
 
 Errors use OpenAI's error object with the status it would use: 400 for a request that is wrong (the message names
-the field), 404 for another model's name, 500 when generation itself fails. A streaming request that fails after
-its first chunk gets an `{"error": ...}` event, then `[DONE]`. A client that disconnects cancels its request,
-freeing its KV blocks.
+the field), 404 for another model's name, 413 for a body over the size limit (before it is read), 500 when
+generation itself fails. A streaming request that fails after its first chunk gets an `{"error": ...}` event, then
+`[DONE]`. A client that disconnects cancels its request, freeing its KV blocks.
 """
 
 import asyncio
@@ -33,6 +33,7 @@ from .anthropic import (
     stream_messages,
 )
 from .backend import Backend
+from .body_limit import BodyLimit
 from .chat import ChatJob, ChatRun, delta_chunks, logprobs_content, prepare
 from .completions import CompletionJob, legacy_logprobs, prepare_completion, text_steps
 from .errors import RequestError
@@ -54,11 +55,17 @@ from .protocol import (
 log = logging.getLogger("dsv4.server")
 
 
+DEFAULT_MAX_REQUEST_BYTES = 16 << 20  # a whole 1M-token context is ~4 MB of text: 4x for JSON escapes and tools
+OPEN_PATHS = ("/health", "/metrics")  # for load balancers and scrapers, with or without an API key
+
+
 def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int = 32768,
-               api_key: str | None = None) -> FastAPI:
+               api_key: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """The API over `backend`. `default_max_tokens`: a request's completion limit when it sets none (lowered to
-    what fits in the context). `api_key`: when set, /v1 requests must carry `Authorization: Bearer <api_key>`
-    (401 otherwise; /health stays open for load balancers)."""
+    what fits in the context). `api_key`: when set, every path but /health and /metrics (/docs and
+    /openapi.json included) needs `Authorization: Bearer <api_key>` or `x-api-key: <api_key>` (401 otherwise).
+    `max_request_bytes`: a larger body is refused with 413, from its Content-Length before any of it is read, or
+    as soon as a chunked body passes the limit (`BodyLimit`)."""
     @contextlib.asynccontextmanager
     async def lifespan(_):
         yield
@@ -79,13 +86,15 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
             # OpenAI clients send `Authorization: Bearer KEY`, Anthropic clients `x-api-key: KEY`
             bearer = request.headers.get("authorization", "").encode()
             x_key = f"Bearer {request.headers.get('x-api-key', '')}".encode()
-            if request.url.path.startswith("/v1") and not (hmac.compare_digest(bearer, expected)
+            if request.url.path not in OPEN_PATHS and not (hmac.compare_digest(bearer, expected)
                                                            or hmac.compare_digest(x_key, expected)):
                 message = "missing or incorrect API key (Authorization: Bearer ... or x-api-key)"
                 if _anthropic(request):
                     return JSONResponse(anthropic_error(message, "authentication_error"), status_code=401)
                 return JSONResponse(error_body(message, code="invalid_api_key"), status_code=401)
             return await call_next(request)
+
+    app.add_middleware(BodyLimit, limit=max_request_bytes, refuse=lambda r: _too_large(r, max_request_bytes))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
@@ -99,6 +108,8 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
+        if e.status_code == 413:  # a chunked body over the limit (BodyLimit)
+            return _too_large(request, max_request_bytes)
         if _anthropic(request):
             kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
             return JSONResponse(anthropic_error(str(e.detail), kind), status_code=e.status_code)
@@ -170,6 +181,15 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         return await answer(request, raw, job, _sse, _complete)
 
     return app
+
+
+def _too_large(request: Request, limit: int) -> JSONResponse:
+    """413, and the connection closed: the rest of the body is not read (uvicorn would read it to reuse the
+    connection)."""
+    message = f"the request body is over this server's limit of {limit} bytes (dsv4 serve --max-request-bytes)"
+    body = anthropic_error(message, "request_too_large") if _anthropic(request) else \
+        error_body(message, code="request_too_large")
+    return JSONResponse(body, status_code=413, headers={"connection": "close"})
 
 
 def _anthropic(request: Request) -> bool:
