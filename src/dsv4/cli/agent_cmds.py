@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+NETWORK_HELP = "sandbox network rules: none, loopback, all (any public host:port, through the proxy), or host:port,..."
+
 
 def _model_args(p) -> None:
     p.add_argument("--endpoint", default=None,
@@ -27,7 +29,7 @@ def register(sub) -> None:
     t.add_argument("--agent", choices=("model", "oracle", "nop"), default="model",
                    help="the model agent, the tasks' reference solutions, or nothing (default: model)")
     t.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
-    t.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
+    t.add_argument("--network", default="none", help=NETWORK_HELP)
     t.add_argument("--out", type=Path, default=Path("task-results"), help="results.json and trajectories")
     t.add_argument("--concurrency", type=int, default=1,
                    help="tasks run at once (each in its own sandbox; the server batches their requests)")
@@ -39,7 +41,7 @@ def register(sub) -> None:
     _model_args(p)
     p.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     p.add_argument("--rootfs", type=Path, default=None, help="container image (directory, OCI layout or tarball)")
-    p.add_argument("--network", default="none", help="sandbox network rules: none, all, or host[:port],...")
+    p.add_argument("--network", default="none", help=NETWORK_HELP)
     p.add_argument("--mcp", action="append", default=[], metavar="NAME=SERVER",
                    help="an MCP server whose tools the agent gets: NAME=http(s)://.../mcp or NAME='command args' "
                         "(stdio); repeatable")

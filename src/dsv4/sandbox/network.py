@@ -4,6 +4,11 @@ Loopback IP destinations are relayed transparently: the sandbox connects to the 
 own loopback. Any other destination (a hostname or a non-loopback IP) is reachable through an HTTP proxy at
 `127.0.0.1:3128` inside the sandbox (`HTTP(S)_PROXY` are set) that tunnels only to the listed host:port pairs
 and answers 403 to everything else at once.
+
+A name is resolved once, on the host, and the proxy connects to an address it vetted (never re-resolving, so a
+rebinding name cannot switch addresses in between): only public addresses qualify. Loopback, private,
+link-local (cloud metadata at 169.254.169.254 included), shared, reserved and unspecified addresses are
+reached only when allowed as an IP literal, or, for loopback, by the name `localhost` itself.
 """
 
 import ipaddress
@@ -55,17 +60,22 @@ class HostPort(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> "HostPort":
-        host, _, port = text.rpartition(":")
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{text!r} has no :port")
         return cls(host=host.strip("[]"), port=int(port))
 
 
 class NetworkRules(BaseModel):
     """`none`: no IP sockets at all; `loopback`: a private loopback only; `allow`: that plus a relay to each
-    listed host:port. Anything else fails fast (no route, refused, or EACCES)."""
+    listed host:port; `all`: a private loopback plus the proxy to any public host:port. Anything else fails
+    fast (no route, refused, 403, or EACCES)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    mode: Literal["none", "loopback", "allow"] = "none"
+    mode: Literal["none", "loopback", "allow", "all"] = "none"
+    """`all`: the proxy tunnels to any host:port whose address is public (never to loopback, private or
+    link-local addresses); bubblewrap backends only."""
     allow: tuple[HostPort, ...] = ()
     """Destinations reachable in `allow` mode."""
 
@@ -77,14 +87,23 @@ class NetworkRules(BaseModel):
 
     @classmethod
     def of(cls, rules: "NetworkRules | str | list[str] | None") -> "NetworkRules":
-        """Accept `None`, `"none"`, `"loopback"`, a list of `"host:port"`, or `NetworkRules`."""
+        """Accept `None`, `"none"`, `"loopback"`, `"all"`, a list of `"host:port"` or the same joined by commas
+        (as the CLI's `--network` takes it), or `NetworkRules`."""
         if rules is None:
             return cls()
         if isinstance(rules, NetworkRules):
             return rules
         if isinstance(rules, str):
-            return cls(mode=rules)
-        return cls(mode="allow", allow=tuple(HostPort.parse(r) for r in rules))
+            if rules in ("none", "loopback", "all"):
+                return cls(mode=rules)
+            rules = [r for r in rules.split(",") if r.strip()]
+        allow = []
+        for r in rules:
+            try:
+                allow.append(HostPort.parse(r.strip()))
+            except ValueError as e:
+                raise ValueError(f"network rule {r!r}: expected none, loopback, all, or host:port,... ({e})") from None
+        return cls(mode="allow", allow=tuple(allow))
 
 
 class Relay:
@@ -102,9 +121,10 @@ class Relay:
     def update(self, rules: NetworkRules) -> tuple[list[tuple[str, int, Path]], list[tuple[str, int]]]:
         """Switch to `rules`: (relays the guest must start forwarding, relays it must stop)."""
         self.proxied = {(d.host, d.port) for d in rules.allow if not d.transparent}
-        wanted = {(d.host, d.port): partial(_tunnel, host=d.host, port=d.port)
+        self.any_public = rules.mode == "all"
+        wanted = {(d.host, d.port): partial(_tunnel, addresses=literal_address(d.host, d.port))
                   for d in rules.allow if d.transparent}
-        if self.proxied:
+        if self.proxied or self.any_public:
             wanted[PROXY] = self._proxy
         removed = [key for key in self.sockets if key not in wanted]
         for key in removed:
@@ -117,7 +137,7 @@ class Relay:
 
     def proxy_env(self) -> dict[str, str]:
         """Environment that points HTTP clients in the sandbox at the filtering proxy."""
-        if not self.proxied:
+        if not (self.proxied or self.any_public):
             return {}
         url = f"http://{PROXY[0]}:{PROXY[1]}"
         return {k: url for k in PROXY_VARS}
@@ -148,11 +168,14 @@ class Relay:
         except (OSError, ValueError):
             conn.close()
             return
-        if (dest.host, dest.port) not in self.proxied:
-            conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            conn.close()
-            return
-        _tunnel(conn, dest.host, dest.port, preface=preface, reply=reply)
+        listed = (dest.host, dest.port) in self.proxied
+        if not (listed or self.any_public):
+            return _refuse(conn)
+        addresses = vetted_addresses(dest.host, dest.port, listed)
+        if not addresses:
+            return _refuse(conn, f"{dest.host} resolves to no address the sandbox may reach (only public ones, "
+                                 "unless allowed as an IP)")
+        _tunnel(conn, addresses, preface=preface, reply=reply)
 
     def close(self) -> None:
         for _, listener in self.sockets.values():
@@ -177,16 +200,61 @@ def _accept(listener: socket.socket, handle) -> None:
         threading.Thread(target=handle, args=(conn,), daemon=True).start()
 
 
-def _tunnel(conn: socket.socket, host: str, port: int, preface: bytes = b"", reply: bytes = b"") -> None:
+def literal_address(host: str, port: int) -> list[tuple[int, tuple]]:
+    """[(family, sockaddr)] of an IP literal."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    return [(family, (host, port))]
+
+
+def vetted_addresses(host: str, port: int, listed: bool) -> list[tuple[int, tuple]]:
+    """Where the proxy may connect for `host:port`: a listed IP literal as it is (allowed by address), a listed
+    `localhost` on loopback only, anything else on its public addresses only (never loopback, private,
+    link-local / metadata, shared, reserved or unspecified ones)."""
     try:
-        up = socket.create_connection((host, port), timeout=10)
-        up.settimeout(None)
-        up.sendall(preface)
-        conn.sendall(reply)
-    except OSError:
-        conn.close()
-        return
-    splice(conn, up)
+        infos = literal_address(host, port)
+        if listed:
+            return infos
+    except ValueError:  # a name
+        try:
+            infos = [(i[0], i[4]) for i in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+        except (OSError, UnicodeError):
+            return []
+    local = listed and (host == "localhost" or host.endswith(".localhost"))
+    vetted = []
+    for family, sockaddr in infos:
+        ip = _unmapped(sockaddr[0])
+        if ip.is_loopback if local else ip.is_global:
+            vetted.append((family, sockaddr))
+    return vetted
+
+
+def _unmapped(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address, IPv4-mapped IPv6 (::ffff:a.b.c.d) taken as the IPv4 address it carries."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def _refuse(conn: socket.socket, why: str = "") -> None:
+    body = why.encode()
+    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+    conn.close()
+
+
+def _tunnel(conn: socket.socket, addresses: list[tuple[int, tuple]], preface: bytes = b"", reply: bytes = b"") -> None:
+    """Connect to the first of `addresses` that answers (each already vetted), then splice."""
+    for family, sockaddr in addresses:
+        up = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            up.settimeout(10)
+            up.connect(sockaddr)
+            up.settimeout(None)
+            up.sendall(preface)
+            conn.sendall(reply)
+        except OSError:
+            up.close()
+            continue
+        return splice(conn, up)
+    conn.close()
 
 
 def _read_head(conn: socket.socket, limit: int = 16384) -> bytes:

@@ -31,6 +31,9 @@ AGENT_DIR = "/run/dsv4-agent"
 NOBODY = 65534
 STATE_PREFIX = "dsv4-sandbox-"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOST_ENV: dict[str, str] = {}
+"""The environment bwrap, runsc and QEMU are started with: empty. `--clearenv` only clears the command's
+environment; bwrap's own pid 1 in the sandbox keeps the block it was exec'd with, readable at /proc/1/environ."""
 
 
 def find_bwrap() -> str:
@@ -222,7 +225,7 @@ class BwrapBackend(GuestBackend):
         log = open(self.state / "agent.log", "wb")
         try:
             self.proc = self._keeper.spawn(argv, self.cgroup, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=log, pass_fds=pass_fds, **as_user)
+                                           stderr=log, pass_fds=pass_fds, env=HOST_ENV, **as_user)
         finally:
             log.close()
             for fd in pass_fds:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import uuid
 
-from dsv4.sandbox.backends.bwrap import AGENT_DIR, GUEST_DIR, PATH, BwrapBackend, find_tool
+from dsv4.sandbox.backends.bwrap import AGENT_DIR, GUEST_DIR, HOST_ENV, PATH, BwrapBackend, find_tool
 from dsv4.sandbox.backends.container import HOST_DIR, injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ContainerConfig, SandboxSpec
@@ -27,9 +27,9 @@ class RunscBackend(BwrapBackend):
 
     def __init__(self, spec: SandboxSpec):
         assert isinstance(spec.backend, ContainerConfig)
-        if spec.network_rules.mode == "allow":
-            raise BackendUnavailable("runsc here cannot reach host unix sockets, so network_rules "
-                                     "allow-lists are not offered under runtime='runsc'")
+        if spec.network_rules.mode in ("allow", "all"):
+            raise BackendUnavailable("runsc here cannot reach host unix sockets, so the network_rules relay "
+                                     "('allow' and 'all') is not offered under runtime='runsc'")
         if os.geteuid() != 0:
             raise BackendUnavailable("runsc (Debian 0.0~20221219) needs root here; rootless mode is not "
                                      "wired up")
@@ -54,7 +54,8 @@ class RunscBackend(BwrapBackend):
             # pdeathsig on `runsc run`; its attached sandbox and gofer die with it.
             argv = [find_tool("setpriv"), "--pdeathsig", "KILL", "--", *self.runsc, "run", "--bundle",
                     str(bundle), self.container_id]
-            self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+            self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                           env=HOST_ENV)
         finally:
             log.close()
         self.channel = AgentChannel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), self._why_dead)

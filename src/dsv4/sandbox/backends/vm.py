@@ -13,7 +13,7 @@ import shutil
 import subprocess
 
 from dsv4.sandbox.backend import GuestBackend
-from dsv4.sandbox.backends.bwrap import AGENT_DIR, PATH, find_tool, make_state_dir, sandbox_uid
+from dsv4.sandbox.backends.bwrap import AGENT_DIR, HOST_ENV, PATH, find_tool, make_state_dir, sandbox_uid
 from dsv4.sandbox.backends.container import injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import SandboxSpec, VMConfig
@@ -80,8 +80,8 @@ class VMBackend(GuestBackend):
     def __init__(self, spec: SandboxSpec):
         cfg = spec.backend
         assert isinstance(cfg, VMConfig)
-        if spec.network_rules.mode == "allow":
-            raise BackendUnavailable("network_rules allow-lists are not offered by the vm backend (no NIC)")
+        if spec.network_rules.mode in ("allow", "all"):
+            raise BackendUnavailable("network_rules 'allow' and 'all' are not offered by the vm backend (no NIC)")
         self.spec, self.cfg = spec, cfg
         self.qemu = find_tool("qemu-system-x86_64")
         self.kernel = find_kernel(cfg)
@@ -130,7 +130,7 @@ class VMBackend(GuestBackend):
             os.chown(console, self.uid, self.uid)
         with open(self.state / "qemu.log", "wb") as log:
             self.proc = self._keeper.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                           **as_user)
+                                           env=HOST_ENV, **as_user)
         self.channel = AgentChannel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), self._why_dead)
         env = {"PATH": PATH, "HOME": self.spec.workdir, "LANG": "C.UTF-8", "TERM": "dumb", **self.spec.env}
         limits = dict(self.spec.limits.guest(), pids=None)  # the guest is root; the VM itself is the bound
