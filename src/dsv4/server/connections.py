@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import resource
+import socket
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
@@ -109,7 +110,8 @@ class GuardedH11Protocol(H11Protocol):
             log.warning("connection refused: all %d connections are serving requests", self.guard.max_connections)
             transport.close()
             return
-        self._track()
+        if not self._head_buffered():
+            self.guard.await_head(self)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -122,6 +124,22 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.close(self)
         super().connection_lost(exc)
+
+    def _head_buffered(self) -> bool:
+        """Whether a whole request head already waits unread in the socket (peeked, not consumed). Under a flood
+        a client's connection is accepted long after it sent its head, in a batch of up to a backlog's worth of
+        connections whose bytes are read only after all of them are admitted: it must not count as half-open,
+        or the flood behind it in the same batch would shed it."""
+        fd = self.transport.get_extra_info("socket")
+        if fd is None:
+            return False
+        sock = socket.socket(fileno=fd.fileno())  # asyncio's wrapper has no recv; detached below, never closed
+        try:
+            return b"\r\n\r\n" in sock.recv(16 * 1024, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        finally:
+            sock.detach()
 
     def _track(self) -> None:
         """Waiting for a head: no request yet, or the last one answered (a new head replaces `cycle`)."""
