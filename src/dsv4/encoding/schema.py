@@ -1,5 +1,5 @@
-"""Tool schemas: validating call arguments with jsonschema, and the schema-driven value coercion the
-tolerant parser applies to `string="false"` parameters."""
+"""Tool schemas: validating call arguments with jsonschema (its regexes in bounded time, `schema_regex`), and
+the schema-driven value coercion the tolerant parser applies to `string="false"` parameters."""
 
 import ast
 import json
@@ -7,6 +7,8 @@ import math
 import re
 
 import jsonschema
+
+from .schema_regex import DEFAULT_BUDGET_S, PatternFailure, RegexBudget, bounded_validator, current_budget
 
 
 class ArgumentsError(ValueError):
@@ -43,10 +45,12 @@ def _path(parts) -> str:
     return "arguments" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
 
-def validate_arguments(tool_schema: dict, arguments: str | dict) -> dict:
+def validate_arguments(tool_schema: dict, arguments: str | dict, *, regex_budget_s: float = DEFAULT_BUDGET_S) -> dict:
     """Check `arguments` (JSON text or a dict) against the tool's parameters; return them as a dict.
 
-    Raises `ArgumentsError` naming the path of the first (best-matching) violation.
+    Raises `ArgumentsError` naming the path of the first (best-matching) violation. The schema's regexes run in
+    linear time where RE2 can run them and within `regex_budget_s` seconds in all where it cannot; a pattern
+    that is invalid or runs out of that budget is an `ArgumentsError` naming it (the arguments are refused).
     """
     if isinstance(arguments, str):
         try:
@@ -56,11 +60,40 @@ def validate_arguments(tool_schema: dict, arguments: str | dict) -> dict:
     if not isinstance(arguments, dict):
         raise ArgumentsError(f"must be a JSON object, got {type(arguments).__name__}")
     schema = parameters_of(tool_schema)
-    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    base = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    if {"unevaluatedProperties", "patternProperties"} <= _keys(schema):
+        raise ArgumentsError("the tool schema combines unevaluatedProperties with patternProperties, whose regexes"
+                             " jsonschema would run unbounded there; not supported")
+    budget = RegexBudget.start(regex_budget_s)
+    token = current_budget.set(budget)
+    try:
+        errors = list(bounded_validator(base)(schema).iter_errors(arguments))
+    finally:
+        current_budget.reset(token)
+    if budget.failure is not None:  # even where a `not` or an `anyOf` swallowed it: the check is incomplete
+        failure = _first_failure(errors)
+        raise ArgumentsError(budget.failure, path=_path(failure.absolute_path) if failure else "arguments")
+    error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         raise ArgumentsError(error.message, path=_path(error.absolute_path))
     return arguments
+
+
+def _keys(schema) -> set[str]:
+    """Every key of every object in a schema document."""
+    if isinstance(schema, list):
+        return set().union(*map(_keys, schema))
+    if not isinstance(schema, dict):
+        return set()
+    return set(schema).union(*map(_keys, schema.values()))
+
+
+def _first_failure(errors) -> PatternFailure | None:
+    for e in errors:
+        found = e if isinstance(e, PatternFailure) else _first_failure(e.context)
+        if found is not None:
+            return found
+    return None
 
 
 # ---- coercion of string="false" values ------------------------------------------------------------------
