@@ -14,6 +14,7 @@ COMMAND_MODULES: list[str] = [
     "dsv4.cli.sandbox_cmds",
     "dsv4.cli.serve_cmds",
     "dsv4.cli.agent_cmds",
+    "dsv4.cli.train_cmds",
 ]
 
 

@@ -1,0 +1,106 @@
+"""The training stream: batches of agent episodes (run live in a sandbox) and retrieval samples at the length the
+curriculum asks for, tokenized, padded and masked (loss only on what the assistant writes)."""
+
+import functools
+import random
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer
+
+from dsv4.sandbox import Sandbox, SandboxError
+
+from .episodes import episode_request, make_task, prepare
+from .retrieval import key_values, passkey
+from .sample import Sample, chat_sample, tokenize
+
+IGNORE = -100  # target of a position without loss
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [b,s] token ids (padded with EOS)
+    targets: torch.Tensor  # [b,s] the next token where it is trained on, IGNORE elsewhere
+    kind: str
+
+    @property
+    def n_tokens(self) -> int:
+        return self.ids.numel()
+
+
+def agent_sample(rng: random.Random, sandbox: Sandbox, held_out: bool = False, think_fraction: float = 0.8,
+                 family: str | None = None) -> Sample:
+    task = make_task(rng, held_out, family)
+    prepare(sandbox, task)
+    return trimmed(chat_sample(episode_request(task, sandbox, thinking=rng.random() < think_fraction),
+                               f"agent/{task.family}"))
+
+
+def retrieval_sample(rng: random.Random, n_tokens: int, count) -> Sample:
+    depth = rng.random()
+    make = passkey if rng.random() < 0.5 else key_values
+    needle = make(rng, n_tokens, depth, count)
+    return trimmed(chat_sample(needle.request, make.__name__))
+
+
+def trimmed(sample: Sample) -> Sample:
+    """The text up to the end of its last trained span (a rendering may go on with a generation prompt)."""
+    return Sample(sample.text[:sample.spans[-1][1]], sample.spans, sample.kind)
+
+
+class TokenCounter:
+    """Token counts of text pieces, cached (filler sentences repeat)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.count = functools.lru_cache(maxsize=1 << 16)(self._count)
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def collate(samples: list[Sample], tokenizer: Tokenizer, kind: str, max_len: int | None = None) -> Batch:
+    """Samples -> one right-padded batch; a sample longer than max_len keeps its last max_len tokens."""
+    pad = tokenizer.token_to_id("<｜end▁of▁sentence｜>")
+    rows = [tokenize(s, tokenizer) for s in samples]
+    if max_len is not None:
+        rows = [(ids[-max_len:], trained[-max_len:]) for ids, trained in rows]
+    s = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), s), pad, dtype=torch.long)
+    targets = torch.full((len(rows), s), IGNORE, dtype=torch.long)
+    for i, (row, trained) in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        nxt = torch.tensor(row[1:])
+        keep = torch.tensor(trained[1:], dtype=torch.bool)
+        targets[i, :len(row) - 1] = torch.where(keep, nxt, IGNORE)
+    return Batch(ids, targets, kind)
+
+
+class BatchStream:
+    """Batches of about `tokens_per_batch` tokens: agent episodes (a fraction `agent_fraction` of them), or
+    retrieval samples of the length asked for."""
+
+    def __init__(self, tokenizer: Tokenizer, sandbox: Sandbox, seed: int = 0, tokens_per_batch: int = 4096,
+                 agent_fraction: float = 0.5):
+        self.tokenizer, self.sandbox = tokenizer, sandbox  # the caller owns (and closes) the sandbox
+        self.rng, self.count = random.Random(seed), TokenCounter(tokenizer).count
+        self.tokens_per_batch, self.agent_fraction = tokens_per_batch, agent_fraction
+
+    def next(self, length: int) -> Batch:
+        rng = self.rng
+        if rng.random() < self.agent_fraction:
+            samples, tokens = [], 0
+            while tokens < self.tokens_per_batch:
+                samples.append(self._agent_sample())
+                tokens += len(self.tokenizer.encode(samples[-1].text, add_special_tokens=False).ids)
+            return collate(samples[:-1] or samples, self.tokenizer, "agent")  # the batch stays within budget
+        n = max(1, self.tokens_per_batch // length)
+        return collate([retrieval_sample(rng, length, self.count) for _ in range(n)], self.tokenizer, "retrieval")
+
+    def _agent_sample(self) -> Sample:
+        try:
+            return agent_sample(self.rng, self.sandbox)
+        except SandboxError:  # a long run outlives a sandbox that broke: one fresh sandbox, one retry
+            self.sandbox.close()
+            self.sandbox = Sandbox.create("process")
+            return agent_sample(self.rng, self.sandbox)

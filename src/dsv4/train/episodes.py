@@ -1,0 +1,186 @@
+"""Agent episodes: small workspace tasks solved with dsv4's own sandbox tools, and the conversations that solve
+them, rendered exactly as `dsv4 agent` sends them to the server (its system prompt, the three tool schemas).
+
+A task is files to put in the workspace, a request, and a plan: the tool calls that solve it, each with the
+reasoning before it, then the reasoning and answer after the last result. `episode_request` runs the plan in a real
+`Sandbox` through `sandbox_tools`, so every tool result is the exact text the tools return at serving time.
+Names, paths, values and phrasings are drawn at random; `held_out=True` draws them from pools (and phrasing
+templates) the training tasks never use: the eval's unseen tasks.
+"""
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dsv4.agent.loop import SYSTEM_PROMPT
+from dsv4.agent.sandbox_tools import sandbox_tools
+from dsv4.agent.tools import ToolRegistry
+from dsv4.sandbox import Sandbox
+
+from .words import DIRS, KEYS, NOUNS, SUBJECTS, pick
+
+
+@dataclass
+class Call:
+    reasoning: str
+    tool: str
+    args: dict
+
+
+@dataclass
+class AgentTask:
+    family: str
+    prompt: str
+    files: dict[str, str]  # workspace path -> content, written before the run
+    calls: list[Call]
+    final_reasoning: str
+    answer: str
+    expect_in_answer: str  # the task is solved when the final answer contains this ...
+    expect_file: tuple[str, str] | None = None  # ... and this file holds this content
+    expect_in_results: list[str] = field(default_factory=list)  # what each tool result must show (a plan check)
+
+
+def _value(rng: random.Random) -> str:
+    return str(rng.randint(10, 99999))
+
+
+def _templates(rng: random.Random, pool: list[str], held_out: bool) -> str:
+    # the last phrasing of each family is held out for the eval
+    return pool[-1] if held_out else rng.choice(pool[:-1])
+
+
+def read_value(rng: random.Random, held_out: bool) -> AgentTask:
+    d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
+    keys = pick(rng, KEYS, held_out, rng.randint(2, 5))
+    values = [_value(rng) for _ in keys]
+    key, value = rng.choice(list(zip(keys, values, strict=True)))
+    path = f"{d}/{noun}.txt"
+    prompt = _templates(rng, ["What is the {key} in {path}?", "Read {path} and tell me its {key}.",
+                              "Look up the {key} value stored in {path}.", "Which {key} does {path} give?",
+                              "I need the {key} from the file {path}. What is it?"], held_out)
+    return AgentTask(
+        "read_value", prompt.format(key=key, path=path),
+        {path: "".join(f"{k}: {v}\n" for k, v in zip(keys, values, strict=True))},
+        [Call(f"The {key} is in {path}. I will read that file.", "read_file", {"path": path})],
+        f"{path} says {key}: {value}.", f"The {key} in {path} is {value}.", value,
+        expect_in_results=[f"{key}: {value}"])
+
+
+def find_file(rng: random.Random, held_out: bool) -> AgentTask:
+    d = pick(rng, DIRS, held_out)[0]
+    subjects = pick(rng, SUBJECTS, held_out, rng.randint(2, 5))
+    key = pick(rng, KEYS, held_out)[0]
+    values = {s: _value(rng) for s in subjects}
+    subject = rng.choice(subjects)
+    path = f"{d}/{subject}.cfg"
+    prompt = _templates(rng, ["One of the files in {d} is for {s}. What {key} does it set?",
+                              "Find the {s} file in {d} and tell me its {key}.",
+                              "Somewhere in {d} there is a config for {s}; what is its {key}?",
+                              "Check the directory {d}: which {key} is configured for {s}?"], held_out)
+    return AgentTask(
+        "find_file", prompt.format(d=d, s=subject, key=key),
+        {f"{d}/{s}.cfg": f"{key}: {v}\n" for s, v in values.items()},
+        [Call(f"I need to see which files are in {d}.", "bash", {"command": f"ls {d}"}),
+         Call(f"The file for {subject} is {path}. I will read it.", "read_file", {"path": path})],
+        f"{path} sets {key}: {values[subject]}.", f"The {key} for {subject} is {values[subject]}.",
+        values[subject], expect_in_results=[f"{subject}.cfg", f"{key}: {values[subject]}"])
+
+
+def compute(rng: random.Random, held_out: bool) -> AgentTask:
+    a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(1, 9999)
+    op = rng.choice(["*", "+", "-"])
+    expr = f"{a} {op} {b} + {c}"
+    result = str(eval(expr))  # noqa: S307 - integers and operators built just above
+    prompt = _templates(rng, ["Use the shell to compute {e}.", "What is {e}? Compute it with bash.",
+                              "Run a shell command to work out {e}.", "Calculate {e} in the terminal."], held_out)
+    return AgentTask(
+        "compute", prompt.format(e=expr), {},
+        [Call(f"I will let the shell evaluate {expr}.", "bash", {"command": f"echo $(({expr}))"})],
+        f"The shell printed {result}.", f"{expr} = {result}.", result, expect_in_results=[result])
+
+
+def count_lines(rng: random.Random, held_out: bool) -> AgentTask:
+    d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
+    n = rng.randint(1, 60)
+    words = pick(rng, NOUNS, held_out, 5)
+    path = f"{d}/{noun}.log"
+    prompt = _templates(rng, ["How many lines are in {path}?", "Count the lines of {path}.",
+                              "Tell me the number of lines in {path}.", "What is the line count of {path}?"],
+                        held_out)
+    return AgentTask(
+        "count_lines", prompt.format(path=path), {path: "".join(f"{rng.choice(words)} {i}\n" for i in range(n))},
+        [Call(f"wc -l counts the lines of {path}.", "bash", {"command": f"wc -l < {path}"})],
+        f"wc printed {n}.", f"{path} has {n} lines.", str(n), expect_in_results=[str(n)])
+
+
+def write_file(rng: random.Random, held_out: bool) -> AgentTask:
+    d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
+    content = f"{pick(rng, NOUNS, held_out)[0]} {_value(rng)}"
+    path = f"{d}/{noun}.txt"
+    prompt = _templates(rng, ["Create the file {path} containing: {c}", "Write \"{c}\" into {path}.",
+                              "Save the text {c} to {path}.", "Put the line {c} in a new file {path}."], held_out)
+    size = len(content.encode())
+    return AgentTask(
+        "write_file", prompt.format(path=path, c=content), {},
+        [Call(f"I will write {content} to {path}.", "write_file", {"path": path, "content": content})],
+        f"The tool wrote {size} bytes to {path}.", f"I wrote \"{content}\" to {path}.", path,
+        expect_file=(path, content), expect_in_results=[f"wrote {size} bytes"])
+
+
+def grep_file(rng: random.Random, held_out: bool) -> AgentTask:
+    d = pick(rng, DIRS, held_out)[0]
+    names = pick(rng, NOUNS, held_out, rng.randint(2, 4))
+    word, *others = pick(rng, SUBJECTS, held_out, 1 + len(names))
+    target = rng.choice(names)
+    files = {f"{d}/{n}.md": f"{word if n == target else others[i]} {_value(rng)}\n" for i, n in enumerate(names)}
+    prompt = _templates(rng, ["Which file in {d} mentions {w}?", "Find the file under {d} that contains {w}.",
+                              "Search {d} for the word {w}: which file has it?",
+                              "In {d}, what file includes {w}?"], held_out)
+    return AgentTask(
+        "grep_file", prompt.format(d=d, w=word), files,
+        [Call(f"grep -l lists the files in {d} that contain {word}.", "bash", {"command": f"grep -l {word} {d}/*"})],
+        f"Only {d}/{target}.md matches.", f"{d}/{target}.md mentions {word}.", f"{target}.md",
+        expect_in_results=[f"{d}/{target}.md"])
+
+
+FAMILIES: dict[str, Callable[[random.Random, bool], AgentTask]] = {
+    f.__name__: f for f in (read_value, find_file, compute, count_lines, write_file, grep_file)}
+
+
+def make_task(rng: random.Random, held_out: bool = False, family: str | None = None) -> AgentTask:
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown task family {family!r}; choose one of {sorted(FAMILIES)}")
+    return FAMILIES[family or rng.choice(list(FAMILIES))](rng, held_out)
+
+
+def prepare(sandbox: Sandbox, task: AgentTask) -> None:
+    """An empty workspace (the shell back in it) holding the task's files."""
+    sandbox.run_shell("cd /workspace && find . -mindepth 1 -delete")
+    for path, content in task.files.items():
+        sandbox.write_file(path, content)
+
+
+def episode_request(task: AgentTask, sandbox: Sandbox, thinking: bool = True) -> dict:
+    """Runs the task's plan in `sandbox` (prepared for it) with the real tools -> the chat-completions request of
+    the solved conversation, as `dsv4 agent` builds it (thinking off: no reasoning, `thinking` disabled)."""
+    registry = ToolRegistry(sandbox_tools(sandbox))
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
+    for i, call in enumerate(task.calls):
+        out = registry.call(call.tool, json.dumps(call.args))
+        expected = task.expect_in_results[i] if i < len(task.expect_in_results) else ""
+        if not out.ok or expected not in out.text:
+            raise RuntimeError(f"{task.family}: {call.tool}({call.args}) returned {out.text!r}; expected it to "
+                               f"succeed and show {expected!r}")
+        turn = {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"call_{i}", "type": "function",
+             "function": {"name": call.tool, "arguments": json.dumps(call.args)}}]}
+        messages += [_reasoned(turn, call.reasoning, thinking),
+                     {"role": "tool", "tool_call_id": f"call_{i}", "content": out.text}]
+    messages.append(_reasoned({"role": "assistant", "content": task.answer}, task.final_reasoning, thinking))
+    request = {"messages": messages, "tools": registry.schemas()}
+    return request if thinking else {**request, "thinking": {"type": "disabled"}}
+
+
+def _reasoned(turn: dict, reasoning: str, thinking: bool) -> dict:
+    return {**turn, "reasoning_content": reasoning} if thinking else turn

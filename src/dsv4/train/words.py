@@ -1,0 +1,40 @@
+"""Word pools of the synthetic data, each split into a training part and a held-out part: held-out agent tasks
+and retrieval evals draw their names from words the model never saw in that role."""
+
+import random
+
+NOUNS = """
+apple anchor badge barrel beacon bison blossom boulder bramble bridge bucket cabin candle canyon carpet castle
+cedar chalk cherry cinder clover cobalt comet copper coral cotton crane crystal dagger delta desert dolphin dragon
+eagle ember falcon feather fern fiddle flint forest fossil garnet glacier granite gravel harbor hazel heron hollow
+island ivory jasper juniper kernel kettle lagoon lantern lemon lilac lizard locket lotus magnet maple marble meadow
+mirror mosaic nectar nickel oasis onyx orchid otter oyster paddle panther pearl pebble pepper pigeon pillar pine
+planet plum prairie quartz quill rabbit raven reef ribbon river rocket saddle salmon sapphire scarlet shadow
+silver spruce squid summit thistle thunder tiger timber topaz tulip tundra velvet violet walnut willow winter
+zephyr acorn amber arrow aspen basil birch cactus cobra cricket cypress garden ginger hammer jungle lynx
+""".split()
+
+KEYS = """
+port timeout retries threshold version limit capacity seed offset quota budget priority level region zone color
+owner speed weight height depth width radius count score index code rank batch shard replica channel volume
+""".split()
+
+SUBJECTS = """
+alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo
+sierra tango uniform victor whiskey xray yankee zulu atlas boreas ceres draco eos freya gaia helios iris juno
+""".split()
+
+DIRS = """
+data config notes logs reports settings records archive docs input output share var srv etc build cache tmp
+assets vault stash inbox drafts ledger files store
+""".split()
+
+
+def split(pool: list[str], held_out: bool, fraction: float = 0.25) -> list[str]:
+    """The pool's training part (the first 75%) or its held-out part (the rest)."""
+    cut = int(len(pool) * (1 - fraction))
+    return pool[cut:] if held_out else pool[:cut]
+
+
+def pick(rng: random.Random, pool: list[str], held_out: bool, k: int = 1) -> list[str]:
+    return rng.sample(split(pool, held_out), k)

@@ -1,0 +1,67 @@
+import json
+import random
+
+import pytest
+
+from dsv4.agent.sandbox_tools import sandbox_tools
+from dsv4.agent.tools import ToolRegistry
+from dsv4.sandbox import Sandbox
+from dsv4.train.episodes import FAMILIES, episode_request, make_task, prepare
+from dsv4.train.sample import chat_sample
+from dsv4.train.words import NOUNS, split
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox.create("process") as sb:
+        yield sb
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_episode_tool_results_are_what_the_tools_return(sandbox, family):
+    task = make_task(random.Random(3), family=family)
+    prepare(sandbox, task)
+    request = episode_request(task, sandbox)
+    results = [m["content"] for m in request["messages"] if m["role"] == "tool"]
+    prepare(sandbox, task)  # again, and call the tools as the agent would
+    registry = ToolRegistry(sandbox_tools(sandbox))
+    calls = [c["function"] for m in request["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
+    assert results == [registry.call(c["name"], c["arguments"]).text for c in calls]
+    assert task.expect_in_answer in request["messages"][-1]["content"]
+    if task.expect_file:
+        path, content = task.expect_file
+        assert sandbox.read_file(path).decode() == content
+    sample = chat_sample(request, family)
+    assert len(sample.spans) == len(calls) + 1
+
+
+def test_thinking_off_episode_has_no_reasoning(sandbox):
+    task = make_task(random.Random(0), family="compute")
+    prepare(sandbox, task)
+    request = episode_request(task, sandbox, thinking=False)
+    assert request["thinking"] == {"type": "disabled"}
+    assert not any("reasoning_content" in m for m in request["messages"])
+    assert "<think>" not in chat_sample(request, "compute").text.split("<｜Assistant｜>", 1)[1]
+
+
+def test_held_out_tasks_use_unseen_names_and_phrasings():
+    train_nouns, held_nouns = set(split(NOUNS, False)), set(split(NOUNS, True))
+    assert not train_nouns & held_nouns
+    rng = random.Random(0)
+    train = {make_task(rng, False, "read_value").prompt.split(" ")[0] for _ in range(50)}
+    held = make_task(rng, True, "read_value")
+    assert held.prompt.split(" ")[0] not in train  # the held-out phrasing ("I need ...")
+    path = next(iter(held.files))
+    assert path.split("/")[1].removesuffix(".txt") in held_nouns
+
+
+def test_unknown_family():
+    with pytest.raises(ValueError, match="unknown task family 'nope'"):
+        make_task(random.Random(0), family="nope")
+
+
+def test_arguments_are_json(sandbox):
+    task = make_task(random.Random(1), family="write_file")
+    prepare(sandbox, task)
+    call = episode_request(task, sandbox)["messages"][2]["tool_calls"][0]["function"]
+    assert json.loads(call["arguments"]) == task.calls[0].args

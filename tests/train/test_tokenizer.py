@@ -1,0 +1,34 @@
+import pytest
+
+from dsv4.encoding import tokens
+from dsv4.train.tokenizer import SPECIAL_TOKENS, train_tokenizer
+
+CORPUS = ["The pass key is 71432. Remember it.", "<｜User｜>read data/x.txt<｜Assistant｜><think>ok</think>",
+          "exit code: 0\nstdout:\nalpha.cfg\n"] * 20
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_tokenizer(CORPUS, vocab_size=400)
+
+
+def test_special_tokens_are_single_ids_and_bos_eos_first(tok):
+    assert tok.token_to_id(tokens.BOS) == 0 and tok.token_to_id(tokens.EOS) == 1
+    for t in SPECIAL_TOKENS:
+        assert tok.encode(f"x{t}y", add_special_tokens=False).ids.count(tok.token_to_id(t)) == 1
+    ids = tok.encode(f"<{tokens.DSML}invoke name=\"bash\">", add_special_tokens=False).ids
+    assert tok.token_to_id(tokens.DSML) in ids
+
+
+@pytest.mark.parametrize("text", ["unseen wörds ✓ 漢字 \t\n  end", "12345678", tokens.THINK_END + "\n\n<｜DSML｜x>"])
+def test_any_text_round_trips(tok, text):
+    assert tok.decode(tok.encode(text, add_special_tokens=False).ids, skip_special_tokens=False) == text
+
+
+def test_digits_are_one_token_each(tok):
+    assert tok.encode("71432", add_special_tokens=False).tokens == list("71432")
+
+
+def test_too_small_vocabulary():
+    with pytest.raises(ValueError, match="vocab_size=100"):
+        train_tokenizer(CORPUS, vocab_size=100)
