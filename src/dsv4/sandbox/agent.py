@@ -2,12 +2,13 @@
 
 It speaks JSON lines on its stdin/stdout, runs each command in a fresh shell that inherits the session's cwd
 and exported variables, caps output, applies the limits to every command, and on timeout kills every
-process the command started (tagged through an environment variable). Stdlib only: it runs under the
-sandbox's own `python3`, never imports dsv4, and does nothing at import.
+process the command started. Bulk data moves in chunk lines both ways (see `dsv4.sandbox.channel`). The agent
+is not dumpable, so the commands it runs (same uid) cannot take its pipes to the host, and it opens files
+without blocking on FIFOs or devices. Stdlib only: it runs under the sandbox's own `python3`, never imports
+dsv4, and does nothing at import.
 """
 
 import base64
-import io
 import json
 import os
 import resource
@@ -15,6 +16,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
@@ -31,6 +33,11 @@ WRAPPER = (
     'eval "$1"\n'
 )
 GRACE_S = 0.2
+CHUNK = 256 << 10
+"""Payload bytes per data line (the host refuses lines over 4 MiB)."""
+PART_BYTES = 1 << 20
+"""Encoded bytes per part line of a large reply field."""
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
 class Session:
@@ -43,8 +50,12 @@ class Session:
         self.shell = init.get("shell") or ("/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh")
         self.private_dir = init.get("private_dir") or tempfile.mkdtemp(prefix="dsv4-agent-")
         self.forwards = {}
+        self.uploads = {}
         self.write_lock = threading.Lock()
         self.out = None
+        self.host_fds = ()
+        """The agent's ends of its channel to the host, closed in every command before it becomes dumpable."""
+        self.prctl = None
 
     def send(self, obj):
         data = (json.dumps(obj) + "\n").encode()
@@ -52,9 +63,44 @@ class Session:
             self.out.write(data)
             self.out.flush()
 
+    def send_data(self, rid, chunk):
+        self.send({"id": rid, "event": "data", "data": b64(chunk)})
+
+    def send_parts(self, rid, key, items):
+        """A large dict or list field of a reply, as part lines of about PART_BYTES each."""
+        batch, size = ({} if isinstance(items, dict) else []), 0
+        for item in (items.items() if isinstance(items, dict) else items):
+            batch.update([item]) if isinstance(batch, dict) else batch.append(item)
+            size += len(json.dumps(item))
+            if size >= PART_BYTES:
+                self.send({"id": rid, "event": "part", key: batch})
+                batch, size = type(batch)(), 0
+        self.send({"id": rid, "event": "part", key: batch})
+
+
+def load_prctl():
+    """libc's prctl through ctypes, or None where this Python has no ctypes (the host's bounds still hold)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def child_setup(session):
+    """Runs in each command's child between fork and exec: drop the host channel, become dumpable again (so
+    /proc/self is ours), be the subreaper of whatever the command orphans, and take hard rlimits."""
+    for fd in session.host_fds:
+        os.close(fd)
+    if session.prctl is not None:
+        session.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+        session.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    apply_limits(session.limits)
+
 
 def apply_limits(limits):
-    """Runs in each command's child between fork and exec: hard rlimits it cannot raise again."""
+    """Hard rlimits the command cannot raise again."""
     pairs = [
         (resource.RLIMIT_NPROC, limits.get("pids")),
         (resource.RLIMIT_AS, limits.get("memory_bytes")),
@@ -73,8 +119,8 @@ def apply_limits(limits):
 
 
 def command_pids(root, tag):
-    """Live pids of one command: its descendants, its process group, and whatever carries its tag in the
-    environment (which finds daemons that left both the tree and the group)."""
+    """Live pids of one command: its descendants (the shell is their subreaper, so double-forked daemons stay
+    below it while it lives), its process group, and whatever carries its tag in the environment."""
     needle = (TAG_VAR + "=" + tag).encode()
     parents, found = {}, set()
     for name in os.listdir("/proc"):
@@ -103,20 +149,34 @@ def command_pids(root, tag):
 
 
 def kill_tree(proc, tag):
-    """Stop, then kill, every process of the command until none is left (fork bombs included)."""
+    """Stop every process of the command until no new one appears, then kill them all: the shell, their
+    subreaper, dies last, so nothing is orphaned out of reach while the others are being found."""
+    stopped = set()
     for _ in range(200):
-        pids = command_pids(proc.pid, tag)
-        if proc.poll() is None:
+        pids = command_pids(proc.pid, tag) - stopped
+        if proc.poll() is None and proc.pid not in stopped:
             pids.add(proc.pid)
         if not pids:
+            break
+        signal_all(pids, signal.SIGSTOP)
+        stopped |= pids
+        time.sleep(0.002)
+    signal_all(stopped - {proc.pid}, signal.SIGKILL)
+    signal_all({proc.pid}, signal.SIGKILL)
+    for _ in range(200):  # a fork in flight while we stopped its parent: catch what is left
+        left = command_pids(proc.pid, tag) | ({proc.pid} if proc.poll() is None else set())
+        if not left:
             return
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
+        signal_all(left, signal.SIGKILL)
         time.sleep(0.005)
+
+
+def signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
 
 
 def feed_stdin(pipe, data):
@@ -132,9 +192,10 @@ def feed_stdin(pipe, data):
 
 
 def collect(session, proc, req, deadline):
-    """Read stdout/stderr until the shell exits (plus a short grace) or the deadline passes."""
+    """Send stdout/stderr as output lines until the shell exits (plus a short grace) or the deadline passes;
+    returns which streams were cut at the cap."""
     cap = req["max_output_bytes"]
-    bufs = {"stdout": bytearray(), "stderr": bytearray()}
+    sent = {"stdout": 0, "stderr": 0}
     truncated = {"stdout": False, "stderr": False}
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
@@ -149,25 +210,49 @@ def collect(session, proc, req, deadline):
             if not chunk:
                 sel.unregister(key.fileobj)
                 continue
-            keep = chunk[: max(0, cap - len(bufs[key.data]))]
-            bufs[key.data] += keep
+            keep = chunk[: max(0, cap - sent[key.data])]
+            sent[key.data] += len(keep)
             truncated[key.data] |= len(keep) < len(chunk)
-            if req.get("stream") and keep:
+            if keep:
                 session.send({"event": "output", "id": req["id"], "stream": key.data, "data": b64(keep)})
         if exited_at is None and proc.poll() is not None:
             exited_at = time.monotonic()
     sel.close()
-    return bufs, truncated
+    return truncated
 
 
 def b64(data):
     return base64.b64encode(bytes(data)).decode()
 
 
+def open_regular(path, flags, mode=0o644):
+    """An fd of `path` when it is a regular file. FIFOs, devices, sockets and directories are refused by
+    name, without blocking on them: O_NONBLOCK for the open (cleared again for a regular file), then fstat."""
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == 6:  # ENXIO: a FIFO without a reader, or a device without its driver
+            not_regular(path, os.stat(path).st_mode)
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        not_regular(path, st.st_mode)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def not_regular(path, mode):
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    raise OSError(21 if stat.S_ISDIR(mode) else 22, f"{path!r} is {kind}: only regular files are read or written")
+
+
 def read_state(path):
     """Parse `pwd NUL env -0` written by the wrapper; None when the shell never got to write it."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path, os.O_RDONLY), "rb") as f:
             data = f.read()
         os.unlink(path)
     except OSError:
@@ -180,22 +265,25 @@ def read_state(path):
 
 
 def op_exec(session, req):
+    """Run a command in the session's shell state, or (with `env`) in a fresh shell with exactly that
+    environment and `cwd`, which neither reads nor changes the session."""
+    fresh = req.get("env") is not None
     tag = f"{os.getpid()}-{req['id']}"
-    env = dict(session.env, **{TAG_VAR: tag})
+    env = dict(req["env"] if fresh else session.env, **{TAG_VAR: tag})
     state_path = os.path.join(session.private_dir, f"state-{req['id']}")
+    argv = [session.shell, "-c", req["cmd"]] if fresh else \
+        [session.shell, "-c", WRAPPER.format(path=state_path), "dsv4", req["cmd"]]
     started = time.monotonic()
     proc = subprocess.Popen(
-        [session.shell, "-c", WRAPPER.format(path=state_path), "dsv4", req["cmd"]],
-        cwd=session.cwd, env=env, start_new_session=True,
+        argv, cwd=(req.get("cwd") or session.cwd) if fresh else session.cwd, env=env, start_new_session=True,
         stdin=subprocess.PIPE if req.get("stdin") is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=lambda: apply_limits(session.limits),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: child_setup(session),
     )
     if req.get("stdin") is not None:
         data = base64.b64decode(req["stdin"])
         threading.Thread(target=feed_stdin, args=(proc.stdin, data), daemon=True).start()
     deadline = started + req["timeout"]
-    bufs, truncated = collect(session, proc, req, deadline)
+    truncated = collect(session, proc, req, deadline)
     timed_out = proc.poll() is None and time.monotonic() >= deadline
     if proc.poll() is None and not timed_out:  # the output closed early; the shell may still be running
         try:
@@ -207,16 +295,47 @@ def op_exec(session, req):
         kill_tree(proc, tag)
     exit_code = proc.wait()
     duration = time.monotonic() - started
-    state = read_state(state_path)
+    state = None if fresh else read_state(state_path)
     if state is not None and not timed_out:
         session.cwd, session.env = state[0], {k: v for k, v in state[1].items() if k != TAG_VAR}
     proc.stdout.close()
     proc.stderr.close()
     return {
-        "exit_code": exit_code, "stdout": b64(bufs["stdout"]), "stderr": b64(bufs["stderr"]),
-        "stdout_truncated": truncated["stdout"], "stderr_truncated": truncated["stderr"],
-        "timed_out": timed_out, "duration_s": duration, "cwd": session.cwd,
+        "exit_code": exit_code, "stdout_truncated": truncated["stdout"], "stderr_truncated": truncated["stderr"],
+        "timed_out": timed_out, "duration_s": duration, "cwd": req.get("cwd") if fresh else session.cwd,
     }
+
+
+def op_stop_others(session, req):
+    """Kill every process of the sandbox but the agent and its ancestors (e.g. daemons, before a verifier)."""
+    keep, p = {os.getpid()}, os.getpid()
+    while p > 1:
+        p = int(proc_stat(p)[1] or 0)
+        keep.add(p)
+    stopped = set()
+    for _ in range(200):
+        pids = {int(n) for n in os.listdir("/proc") if n.isdigit()} - keep - stopped
+        pids = {pid for pid in pids if proc_stat(pid)[0] not in (None, "Z", "X") and not is_kernel_thread(pid)}
+        if not pids:
+            break
+        signal_all(pids, signal.SIGSTOP)
+        stopped |= pids
+    signal_all(stopped, signal.SIGKILL)
+    return {"killed": len(stopped)}
+
+
+def proc_stat(pid):
+    """/proc/PID/stat's fields after the command name (state, ppid, pgrp, session, tty, tpgid, flags, ...)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return [None, None]
+
+
+def is_kernel_thread(pid):
+    fields = proc_stat(pid)
+    return len(fields) > 6 and bool(int(fields[6]) & 0x00200000)  # PF_KTHREAD
 
 
 def resolve(session, path):
@@ -224,21 +343,176 @@ def resolve(session, path):
 
 
 def op_read(session, req):
-    with open(resolve(session, req["path"]), "rb") as f:
-        data = f.read(req["max_bytes"] + 1)
-    if len(data) > req["max_bytes"]:
-        raise OSError(27, f"file larger than max_bytes={req['max_bytes']}")
-    return {"data": b64(data)}
+    """Stream a regular file as data lines; more than max_bytes is an error (EFBIG)."""
+    limit = req["max_bytes"]
+    with os.fdopen(open_regular(resolve(session, req["path"]), os.O_RDONLY), "rb") as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            raise OSError(27, f"file larger than max_bytes={limit}")
+        sent = 0
+        while chunk := f.read(min(CHUNK, limit + 1 - sent)):
+            sent += len(chunk)
+            if sent > limit:  # it grew while being read
+                raise OSError(27, f"file larger than max_bytes={limit}")
+            session.send_data(req["id"], chunk)
+    return {}
+
+
+class WriteUpload:
+    """A file written chunk by chunk as the host sends it; the first error is kept and reported at the end."""
+
+    def __init__(self, session, req):
+        path = resolve(session, req["path"])
+        if req.get("mkdirs"):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        self.f = os.fdopen(open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, req.get("mode", 0o644)), "wb")
+
+    def feed(self, data):
+        self.f.write(data)
+
+    def finish(self):
+        self.f.close()
+        return {}
+
+    def abort(self):
+        self.f.close()
+
+
+class UntarUpload:
+    """A tar stream unpacked as it arrives: chunks go through a pipe to a thread extracting member by member."""
+
+    def __init__(self, session, req):
+        self.dest = resolve(session, req["path"])
+        os.makedirs(self.dest, exist_ok=True)
+        r, w = os.pipe()
+        self.pipe = os.fdopen(w, "wb")
+        self.error = None
+        self.thread = threading.Thread(target=self._extract, args=(os.fdopen(r, "rb"),), daemon=True)
+        self.thread.start()
+
+    def _extract(self, pipe):
+        try:
+            with pipe, tarfile.open(fileobj=pipe, mode="r|*") as tar:
+                for m in tar:
+                    if m.isfile() or m.isdir() or m.issym():
+                        clear_for(os.path.join(self.dest, m.name), m)
+                        tar.extract(m, self.dest, **trusted())
+        except Exception as e:  # noqa: BLE001 - reported to the host as the upload's result
+            self.error = e
+
+    def feed(self, data):
+        try:
+            self.pipe.write(data)
+        except BrokenPipeError:  # the extraction failed: its error is the result
+            pass
+
+    def finish(self):
+        self.abort()
+        if self.error is not None:
+            raise self.error
+        return {}
+
+    def abort(self):
+        try:
+            self.pipe.close()
+        except OSError:
+            pass
+        self.thread.join()
+
+
+def clear_for(target, member):
+    """Remove what is in the way of a member that is not a directory: a FIFO or device in its place would
+    block the extraction for good, and a link would be written through."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode) and not (member.isfile() and stat.S_ISREG(st.st_mode)):
+        os.unlink(target)
+
+
+def trusted():
+    # Inside the sandbox nothing can leave it; newer Pythons must not filter absolute links out.
+    return {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+
+
+class DataWriter:
+    """A write-only file object sending what is written as data lines of CHUNK bytes."""
+
+    def __init__(self, session, rid):
+        self.session, self.rid, self.buf = session, rid, bytearray()
+
+    def write(self, data):
+        self.buf += data
+        while len(self.buf) >= CHUNK:
+            self.session.send_data(self.rid, self.buf[:CHUNK])
+            del self.buf[:CHUNK]
+        return len(data)
+
+    def flush(self):
+        if self.buf:
+            self.session.send_data(self.rid, self.buf)
+            self.buf = bytearray()
+
+
+def add_entry(tar, path, arcname):
+    """Add one path without recursion. A regular file is opened without blocking and archived from that fd,
+    so a FIFO swapped in after a listing is archived as a FIFO, never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError:  # a link (ELOOP), a socket, or unreadable: archived from lstat below, or skipped
+        fd = None
+    if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+    elif fd is not None:
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            tar.addfile(tar.gettarinfo(arcname=arcname, fileobj=f), f)
+        return
+    try:
+        info = tar.gettarinfo(path, arcname)
+    except OSError:
+        return
+    if info is not None and not info.isreg():  # None: a socket
+        tar.addfile(info)
+
+
+def stream_tar(session, req, entries):
+    """A tar of (path, arcname) entries streamed as data lines. A member that fails half-written fails the
+    whole operation (the stream cannot take it back); one that cannot be opened is left out."""
+    out = DataWriter(session, req["id"])
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for path, arcname in entries:
+            add_entry(tar, path, arcname)
+    out.flush()
+    return {}
+
+
+def op_tar(session, req):
+    """A tar of a file or a tree (links kept as links), the root as ".", streamed as data lines."""
+    root = resolve(session, req["path"])
+    os.lstat(root)
+    entries = [(root, ".")]
+    if os.path.isdir(root) and not os.path.islink(root):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in dirnames + sorted(filenames):
+                full = os.path.join(dirpath, name)
+                entries.append((full, os.path.relpath(full, root)))
+    return stream_tar(session, req, entries)
+
+
+def op_pack(session, req):
+    """A tar of the listed paths (relative to `path`), each added without recursion, streamed."""
+    root = resolve(session, req["path"])
+    return stream_tar(session, req, [(os.path.join(root, rel), rel) for rel in req["paths"]])
+
+
+def op_untar(session, req):
+    return UntarUpload(session, req)
 
 
 def op_write(session, req):
-    path = resolve(session, req["path"])
-    if req.get("mkdirs"):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, req.get("mode", 0o644))
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64decode(req["data"]))
-    return {}
+    return WriteUpload(session, req)
 
 
 def op_list(session, req):
@@ -249,24 +523,7 @@ def op_list(session, req):
             kind = "dir" if e.is_dir(follow_symlinks=False) else "link" if e.is_symlink() else "file"
             size = e.stat(follow_symlinks=False).st_size
             entries.append({"name": e.name, "kind": kind, "size": size})
-    return {"entries": sorted(entries, key=lambda e: e["name"])}
-
-
-def op_tar(session, req):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(resolve(session, req["path"]), arcname=req.get("arcname", "."))
-    return {"data": b64(buf.getvalue())}
-
-
-def op_untar(session, req):
-    dest = resolve(session, req["path"])
-    os.makedirs(dest, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(req["data"]))) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() or m.isdir() or m.issym()]
-        # Inside the sandbox nothing can leave it; newer Pythons must not filter absolute links out.
-        trusted = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-        tar.extractall(dest, members=members, **trusted)
+    session.send_parts(req["id"], "entries", sorted(entries, key=lambda e: e["name"]))
     return {}
 
 
@@ -325,7 +582,7 @@ def entry_of(path):
 
 
 def op_scan(session, req):
-    """Manifest of a tree: relative path -> [kind, size, mtime_ns, mode, link target]."""
+    """Manifest of a tree: relative path -> [kind, size, mtime_ns, mode, link target], sent in parts."""
     root = resolve(session, req["path"])
     manifest = {}
     for dirpath, dirnames, filenames in os.walk(root):
@@ -335,20 +592,8 @@ def op_scan(session, req):
                 manifest[os.path.relpath(full, root)] = entry_of(full)
             except OSError:
                 continue
-    return {"manifest": manifest}
-
-
-def op_pack(session, req):
-    """A tar of the listed paths (relative to `path`), each added without recursion."""
-    root = resolve(session, req["path"])
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for rel in req["paths"]:
-            try:
-                tar.add(os.path.join(root, rel), arcname=rel, recursive=False)
-            except OSError:
-                continue
-    return {"data": b64(buf.getvalue())}
+    session.send_parts(req["id"], "manifest", manifest)
+    return {}
 
 
 def op_remove(session, req):
@@ -366,7 +611,8 @@ def op_session(session, req):
     """Set the shell state when given (restore, resume); always answer with the current one."""
     session.cwd = req.get("cwd") or session.cwd
     session.env = dict(req.get("env") or session.env)
-    return {"cwd": session.cwd, "env": session.env}
+    session.send_parts(req["id"], "env", session.env)
+    return {"cwd": session.cwd}
 
 
 def op_forward(session, req):
@@ -388,33 +634,70 @@ def op_unforward(session, req):
     return {}
 
 
-OPS = {"exec": op_exec, "read": op_read, "write": op_write, "list": op_list, "tar": op_tar,
-       "untar": op_untar, "forward": op_forward, "scan": op_scan, "pack": op_pack, "remove": op_remove,
-       "session": op_session, "unforward": op_unforward}
+OPS = {"exec": op_exec, "read": op_read, "list": op_list, "tar": op_tar, "forward": op_forward,
+       "scan": op_scan, "pack": op_pack, "remove": op_remove, "session": op_session, "unforward": op_unforward,
+       "stop_others": op_stop_others}
+UPLOADS = {"write": op_write, "untar": op_untar}
+"""Operations whose payload follows the request as chunk lines: each returns an object fed chunk by chunk."""
 
 
 def serve(session, inp):
-    """Commands run on their own threads (several may run at once); other operations run in turn."""
+    """Commands run on their own threads (several may run at once); other operations run in turn, and
+    uploads advance as their chunks arrive, interleaved with everything else."""
     for line in inp:
         req = json.loads(line)
-        if req["op"] == "exec":
+        if req["op"] == "chunk":
+            take_chunk(session, req)
+        elif req["op"] in UPLOADS:
+            start_upload(session, req)
+        elif req["op"] == "exec":
             threading.Thread(target=answer, args=(session, req), daemon=True).start()
         else:
             answer(session, req)
 
 
-def answer(session, req):
+def start_upload(session, req):
     try:
-        reply = dict(OPS[req["op"]](session, req), ok=True)
+        session.uploads[req["id"]] = [UPLOADS[req["op"]](session, req), None]
+    except Exception as e:  # noqa: BLE001 - reported once the payload has been consumed
+        session.uploads[req["id"]] = [None, e]
+
+
+def take_chunk(session, req):
+    upload = session.uploads.get(req["id"])
+    if upload is None:
+        return
+    sink, error = upload
+    if error is None:
+        try:
+            sink.feed(base64.b64decode(req["data"]))
+        except Exception as e:  # noqa: BLE001 - e.g. ENOSPC: the rest of the payload is dropped
+            upload[1] = e
+            sink.abort()
+    if req.get("end"):
+        del session.uploads[req["id"]]
+        answer(session, req, lambda: upload[0].finish() if upload[1] is None else raise_(upload[1]))
+
+
+def raise_(e):
+    raise e
+
+
+def answer(session, req, run=None):
+    try:
+        reply = dict((run or (lambda: OPS[req["op"]](session, req)))(), ok=True)
     except OSError as e:
-        reply = {"ok": False, "errno": e.errno, "error": f"{type(e).__name__}: {e}"}
+        reply = {"ok": False, "errno": e.errno, "error": f"{type(e).__name__}: {e}"[:4000]}
     except Exception as e:  # noqa: BLE001 - every failure goes back to the host, never kills the agent
-        reply = {"ok": False, "errno": None, "error": f"{type(e).__name__}: {e}"}
+        reply = {"ok": False, "errno": None, "error": f"{type(e).__name__}: {e}"[:4000]}
     reply["id"] = req.get("id")
     session.send(reply)
 
 
 def main():
+    prctl = load_prctl()
+    if prctl is not None:  # before anything else: the commands share our uid, and must not reach our fds
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     inp = os.fdopen(os.dup(0), "rb")
     out = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -424,7 +707,7 @@ def main():
         out.write(b'{"ready": true}\n')
         out.flush()
     session = Session(json.loads(inp.readline()))
-    session.out = out
+    session.out, session.host_fds, session.prctl = out, (inp.fileno(), out.fileno()), prctl
     session.send({"ok": True, "id": "init", "pid": os.getpid(), "shell": session.shell})
     serve(session, inp)
 

@@ -1,5 +1,7 @@
 """Request and response models, one pair per operation, shared by every backend and the journal."""
 
+import base64
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -17,6 +19,22 @@ class RunShellRequest(BaseModel):
     """Cap per stream; None takes the sandbox's `Limits.max_output_bytes`."""
 
 
+class FreshShellRequest(RunShellRequest):
+    """Run one command in a fresh shell, apart from the session: it starts with exactly `env` in `cwd`, and
+    neither reads nor changes the session's variables or working directory (e.g. a verifier)."""
+
+    env: dict[str, str]
+    """The command's whole environment (PATH included); nothing of the session's is added."""
+    cwd: str
+    """Absolute working directory of the command."""
+
+
+class StopProcessesRequest(BaseModel):
+    """Kill every process in the sandbox; the shell session's state stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class ShellResult(BaseModel):
     """What a command did. `exit_code` is negative when a signal ended it (-9 after a timeout)."""
 
@@ -32,6 +50,13 @@ class ShellResult(BaseModel):
     duration_s: float
     cwd: str | None = None
     """The session's working directory after the command."""
+
+    @classmethod
+    def from_agent(cls, r: dict) -> "ShellResult":
+        """From the guest agent's `exec` reply (output base64-encoded)."""
+        return cls(exit_code=r["exit_code"], stdout=_text(r["stdout"]), stderr=_text(r["stderr"]),
+                   stdout_truncated=r["stdout_truncated"], stderr_truncated=r["stderr_truncated"],
+                   timed_out=r["timed_out"], duration_s=r["duration_s"], cwd=r["cwd"])
 
     @property
     def truncated(self) -> bool:
@@ -86,3 +111,7 @@ class FunctionResult(BaseModel):
     """`ExceptionType: message` when the call raised, timed out or exceeded its memory limit."""
     timed_out: bool = False
     duration_s: float
+
+
+def _text(b64: str) -> str:
+    return base64.b64decode(b64).decode("utf-8", errors="replace")

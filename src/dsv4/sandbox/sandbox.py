@@ -1,24 +1,26 @@
 """`Sandbox`: one API over every backend, with journaling, snapshots and an idle reaper."""
 
 import base64
-import io
-import tarfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dsv4.sandbox import transfer
 from dsv4.sandbox.api import (
     DirEntry,
+    FreshShellRequest,
     FunctionCallRequest,
     FunctionResult,
     ReadFileRequest,
     RunShellRequest,
     ShellResult,
+    StopProcessesRequest,
     WriteFileRequest,
 )
+from dsv4.sandbox.backend import REPLY_SLACK_S
 from dsv4.sandbox.backends import start_backend
-from dsv4.sandbox.channel import OutputCallback
+from dsv4.sandbox.channel import AgentChannel, OutputCallback
 from dsv4.sandbox.config import (
     BackendConfig,
     ContainerConfig,
@@ -27,13 +29,12 @@ from dsv4.sandbox.config import (
     SandboxSpec,
     VMConfig,
 )
-from dsv4.sandbox.errors import SandboxClosed, UnsupportedOperation
+from dsv4.sandbox.errors import AgentProtocolError, SandboxClosed, UnsupportedOperation
 from dsv4.sandbox.journal import Journal, Recorder, read_journal
 from dsv4.sandbox.limits import Limits
 from dsv4.sandbox.network import NetworkRules
 from dsv4.sandbox.reaper import IdleReaper
 from dsv4.sandbox.snapshot import Snapshot, WorkspaceTracker, apply_layers
-from dsv4.sandbox.untar import extract
 
 
 def backend_config(backend: "str | BackendConfig", rootfs: Path | None) -> BackendConfig:
@@ -60,6 +61,7 @@ class Sandbox:
         self.in_flight = 0
         """Calls running now (commands may run concurrently); the idle reaper never closes a busy sandbox."""
         self._count_lock = threading.Lock()
+        self._close_lock = threading.Lock()
         self._snap_tracker: WorkspaceTracker | None = None
         self._snap_layers: list = []
         self._reaper = IdleReaper(self, spec.ttl_running_stop) if spec.ttl_running_stop else None
@@ -114,15 +116,17 @@ class Sandbox:
             raise
 
     def close(self) -> None:
-        """Kill every process of the sandbox and delete its private state. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._reaper is not None:
-            self._reaper.stop()
-        self.backend.close()
-        if self.recorder is not None:
-            self.recorder.journal.close()
+        """Kill every process of the sandbox and delete its private state. Idempotent; `closed` turns true
+        once everything is gone."""
+        with self._close_lock:
+            if self.closed:
+                return
+            if self._reaper is not None:
+                self._reaper.stop()
+            self.backend.close()
+            if self.recorder is not None:
+                self.recorder.journal.close()
+            self.closed = True
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -145,15 +149,38 @@ class Sandbox:
             on_output("stdout", result.stdout.encode())
         return result
 
+    def run_fresh(self, cmd: str, env: dict[str, str], cwd: str, timeout: float = 30.0, *,
+                  max_output_bytes: int | None = None) -> ShellResult:
+        """Run `cmd` in a fresh shell with exactly `env` (PATH included) in `cwd`, apart from the session: what
+        earlier commands exported, defined or changed in the session cannot reach it, and it changes nothing
+        there (e.g. a verifier after an agent; see also `stop_processes`)."""
+        req = FreshShellRequest(cmd=cmd, timeout=timeout, max_output_bytes=max_output_bytes, env=env, cwd=cwd)
+        cap = max_output_bytes or self.spec.limits.max_output_bytes
+
+        def run() -> ShellResult:
+            r = self._channel().request("exec", timeout + REPLY_SLACK_S, cmd=cmd, timeout=timeout, env=env,
+                                        cwd=cwd, max_output_bytes=cap)
+            return ShellResult.from_agent(r)
+        return self._op("run_fresh", req, run, lambda r: r.model_dump(mode="json"), ShellResult.model_validate)
+
+    def stop_processes(self) -> int:
+        """Kill every process in the sandbox (commands still running, daemons they left); the shell session's
+        cwd and variables stay. Returns how many were killed."""
+        return self._op("stop_processes", StopProcessesRequest(),
+                        lambda: self._channel().request("stop_others", transfer.PROGRESS_TIMEOUT_S)["killed"],
+                        lambda r: r, lambda r: r)
+
     def read_file(self, path: str, max_bytes: int = 64 << 20) -> bytes:
         req = ReadFileRequest(path=path, max_bytes=max_bytes)
-        return self._op("read_file", req, lambda: self.backend.read_file(req), _b64, base64.b64decode)
+        return self._op("read_file", req, lambda: transfer.read_bytes(self._channel(), path, max_bytes),
+                        _b64, base64.b64decode)
 
     def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None:
         if isinstance(content, str):
             content = content.encode()
         req = WriteFileRequest(path=path, content=content, mode=mode)
-        self._op("write_file", req, lambda: self.backend.write_file(req), lambda r: None, lambda r: None)
+        self._op("write_file", req, lambda: transfer.write_from(self._channel(), path, content, mode),
+                 lambda r: None, lambda r: None)
 
     def list_dir(self, path: str = ".") -> list[DirEntry]:
         req = ReadFileRequest(path=path)
@@ -161,26 +188,19 @@ class Sandbox:
                         lambda r: [e.model_dump() for e in r], lambda r: [DirEntry(**e) for e in r])
 
     def upload(self, host_path: Path, path: str) -> None:
-        """Copy a host file or directory tree to `path` in the sandbox."""
+        """Copy a host file or directory tree to `path` in the sandbox, streamed (bounded host memory)."""
         host_path = Path(host_path)
         if host_path.is_dir():
-            buf = io.BytesIO()
-            with tarfile.open(fileobj=buf, mode="w") as tar:
-                tar.add(host_path, arcname=".")
-            self._live(lambda: self.backend.unpack(path, buf.getvalue()))
-        else:
-            self.write_file(path, host_path.read_bytes(), mode=host_path.stat().st_mode & 0o777)
+            self._live(lambda: transfer.upload_tree(self._channel(), host_path, path))
+            return
+        with open(host_path, "rb") as f:
+            mode = host_path.stat().st_mode & 0o777
+            self._live(lambda: transfer.write_from(self._channel(), path, f, mode))
 
-    def download(self, path: str, host_path: Path) -> None:
-        """Copy a sandbox file or directory tree to `host_path` (links that leave it are refused)."""
-        data = self._live(lambda: self.backend.pack(path))
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            members = tar.getmembers()
-            if len(members) == 1 and members[0].isfile():
-                Path(host_path).write_bytes(tar.extractfile(members[0]).read())
-                return
-            Path(host_path).mkdir(parents=True, exist_ok=True)
-            extract(tar, Path(host_path), links_may_leave=False)
+    def download(self, path: str, host_path: Path, max_bytes: int = transfer.DOWNLOAD_LIMIT) -> None:
+        """Copy a sandbox file or directory tree to `host_path`, streamed through the host's disk (bounded
+        memory); links that would resolve outside `host_path` are not created."""
+        self._live(lambda: transfer.download(self._channel(), path, Path(host_path), max_bytes))
 
     def set_network_rules(self, rules: "NetworkRules | str | list[str]") -> None:
         """Change what the running sandbox may reach, e.g. between task phases (process and bwrap containers;
@@ -225,6 +245,12 @@ class Sandbox:
             raise
 
     # ---- plumbing --------------------------------------------------------------------------------
+    def _channel(self) -> AgentChannel:
+        channel = getattr(self.backend, "channel", None)
+        if channel is None:
+            raise UnsupportedOperation(f"backend={self.spec.backend.type!r} has no shell or files")
+        return channel
+
     def _live(self, fn: Callable):
         if self.closed:
             raise SandboxClosed(f"sandbox (backend={self.spec.backend.type!r}) is closed")
@@ -233,6 +259,9 @@ class Sandbox:
             self.last_used = time.monotonic()
         try:
             return fn()
+        except AgentProtocolError:  # the agent broke the protocol: it may be hijacked, so the sandbox goes
+            self.close()
+            raise
         finally:
             with self._count_lock:
                 self.in_flight -= 1
