@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from tokenizers import Tokenizer, normalizers
 
 from dsv4.cli import build_parser
@@ -148,6 +148,10 @@ def plain_app() -> FastAPI:
     async def ping():
         return {"ok": True}
 
+    @app.post("/echo")
+    async def echo(request: Request):
+        return {"bytes": len(await request.body())}
+
     return app
 
 
@@ -190,6 +194,39 @@ def test_a_connection_that_never_finishes_its_head_is_closed():
             assert closed_by_server(s, 10)
         stalled.close()
         trickling.close()
+
+
+def test_a_body_that_trickles_in_is_cut_off():
+    with serving(plain_app(), limits=ConnectionLimits(head_timeout=0.5)) as url:
+        with socket.create_connection(address(url)) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: dsv4\r\nContent-Length: 1000\r\n\r\n0123456789")
+            assert closed_by_server(s, 10)
+        with socket.create_connection(address(url)) as s:  # a body that keeps up is read whole
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: dsv4\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100_000)
+            reply = b""
+            while b'{"bytes":100000}' not in reply and (chunk := s.recv(65536)):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_newcomer_is_told_503_when_every_connection_is_serving_a_request():
+    with serving(plain_app(), limits=ConnectionLimits(max_connections=2, head_timeout=30)) as url:
+        busy = []
+        for _ in range(2):  # requests whose bodies are still coming: serving, not waiting for a head
+            s = socket.create_connection(address(url))
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: dsv4\r\nContent-Length: 10\r\n\r\n01234")
+            busy.append(s)
+        time.sleep(0.2)
+        with socket.create_connection(address(url)) as s:
+            s.settimeout(10)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 503 ") and b"connection limit" in reply
+        for s in busy:
+            s.sendall(b"56789")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+            s.close()
 
 
 def test_half_open_connections_over_the_limit_displace_the_oldest_not_the_newcomer():

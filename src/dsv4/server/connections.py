@@ -8,16 +8,21 @@ accept nothing more, and a legitimate `/v1/models` timed out. Here
 
 - a connection waiting for a request head (new, or kept alive between requests) is closed once it has waited
   `head_timeout` seconds, however slowly it trickles bytes in;
+- a request body must keep up a minimum pace once its head is in (`MIN_BODY_RATE`, after the same grace);
 - at most `max_connections` are open (fewer where the file-descriptor limit leaves less room): a connection
   over the limit closes the one that has waited longest for its head, so a flood of idle or half-open
   connections displaces itself rather than the client that came to make a request. Only when every open
-  connection is serving a request is the newcomer closed (the server is at capacity).
+  connection is serving a request is the newcomer turned away (503, closed).
+
+uvicorn's own `limit_concurrency` is not used: it answers 503 to every new request once that many connections
+are open, half-open ones included, which is the flood keeping the legitimate client out.
 
 The guard hooks uvicorn's h11 protocol where a request head completes (`cycle` is replaced) and where a
 response completes (the connection waits for the next head).
 """
 
 import asyncio
+import json
 import logging
 import os
 import resource
@@ -29,8 +34,15 @@ from functools import partial
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .protocol import error_body
+
 log = logging.getLogger("dsv4.server")
 
+MIN_BODY_RATE = 16 * 1024  # bytes/s a request body must average after its grace (a 16 MiB body: 17 min)
+_BUSY = json.dumps(error_body("the server is at its connection limit, every connection serving a request",
+                              kind="server_error", code="503")).encode()
+AT_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))  # sent unasked: no head is read
 RESERVED_FDS = 64  # files the server opens while serving (logs, the engine's pipes, thread pools' wakeups)
 MAX_BACKLOG = 2048  # uvicorn's default listen backlog (asyncio also accepts up to this many per wakeup)
 
@@ -98,16 +110,21 @@ class ConnectionGuard:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol under a `ConnectionGuard`."""
+    """uvicorn's h11 protocol under a `ConnectionGuard`, and with a pace for request bodies: once its head is in,
+    a body must arrive within `head_timeout` seconds plus one for every `MIN_BODY_RATE` bytes received (a body
+    trickled in a byte at a time would otherwise hold its connection, busy and never shed, for ever)."""
 
     def __init__(self, *args, guard: ConnectionGuard, **kwargs):
         super().__init__(*args, **kwargs)
         self.guard = guard
+        self.body_timer: asyncio.TimerHandle | None = None
+        self.body_start, self.body_bytes = 0.0, 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not self.guard.admit(self):
             log.warning("connection refused: all %d connections are serving requests", self.guard.max_connections)
+            transport.write(AT_CAPACITY)
             transport.close()
             return
         if not self._head_buffered():
@@ -115,14 +132,15 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        self._track()
+        self._track(len(data))
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._track()
+        self._track(0)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.close(self)
+        self._pace_body(None)
         super().connection_lost(exc)
 
     def _head_buffered(self) -> bool:
@@ -141,14 +159,38 @@ class GuardedH11Protocol(H11Protocol):
         finally:
             sock.detach()
 
-    def _track(self) -> None:
-        """Waiting for a head: no request yet, or the last one answered (a new head replaces `cycle`)."""
+    def _track(self, received: int) -> None:
+        """Waiting for a head: no request yet, or the last one answered (a new head replaces `cycle`). Receiving
+        a body: the head is in, the body is not, and no answer has started."""
+        cycle = self.cycle
         if self.transport.is_closing():
             self.guard.close(self)
-        elif self.cycle is None or self.cycle.response_complete:
+            self._pace_body(None)
+        elif cycle is None or cycle.response_complete:
+            self._pace_body(None)
             self.guard.await_head(self)
         else:
             self.guard.head_received(self)
+            self._pace_body(received if cycle.more_body and not cycle.response_started else None)
+
+    def _pace_body(self, received: int | None) -> None:
+        """(Re)sets the body's deadline after `received` more bytes; None: no body is awaited."""
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+        if received is None:
+            self.body_start = 0.0
+            return
+        if not self.body_start:
+            self.body_start, self.body_bytes = self.loop.time(), 0
+        self.body_bytes += received
+        deadline = self.body_start + self.guard.head_timeout + self.body_bytes / MIN_BODY_RATE
+        self.body_timer = self.loop.call_at(deadline, self._body_too_slow)
+
+    def _body_too_slow(self) -> None:
+        self.body_timer = None
+        self.guard.timed_out += 1
+        self.guard.close(self)
 
 
 def fd_room() -> int:
