@@ -1,7 +1,8 @@
-"""`dsv4 train`: train the built-in V4 model (or its window-only control) on the synthetic data (thin: the work is
-`dsv4.train`)."""
+"""`dsv4 train` (the built-in V4 model, or its window-only control, on the synthetic data) and `dsv4 eval passkey` /
+`dsv4 eval agent` (thin: the data, tasks and scoring are `dsv4.train`; serving is the engine, server and agent)."""
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -19,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--save-minutes", type=float, default=10.0, help="checkpoint interval")
     p.add_argument("--window-only", action="store_true", help="the control: every layer window-only")
     p.set_defaults(func=cmd_train)
+    register_eval(sub)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -38,4 +40,122 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"dsv4 train: {e}") from e
     train(cfg, log=stdout_log)
+    return 0
+
+
+def register_eval(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint: passkey retrieval grid, held-out agent tasks")
+    evals = p.add_subparsers(dest="eval", required=True, metavar="EVAL")
+    k = evals.add_parser("passkey", help="passkey exact-match by context length x depth (through the engine)")
+    k.add_argument("--lengths", default="1024,4096", help="comma-separated prompt lengths in tokens")
+    k.add_argument("--depths", default="0,0.25,0.5,0.75,1", help="comma-separated depths in [0, 1]")
+    k.add_argument("--samples", type=int, default=4, help="prompts per cell")
+    _checkpoint_arg(k)
+    k.set_defaults(func=cmd_eval_passkey)
+    a = evals.add_parser("agent", help="held-out agent tasks through the server, agent loop and a sandbox")
+    a.add_argument("--tasks", type=int, default=12)
+    a.add_argument("--max-steps", type=int, default=6)
+    a.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
+    _checkpoint_arg(a)
+    a.set_defaults(func=cmd_eval_agent)
+
+
+def _checkpoint_arg(p) -> None:
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="checkpoint directory (default: the built-in model of dsv4 chat)")
+    p.add_argument("--seed", type=int, default=None, help="draws other cases than the default ones")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
+
+def _progress(done: int, total: int, what: str) -> None:
+    width = 30
+    bar = "#" * (width * done // total) + "." * (width - width * done // total)
+    print(f"\r{what} [{bar}] {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def _checkpoint(args) -> Path:
+    from dsv4.cli.chat_cmds import default_checkpoint
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return args.checkpoint or default_checkpoint()
+
+
+def cmd_eval_passkey(args: argparse.Namespace) -> int:
+    from dsv4.engine import Engine, EngineConfig, SamplingParams
+    from dsv4.train.evals import passkey_cases, passkey_correct, passkey_grid
+
+    try:
+        lengths = [int(x) for x in args.lengths.split(",")]
+        depths = [float(x) for x in args.depths.split(",")]
+        if min(lengths) < 128 or not all(0 <= d <= 1 for d in depths) or args.samples < 1:
+            raise ValueError("lengths must be >= 128, depths in [0, 1], samples >= 1")
+    except ValueError as e:
+        raise SystemExit(f"dsv4 eval passkey: --lengths/--depths/--samples: {e}") from e
+    path = _checkpoint(args)
+    per_cell = args.samples * len(depths)
+    config = EngineConfig(max_num_seqs=per_cell, max_num_batched_tokens=2048,
+                          num_blocks=per_cell * (max(lengths) // 128 + 2))
+    engine = Engine.from_pretrained(path, config)
+    if engine.tokenizer is None:
+        raise SystemExit(f"dsv4 eval passkey: {path} has no tokenizer.json")
+    count = lambda text: len(engine.tokenizer.encode(text, add_special_tokens=False).ids)  # noqa: E731
+    cases = passkey_cases(count, lengths, depths, args.samples, **({"seed": args.seed} if args.seed else {}))
+    print(f"passkey: {path}, {len(cases)} prompts ({args.samples} per cell)", flush=True)
+    params = SamplingParams(temperature=0, max_tokens=16)
+    correct = []
+    for i in range(0, len(cases), per_cell):  # one length at a time, its depths batched
+        outs = engine.generate([c.prompt for c in cases[i:i + per_cell]], params)
+        correct += [passkey_correct(o.text, c.key) for o, c in zip(outs, cases[i:i + per_cell], strict=True)]
+        _progress(len(correct), len(cases), "passkey")
+    print("\n".join(passkey_grid(cases, correct)))
+    return 0
+
+
+def cmd_eval_agent(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
+    from dsv4.cli.agent_cmds import _listed_model, _local_server
+    from dsv4.sandbox import Sandbox, SandboxFileError
+    from dsv4.train.episodes import prepare
+    from dsv4.train.evals import held_out_tasks, score_run
+
+    if args.tasks < 1 or args.max_steps < 1:
+        raise SystemExit("dsv4 eval agent: --tasks and --max-steps must be positive")
+    tasks = held_out_tasks(args.tasks, **({"seed": args.seed} if args.seed else {}))
+    path = _checkpoint(args)
+    results = []
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_local_server(str(path))) + "/v1"
+        model, _ = _listed_model(url, None)
+        client = OpenAIClient(url, model, extra={"temperature": 0, "max_tokens": 256})
+        print(f"agent eval: {path}, {len(tasks)} held-out tasks, at most {args.max_steps} steps each", flush=True)
+        for task in tasks:
+            with Sandbox.create(args.sandbox) as sb:
+                prepare(sb, task)
+                t = Agent(client, ToolRegistry(sandbox_tools(sb)), AgentConfig(max_steps=args.max_steps)).run(
+                    task.prompt)
+
+                def read(p, sb=sb):
+                    try:
+                        return sb.read_file(p).decode("utf-8", errors="replace")
+                    except SandboxFileError:
+                        return None
+
+                r = score_run(task, t.status, len(t.steps), t.messages,
+                              [x for s in t.steps for x in s.tool_results], read)
+            results.append(r)
+            print(f"\r{task.family:<12} {'solved' if r.solved else 'FAILED':<7} {r.status:<16} steps {r.steps} "
+                  f"calls {r.valid_calls}/{r.tool_calls} valid | {task.prompt[:60]!r} -> {(r.answer or '')[:60]!r}",
+                  flush=True)
+            _progress(len(results), len(tasks), "agent")
+    calls = sum(r.tool_calls for r in results)
+    valid = sum(r.valid_calls for r in results)
+    print(f"valid DSML: {100 * valid / calls if calls else 0:.1f}% of {calls} tool calls; "
+          f"mean steps {sum(r.steps for r in results) / len(results):.1f}")
+    solved = sum(r.solved for r in results)
+    print(f"agent success: {100 * solved / len(results):.1f}% ({solved}/{len(results)})")
     return 0

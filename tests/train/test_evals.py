@@ -1,0 +1,73 @@
+"""The eval commands' mechanics on a tiny random checkpoint (their accuracy is the trained model's business)."""
+
+import random
+import re
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from dsv4.cli import main
+from dsv4.model import Transformer
+from dsv4.sandbox import Sandbox
+from dsv4.train.data import agent_sample
+from dsv4.train.evals import held_out_tasks, passkey_correct, score_run
+from dsv4.train.init import init_for_training_
+from dsv4.train.optim import optimizers
+from dsv4.train.tokenizer import train_tokenizer
+from dsv4.train.trainer import Progress, save
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    rng = random.Random(0)
+    with Sandbox.create("process") as sb:
+        texts = [agent_sample(rng, sb).text for _ in range(30)]
+    tok = train_tokenizer(texts + ["The pass key is 12345. Remember it."], vocab_size=600)
+    model = init_for_training_(Transformer(TINY.replace(vocab_size=tok.get_vocab_size()), torch.float32))
+    out = tmp_path_factory.mktemp("ckpt")
+    save(out, model, tok, optimizers(model, 1e-3), Progress())
+    return out
+
+
+def test_passkey_prints_a_grid_then_the_overall_accuracy(checkpoint, capsys):
+    assert main(["eval", "passkey", "--checkpoint", str(checkpoint), "--lengths", "256,384", "--depths", "0,1",
+                 "--samples", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-4].split()[-3:] == ["0.00", "1.00", "all"]
+    assert [line.split()[0] for line in lines[-3:-1]] == ["256", "384"]
+    assert re.fullmatch(r"passkey exact-match: \d+\.\d% \(\d/4\)", lines[-1])
+
+
+def test_passkey_scoring():
+    assert passkey_correct("The pass key is 71432.", "71432")
+    assert not passkey_correct("The pass key is 7143.", "71432") and not passkey_correct("no digits", "1")
+
+
+def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, capsys):
+    assert main(["eval", "agent", "--checkpoint", str(checkpoint), "--tasks", "1", "--max-steps", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"agent success: \d+\.\d% \(\d/1\)", lines[-1])
+    assert lines[-2].startswith("valid DSML: ")
+    assert lines[-3].startswith("compute ") and " steps 1 " in lines[-3]  # the task's row
+
+
+def test_a_held_out_task_is_solved_by_its_own_plan():
+    task = next(t for t in held_out_tasks(6) if t.family == "write_file")  # the answer and the file both count
+    message = SimpleNamespace(role="assistant", content=task.answer)
+    result = score_run(task, "finished", 2, [message], [SimpleNamespace(output="wrote 9 bytes")],
+                       lambda path: task.expect_file[1])
+    assert result.solved and result.valid_calls == result.tool_calls == 1
+    wrong_file = score_run(task, "finished", 2, [message], [], lambda path: "other")
+    assert not wrong_file.solved
+
+
+def test_calls_the_tools_refused_are_not_valid_dsml():
+    task = held_out_tasks(1)[0]
+    msgs = [SimpleNamespace(role="assistant", content="<｜DSML｜invoke name=\"x\">"),
+            SimpleNamespace(role="assistant", content="no")]
+    r = score_run(task, "finished", 3, msgs, [SimpleNamespace(output="error: invalid arguments for bash: ...")],
+                  lambda p: None)
+    assert (r.tool_calls, r.valid_calls, r.solved) == (2, 0, False)
