@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench
+.PHONY: run test lint bench model
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest
+
+# The built-in trained model from scratch: ~2 hours on a 2-core CPU (the checkpoint files land in build/builtin).
+model: $(VENV)/.installed
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/dsv4 train --out build/builtin --minutes 110 --threads 2
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/encoding.py
