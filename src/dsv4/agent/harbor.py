@@ -7,7 +7,8 @@ and `tests/test.sh` (the verifier, which writes `/logs/verifier/reward.txt` or `
 Images are not built here: a Dockerfile may only set up what a sandbox can reproduce from the host's system -
 `FROM` (ignored: the sandbox's own root), `WORKDIR`, `ENV`, `COPY`/`ADD` of local files. A task whose Dockerfile
 runs anything else (`RUN`, remote `ADD`, ...) is reported as skipped, with the instruction that needs a build.
-The tests are uploaded to `/tests` only after the agent is done, as Harbor does.
+The tests are uploaded to `/tests` only after the agent is done, as Harbor does, and run apart from the agent's
+session (see `_verify`).
 """
 
 import json
@@ -163,11 +164,24 @@ def _act(task: Task, agent, sb: Sandbox, trajectory_dir: Path | None) -> str | N
     return trajectory.status
 
 
+VERIFIER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def verifier_env(task: Task) -> dict[str, str]:
+    """The verifier's whole environment, from the task alone: nothing the agent exported reaches it."""
+    return {"PATH": VERIFIER_PATH, "HOME": task.workdir, "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
+            **task.env, **task.verifier_env}
+
+
 def _verify(task: Task, sb: Sandbox) -> tuple[float, str]:
+    """Run tests/test.sh as Harbor does, but out of the agent's reach: its processes are killed first (a
+    daemon cannot rewrite the reward), /tests and /logs are emptied (nothing planted there is read), and the
+    script runs in a fresh shell with `verifier_env` (no PATH, function or BASH_ENV of the agent's session)."""
+    env = verifier_env(task)
+    sb.stop_processes()
+    sb.run_fresh("find /tests /logs -mindepth 1 -delete; mkdir -p /logs/verifier", env=env, cwd="/", timeout=60)
     sb.upload(task.path / "tests", "/tests")
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in task.verifier_env.items())
-    r = sb.run_shell(f"mkdir -p /logs/verifier && cd {shlex.quote(task.workdir)} && {env} bash /tests/test.sh",
-                     timeout=task.verifier_timeout_s)
+    r = sb.run_fresh("bash /tests/test.sh", env=env, cwd=task.workdir, timeout=task.verifier_timeout_s)
     tail = (r.stdout + r.stderr)[-500:].strip()
     for name in ("reward.txt", "reward.json"):
         try:
