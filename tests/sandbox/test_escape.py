@@ -206,6 +206,7 @@ def test_disk_fill_stops_at_the_workspace_quota(make_sandbox):
     sb = make_sandbox(workspace_mb=8)
     r = sb.run_shell("head -c 20000000 /dev/zero > big; ls -l big | awk '{print $5}'", timeout=20)
     assert "No space left on device" in r.stderr and int(r.stdout.split()[0]) <= 8 << 20
-    assert sb.backend.workspace is None
+    # the workspace is a tmpfs, or (as root) a mounted image of the quota: nothing on the host disk grows past it
+    assert sb.backend.workspace is None or os.path.ismount(sb.backend.workspace)
     r = sb.run_shell("rm big && echo ok > small && cat small", timeout=10)
     assert r.stdout == "ok\n"

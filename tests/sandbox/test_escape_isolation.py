@@ -5,7 +5,10 @@ filled through the workspace, syscalls a denylist did not name, one host uid for
 its own seccomp sandbox, the allow-list proxy following a name to a loopback or metadata address.
 """
 
+import fcntl
+import os
 import socket
+import textwrap
 
 import pytest
 
@@ -16,12 +19,12 @@ from dsv4.server.background import serving
 from tests.encoding.test_parse_strategies import render_calls
 from tests.server.conftest import ScriptedBackend, real_tokenizer  # noqa: F401 - fixture
 
+from .procs import descendants
 from .test_container import busybox_rootfs  # noqa: F401 - the shared image fixture
 from .test_network import PROXY_CONNECT
 
 SECRET = "dsv4-escape-host-secret-7f3a"
-# A VM boots in about 2 minutes under TCG (this machine's KVM does not start a guest): slow, out of `make test`.
-BACKENDS = ["process", "container", "runsc", pytest.param("vm", marks=pytest.mark.slow)]
+BACKENDS = ["process", "container", "runsc"]  # the vm backend: test_vm_isolation, one boot for every check
 
 
 @pytest.fixture
@@ -50,6 +53,34 @@ def test_host_environment_is_not_readable(box, monkeypatch):
     r = sb.run_shell("for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done; echo done", timeout=60)
     assert r.stdout.endswith("done\n")
     assert SECRET not in r.stdout and "OPENAI_API_KEY" not in r.stdout
+
+
+
+# ---- the host disk: a workspace quota by default, bytes and inodes ------------------------------------------
+
+DISK_FILL = ("df -k /workspace | tail -1; df -i /workspace | tail -1; "
+             "for i in 1 2 3 4; do fallocate -l 300M f$i 2>/dev/null || head -c 314572800 /dev/zero > f$i; done; "
+             "ls f* | wc -l; df -k /workspace | tail -1")
+
+
+@every_backend
+def test_workspace_has_a_quota_by_default(box):
+    sb = box()
+    r = sb.run_shell(DISK_FILL, timeout=120)
+    before, inodes, files, after = r.stdout.splitlines()
+    size_kb, inode_count = int(before.split()[1]), int(inodes.split()[1])
+    assert 0.9 * (1 << 20) < size_kb <= 1 << 20  # 1024 MiB, the default
+    assert inode_count == 65536
+    used_kb, free_kb = int(after.split()[2]), int(after.split()[3])
+    assert r.stderr and used_kb <= size_kb and free_kb < 64 << 10  # a write failed (ENOSPC) at the quota
+
+
+@every_backend
+def test_workspace_inodes_are_capped(box):
+    sb = box(workspace_mb=16)  # 1024 inodes: one per 16 KiB
+    r = sb.run_shell("i=0; while touch f$i 2>/dev/null; do i=$((i+1)); [ $i -gt 5000 ] && break; done; echo $i",
+                     timeout=120)
+    assert 900 < int(r.stdout) <= 1024
 
 
 # ---- network: the allow-list proxy follows names only to public addresses ----------------------------------
@@ -123,3 +154,142 @@ def test_agent_command_takes_the_documented_network_forms(network, real_tokenize
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "proxy=http://127.0.0.1:3128" in captured.out
+
+
+# ---- seccomp: an allow-list ---------------------------------------------------------------------------------
+
+SYSCALLS = textwrap.dedent("""
+    import ctypes, os, socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    def call(nr, *args):
+        ctypes.set_errno(0)
+        r = libc.syscall(nr, *(ctypes.c_long(a) for a in args))
+        return "ok" if r >= 0 else os.strerror(ctypes.get_errno())
+    me = os.getpid()
+    print("pidfd_open", call(434, me, 0))
+    print("pidfd_getfd", call(438, 3, 1, 0))
+    print("process_vm_readv", call(310, me, 0, 0, 0, 0, 0))
+    print("ptrace", call(101, 16, os.getppid(), 0, 0))
+    print("modify_ldt", call(154, 1, 0, 0))
+    print("kcmp", call(312, me, me, 0, 0, 0))
+    print("listmount (a call the list does not name)", call(458, 0, 0, 0, 0))
+    for name, family, kind in [("AF_NETLINK", 16, socket.SOCK_RAW), ("AF_VSOCK", 40, socket.SOCK_STREAM),
+                               ("AF_ALG", 38, socket.SOCK_SEQPACKET), ("AF_UNIX", 1, socket.SOCK_STREAM)]:
+        try:
+            socket.socket(family, kind).close()
+            print(name, "ok")
+        except OSError as e:
+            print(name, os.strerror(e.errno))
+""")
+
+
+def test_seccomp_is_an_allow_list(sb):
+    r = sb.run_shell(f"python3 -c '{SYSCALLS}'", timeout=20)
+    assert r.stdout.splitlines() == [
+        "pidfd_open Operation not permitted", "pidfd_getfd Operation not permitted",
+        "process_vm_readv Operation not permitted", "ptrace Operation not permitted",
+        "modify_ldt Operation not permitted", "kcmp Operation not permitted",
+        "listmount (a call the list does not name) Function not implemented",
+        "AF_NETLINK Address family not supported by protocol", "AF_VSOCK Address family not supported by protocol",
+        "AF_ALG Address family not supported by protocol", "AF_UNIX ok",
+    ], r.stderr
+
+
+ORDINARY = r"""
+set -e
+cd "$(mktemp -d)"
+seq 1 2000 | sort -rn | awk '{s += $1} END {print s}' | sed 's/^/sum /' > sum.txt
+find / -maxdepth 2 -name 'sh' 2>/dev/null | head -1 > /dev/null
+tar czf a.tgz sum.txt && mkdir x && tar xzf a.tgz -C x && cmp sum.txt x/sum.txt
+python3 - <<'PY'
+import asyncio, concurrent.futures, hashlib, mmap, multiprocessing, sqlite3, subprocess, tempfile, threading
+with multiprocessing.Pool(2) as pool:
+    assert pool.map(abs, [-1, -2]) == [1, 2]
+with concurrent.futures.ThreadPoolExecutor(4) as ex:
+    assert sum(ex.map(lambda i: i, range(10))) == 45
+assert subprocess.run(["true"]).returncode == 0
+async def echo():
+    r, w = await asyncio.open_connection(sock=__import__("socket").socketpair()[0])
+    w.close()
+asyncio.run(echo())
+db = sqlite3.connect(tempfile.mktemp()); db.execute("create table t(x)"); db.commit()
+with tempfile.TemporaryFile() as f:
+    f.write(b"x" * 4096); f.flush(); mmap.mmap(f.fileno(), 4096).close()
+hashlib.sha256(b"x").hexdigest()
+print("python ok")
+PY
+if command -v git >/dev/null; then
+  git init -q repo && cd repo && git -c user.email=a@b -c user.name=a commit -q --allow-empty -m m
+  git log --oneline | wc -l && cd ..
+fi
+if command -v cc >/dev/null; then
+  printf '#include <pthread.h>\n#include <stdio.h>\nvoid *f(void *a) { return a; }\n'\
+'int main(void) { pthread_t t; pthread_create(&t, 0, f, 0); pthread_join(t, 0); puts("c ok"); return 0; }\n' > m.c
+  printf 'm: m.c\n\tcc -O2 -pthread -o m m.c\n' > Makefile && make -s && ./m
+fi
+if command -v g++ >/dev/null; then
+  printf '#include <iostream>\n#include <thread>\n'\
+'int main() { std::thread t([]{}); t.join(); std::cout << "c++ ok\\n"; }\n' > m.cc
+  g++ -O1 -pthread -o mm m.cc && ./mm
+fi
+if command -v perl >/dev/null; then perl -e 'print "perl ok\n"'; fi
+echo all ok
+"""
+
+
+def test_ordinary_commands_run_under_the_allow_list(make_sandbox):
+    sb = make_sandbox(memory_limit_mb=2048)
+    r = sb.run_shell(ORDINARY, timeout=240)
+    assert r.exit_code == 0 and r.stdout.endswith("all ok\n"), (r.stdout, r.stderr)
+    assert "python ok" in r.stdout
+
+
+# ---- host uids: one per sandbox -------------------------------------------------------------------------------
+
+def host_uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run sandboxes as uids of their own")
+def test_each_sandbox_runs_as_a_host_uid_of_its_own(make_sandbox):
+    a, b = make_sandbox(), make_sandbox()
+    uids = {host_uid(p) for sb in (a, b) for p in [sb.backend.proc.pid, *descendants(sb.backend.proc.pid)]}
+    assert len(uids) == 2 and 0 not in uids and 65534 not in uids
+    # the workspace on the host belongs to its sandbox's uid alone
+    assert {os.stat(sb.backend.state / "workspace").st_uid for sb in (a, b)} == uids
+    # the uid is leased while its sandbox lives, and back in the pool once it is closed
+    from dsv4.sandbox.uids import LEASE_DIR
+
+    lease_file = LEASE_DIR / str(a.backend.uid)
+    assert not lockable(lease_file)
+    a.close()
+    assert lockable(lease_file)
+
+
+def lockable(path) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+# ---- the vm backend: one boot (about 2 minutes under TCG, where this machine's KVM does not start a guest) ---
+
+@pytest.mark.slow
+def test_vm_isolation(make_sandbox, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    vm = make_sandbox("vm", memory_limit_mb=512)
+    r = vm.run_shell("for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done; echo done", timeout=60)
+    assert r.stdout.endswith("done\n") and SECRET not in r.stdout
+    qemu = vm.backend.proc.pid
+    with open(f"/proc/{qemu}/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    assert status["Seccomp"].strip() == "2"  # QEMU's own filter (-sandbox on)
+    assert SECRET.encode() not in open(f"/proc/{qemu}/environ", "rb").read()
+    if os.geteuid() == 0:
+        assert host_uid(qemu) not in (0, 65534)

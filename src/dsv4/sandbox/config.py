@@ -25,7 +25,8 @@ class ProcessConfig(BaseModel):
     masked_files: tuple[str, ...] = MASKED_FILES
     """Host files replaced by an empty file even though their directory is bound."""
     run_as_uid: int | None = None
-    """Host uid the sandbox runs as; None = 65534 (nobody) when started as root, else the caller's uid."""
+    """Host uid the sandbox runs as; None = a uid of its own (`dsv4.sandbox.uids`, leased while it lives) when
+    started as root, else the caller's uid."""
     seccomp: bool = True
     """Install the syscall filter of `dsv4.sandbox.seccomp`."""
     state_dir: Path | None = None
@@ -53,7 +54,8 @@ class VMConfig(BaseModel):
     python: str = "/usr/bin/python3"
     """Host interpreter run (through the host's loader, over 9p) as the guest agent."""
     run_as_uid: int | None = None
-    """Host uid QEMU runs as; None = 65534 (nobody) when started as root, else the caller's uid."""
+    """Host uid QEMU runs as; None = a uid of its own (`dsv4.sandbox.uids`, leased while it lives) when started
+    as root, else the caller's uid."""
     kernel: Path | None = None
     """None = the newest /boot/vmlinuz-*."""
     accel: Literal["auto", "kvm", "tcg"] = "auto"

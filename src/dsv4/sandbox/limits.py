@@ -2,7 +2,9 @@
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_WORKSPACE_MB = 1024
 
 
 class Limits(BaseModel):
@@ -24,9 +26,22 @@ class Limits(BaseModel):
     """Default cap on captured stdout and on stderr per command; the rest is dropped and flagged."""
     tmpfs_mb: int = Field(256, ge=1)
     """Size of the sandbox's private /tmp, and of its /dev/shm, in MiB each."""
-    workspace_mb: int | None = Field(None, ge=1)
-    """When set, the workspace is a private tmpfs of this size (no host directory, nothing to fill the host
-    disk with); when None it is a host directory (bubblewrap backends) without a quota."""
+    workspace_mb: int = Field(DEFAULT_WORKSPACE_MB, ge=1)
+    """Quota of the workspace in MiB (None is taken as the default, 1024). As root, an ext4 image of this size
+    loop-mounted on the host (`dsv4.sandbox.workspace`); otherwise a private tmpfs of this size."""
+    workspace_inodes: int | None = Field(None, ge=16)
+    """Most files and directories in the workspace; None = one per 16 KiB of the quota (65536 for 1024 MiB).
+    Enforced by the ext4 image and by the vm backend's tmpfs; a bubblewrap tmpfs (not root) has no inode cap."""
+
+    @field_validator("workspace_mb", mode="before")
+    @classmethod
+    def _default_quota(cls, v):
+        return DEFAULT_WORKSPACE_MB if v is None else v  # `Sandbox.create(workspace_mb=None)`, older journals
+
+    @property
+    def inodes(self) -> int:
+        """The workspace's inode cap."""
+        return self.workspace_inodes or self.workspace_mb * 64
 
     def cpu_set(self) -> list[int]:
         """The first `ceil(cpu_cores_limit)` CPUs this process may use."""

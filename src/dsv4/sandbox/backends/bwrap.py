@@ -1,9 +1,9 @@
 """The `process` backend: the guest agent under bubblewrap with every namespace unshared.
 
 Layout inside: host system directories read-only, `/proc`, a minimal `/dev`, a private size-capped `/tmp`,
-the private workspace (a host directory owned by the sandbox's uid) at `workdir`, and `/run/dsv4` holding the
-agent and the allow-list relay sockets. Nothing else of the host is visible: not /home, /root, /var, or the
-project checkout.
+the private workspace at `workdir` (an ext4 image of the quota mounted on a host directory owned by the
+sandbox's uid, or a tmpfs of the quota), and `/run/dsv4` holding the agent and the allow-list relay sockets.
+Nothing else of the host is visible: not /home, /root, /var, or the project checkout.
 """
 
 import glob
@@ -15,20 +15,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from dsv4.sandbox import workspace_image
 from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ProcessConfig, SandboxSpec
 from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed, UnsupportedOperation
 from dsv4.sandbox.keeper import Keeper
+from dsv4.sandbox.limits import Limits
 from dsv4.sandbox.network import PROXY_VARS, NetworkRules, Relay
 from dsv4.sandbox.seccomp import build_filter
+from dsv4.sandbox.uids import lease_uid
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
 GUEST_DIR = "/run/dsv4"
 AGENT_DIR = "/run/dsv4-agent"
 """The agent's own scratch space (session state files), apart from the /tmp that commands may fill."""
-NOBODY = 65534
 STATE_PREFIX = "dsv4-sandbox-"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_ENV: dict[str, str] = {}
@@ -76,29 +78,33 @@ def system_args(cfg: ProcessConfig) -> list[str]:
     return args
 
 
-def private_args(spec: SandboxSpec, state: Path, late: list[str]) -> list[str]:
-    """Private /proc, /dev, /tmp, the agent directory and the writable workspace; the rest read-only."""
+def private_args(spec: SandboxSpec, state: Path, late: list[str], workspace: Path | None) -> list[str]:
+    """Private /proc, /dev, /tmp, the agent directory and the writable workspace (`workspace`, the mounted
+    image, or a tmpfs of the quota when None); the rest read-only."""
     size = str(spec.limits.tmpfs_mb << 20)
     return [
         "--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size,
         "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
         "--size", str(4 << 20), "--tmpfs", AGENT_DIR,
-        *workspace_args(spec, state), *(a for d in spec.scratch_dirs for a in ("--size", size, "--tmpfs", d)),
+        *workspace_args(spec, workspace), *(a for d in spec.scratch_dirs for a in ("--size", size, "--tmpfs", d)),
         "--chdir", spec.workdir, *late,
         "--remount-ro", "/dev", "--remount-ro", "/run", "--remount-ro", "/",
     ]
 
 
-def workspace_args(spec: SandboxSpec, state: Path) -> list[str]:
-    if spec.limits.workspace_mb is None:
-        return ["--bind", str(state / "workspace"), spec.workdir]
+def workspace_args(spec: SandboxSpec, workspace: Path | None) -> list[str]:
+    if workspace is not None:
+        return ["--bind", str(workspace), spec.workdir]
     return ["--size", str(spec.limits.workspace_mb << 20), "--perms", "0755", "--tmpfs", spec.workdir]
 
 
-def sandbox_uid(cfg: ProcessConfig) -> int:
-    if cfg.run_as_uid is not None:
-        return cfg.run_as_uid
-    return NOBODY if os.geteuid() == 0 else os.geteuid()
+def attach_workspace(state: Path, limits: Limits, uid: int) -> tuple[Path | None, str]:
+    """(the host workspace directory, now an ext4 image of the quota, or None where the sandbox must use a tmpfs
+    of the quota instead; how the quota is kept)."""
+    why = workspace_image.attach(state / "workspace", limits.workspace_mb, limits.inodes, uid)
+    if why is None:
+        return state / "workspace", f"ext4 image of {limits.workspace_mb} MiB, {limits.inodes} inodes"
+    return None, f"tmpfs of {limits.workspace_mb} MiB ({why})"
 
 
 def make_state_dir(cfg: ProcessConfig, uid: int) -> Path:
@@ -129,6 +135,7 @@ def sweep_orphans(state_root: Path) -> None:
         except (OSError, ValueError, IndexError):
             continue
         if not alive and remove_cgroups(d):  # else its last processes are still dying: the next sweep
+            workspace_image.detach(d / "workspace")
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -184,9 +191,16 @@ class BwrapBackend(GuestBackend):
         assert isinstance(cfg, ProcessConfig)
         self.spec, self.cfg = spec, cfg
         self.max_output_bytes = spec.limits.max_output_bytes
-        self.uid = sandbox_uid(cfg)
-        self.state = make_state_dir(cfg, self.uid)
-        self.workspace = self.state / "workspace" if spec.limits.workspace_mb is None else None
+        self.uid_lease = lease_uid(cfg.run_as_uid)
+        self.uid = self.uid_lease.uid
+        try:
+            self.state = make_state_dir(cfg, self.uid)
+        except BaseException:
+            self.uid_lease.release()
+            raise
+        self.workspace: Path | None = None
+        self.workspace_store = ""
+        """How the workspace quota is kept (an ext4 image on the host, or a tmpfs and why)."""
         self.relay: Relay | None = None
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None
@@ -198,6 +212,7 @@ class BwrapBackend(GuestBackend):
         self.late_binds: list[str] = []
         """Mounts made after /run exists (under /run/dsv4)."""
         try:
+            self.workspace, self.workspace_store = attach_workspace(self.state, spec.limits, self.uid)
             self._start(argv_root if argv_root is not None else system_args(cfg))
         except BaseException:
             self.close()
@@ -214,7 +229,7 @@ class BwrapBackend(GuestBackend):
         # Affinity is set outside: the seccomp filter forbids changing it from inside.
         cpus = ",".join(map(str, self.spec.limits.cpu_set()))
         argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
-                *private_args(self.spec, self.state, self.late_binds)]
+                *private_args(self.spec, self.state, self.late_binds, self.workspace)]
         pass_fds: tuple[int, ...] = ()
         if self.cfg.seccomp:
             fd = self._seccomp_fd()
@@ -294,4 +309,6 @@ class BwrapBackend(GuestBackend):
             self.relay.close()
         if self.cgroup is not None:
             self.cgroup.remove()
+        workspace_image.detach(self.state / "workspace")
         shutil.rmtree(self.state, ignore_errors=True)
+        self.uid_lease.release()  # every process of the uid is gone

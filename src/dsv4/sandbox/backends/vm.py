@@ -3,24 +3,38 @@
 The initramfs holds busybox and the virtio/9p modules; the host's `/usr` (read-only), the agent directory
 (read-only) and the workspace reach the guest over 9p, and the agent is the host's Python started through the
 host's loader, as in the container backend. The agent talks over the second serial port. QEMU runs as the
-sandbox's unprivileged uid (so 9p cannot create root-owned files on the host), uses KVM when that uid can open
-`/dev/kvm` and it works, TCG otherwise, and has no network device.
+sandbox's own unprivileged uid (so 9p cannot create root-owned files on the host), uses KVM when that uid can open
+`/dev/kvm` and it works, TCG otherwise, has no network device, and confines itself with its own seccomp
+filter (`-sandbox on`).
 """
 
 import glob
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
+from dsv4.sandbox import workspace_image
 from dsv4.sandbox.backend import GuestBackend
-from dsv4.sandbox.backends.bwrap import AGENT_DIR, HOST_ENV, PATH, find_tool, make_state_dir, sandbox_uid
+from dsv4.sandbox.backends.bwrap import (
+    AGENT_DIR,
+    HOST_ENV,
+    PATH,
+    attach_workspace,
+    find_tool,
+    make_state_dir,
+)
 from dsv4.sandbox.backends.container import injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import SandboxSpec, VMConfig
 from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed
 from dsv4.sandbox.initramfs import build_initramfs
 from dsv4.sandbox.keeper import Keeper
+from dsv4.sandbox.uids import lease_uid
 
+QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+"""QEMU's own seccomp filter: a guest that breaks into QEMU still cannot exec, fork, change uid or use obsolete
+or scheduling calls."""
 SHARES = (("hostusr", "/run/dsv4-host/usr", True), ("guest", "/run/dsv4", True), ("workspace", None, False))
 
 
@@ -35,13 +49,15 @@ def find_kernel(cfg: VMConfig) -> str:
     return kernels[-1]
 
 
-def init_script(spec: SandboxSpec, agent_argv: list[str]) -> str:
+def init_script(spec: SandboxSpec, agent_argv: list[str], host_workspace: bool = True) -> str:
+    """The guest's /init; the workspace is the host's (the quota's ext4 image, over 9p) or, without
+    `host_workspace`, a guest tmpfs of the quota."""
     mounts = [f"mkdir -p {spec.workdir if d is None else d}\n"
               f"mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144{',ro' if ro else ''} "
               f"{tag} {spec.workdir if d is None else d}" for tag, d, ro in SHARES]
-    if spec.limits.workspace_mb is not None:  # a guest tmpfs instead of the host directory
-        size = spec.limits.workspace_mb
-        mounts[-1] = f"mkdir -p {spec.workdir}\nmount -t tmpfs -o size={size}m tmpfs {spec.workdir}"
+    if not host_workspace:
+        size, inodes = spec.limits.workspace_mb, spec.limits.inodes
+        mounts[-1] = f"mkdir -p {spec.workdir}\nmount -t tmpfs -o size={size}m,nr_inodes={inodes} tmpfs {spec.workdir}"
     mounts += [f"mkdir -p {d}; mount -t tmpfs -o size={spec.limits.tmpfs_mb}m tmpfs {d}" for d in spec.scratch_dirs]
     lo = "ip link set lo up\n" if spec.network_rules.mode == "loopback" else ""
     return "\n".join([
@@ -86,12 +102,18 @@ class VMBackend(GuestBackend):
         self.qemu = find_tool("qemu-system-x86_64")
         self.kernel = find_kernel(cfg)
         self.max_output_bytes = spec.limits.max_output_bytes
-        self.uid = sandbox_uid(cfg)
-        self.state = make_state_dir(cfg, self.uid)
-        self.workspace = self.state / "workspace"
+        self.uid_lease = lease_uid(cfg.run_as_uid)
+        self.uid = self.uid_lease.uid
+        try:
+            self.state = make_state_dir(cfg, self.uid)
+        except BaseException:
+            self.uid_lease.release()
+            raise
+        self.workspace: Path | None = None
         self.proc: subprocess.Popen | None = None
         self._keeper = Keeper()
         try:
+            self.workspace, self.workspace_store = attach_workspace(self.state, spec.limits, self.uid)
             self._boot()
         except BaseException:
             self.close()
@@ -99,7 +121,8 @@ class VMBackend(GuestBackend):
 
     def _boot(self) -> None:
         initrd = self.state / "initrd.cpio"
-        build_initramfs(initrd, self.kernel, init_script(self.spec, injected_python(self.cfg.python)))
+        script = init_script(self.spec, injected_python(self.cfg.python), self.workspace is not None)
+        build_initramfs(initrd, self.kernel, script)
         reasons = []
         for accel in accelerators(self.cfg, self.uid):
             try:
@@ -114,11 +137,12 @@ class VMBackend(GuestBackend):
         argv = [find_tool("setpriv"), "--pdeathsig", "KILL", "--", self.qemu, "-nodefaults",
                 "-no-user-config",
                 "-display", "none", "-nic", "none", "-no-reboot", "-accel", accel, "-cpu", "max",
+                "-sandbox", QEMU_SANDBOX,
                 "-m", str(max(256, self.spec.limits.memory_limit_mb)), "-smp", str(cpus),
                 "-kernel", self.kernel, "-initrd", str(initrd),
                 "-append", "console=ttyS0 panic=-1 quiet rdinit=/init",
                 "-serial", f"file:{self.state / 'console.log'}", "-serial", "stdio"]
-        paths = {"hostusr": "/usr", "guest": str(self.state / "guest"), "workspace": str(self.workspace)}
+        paths = {"hostusr": "/usr", "guest": str(self.state / "guest"), "workspace": str(self.state / "workspace")}
         for tag, _, ro in SHARES:
             argv += ["-virtfs", f"local,path={paths[tag]},mount_tag={tag},security_model=none"
                      + (",readonly=on" if ro else "")]
@@ -165,4 +189,6 @@ class VMBackend(GuestBackend):
     def close(self) -> None:
         self._stop()
         self._keeper.release()
+        workspace_image.detach(self.state / "workspace")
         shutil.rmtree(self.state, ignore_errors=True)
+        self.uid_lease.release()
