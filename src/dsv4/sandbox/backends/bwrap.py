@@ -19,13 +19,13 @@ from dsv4.sandbox import workspace_image
 from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
-from dsv4.sandbox.config import ProcessConfig, SandboxSpec
+from dsv4.sandbox.config import ProcessConfig, SandboxSpec, VMConfig
 from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed, UnsupportedOperation
 from dsv4.sandbox.keeper import Keeper
 from dsv4.sandbox.limits import Limits
 from dsv4.sandbox.network import PROXY_VARS, NetworkRules, Relay
 from dsv4.sandbox.seccomp import build_filter
-from dsv4.sandbox.uids import lease_uid
+from dsv4.sandbox.uids import UidLease, lease_uid
 
 AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
 GUEST_DIR = "/run/dsv4"
@@ -121,6 +121,16 @@ def make_state_dir(cfg: ProcessConfig, uid: int) -> Path:
     return root
 
 
+def leased_state_dir(cfg: ProcessConfig | VMConfig) -> tuple[UidLease, Path]:
+    """A host uid of the sandbox's own (`dsv4.sandbox.uids`) and its state directory, made for that uid."""
+    lease = lease_uid(cfg.run_as_uid)
+    try:
+        return lease, make_state_dir(cfg, lease.uid)
+    except BaseException:
+        lease.release()
+        raise
+
+
 def process_identity(pid: int) -> str:
     """`pid starttime`: tells a live owner from a reused pid."""
     return f"{pid} {proc_field(pid, 19)}"
@@ -191,13 +201,8 @@ class BwrapBackend(GuestBackend):
         assert isinstance(cfg, ProcessConfig)
         self.spec, self.cfg = spec, cfg
         self.max_output_bytes = spec.limits.max_output_bytes
-        self.uid_lease = lease_uid(cfg.run_as_uid)
+        self.uid_lease, self.state = leased_state_dir(cfg)
         self.uid = self.uid_lease.uid
-        try:
-            self.state = make_state_dir(cfg, self.uid)
-        except BaseException:
-            self.uid_lease.release()
-            raise
         self.workspace: Path | None = None
         self.workspace_store = ""
         """How the workspace quota is kept (an ext4 image on the host, or a tmpfs and why)."""

@@ -22,7 +22,7 @@ from dsv4.sandbox.backends.bwrap import (
     PATH,
     attach_workspace,
     find_tool,
-    make_state_dir,
+    leased_state_dir,
 )
 from dsv4.sandbox.backends.container import injected_python
 from dsv4.sandbox.channel import AgentChannel
@@ -30,7 +30,6 @@ from dsv4.sandbox.config import SandboxSpec, VMConfig
 from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed
 from dsv4.sandbox.initramfs import build_initramfs
 from dsv4.sandbox.keeper import Keeper
-from dsv4.sandbox.uids import lease_uid
 
 QEMU_SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 """QEMU's own seccomp filter: a guest that breaks into QEMU still cannot exec, fork, change uid or use obsolete
@@ -102,13 +101,8 @@ class VMBackend(GuestBackend):
         self.qemu = find_tool("qemu-system-x86_64")
         self.kernel = find_kernel(cfg)
         self.max_output_bytes = spec.limits.max_output_bytes
-        self.uid_lease = lease_uid(cfg.run_as_uid)
+        self.uid_lease, self.state = leased_state_dir(cfg)
         self.uid = self.uid_lease.uid
-        try:
-            self.state = make_state_dir(cfg, self.uid)
-        except BaseException:
-            self.uid_lease.release()
-            raise
         self.workspace: Path | None = None
         self.proc: subprocess.Popen | None = None
         self._keeper = Keeper()
