@@ -215,10 +215,9 @@ def fd_room() -> int:
 
 def uvicorn_config(app, limits: ConnectionLimits | None = None, **kwargs) -> uvicorn.Config:
     """A uvicorn config serving `app` under `limits` (default: `ConnectionLimits()`; `kwargs`: host, port,
-    log_level...). The connection limit
-    and the listen backlog are lowered to what the file-descriptor limit leaves: asyncio accepts up to a
-    backlog's worth of connections before any of them can be shed, and an accept that finds no descriptor
-    stops all accepting for a second."""
+    log_level...). The connection limit and the listen backlog are lowered to what the file-descriptor limit
+    leaves: asyncio accepts up to a backlog's worth of connections before any of them can be shed, and an accept
+    that finds no descriptor stops all accepting for a second."""
     limits = limits or ConnectionLimits()
     room = fd_room() - RESERVED_FDS
     if room < 32:
@@ -229,6 +228,7 @@ def uvicorn_config(app, limits: ConnectionLimits | None = None, **kwargs) -> uvi
                     limits.max_connections, max_connections)
     backlog = max(16, min(MAX_BACKLOG, room - max_connections))
     guard = ConnectionGuard(max_connections, limits.head_timeout)
-    return uvicorn.Config(app, http=partial(GuardedH11Protocol, guard=guard), backlog=backlog,
+    # ws="none": the API has no WebSocket routes, and an upgraded connection would leave the guard's hands
+    return uvicorn.Config(app, http=partial(GuardedH11Protocol, guard=guard), ws="none", backlog=backlog,
                           timeout_keep_alive=limits.keep_alive_timeout, h11_max_incomplete_event_size=16 * 1024,
                           **kwargs)
