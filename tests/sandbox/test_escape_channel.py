@@ -12,6 +12,7 @@ import pytest
 from dsv4.sandbox import SandboxFileError
 from dsv4.sandbox.channel import MAX_FRAME, AgentChannel
 from dsv4.sandbox.errors import AgentProtocolError
+from dsv4.sandbox.logtail import LogTail
 
 # Runs inside the sandbox: take fd `FD` of process `PID` with pidfd_open + pidfd_getfd; prints the errno or "took".
 STEAL = textwrap.dedent("""
@@ -151,3 +152,20 @@ def test_read_file_holds_about_one_copy_of_the_file(sb):
         tracemalloc.stop()
     assert len(data) == SIZE
     assert peak < 1.5 * SIZE, peak
+
+
+def test_a_runtime_log_keeps_a_bounded_head_and_tail():
+    """A command that takes bubblewrap's stderr and writes 64 MiB to it: the host keeps 2 x 32 KiB, no file."""
+    log = LogTail(keep=32 << 10)
+    writer = os.dup(log.fd)
+    log.close_writer()
+    os.write(writer, b"bwrap: started\n")
+    block = b"z" * (1 << 20)
+    for _ in range(64):
+        os.write(writer, block)
+    os.write(writer, b"\nthe end\n")
+    os.close(writer)
+    log.wait(30)
+    text = log.text()
+    assert text.startswith("bwrap: started\n") and text.endswith("the end\n")
+    assert len(text) < 70 << 10 and log.dropped == 15 + (64 << 20) + 9 - (64 << 10)

@@ -698,8 +698,11 @@ def main():
     prctl = load_prctl()
     if prctl is not None:  # before anything else: the commands share our uid, and must not reach our fds
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    inp = os.fdopen(os.dup(0), "rb")
-    out = os.fdopen(os.dup(1), "wb")
+    # `--fds R,W`: the channel on fds other than stdin/stdout, which a parent (bubblewrap's pid 1) also holds
+    fds = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--fds=")), None)
+    read_fd, write_fd = map(int, fds.split(",")) if fds else (os.dup(0), os.dup(1))
+    inp = os.fdopen(read_fd, "rb")
+    out = os.fdopen(write_fd, "wb")
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
