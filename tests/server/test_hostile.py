@@ -28,10 +28,11 @@ MIB = 1 << 20
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-async def asgi_post(app, path: str, *, content_length: int | None, body_bytes: int) -> tuple[int, dict, int]:
+async def asgi_post(app, path: str, *, content_length: int | None, body_bytes: int,
+                    key: str | None = None) -> tuple[int, dict, int]:
     """POSTs `body_bytes` bytes in 1 MiB chunks straight through ASGI -> (status, JSON reply, bytes the app
     pulled from the client). `content_length`: the header (None: a chunked body, which has none)."""
-    headers = [(b"content-type", b"application/json")]
+    headers = [(b"content-type", b"application/json")] + ([(b"x-api-key", key.encode())] if key else [])
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
@@ -69,10 +70,11 @@ def test_a_body_declared_over_the_limit_is_refused_unread(real_tokenizer, path):
         assert error["code"] == "request_too_large" and error["type"] == "invalid_request_error"
 
 
-def test_a_chunked_body_is_cut_off_at_the_limit(real_tokenizer):
-    app = create_app(ScriptedBackend(real_tokenizer), max_request_bytes=4 * MIB)
+@pytest.mark.parametrize("key", [None, "sekrit"])
+def test_a_chunked_body_is_cut_off_at_the_limit(real_tokenizer, key):
+    app = create_app(ScriptedBackend(real_tokenizer), max_request_bytes=4 * MIB, api_key=key)
     status, reply, pulled = asyncio.run(asgi_post(app, "/v1/chat/completions", content_length=None,
-                                                  body_bytes=64 * MIB))
+                                                  body_bytes=64 * MIB, key=key))
     assert status == 413 and reply["error"]["code"] == "request_too_large"
     assert pulled <= 5 * MIB  # read up to the limit, not the 64 MiB sent
 

@@ -11,7 +11,6 @@ generation itself fails. A streaming request that fails after its first chunk ge
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from .anthropic import (
     prepare_messages,
     stream_messages,
 )
+from .api_key import ApiKey
 from .backend import Backend
 from .body_limit import BodyLimit
 from .chat import ChatJob, ChatRun, delta_chunks, logprobs_content, prepare
@@ -79,21 +79,7 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     backend = MeteredBackend(backend, metrics)
 
     if api_key is not None:
-        expected = f"Bearer {api_key}".encode()
-
-        @app.middleware("http")
-        async def authorize(request: Request, call_next):
-            # OpenAI clients send `Authorization: Bearer KEY`, Anthropic clients `x-api-key: KEY`
-            bearer = request.headers.get("authorization", "").encode()
-            x_key = f"Bearer {request.headers.get('x-api-key', '')}".encode()
-            if request.url.path not in OPEN_PATHS and not (hmac.compare_digest(bearer, expected)
-                                                           or hmac.compare_digest(x_key, expected)):
-                message = "missing or incorrect API key (Authorization: Bearer ... or x-api-key)"
-                if _anthropic(request):
-                    return JSONResponse(anthropic_error(message, "authentication_error"), status_code=401)
-                return JSONResponse(error_body(message, code="invalid_api_key"), status_code=401)
-            return await call_next(request)
-
+        app.add_middleware(ApiKey, key=api_key, open_paths=OPEN_PATHS, refuse=_unauthorized)
     app.add_middleware(BodyLimit, limit=max_request_bytes, refuse=lambda r: _too_large(r, max_request_bytes))
 
     @app.exception_handler(RequestValidationError)
@@ -181,6 +167,13 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         return await answer(request, raw, job, _sse, _complete)
 
     return app
+
+
+def _unauthorized(request: Request) -> JSONResponse:
+    message = "missing or incorrect API key (Authorization: Bearer ... or x-api-key)"
+    if _anthropic(request):
+        return JSONResponse(anthropic_error(message, "authentication_error"), status_code=401)
+    return JSONResponse(error_body(message, code="invalid_api_key"), status_code=401)
 
 
 def _too_large(request: Request, limit: int) -> JSONResponse:
