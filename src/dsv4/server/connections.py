@@ -45,6 +45,7 @@ AT_CAPACITY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/j
                b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY), _BUSY))  # sent unasked: no head is read
 RESERVED_FDS = 64  # files the server opens while serving (logs, the engine's pipes, thread pools' wakeups)
 MAX_BACKLOG = 2048  # uvicorn's default listen backlog (asyncio also accepts up to this many per wakeup)
+LOG_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class ConnectionGuard:
         self.max_connections, self.head_timeout = max_connections, head_timeout
         self.open: set[asyncio.Protocol] = set()
         self.waiting: OrderedDict[asyncio.Protocol, asyncio.TimerHandle] = OrderedDict()
-        self.shed = self.timed_out = self.refused = 0  # counters, for logs and tests
+        self.shed = self.timed_out = self.refused = 0  # since the start, logged at most every LOG_EVERY_S
+        self.logged_at = float("-inf")
 
     def admit(self, conn: "GuardedH11Protocol") -> bool:
         """A new connection: room is made by closing the longest-waiting one; False when every open
@@ -80,12 +82,22 @@ class ConnectionGuard:
         if len(self.open) >= self.max_connections:
             if not self.waiting:
                 self.refused += 1
+                self._report(conn.loop.time())
                 return False
             oldest = next(iter(self.waiting))
             self.shed += 1
             self.close(oldest)
+            self._report(conn.loop.time())
         self.open.add(conn)
         return True
+
+    def _report(self, now: float) -> None:
+        """A line for the operator while the limit is reached (a flood, or too small a limit)."""
+        if now - self.logged_at >= LOG_EVERY_S:
+            self.logged_at = now
+            log.warning("at the connection limit (%d): %d closed for newer ones while waiting for a request head, "
+                        "%d timed out, %d turned away, since the start", self.max_connections, self.shed,
+                        self.timed_out, self.refused)
 
     def await_head(self, conn: "GuardedH11Protocol") -> None:
         if conn not in self.waiting:
@@ -123,7 +135,6 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if not self.guard.admit(self):
-            log.warning("connection refused: all %d connections are serving requests", self.guard.max_connections)
             transport.write(AT_CAPACITY)
             transport.close()
             return
