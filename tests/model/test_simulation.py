@@ -45,6 +45,19 @@ def test_kv_formats_are_simulated_by_default_and_switch_off():
     assert 1e-4 < (logits - plain_logits).abs().max() < 0.5  # a small, real perturbation
 
 
+def test_kv_rope_dims_are_bf16_as_the_deployed_cache_stores_them():
+    _, cache = _run(True)
+    for entries in (cache.layers[0].window, cache.layers[1].compressor.entries[:, :75],
+                    cache.layers[2].compressor.entries[:, :2]):
+        rope = entries[..., 448:]
+        assert torch.equal(rope, rope.bfloat16().float()) and rope.abs().min() > 0
+    model = init_random_(Transformer(CONFIG.replace(simulate_kv_rope_bf16=False), torch.float32), seed=8)
+    cache = model.new_cache(1, 8)
+    model(torch.arange(8)[None], cache=cache)
+    rope = cache.layers[0].window[:, :8, 448:]
+    assert not torch.equal(rope, rope.bfloat16().float())  # float32 values, as the reference run in float32
+
+
 def test_act_quant_rounds_the_gemm_input_to_fp8_blocks():
     linear = Linear(256, 64, torch.float32, act_quant=True)
     torch.nn.init.normal_(linear.weight)

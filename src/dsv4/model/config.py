@@ -87,6 +87,11 @@ class ModelConfig:
     expert_dtype: str | None = "fp4"
     # simulation of the deployed formats inside the forward pass (as the reference does)
     simulate_kv_quant: bool = True
+    # With simulate_kv_quant, the RoPE dims of main KV entries (window and compressed) in BF16, as the deployed
+    # cache stores them (FlashMLA layout, dsv4.cache) and as the reference's BF16 activations hold them. False keeps
+    # them in the compute dtype, as the reference run in float32 does (test_golden); the paged cache of the
+    # engine stores BF16 regardless, so only True makes the engine compute what the model does in float32.
+    simulate_kv_rope_bf16: bool = True
     # The reference's linear() rounds a GEMM's input to FP8 (1x128 blocks, power-of-two scales) exactly when the
     # weight is FP8 or FP4 (`rounds_input`). False skips that rounding for speed and leaves the official numerics
     # on FP8/FP4 checkpoints (BF16 ones are unaffected): in tests/model/test_golden.py the FP8 modules then differ
@@ -208,7 +213,7 @@ class ModelConfig:
         """The released HF `config.json` layout."""
         inverse = {v: k for k, v in HF_KEYS.items()}
         skip = {"dtype", "scale_fmt", "rope_factor", "original_seq_len", "beta_fast", "beta_slow",
-                "simulate_kv_quant", "simulate_act_quant"}
+                "simulate_kv_quant", "simulate_kv_rope_bf16", "simulate_act_quant"}
         d = {"architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4", "attention_bias": False,
              "bos_token_id": 0, "eos_token_id": 1, "hidden_act": "silu", "num_key_value_heads": 1,
              "norm_topk_prob": True, "tie_word_embeddings": False, "topk_method": "noaux_tc",

@@ -2,7 +2,8 @@
 
 The reference forward pass rounds (in place) the non-RoPE KV dims and the compressed KV entries to FP8 e4m3 with
 one power-of-two (UE8M0) scale per 64 dims, and the indexer's queries and keys to MXFP4 (e2m1, one power-of-two
-scale per 32 dims) after a Hadamard rotation. These functions return the rounded values in the input dtype.
+scale per 32 dims) after a Hadamard rotation; the RoPE dims of KV entries stay BF16 (its activations are BF16, and
+the deployed cache stores them so). These functions return the rounded values in the input dtype.
 """
 
 import functools
@@ -37,6 +38,15 @@ def fp8_round(x: torch.Tensor, block: int = 128, pow2: bool = True) -> torch.Ten
     s = fp8_scales(x, block, pow2)
     q = fp8_to_float((x / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn))
     return (q * s).view(shape).to(dtype)
+
+
+def kv_entry_round(kv: torch.Tensor, rope_dim: int, rope_bf16: bool = True) -> torch.Tensor:
+    """A main KV entry [..., head_dim] in the deployed cache's precision: FP8 (one power-of-two scale per 64) on
+    the non-RoPE dims and BF16 on the last `rope_dim` (left as they are with rope_bf16=False)."""
+    rope = kv[..., -rope_dim:]
+    if rope_bf16:
+        rope = rope.to(torch.bfloat16).to(kv.dtype)
+    return torch.cat([fp8_round(kv[..., :-rope_dim], 64), rope], dim=-1)
 
 
 def fp8_to_float(x: torch.Tensor) -> torch.Tensor:

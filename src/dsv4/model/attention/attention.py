@@ -13,7 +13,7 @@ from ..cache import LayerCache
 from ..config import ModelConfig
 from ..linear import Linear
 from ..norm import RMSNorm, rms_normalize
-from ..quant import fp8_round
+from ..quant import kv_entry_round
 from ..rope import Rope
 from .compressor import Compressor
 from .indexer import Indexer, all_entries, entry_visible
@@ -29,7 +29,7 @@ class Attention(nn.Module):
         self.n_heads, self.head_dim, self.rope_head_dim = c.n_heads, c.head_dim, c.rope_head_dim
         self.n_groups, self.o_lora_rank, self.window_size = c.o_groups, c.o_lora_rank, c.window_size
         self.ratio = c.compress_ratio(layer_id)
-        self.eps, self.simulate = c.norm_eps, c.simulate_kv_quant
+        self.eps, self.simulate, self.rope_bf16 = c.norm_eps, c.simulate_kv_quant, c.simulate_kv_rope_bf16
         self.softmax_scale = c.head_dim**-0.5
         self.attn_sink = nn.Parameter(torch.zeros(c.n_heads, dtype=torch.float32), requires_grad=False)
         self.wq_a = Linear(c.dim, c.q_lora_rank, dtype, aq)
@@ -114,9 +114,8 @@ class Attention(nn.Module):
         q = rms_normalize(self.wq_b(qr).unflatten(-1, (self.n_heads, self.head_dim)), self.eps)
         q = self.rope(q, positions)
         kv = self.rope(self.kv_norm(self.wkv(x)), positions)
-        if self.simulate:  # FP8 on the non-RoPE dims; RoPE dims stay unrounded
-            rd = self.rope_head_dim
-            kv = torch.cat([fp8_round(kv[..., :-rd], 64), kv[..., -rd:]], dim=-1)
+        if self.simulate:  # the deployed entry: FP8 non-RoPE dims, BF16 RoPE dims
+            kv = kv_entry_round(kv, self.rope_head_dim, self.rope_bf16)
         return q, kv, qr
 
     def _decode(self, x: torch.Tensor, pos: torch.Tensor, cache: LayerCache):

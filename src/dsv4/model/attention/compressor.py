@@ -4,7 +4,7 @@ Per token t: kv_t = wkv(x_t), score_t = wgate(x_t) + ape[t % ratio]; entry i = p
 block's scores, Σ softmax · kv. Ratio 4 uses the overlapping two-stream form: the projections are 2·head_dim
 wide, entry i pools block i through the second half and block i-1 through the first half (one joint softmax
 over the 8 slots). Then RMSNorm, RoPE at the block's first position i·ratio, and the format simulation: FP8 on
-the non-RoPE dims (main KV) or Hadamard + MXFP4 on all dims (indexer keys, `rotate=True`).
+the non-RoPE dims and BF16 on the RoPE dims (main KV) or Hadamard + MXFP4 on all dims (indexer keys, `rotate=True`).
 """
 
 import torch
@@ -14,7 +14,7 @@ from ..cache import CompressorState
 from ..config import ModelConfig
 from ..linear import Linear
 from ..norm import RMSNorm
-from ..quant import fp4_round, fp8_round, hadamard
+from ..quant import fp4_round, hadamard, kv_entry_round
 from ..rope import Rope
 
 
@@ -24,7 +24,7 @@ class Compressor(nn.Module):
         self.ratio, self.head_dim, self.rotate = ratio, head_dim, rotate
         self.overlap = ratio == 4
         self.rope_head_dim = config.rope_head_dim
-        self.simulate = config.simulate_kv_quant
+        self.simulate, self.rope_bf16 = config.simulate_kv_quant, config.simulate_kv_rope_bf16
         coff = 2 if self.overlap else 1
         self.ape = nn.Parameter(torch.zeros(ratio, coff * head_dim, dtype=torch.float32), requires_grad=False)
         self.wkv = Linear(config.dim, coff * head_dim, dtype=torch.float32)
@@ -110,6 +110,5 @@ class Compressor(nn.Module):
             kv = hadamard(kv)
             return fp4_round(kv, 32) if self.simulate else kv
         if self.simulate:
-            rd = self.rope_head_dim
-            kv = torch.cat([fp8_round(kv[..., :-rd], 64), kv[..., -rd:]], dim=-1)
+            kv = kv_entry_round(kv, self.rope_head_dim, self.rope_bf16)
         return kv
