@@ -20,7 +20,7 @@ from dsv4.server import create_app
 from dsv4.server.app import DEFAULT_MAX_REQUEST_BYTES
 from dsv4.server.background import serve_process, serving
 from dsv4.server.connections import ConnectionLimits
-from dsv4.server.prompt_bound import longest_token_bytes
+from dsv4.server.prompt_bound import CHUNK, longest_token_bytes
 
 from .conftest import ScriptedBackend, client_for
 
@@ -124,6 +124,19 @@ def test_a_prompt_too_long_for_the_context_is_refused_untokenized(real_tokenizer
     assert "4096 tokens" in message and "524288 characters" in message
     if not path.startswith("/v1/messages"):
         assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_long_prompt_under_the_bound_is_counted_only_until_it_is_over(real_tokenizer):
+    backend = Spy(real_tokenizer, max_model_len=4096)
+    words = " ".join(f"w{i}" for i in range(100_000))[:500_000]  # under 524,288 characters, ~200K tokens
+
+    async def post():
+        async with client_for(backend) as http:
+            return await http.post("/v1/completions", json={"prompt": words, "max_tokens": 4})
+
+    r = asyncio.run(post())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    assert backend.tokenized == [CHUNK]  # one piece told it all, not the 500,000 characters
 
 
 def test_the_bound_is_the_longest_token_and_only_for_tokenizers_that_keep_their_input(real_tokenizer):

@@ -31,7 +31,7 @@ from dsv4.encoding import (
 from .backend import Backend
 from .chat import ChatJob, ChatRun, prepare
 from .errors import RequestError
-from .prompt_bound import check_prompt_chars
+from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
 
 
@@ -175,7 +175,7 @@ def count_tokens(request: CountTokensRequest, backend: Backend, *, dialect: str)
     except EncodingError as e:
         raise RequestError(str(e)) from e
     # past the bound the prompt is over the context whatever its count, and tokenizing it is what costs
-    check_prompt_chars(prompt, backend.max_prompt_chars, backend.max_model_len, "messages")
+    check_prompt_size(prompt, backend, "messages")
     return {"input_tokens": len(backend.encode(prompt))}
 
 

@@ -29,7 +29,7 @@ from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 
 from .backend import Backend
 from .errors import RequestError
-from .prompt_bound import check_prompt_chars
+from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
 from .sampling import sampling_params
 from .streaming import text_deltas
@@ -56,7 +56,7 @@ def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = 
         prompt = encode_request(body, dialect=dialect)
     except EncodingError as e:
         raise RequestError(str(e), param=f"messages[{e.index}]" if e.index is not None else e.field) from e
-    check_prompt_chars(prompt, backend.max_prompt_chars, backend.max_model_len, "messages")
+    check_prompt_size(prompt, backend, "messages")
     ids = backend.encode(prompt)
     params = sampling_params(request, len(ids), backend, default_max_tokens=default_max_tokens, where="messages")
     mode = thinking_mode_of(body)

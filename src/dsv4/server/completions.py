@@ -8,7 +8,7 @@ from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 
 from .backend import Backend
 from .errors import RequestError
-from .prompt_bound import check_prompt_chars
+from .prompt_bound import check_prompt_size
 from .protocol import CompletionRequest
 from .sampling import sampling_params
 from .streaming import text_deltas
@@ -23,7 +23,7 @@ class CompletionJob:
 
 def prepare_completion(request: CompletionRequest, backend: Backend, *, default_max_tokens: int) -> CompletionJob:
     if isinstance(request.prompt, str):
-        check_prompt_chars(request.prompt, backend.max_prompt_chars, backend.max_model_len, "prompt")
+        check_prompt_size(request.prompt, backend, "prompt")
     try:
         ids = backend.encode(request.prompt)
     except ValueError as e:  # token ids outside the vocabulary

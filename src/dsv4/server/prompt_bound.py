@@ -1,20 +1,30 @@
-"""How many characters a text prompt can have and still fit in the context, known before tokenizing it.
+"""A text prompt too long for the context, refused before it is tokenized whole.
 
 Tokenizing is the costly step of a prompt that is too long: 20 MB of text took 22-25 s and 3.6 GB only to be
-refused for its length. But a token stands for at most `longest` bytes of text (the vocabulary's longest entry),
-so a prompt of n characters (each at least one UTF-8 byte) has at least n / longest tokens: one of more than
-max_model_len * longest characters cannot fit, and is refused without being tokenized. This holds for a
-tokenizer that keeps all of its input (V4's: no normalizer; Split(Isolated) and ByteLevel pre-tokenizers); for
-any other (a normalizer may shrink text, a pre-tokenizer may drop it) the bound is unknown and prompts are
-tokenized as before, capped only by the request-body limit.
+refused for its length. Two checks come first (`check_prompt_size`):
+
+- a bound on characters: a token stands for at most `longest` bytes of text (the vocabulary's longest entry),
+  so a prompt of n characters (each at least one UTF-8 byte) has at least n / longest tokens, and one of more
+  than max_model_len * longest characters cannot fit. It holds for a tokenizer that keeps all of its input
+  (V4's: no normalizer; Split(Isolated) and ByteLevel pre-tokenizers); for any other (a normalizer may shrink
+  text, a pre-tokenizer may drop it) there is no such bound;
+- under that bound a prompt can still hold far more tokens than fit (V4: 8.4M characters for 65,536 tokens),
+  so a long one is counted in pieces, and refused once the pieces pass twice the context.
 """
 
 import functools
 import json
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
 from .errors import RequestError
+
+if TYPE_CHECKING:
+    from .backend import Backend
+
+COUNT_OVER = 4  # characters a token: a longer prompt is counted in pieces first (text averages about 4)
+CHUNK = 1 << 16  # characters tokenized at a time when counting
 
 # pre-tokenizers that only cut text into pieces (or map each byte to one character), never drop any
 _KEEPING = {"ByteLevel", "Split", "Digits", "Punctuation", "Sequence"}
@@ -55,10 +65,24 @@ def _pre_tokenizers(spec: dict | None) -> list[dict]:
     return [spec, *(p for inner in spec.get("pretokenizers", []) for p in _pre_tokenizers(inner))]
 
 
-def check_prompt_chars(prompt: str, limit: int | None, max_model_len: int, where: str) -> None:
-    """Refuses (400, context_length_exceeded) a prompt too long to fit however it tokenizes."""
-    if limit is not None and len(prompt) > limit:
-        longest = limit // max_model_len
-        raise RequestError(f"this model's maximum context length is {max_model_len} tokens, at most {limit} "
-                           f"characters of text (a token is at most {longest} bytes); the prompt ({where}) has "
-                           f"{len(prompt)}", code="context_length_exceeded", param=where)
+def check_prompt_size(prompt: str, backend: "Backend", where: str) -> None:
+    """Refuses (400, context_length_exceeded) a prompt too long for the context before it is tokenized whole:
+    over `backend.max_prompt_chars` characters (it cannot fit however it tokenizes), or, when longer than
+    `COUNT_OVER` characters a token, found in `CHUNK`-character pieces to take over twice the context (the pieces
+    are tokenized one at a time and the count stops there, so the cost is bounded by the context, not the prompt:
+    an 8 MB prompt of 5.4M tokens took 41 s and 2 GB to tokenize whole). Pieces tokenize as the whole would but
+    at their cuts, a few tokens apart; twice the context leaves any prompt that fits far from refusal."""
+    n, limit, context = len(prompt), backend.max_prompt_chars, backend.max_model_len
+    if limit is not None and n > limit:
+        raise RequestError(f"this model's maximum context length is {context} tokens, at most {limit} characters "
+                           f"of text (a token is at most {limit // context} bytes); the prompt ({where}) has {n}",
+                           code="context_length_exceeded", param=where)
+    if n <= context * COUNT_OVER:
+        return
+    counted = 0
+    for start in range(0, n, CHUNK):
+        counted += len(backend.encode(prompt[start:start + CHUNK]))
+        if counted > 2 * context:
+            raise RequestError(f"this model's maximum context length is {context} tokens; the prompt ({where}) "
+                               f"takes more than {counted} in its first {start + CHUNK} of {n} characters",
+                               code="context_length_exceeded", param=where)
