@@ -1,9 +1,10 @@
 """`dsv4 serve` (tiny random-weight model, engine in its own process, defaults otherwise) under the two attacks
 of #16, each against the same server idle in the same run:
 
-1. big bodies: a 200 MB chat request with its Content-Length, the same 200 MB chunked, and a 15 MB prompt (under
-   the body limit, over what the context can hold): the replies, how long each took, and the server's peak RSS
-   (VmHWM: the most it ever held) before and after;
+1. big bodies: a 200 MB chat request with its Content-Length, the same 200 MB chunked, a 15 MB prompt (under
+   the body limit, over the characters the context can hold) and an 8 MB one of short words (under that, over
+   the context's tokens): the replies, how long each took, and the server's peak RSS (VmHWM: the most it ever
+   held) after each;
 2. half-open connections: N connections (default 20,000, from two client processes: each may hold only
    `ulimit -n` descriptors) that send part of a request head and never finish it, held open while a legitimate
    `GET /v1/models` is timed every 0.25 s, against its latency on the idle server (ratio); how many of the
@@ -113,10 +114,10 @@ def send_body(url: str, body_bytes: int, chunked: bool) -> tuple[str, float, int
     return reply, time.perf_counter() - t, sent // MIB
 
 
-def long_prompt(url: str, chars: int) -> tuple[str, float]:
+def long_prompt(url: str, text: str) -> tuple[str, float]:
     t = time.perf_counter()
     r = httpx.post(f"{url}/v1/chat/completions", timeout=600,
-                   json={"messages": [{"role": "user", "content": "a" * chars}], "max_tokens": 1})
+                   json={"messages": [{"role": "user", "content": text}], "max_tokens": 1})
     message = r.json()["error"]["message"] if r.status_code >= 400 else ""
     return f"{r.status_code} {message[:110]}", time.perf_counter() - t
 
@@ -193,8 +194,11 @@ def main():
             reply, seconds, mb = send_body(url, args.body_mb * MIB, chunked)
             print(f"  {args.body_mb} MB body, {'chunked' if chunked else 'with Content-Length'}: {reply!r} after "
                   f"{seconds * 1e3:.0f} ms, {mb} MB sent; {memory(server.pid)}")
-        reply, seconds = long_prompt(url, 15 * MIB)
-        print(f"  15 MB prompt (under the body limit): {reply!r} in {seconds * 1e3:.0f} ms; {memory(server.pid)}")
+        words = " ".join(f"w{i}" for i in range(2_000_000))[:8_000_000]  # ~1.5 characters a token
+        for label, text in (("15 MB prompt of one letter (under the body limit)", "a" * 15 * MIB),
+                            ("8 MB prompt of words (under the character bound)", words)):
+            reply, seconds = long_prompt(url, text)
+            print(f"  {label}: {reply!r} in {seconds * 1e3:.0f} ms; {memory(server.pid)}")
         print(f"  still answering: GET /v1/models {latency(url) * 1e3:.1f} ms")
         print(f"2. {args.half_open} half-open connections")
         half_open_attack(url, server.pid, args.half_open, idle)
