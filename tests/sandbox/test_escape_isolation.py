@@ -293,3 +293,6 @@ def test_vm_isolation(make_sandbox, monkeypatch):
     assert SECRET.encode() not in open(f"/proc/{qemu}/environ", "rb").read()
     if os.geteuid() == 0:
         assert host_uid(qemu) not in (0, 65534)
+    r = vm.run_shell("df -k /workspace | tail -1; df -i /workspace | tail -1", timeout=60)
+    size_kb, inodes = (int(line.split()[1]) for line in r.stdout.splitlines())
+    assert 0.9 * (1 << 20) < size_kb <= 1 << 20 and inodes == 65536  # the quota's image (or guest tmpfs)

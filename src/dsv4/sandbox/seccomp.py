@@ -90,7 +90,7 @@ DENIED = {
     "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442, "quotactl_fd": 443, "memfd_secret": 447,
     "process_mrelease": 448
 }
-NR_CLONE, NR_CLONE3, NR_IOCTL, NR_SOCKET = 56, 435, 16, 41
+NR_CLONE, NR_IOCTL, NR_SOCKET = 56, 16, 41
 
 LD_W_ABS, JEQ, JGT, JGE, JSET, RET = 0x20, 0x15, 0x25, 0x35, 0x45, 0x06
 RET_ALLOW, RET_KILL_PROCESS, RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
@@ -127,32 +127,34 @@ def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _allow_list(numbers: list[int]) -> list[bytes]:
-    """Allow the syscall number in the accumulator if it lies in one of the runs, else ENOSYS."""
+def _allow_list(numbers: list[int], otherwise: list[bytes]) -> list[bytes]:
+    """Allow the syscall number in the accumulator if it lies in one of the runs, else go on to `otherwise`.
+
+    First in the program, so the common calls (read, write, mmap, futex: the lowest runs) pass in a few steps."""
     runs = _ranges(numbers)
     n = len(runs)
     prog = []
     for i, (lo, hi) in enumerate(runs):  # below lo: no later run holds it; above hi: try the next run
         prog += [_ins(JGE, lo, 0, 2 * (n - i)), _ins(JGT, hi, 0, 2 * (n - i) - 2)]
-    return [*prog, _ins(RET, RET_ALLOW), _ret_errno(errno.ENOSYS)]
+    return [*prog, _ins(RET, RET_ALLOW), *otherwise]
 
 
 def build_filter(*, deny_inet: bool) -> bytes:
     """The filter program as raw `struct sock_filter` records."""
     if platform.machine() != "x86_64":
         raise BackendUnavailable(f"the seccomp filter is written for x86_64, not {platform.machine()}")
-    eperm = _ret_errno(errno.EPERM)
-    prog = [_ins(LD_W_ABS, OFF_ARCH), _ins(JEQ, AUDIT_ARCH_X86_64, 1, 0), _ins(RET, RET_KILL_PROCESS),
-            _ins(LD_W_ABS, OFF_NR), _ins(JGE, X32_BIT, 0, 1), eperm]
-    for nr in DENIED.values():
-        prog += _deny(nr, errno.EPERM)
-    prog += _deny(NR_CLONE3, errno.ENOSYS)
-    prog += _arg_block(NR_CLONE, OFF_ARG0, [_ins(JSET, CLONE_NEWUSER, 0, 1), eperm])
-    prog += _arg_block(NR_IOCTL, OFF_ARG1, [_ins(JEQ, TIOCSTI, 0, 1), eperm, _ins(JEQ, TIOCLINUX, 0, 1), eperm])
-    allow = _ins(RET, RET_ALLOW)
+    eperm, allow = _ret_errno(errno.EPERM), _ins(RET, RET_ALLOW)
+    refused = []  # what is not in ALLOWED: calls decided on an argument, then EPERM or ENOSYS
+    refused += _arg_block(NR_CLONE, OFF_ARG0, [_ins(JSET, CLONE_NEWUSER, 0, 1), eperm])
+    refused += _arg_block(NR_IOCTL, OFF_ARG1, [_ins(JEQ, TIOCSTI, 0, 1), eperm, _ins(JEQ, TIOCLINUX, 0, 1), eperm])
     families = [_ins(JEQ, AF_UNIX, 0, 1), allow]
     for af in (AF_INET, AF_INET6):
         families += [_ins(JEQ, af, 0, 1), _ret_errno(errno.EACCES) if deny_inet else allow]
-    prog += _arg_block(NR_SOCKET, OFF_ARG0, families, otherwise=_ret_errno(errno.EAFNOSUPPORT))
-    prog += _allow_list(list(ALLOWED.values()))
+    refused += _arg_block(NR_SOCKET, OFF_ARG0, families, otherwise=_ret_errno(errno.EAFNOSUPPORT))
+    for nr in DENIED.values():
+        refused += _deny(nr, errno.EPERM)
+    refused += [_ret_errno(errno.ENOSYS)]  # clone3 included: libc falls back to clone
+    prog = [_ins(LD_W_ABS, OFF_ARCH), _ins(JEQ, AUDIT_ARCH_X86_64, 1, 0), _ins(RET, RET_KILL_PROCESS),
+            _ins(LD_W_ABS, OFF_NR), _ins(JGE, X32_BIT, 0, 1), eperm]
+    prog += _allow_list(list(ALLOWED.values()), refused)
     return b"".join(prog)
