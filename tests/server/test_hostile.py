@@ -28,10 +28,11 @@ MIB = 1 << 20
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-async def asgi_post(app, path: str, *, content_length: int | None, body_bytes: int,
-                    key: str | None = None) -> tuple[int, dict, int]:
+async def asgi_post(app, path: str, *, content_length: int | None, body_bytes: int, key: str | None = None,
+                    stall: bool = False) -> tuple[int, dict, int]:
     """POSTs `body_bytes` bytes in 1 MiB chunks straight through ASGI -> (status, JSON reply, bytes the app
-    pulled from the client). `content_length`: the header (None: a chunked body, which has none)."""
+    pulled from the client). `content_length`: the header (None: a chunked body, which has none); `stall`: the
+    body never ends (the client stops sending after `body_bytes`)."""
     headers = [(b"content-type", b"application/json")] + ([(b"x-api-key", key.encode())] if key else [])
     if content_length is not None:
         headers.append((b"content-length", str(content_length).encode()))
@@ -46,7 +47,7 @@ async def asgi_post(app, path: str, *, content_length: int | None, body_bytes: i
         if pulled >= body_bytes:
             await never.wait()  # the client stays connected, sending nothing more
         pulled += len(chunk)
-        return {"type": "http.request", "body": chunk, "more_body": pulled < body_bytes}
+        return {"type": "http.request", "body": chunk, "more_body": stall or pulled < body_bytes}
 
     async def send(message):
         sent.append(message)
@@ -77,6 +78,28 @@ def test_a_chunked_body_is_cut_off_at_the_limit(real_tokenizer, key):
                                                   body_bytes=64 * MIB, key=key))
     assert status == 413 and reply["error"]["code"] == "request_too_large"
     assert pulled <= 5 * MIB  # read up to the limit, not the 64 MiB sent
+
+
+def test_large_bodies_held_at_once_share_a_budget(real_tokenizer):
+    """A 4 MiB limit: 16 MiB of body past the first MiB of each may be held at once. Five stalled 4 MiB bodies
+    hold 15; a sixth is told 503, and gets through once they are gone."""
+    app = create_app(ScriptedBackend(real_tokenizer), max_request_bytes=4 * MIB)
+
+    def post(stall: bool):
+        return asgi_post(app, "/v1/chat/completions", content_length=None, body_bytes=4 * MIB, stall=stall)
+
+    async def main():
+        stalled = [asyncio.create_task(post(stall=True)) for _ in range(5)]
+        await asyncio.sleep(0.5)
+        busy = await post(stall=False)
+        for task in stalled:
+            task.cancel()
+        await asyncio.gather(*stalled, return_exceptions=True)
+        return busy, await post(stall=False)
+
+    (status, reply, _), (after, _, _) = asyncio.run(main())
+    assert status == 503 and reply["error"]["code"] == "server_busy" and "retry" in reply["error"]["message"]
+    assert after == 400  # read whole, then found not to be JSON
 
 
 def test_the_413_comes_back_over_http_before_any_of_the_body(real_tokenizer):

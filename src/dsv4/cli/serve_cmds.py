@@ -22,7 +22,8 @@ def register(sub) -> None:
                      help="read the API key from this file (its first line)")
     # defaults (None here) live with the server: importing it would load torch for every dsv4 command
     p.add_argument("--max-request-bytes", type=int, default=None,
-                   help="refuse larger request bodies with 413, before reading them (default: 16 MiB)")
+                   help="refuse larger request bodies with 413, before reading them; bodies past their first MiB "
+                        "held at once: 4x this at most, 503 beyond (default: 16 MiB)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="open connections at most; over it, the one that has waited longest for its request head "
                         "is closed (default: 1024, lowered to what `ulimit -n` allows)")

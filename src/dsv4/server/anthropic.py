@@ -291,7 +291,7 @@ async def stream_messages(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
 
 
 ErrorKind = Literal["invalid_request_error", "authentication_error", "not_found_error", "request_too_large",
-                    "api_error"]
+                    "overloaded_error", "api_error"]
 
 
 def anthropic_error(message: str, kind: ErrorKind = "invalid_request_error") -> dict:

@@ -65,7 +65,8 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     what fits in the context). `api_key`: when set, every path but /health and /metrics (/docs and
     /openapi.json included) needs `Authorization: Bearer <api_key>` or `x-api-key: <api_key>` (401 otherwise).
     `max_request_bytes`: a larger body is refused with 413, from its Content-Length before any of it is read, or
-    as soon as a chunked body passes the limit (`BodyLimit`)."""
+    as soon as a chunked body passes the limit; past their first MiB, the bodies of the requests being served
+    may hold 4x this at most (503 beyond: `BodyLimit`)."""
     @contextlib.asynccontextmanager
     async def lifespan(_):
         yield
@@ -96,6 +97,11 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     async def http_error(request: Request, e: HTTPException):
         if e.status_code == 413:  # a chunked body over the limit (BodyLimit)
             return _too_large(request, max_request_bytes)
+        if e.status_code == 503:  # large bodies over BodyLimit's budget
+            kind = "overloaded_error" if _anthropic(request) else "server_error"
+            body = anthropic_error(str(e.detail), kind) if _anthropic(request) else \
+                error_body(str(e.detail), kind=kind, code="server_busy")
+            return JSONResponse(body, status_code=503, headers={"retry-after": "1", "connection": "close"})
         if _anthropic(request):
             kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
             return JSONResponse(anthropic_error(str(e.detail), kind), status_code=e.status_code)
