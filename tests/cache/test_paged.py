@@ -62,8 +62,8 @@ def test_paged_packed_logits_equal_the_rounded_dense_reference(model):
     ref = _run(model, ids, rounded_reference_cache(model, N), chunks)
     assert (got - ref).abs().max().item() < 1e-4
     plain = _run(model, ids, model.new_cache(1, N), chunks)
-    # the BF16 RoPE dims alone: a small difference from the unrounded float32 path, but not none
-    assert 0 < (got - plain).abs().max().item() < 0.05 * plain.abs().max().item()
+    # the model simulates the entry's BF16 RoPE dims itself (simulate_kv_rope_bf16): its plain cache agrees too
+    assert (got - plain).abs().max().item() < 1e-4
 
 
 def test_a_batch_of_requests_in_scattered_blocks_and_slots(model):

@@ -16,10 +16,10 @@ FP4_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # e2m1 magnitudes; code = i
 
 
 def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
-    """2 ** ceil(log2(x)) for positive float32 x, exact (the kernel's bit-level fast_round_scale)."""
-    mantissa, exponent = torch.frexp(x)  # x = mantissa * 2**exponent, mantissa in [0.5, 1)
-    exponent = torch.where(mantissa == 0.5, exponent - 1, exponent)
-    return torch.ldexp(torch.ones_like(x), exponent)
+    """2 ** ceil(log2(x)) for positive float32 x, exact, as the kernels' fast_round_scale: the bits rounded up to
+    the next exponent unless the mantissa is zero (2 integer ops: the rounding runs on every FP8 GEMM input)."""
+    bits = x.float().view(torch.int32)
+    return ((bits + 0x7FFFFF) & 0x7F800000).view(torch.float32)
 
 
 def fp8_scales(x: torch.Tensor, block: int, pow2: bool = True) -> torch.Tensor:
@@ -50,8 +50,11 @@ def kv_entry_round(kv: torch.Tensor, rope_dim: int, rope_bf16: bool = True) -> t
 
 
 def fp8_to_float(x: torch.Tensor) -> torch.Tensor:
-    """float8_e4m3fn values, or their bytes (uint8), -> float32 through a 256-entry table: exact, and ~5x faster
-    than torch's CPU conversion (~4 ns a value), which dominated reading a batch's window rings."""
+    """float8_e4m3fn values, or their bytes (uint8), -> float32, exact. Large tensors go through a 256-entry table,
+    ~5x faster than torch's CPU conversion (~4 ns a value), which dominated reading a batch's window rings; small
+    ones (a decode row's GEMM input) through the conversion, one op against the lookup's five."""
+    if x.numel() <= 2048:
+        return (x if x.dtype == torch.float8_e4m3fn else x.view(torch.float8_e4m3fn)).float()
     codes = x.view(torch.uint8) if x.dtype == torch.float8_e4m3fn else x
     return fp8_table(codes.device).index_select(0, codes.reshape(-1).int()).view(codes.shape)
 
