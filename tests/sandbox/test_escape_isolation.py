@@ -83,6 +83,17 @@ def test_workspace_inodes_are_capped(box):
     assert 900 < int(r.stdout) <= 1024
 
 
+
+def test_without_a_loop_mount_the_workspace_is_a_tmpfs_of_the_quota(make_sandbox, monkeypatch):
+    from dsv4.sandbox import workspace_image
+
+    monkeypatch.setattr(workspace_image, "attach", lambda *args: "no loop device here")  # as when not root
+    sb = make_sandbox(workspace_mb=32)
+    assert sb.backend.workspace is None and "no loop device here" in sb.backend.workspace_store
+    r = sb.run_shell("df -k /workspace | tail -1; head -c 40000000 /dev/zero > f", timeout=30)
+    assert int(r.stdout.split()[1]) == 32 << 10 and "No space left on device" in r.stderr
+
+
 # ---- network: the allow-list proxy follows names only to public addresses ----------------------------------
 
 @pytest.fixture

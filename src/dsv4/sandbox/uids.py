@@ -8,7 +8,6 @@ when its holder exits, however it dies, so a crashed owner never strands a uid.
 
 import fcntl
 import os
-import random
 import stat
 from pathlib import Path
 
@@ -41,9 +40,7 @@ def lease_uid(run_as_uid: int | None) -> UidLease:
     if os.geteuid() != 0:
         return UidLease(os.geteuid(), None)
     directory = _lease_dir()
-    start = random.randrange(UID_COUNT)  # concurrent processes rarely probe the same uids
-    for i in range(UID_COUNT):
-        uid = UID_BASE + (start + i) % UID_COUNT
+    for uid in range(UID_BASE, UID_BASE + UID_COUNT):  # lowest free first: as many lock files as sandboxes at once
         fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
