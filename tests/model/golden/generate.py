@@ -18,10 +18,12 @@ How the official code is run, and why:
 - Activations in float32 (`torch.set_default_dtype(float32)`; BF16 weights and the BF16 einsum weight wo_a are
   held as float32 values): module outputs then agree to float32 roundoff, so module-by-module checks can be tight.
   `rotate_activation` asserts BF16 input, so it is replaced by the same Hadamard call without the assertion.
-- The shared expert's SwiGLU clamp: the HF repository's current revision (60d8d70) gives the shared expert
-  `swiglu_limit`; the first revision (efc8551, "# no swiglu_limit") did not. On a first-revision copy the clamp is
-  set on the built module (recorded as `shared_expert_clamp_set`); nothing else differs between the revisions'
-  model.py.
+- The shared expert's SwiGLU clamp came in the one update of model.py (2b2bebc, 2026-04-27); the first release
+  (2b88d47, "# no swiglu_limit") lacks it. On a first-release copy the clamp is set on the built module (recorded
+  as `shared_expert_clamp_set`); nothing else differs between the two model.py versions.
+- `kernels.py` follows the kernels as fixed in 553034d (2026-06-08), where the in-place FP8 simulation of the KV
+  really rounds to FP8.
+(Commits of the HF repository deepseek-ai/DeepSeek-V4-Flash, as mirrored with history by yafengge/DeepSeek-V4-Flash.)
 """
 
 import argparse
@@ -85,7 +87,7 @@ def convert(path: Path, config: ModelConfig, ckpt: Path, out: Path) -> dict[str,
 def build(module: types.ModuleType, config: ModelConfig, state: dict[str, torch.Tensor], tokens: int):
     fields = {f.name for f in dataclasses.fields(module.ModelArgs)}
     kw = {k: v for k, v in config.to_dict().items() if k in fields}
-    dropped = set(config.to_dict()) - fields - {"simulate_kv_quant", "simulate_act_quant"}
+    dropped = set(config.to_dict()) - fields - {"simulate_kv_quant", "simulate_kv_rope_bf16", "simulate_act_quant"}
     if dropped:
         raise SystemExit(f"config fields the official ModelArgs lacks: {sorted(dropped)}")
     args = module.ModelArgs(**kw, max_batch_size=1, max_seq_len=tokens)

@@ -2,8 +2,8 @@
 official `model.py` on CPU in `generate.py`. Written from the kernels' semantics, independently of `dsv4.model`:
 
 - act_quant: FP8 e4m3 per `block_size` dims, scale amax/448 (clamped at 1e-4), a power of two (ceil of log2, from
-  the float's bits) when scale_fmt is set; inplace=True writes the quant-dequant values back (the HF revision
-  60d8d70 casts through FP8 there; the first revision's cast to the input dtype rounded nothing).
+  the float's bits) when scale_fmt is set; inplace=True writes the quant-dequant values back (cast through FP8
+  since the kernel fix 553034d; the first release cast to the input dtype there and rounded nothing).
 - fp4_act_quant: e2m1 per 32 dims, power-of-two scale amax/6 (amax clamped at 6·2^-126), round to nearest even.
 - fp8_gemm / fp4_gemm: FP8 activations times FP8 (128x128 block scales) or FP4 (per-32 scales) weights, float32
   accumulation. `order="kernel"` accumulates one K block at a time and applies that block's scales (as the
