@@ -5,9 +5,17 @@ the model: with Python's backtracking `re`, jsonschema took 16.7 s on 28 charact
 pattern runs on RE2 (linear time) when RE2 reads its text exactly as Python's `re` does (a conservative check
 of the text: literals, `.`, classes of literals and ranges, groups, alternation, quantifiers, `^`, and `$` at
 the end of the pattern or of a top-level alternative); anything else (`\\d`, `\\w`, `\\b`, lookarounds,
-backreferences, inline flags) runs on the `regex` module, which reads patterns as `re` does, under a time
-budget shared by one validation. Results therefore equal jsonschema's own; a pattern that runs out of budget
-becomes a validation error naming it.
+backreferences, inline flags) runs on the `regex` module under a time budget shared by one validation, spelled
+so that it parses the pattern as `re` does (`regex_module_text`). A pattern that runs out of budget, or is not
+a valid regex, becomes a validation error naming it.
+
+Results equal jsonschema's own on Python's `re`, except: `\\w \\d` on code points Python's Unicode database
+leaves unassigned (the regex module's is newer), `\\W \\S` inside a class and every class under inline flags
+(`(?i)`, `(?a)`), where the regex module's own tables stand (they differ on combining marks, superscript digits,
+U+001C..U+001F); `patternProperties` regexes are tried one by one under `additionalProperties` (jsonschema joins
+them with `|`, which renumbers backreferences and makes an empty pattern match nothing); and
+`unevaluatedProperties` with `patternProperties` in one schema is refused, since jsonschema evaluates those
+regexes where no keyword can bound them.
 """
 
 import functools
@@ -26,6 +34,7 @@ DEFAULT_BUDGET_S = 1.0
 _SAME_ESCAPES = frozenset(".^$*+?()[]{}|\\/-nrtfv")
 _COUNTED = re.compile(r"\{(\d+(,\d*)?|,\d+)\}")
 _CLASS_START = re.compile(r"\[\^?\]?")
+_INLINE_FLAGS = re.compile(r"\(\?[aiLmsux]")  # under these the regex module keeps its own class tables
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 
@@ -52,14 +61,14 @@ class PatternFailure(ValidationError):
 
 
 def tokens(pattern: str):
-    """(text, role) pieces of a pattern as Python's `re` reads them. Roles: "escape", "class" (an opening `[`
-    with any `^`, and a `]` first in it), "in_class", "end_class", "group" (an opening `(` with any `?x`),
+    """(text, role) pieces of a pattern as Python's `re` reads them. Roles: "escape" (outside a class), "class"
+    (an opening `[` with any `^`, and a `]` first in it), "in_class", "end_class", "group" (`(` with any `?x`),
     "end_group", "repeat" (a counted `{m}`, `{m,}`, `{,n}`, `{m,n}`), "anchor_end" (`$`), and "char"."""
     i, in_class = 0, False
     while i < len(pattern):
         c = pattern[i]
         if c == "\\":
-            yield pattern[i: i + 2], "escape"
+            yield pattern[i: i + 2], "in_class" if in_class else "escape"
             i += 2
         elif in_class:
             in_class = c != "]"
@@ -86,7 +95,7 @@ def re2_reads_like_python(pattern: str) -> bool:
     depth, previous, pieces = 0, "", list(tokens(pattern))
     for k, (text, role) in enumerate(pieces):
         after = pieces[k + 1][0] if k + 1 < len(pieces) else ""
-        if role == "escape" and text[1:] not in _SAME_ESCAPES:
+        if text.startswith("\\") and text[1:] not in _SAME_ESCAPES:
             return False  # \d \w \s \b are Unicode in Python, ASCII in RE2; others differ or are unknown
         if role in ("char", "in_class", "end_class") and text in "[{}" or role == "class" and text.endswith("]"):
             return False  # `[[:alpha:]]` is a POSIX class to RE2; `{` Python reads literally; `[]a]`
@@ -103,11 +112,34 @@ def re2_reads_like_python(pattern: str) -> bool:
     return depth == 0 and (not pieces or pieces[-1][1] not in ("class", "in_class"))
 
 
+# Python's `\\w \\d \\s` (str patterns) as regex-module classes, equal on every code point Python's Unicode database
+# assigns (the module's own `\\w` takes combining marks and superscript digits, its `\\s` leaves out U+001C..1F).
+PYTHON_CLASSES = {"w": r"[\p{L}\p{N}_]", "W": r"[^\p{L}\p{N}_]", "d": r"\p{Nd}", "D": r"\P{Nd}",
+                  "s": r"[\s\x1c-\x1f]", "S": r"[^\s\x1c-\x1f]"}
+# ... and inside a class (`\\W`, `\\S` there keep the module's tables: a negated union has no spelling in a class).
+PYTHON_CLASS_ITEMS = {"w": r"\p{L}\p{N}_", "d": r"\p{Nd}", "D": r"\P{Nd}", "s": r"\s\x1c-\x1f"}
+_WORD = PYTHON_CLASSES["w"]
+PYTHON_BOUNDARIES = {
+    "b": f"(?:(?<={_WORD})(?!{_WORD})|(?<!{_WORD})(?={_WORD}))",
+    "B": f"(?!\\A\\Z)(?:(?<={_WORD})(?={_WORD})|(?<!{_WORD})(?!{_WORD}))",  # `re` finds no \B in an empty string
+}
+
+
 def regex_module_text(pattern: str) -> str:
     """The pattern spelled so that the `regex` module reads it as Python's `re` does: a `[` inside a class and a
-    `{` that is not a counted repeat are literal to `re`, a POSIX class and a fuzzy-match constraint to `regex`."""
-    return "".join("\\" + text if text in "[{" and role in ("in_class", "char") else text
-                   for text, role in tokens(pattern))
+    `{` that is not a counted repeat are literal to `re` (a POSIX class and a fuzzy-match constraint to `regex`),
+    and `\\d \\w \\s \\b` take Python's classes."""
+    own_tables = _INLINE_FLAGS.search(pattern) is None
+    out = []
+    for text, role in tokens(pattern):
+        if text in "[{" and role in ("in_class", "char"):
+            text = "\\" + text
+        elif own_tables and role == "escape":
+            text = PYTHON_CLASSES.get(text[1:]) or PYTHON_BOUNDARIES.get(text[1:]) or text
+        elif own_tables and role == "in_class" and text.startswith("\\"):
+            text = PYTHON_CLASS_ITEMS.get(text[1:], text)
+        out.append(text)
+    return "".join(out)
 
 
 class SchemaPattern:
@@ -151,7 +183,10 @@ def search(pattern: str, text: str) -> bool | PatternFailure:
     """Whether `pattern` matches somewhere in `text`, or the failure to report (also kept in the budget)."""
     budget = current_budget.get() or RegexBudget.start(DEFAULT_BUDGET_S)
     try:
-        return compiled(pattern).search(text, budget)
+        started = time.monotonic()
+        compiled_pattern = compiled(pattern)
+        budget.deadline += time.monotonic() - started  # compiling is not charged: it does not grow with the text
+        return compiled_pattern.search(text, budget)
     except ValueError as e:
         message = str(e)
     except TimeoutError:
