@@ -4,6 +4,8 @@ a flood of half-open connections that cannot keep a legitimate request out, the 
 the key read from a file rather than the command line."""
 
 import asyncio
+import contextlib
+import io
 import json
 import resource
 import socket
@@ -331,3 +333,17 @@ def test_the_key_comes_from_a_file_or_the_environment(tmp_path, monkeypatch, cap
         api_key_of(parse(["serve", "--api-key-file", str(keyfile)]))
     with pytest.raises(SystemExit, match="No such file"):
         api_key_of(parse(["serve", "--api-key-file", str(tmp_path / "missing")]))
+
+
+def test_serve_states_the_server_defaults():
+    """`dsv4 serve --help` names its defaults in words (importing the server there would load torch for every
+    command): they must be the server's."""
+    usage = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(usage):
+        build_parser().parse_args(["serve", "--help"])
+    text = " ".join(usage.getvalue().split())
+    limits = ConnectionLimits()
+    assert DEFAULT_MAX_REQUEST_BYTES == 16 * MIB and "(default: 16 MiB)" in text
+    assert f"request head is closed (default: {limits.max_connections}, lowered" in text
+    assert f"its request head (default: {limits.head_timeout:g})" in text
+    assert f"connection is kept (default: {limits.keep_alive_timeout:g})" in text

@@ -59,6 +59,8 @@ def build_app(args: argparse.Namespace):
     from dsv4.server.backend import ProcessBackend
 
     key = api_key_of(args)  # before the model loads: a bad key file fails at once
+    if args.max_request_bytes is not None and args.max_request_bytes < 0:
+        raise SystemExit(f"dsv4 serve: --max-request-bytes must be at least 0; got {args.max_request_bytes}")
     model = args.model or default_checkpoint()
     extra = {"max_model_len": args.max_model_len} if args.max_model_len else {}
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
