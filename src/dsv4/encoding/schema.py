@@ -49,8 +49,9 @@ def validate_arguments(tool_schema: dict, arguments: str | dict, *, regex_budget
     """Check `arguments` (JSON text or a dict) against the tool's parameters; return them as a dict.
 
     Raises `ArgumentsError` naming the path of the first (best-matching) violation. The schema's regexes run in
-    linear time where RE2 can run them and within `regex_budget_s` seconds in all where it cannot; a pattern
-    that is invalid or runs out of that budget is an `ArgumentsError` naming it (the arguments are refused).
+    linear time where RE2 can run them and within `regex_budget_s` seconds in all where it cannot (the regex
+    module counts its process's CPU time, so on a loaded machine the wall time is longer); a pattern that is
+    invalid or runs out of that budget is an `ArgumentsError` naming it (the arguments are refused).
     """
     if isinstance(arguments, str):
         try:
