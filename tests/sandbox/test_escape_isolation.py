@@ -167,6 +167,14 @@ def test_agent_command_takes_the_documented_network_forms(network, real_tokenize
     assert "proxy=http://127.0.0.1:3128" in captured.out
 
 
+def test_sandbox_run_takes_the_same_network_forms(make_sandbox, capsys):
+    make_sandbox("process")  # skips where bubblewrap cannot run at all
+    assert main(["sandbox", "run", "--network", "all", "echo $HTTPS_PROXY"]) == 0
+    assert capsys.readouterr().out == "http://127.0.0.1:3128\n"
+    assert main(["sandbox", "run", "--network", "example.org", "true"]) == 2
+    assert "network rule 'example.org': expected none, loopback, all, or host:port" in capsys.readouterr().err
+
+
 # ---- seccomp: an allow-list ---------------------------------------------------------------------------------
 
 SYSCALLS = textwrap.dedent("""
@@ -307,3 +315,4 @@ def test_vm_isolation(make_sandbox, monkeypatch):
     r = vm.run_shell("df -k /workspace | tail -1; df -i /workspace | tail -1", timeout=60)
     size_kb, inodes = (int(line.split()[1]) for line in r.stdout.splitlines())
     assert 0.9 * (1 << 20) < size_kb <= 1 << 20 and inodes == 65536  # the quota's image (or guest tmpfs)
+

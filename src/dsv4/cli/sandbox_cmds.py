@@ -17,7 +17,8 @@ def register(sub) -> None:
     r.add_argument("--backend", default="process", choices=("process", "container", "vm"))
     r.add_argument("--rootfs", help="image directory or tarball (container backend)")
     r.add_argument("--timeout", type=float, default=30.0)
-    r.add_argument("--network", default="none", help="none, loopback, or comma-separated host:port list")
+    r.add_argument("--network", default="none", help="none, loopback, all (public hosts, through the proxy), or "
+                   "comma-separated host:port list")
     r.add_argument("--memory-mb", type=int, default=1024)
     r.add_argument("--pids", type=int, default=128)
     r.set_defaults(func=cmd_run)
@@ -26,12 +27,11 @@ def register(sub) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    rules = args.network if args.network in ("none", "loopback") else args.network.split(",")
     try:
-        with Sandbox.create(args.backend, rootfs=args.rootfs and Path(args.rootfs), network_rules=rules,
+        with Sandbox.create(args.backend, rootfs=args.rootfs and Path(args.rootfs), network_rules=args.network,
                             memory_limit_mb=args.memory_mb, pids_limit=args.pids) as sb:
             r = sb.run_shell(args.cmd, timeout=args.timeout)
-    except SandboxError as e:
+    except (SandboxError, ValueError) as e:  # ValueError: a --network rule that is not one
         print(f"dsv4 sandbox run: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     sys.stdout.write(r.stdout)
