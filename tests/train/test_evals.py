@@ -11,7 +11,7 @@ from dsv4.cli import main
 from dsv4.model import Transformer
 from dsv4.sandbox import Sandbox
 from dsv4.train.data import agent_sample
-from dsv4.train.evals import held_out_tasks, passkey_correct, score_run
+from dsv4.train.evals import held_out_tasks, passkey_correct, passkey_digits, score_run
 from dsv4.train.init import init_for_training_
 from dsv4.train.optim import optimizers
 from dsv4.train.tokenizer import train_tokenizer
@@ -36,13 +36,14 @@ def test_passkey_prints_a_grid_then_the_overall_accuracy(checkpoint, capsys):
     assert main(["eval", "passkey", "--checkpoint", str(checkpoint), "--lengths", "256,384", "--depths", "0,1",
                  "--samples", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-4].split()[-3:] == ["0.00", "1.00", "all"]
-    assert [line.split()[0] for line in lines[-3:-1]] == ["256", "384"]
+    assert lines[-5].split()[-3:] == ["0.00", "1.00", "all"]
+    assert [line.split()[0] for line in lines[-4:-2]] == ["256", "384"]
+    assert lines[-2].startswith("digits in place: ")
     assert re.fullmatch(r"passkey exact-match: \d+\.\d% \(\d/4\)", lines[-1])
 
 
 def test_passkey_scoring():
-    assert passkey_correct("The pass key is 71432.", "71432")
+    assert passkey_correct("The pass key is 71432.", "71432") and passkey_digits("is 71932", "71432") == 0.8
     assert not passkey_correct("The pass key is 7143.", "71432") and not passkey_correct("no digits", "1")
 
 

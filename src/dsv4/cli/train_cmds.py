@@ -85,7 +85,7 @@ def _checkpoint(args) -> Path:
 
 def cmd_eval_passkey(args: argparse.Namespace) -> int:
     from dsv4.engine import Engine, EngineConfig, SamplingParams
-    from dsv4.train.evals import passkey_cases, passkey_correct, passkey_grid
+    from dsv4.train.evals import passkey_cases, passkey_correct, passkey_digits, passkey_grid
 
     try:
         lengths = [int(x) for x in args.lengths.split(",")]
@@ -105,12 +105,14 @@ def cmd_eval_passkey(args: argparse.Namespace) -> int:
     cases = passkey_cases(count, lengths, depths, args.samples, **({"seed": args.seed} if args.seed else {}))
     print(f"passkey: {path}, {len(cases)} prompts ({args.samples} per cell)", flush=True)
     params = SamplingParams(temperature=0, max_tokens=16)
-    correct = []
+    correct, digits = [], []
     for i in range(0, len(cases), per_cell):  # one length at a time, its depths batched
         outs = engine.generate([c.prompt for c in cases[i:i + per_cell]], params)
-        correct += [passkey_correct(o.text, c.key) for o, c in zip(outs, cases[i:i + per_cell], strict=True)]
+        for o, c in zip(outs, cases[i:i + per_cell], strict=True):
+            correct.append(passkey_correct(o.text, c.key))
+            digits.append(passkey_digits(o.text, c.key))
         _progress(len(correct), len(cases), "passkey")
-    print("\n".join(passkey_grid(cases, correct)))
+    print("\n".join(passkey_grid(cases, correct, digits)))
     return 0
 
 

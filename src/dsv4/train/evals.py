@@ -47,8 +47,16 @@ def passkey_correct(reply: str, key: str) -> bool:
     return found is not None and found.group() == key
 
 
-def passkey_grid(cases: list[PasskeyCase], correct: list[bool]) -> list[str]:
-    """The accuracy grid (rows: lengths, columns: depths, % exact), then the overall exact-match line."""
+def passkey_digits(reply: str, key: str) -> float:
+    """The fraction of the key's digits the reply's first number has in the right place."""
+    found = re.search(r"\d+", reply)
+    got = found.group() if found else ""
+    return sum(a == b for a, b in zip(got, key, strict=False)) / len(key)  # a shorter number misses the rest
+
+
+def passkey_grid(cases: list[PasskeyCase], correct: list[bool], digits: list[float] | None = None) -> list[str]:
+    """The accuracy grid (rows: lengths, columns: depths, % exact), the digit accuracy if given, then the overall
+    exact-match line."""
     lengths = sorted({c.length for c in cases})
     depths = sorted({c.depth for c in cases})
     cell: dict[tuple[int, float], list[bool]] = {}
@@ -60,6 +68,8 @@ def passkey_grid(cases: list[PasskeyCase], correct: list[bool]) -> list[str]:
         hits = [ok for r in row for ok in r]
         lines.append(f"{n:>15}" + "".join(f"{100 * sum(r) / len(r):>7.0f}%" for r in row)
                      + f"{100 * sum(hits) / len(hits):>7.0f}%")
+    if digits is not None:
+        lines.append(f"digits in place: {100 * sum(digits) / len(digits):.1f}%")
     lines.append(f"passkey exact-match: {100 * sum(correct) / len(correct):.1f}% ({sum(correct)}/{len(correct)})")
     return lines
 
