@@ -58,21 +58,15 @@ def test_host_environment_is_not_readable(box, monkeypatch):
 
 # ---- the host disk: a workspace quota by default, bytes and inodes ------------------------------------------
 
-DISK_FILL = ("df -k /workspace | tail -1; df -i /workspace | tail -1; "
-             "for i in 1 2 3 4; do fallocate -l 300M f$i 2>/dev/null || head -c 314572800 /dev/zero > f$i; done; "
-             "ls f* | wc -l; df -k /workspace | tail -1")
-
-
 @every_backend
 def test_workspace_has_a_quota_by_default(box):
-    sb = box()
-    r = sb.run_shell(DISK_FILL, timeout=120)
-    before, inodes, files, after = r.stdout.splitlines()
-    size_kb, inode_count = int(before.split()[1]), int(inodes.split()[1])
-    assert 0.9 * (1 << 20) < size_kb <= 1 << 20  # 1024 MiB, the default
-    assert inode_count == 65536
-    used_kb, free_kb = int(after.split()[2]), int(after.split()[3])
-    assert r.stderr and used_kb <= size_kb and free_kb < 64 << 10  # a write failed (ENOSPC) at the quota
+    r = box().run_shell("df -k /workspace | tail -1; df -i /workspace | tail -1", timeout=60)
+    size_kb, inodes = (int(line.split()[1]) for line in r.stdout.splitlines())
+    assert 0.9 * (1 << 20) < size_kb <= 1 << 20 and inodes == 65536  # 1024 MiB and one inode per 16 KiB
+    r = box(workspace_mb=32).run_shell("for i in 1 2 3 4; do head -c 10000000 /dev/zero > f$i; done; "
+                                       "df -k /workspace | tail -1", timeout=60)
+    size_kb, used_kb, free_kb = (int(x) for x in r.stdout.split()[1:4])
+    assert r.stderr and used_kb <= size_kb and free_kb < 2048  # a write failed (ENOSPC) at the quota, not past it
 
 
 @every_backend
