@@ -9,6 +9,7 @@ import fcntl
 import os
 import socket
 import textwrap
+import time
 
 import pytest
 
@@ -91,6 +92,20 @@ def test_without_a_loop_mount_the_workspace_is_a_tmpfs_of_the_quota(make_sandbox
     assert sb.backend.workspace is None and "no loop device here" in sb.backend.workspace_store
     r = sb.run_shell("df -k /workspace | tail -1; head -c 40000000 /dev/zero > f", timeout=30)
     assert int(r.stdout.split()[1]) == 32 << 10 and "No space left on device" in r.stderr
+
+
+
+@needs_root
+def test_a_half_removed_state_directory_leaves_no_mount_behind(tmp_path):
+    from dsv4.sandbox import workspace_image
+    from dsv4.sandbox.backends.bwrap import STATE_PREFIX, sweep_orphans
+
+    state = tmp_path / f"{STATE_PREFIX}half-removed"  # its owner file gone, its workspace image still mounted
+    (state / "workspace").mkdir(parents=True)
+    assert workspace_image.attach(state / "workspace", 8, 64, 0) is None
+    os.utime(state, (time.time() - 120,) * 2)
+    sweep_orphans(tmp_path)
+    assert not os.path.ismount(state / "workspace") and not state.exists()
 
 
 # ---- network: the allow-list proxy follows names only to public addresses ----------------------------------

@@ -143,7 +143,12 @@ def sweep_orphans(state_root: Path) -> None:
             pid = int((d / "owner").read_text().split()[0])
             alive = process_identity(pid) == (d / "owner").read_text()
         except (OSError, ValueError, IndexError):
-            continue
+            # No owner: being made this instant, or half removed (say by an older dsv4 that left the workspace
+            # image mounted); only the latter is a minute old.
+            try:
+                alive = time.time() - d.stat().st_mtime < 60
+            except OSError:
+                continue
         if not alive and remove_cgroups(d):  # else its last processes are still dying: the next sweep
             workspace_image.detach(d / "workspace")
             shutil.rmtree(d, ignore_errors=True)
