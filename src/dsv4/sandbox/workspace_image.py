@@ -43,9 +43,10 @@ def attach(directory: Path, size_mb: int, inodes: int, uid: int) -> str | None:
     return None
 
 
-def detach(directory: Path) -> None:
+def detach(directory: Path) -> bool:
     """Unmount the workspace image if `directory` holds one (lazily: a dying process may still hold it; the loop
-    device is freed with the last reference)."""
+    device is freed with the last reference); True once nothing is mounted there."""
     if os.path.ismount(directory):
         subprocess.run(["umount", "-l", str(directory)], capture_output=True, timeout=60,
                        env={"PATH": SBIN + ":/usr/bin:/bin"})
+    return not os.path.ismount(directory)

@@ -149,8 +149,8 @@ def sweep_orphans(state_root: Path) -> None:
                 alive = time.time() - d.stat().st_mtime < 60
             except OSError:
                 continue
-        if not alive and remove_cgroups(d):  # else its last processes are still dying: the next sweep
-            workspace_image.detach(d / "workspace")
+        # else its last processes are still dying, or its image is still mounted: the next sweep
+        if not alive and remove_cgroups(d) and workspace_image.detach(d / "workspace"):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -319,6 +319,6 @@ class BwrapBackend(GuestBackend):
             self.relay.close()
         if self.cgroup is not None:
             self.cgroup.remove()
-        workspace_image.detach(self.state / "workspace")
-        shutil.rmtree(self.state, ignore_errors=True)
+        if workspace_image.detach(self.state / "workspace"):  # else the sweep removes it (never files in a mount)
+            shutil.rmtree(self.state, ignore_errors=True)
         self.uid_lease.release()  # every process of the uid is gone

@@ -183,6 +183,6 @@ class VMBackend(GuestBackend):
     def close(self) -> None:
         self._stop()
         self._keeper.release()
-        workspace_image.detach(self.state / "workspace")
-        shutil.rmtree(self.state, ignore_errors=True)
+        if workspace_image.detach(self.state / "workspace"):  # else the sweep removes it (never files in a mount)
+            shutil.rmtree(self.state, ignore_errors=True)
         self.uid_lease.release()
