@@ -9,7 +9,7 @@ import tracemalloc
 
 import pytest
 
-from dsv4.sandbox import SandboxFileError
+from dsv4.sandbox import ProcessConfig, SandboxFileError
 from dsv4.sandbox.channel import MAX_FRAME, AgentChannel
 from dsv4.sandbox.errors import AgentProtocolError
 from dsv4.sandbox.logtail import LogTail
@@ -40,9 +40,11 @@ def test_commands_cannot_reach_the_agents_fds(sb):
     assert sb.run_shell("echo alive", timeout=10).stdout == "alive\n"
 
 
-def test_a_flooded_channel_kills_only_its_sandbox(sb):
-    """Wherever a command still gets hold of the host's pipe (bubblewrap's own pid 1 holds it), writing to it
-    without a newline is a protocol error: the sandbox is closed, the host's reader stays bounded."""
+def test_a_flooded_channel_kills_only_its_sandbox(make_sandbox):
+    """Wherever a command still gets hold of the host's pipe (bubblewrap's own pid 1 holds it; here without the
+    seccomp filter that refuses pidfd_getfd), writing to it without a newline is a protocol error: the sandbox
+    is closed, the host's reader stays bounded."""
+    sb = make_sandbox(ProcessConfig(seccomp=False))
     sb.write_file("steal.py", STEAL)
     r = sb.run_shell("python3 steal.py 1 1", timeout=20)
     if not r.stdout.startswith("took"):
@@ -169,3 +171,21 @@ def test_a_runtime_log_keeps_a_bounded_head_and_tail():
     text = log.text()
     assert text.startswith("bwrap: started\n") and text.endswith("the end\n")
     assert len(text) < 70 << 10 and log.dropped == 15 + (64 << 20) + 9 - (64 << 10)
+
+
+def test_a_fresh_command_is_out_of_the_sessions_reach(sb):
+    sb.run_shell("mkdir -p /tmp/.b && printf '#!/bin/sh\\necho fake\\n' > /tmp/.b/bash && chmod +x /tmp/.b/bash"
+                 " && echo 'echo hijacked' > /tmp/env.sh && export PATH=/tmp/.b:$PATH SECRET=1 BASH_ENV=/tmp/env.sh"
+                 " && cd /tmp", timeout=10)
+    assert sb.run_shell("bash -c true", timeout=10).stdout == "hijacked\nfake\n"  # the session is hijacked
+    r = sb.run_fresh("bash -c 'echo $PATH ${SECRET:-unset}; pwd'", env={"PATH": "/usr/bin:/bin"}, cwd="/workspace",
+                     timeout=10)
+    assert (r.stdout, r.exit_code) == ("/usr/bin:/bin unset\n/workspace\n", 0)
+    assert sb.run_shell("pwd; echo $SECRET", timeout=10).stdout == "hijacked\n/tmp\n1\n"  # left as it was
+
+
+def test_stop_processes_kills_every_daemon(sb):
+    sb.run_shell("(setsid sleep 3219 &); (sleep 3220 &)", timeout=10)
+    assert sb.stop_processes() >= 2
+    assert running(sb, "sleep 3219") == 0 and running(sb, "sleep 3220") == 0
+    assert sb.run_shell("echo alive", timeout=10).stdout == "alive\n"

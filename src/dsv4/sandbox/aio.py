@@ -42,6 +42,12 @@ class AsyncSandbox:
     async def run_shell(self, cmd: str, timeout: float = 30.0, stdin=None, **kwargs):
         return await self._call("run_shell", cmd, timeout, stdin, **kwargs)
 
+    async def run_fresh(self, cmd: str, env: dict[str, str], cwd: str, timeout: float = 30.0, **kwargs):
+        return await self._call("run_fresh", cmd, env, cwd, timeout, **kwargs)
+
+    async def stop_processes(self) -> int:
+        return await self._call("stop_processes")
+
     async def read_file(self, path: str, **kwargs) -> bytes:
         return await self._call("read_file", path, **kwargs)
 
@@ -54,8 +60,8 @@ class AsyncSandbox:
     async def upload(self, host_path, path: str) -> None:
         return await self._call("upload", host_path, path)
 
-    async def download(self, path: str, host_path) -> None:
-        return await self._call("download", path, host_path)
+    async def download(self, path: str, host_path, **kwargs) -> None:
+        return await self._call("download", path, host_path, **kwargs)
 
     async def call(self, name: str, *args, **kwargs):
         return await self._call("call", name, *args, **kwargs)
