@@ -149,26 +149,32 @@ def command_pids(root, tag):
 
 
 def kill_tree(proc, tag):
-    """Stop every process of the command until no new one appears, then kill them all: the shell, their
-    subreaper, dies last, so nothing is orphaned out of reach while the others are being found."""
+    """Kill every process of the command; the shell, the subreaper of the rest, dies last, so nothing is
+    orphaned out of reach while the others are being found."""
+    stop_then_kill(lambda: command_pids(proc.pid, tag) | ({proc.pid} if proc.poll() is None else set()),
+                   last=proc.pid)
+
+
+def stop_then_kill(find, last=None):
+    """SIGSTOP what `find()` returns until nothing new appears (fork bombs included), SIGKILL all of it
+    (`last` at the end), then whatever is still found: a fork that was in flight. Returns the stopped pids."""
     stopped = set()
     for _ in range(200):
-        pids = command_pids(proc.pid, tag) - stopped
-        if proc.poll() is None and proc.pid not in stopped:
-            pids.add(proc.pid)
+        pids = find() - stopped
         if not pids:
             break
         signal_all(pids, signal.SIGSTOP)
         stopped |= pids
         time.sleep(0.002)
-    signal_all(stopped - {proc.pid}, signal.SIGKILL)
-    signal_all({proc.pid}, signal.SIGKILL)
-    for _ in range(200):  # a fork in flight while we stopped its parent: catch what is left
-        left = command_pids(proc.pid, tag) | ({proc.pid} if proc.poll() is None else set())
+    signal_all(stopped - {last}, signal.SIGKILL)
+    signal_all(stopped & {last}, signal.SIGKILL)
+    for _ in range(200):
+        left = find()
         if not left:
-            return
+            break
         signal_all(left, signal.SIGKILL)
         time.sleep(0.005)
+    return stopped
 
 
 def signal_all(pids, sig):
@@ -312,16 +318,11 @@ def op_stop_others(session, req):
     while p > 1:
         p = int(proc_stat(p)[1] or 0)
         keep.add(p)
-    stopped = set()
-    for _ in range(200):
-        pids = {int(n) for n in os.listdir("/proc") if n.isdigit()} - keep - stopped
-        pids = {pid for pid in pids if proc_stat(pid)[0] not in (None, "Z", "X") and not is_kernel_thread(pid)}
-        if not pids:
-            break
-        signal_all(pids, signal.SIGSTOP)
-        stopped |= pids
-    signal_all(stopped, signal.SIGKILL)
-    return {"killed": len(stopped)}
+
+    def others():
+        pids = {int(n) for n in os.listdir("/proc") if n.isdigit()} - keep
+        return {pid for pid in pids if proc_stat(pid)[0] not in (None, "Z", "X") and not is_kernel_thread(pid)}
+    return {"killed": len(stop_then_kill(others))}
 
 
 def proc_stat(pid):
