@@ -131,9 +131,11 @@ def _line(cfg: TrainConfig, p: Progress, window, lr: float) -> str:
     secs = sum(w[2] for w in window)
     toks = sum(w[0].n_tokens for w in window)
     mean = {k: sum(w[1][k] for w in window) / len(window) for k in window[0][1]}
+    by_kind = {kind: [w[1]["lm"] for w in window if w[0].kind == kind] for kind in ("agent", "retrieval")}
+    kinds = " ".join(f"{kind} {sum(v) / len(v):.3f}" for kind, v in by_kind.items() if v)
     eta = p.seconds * (1 - f) / max(f, 1e-9)
     bar = "#" * int(20 * f) + "." * (20 - int(20 * f))
-    return (f"[{bar}] {100 * f:5.1f}% step {p.step} | lm {mean['lm']:.3f} mtp {mean['mtp']:.3f} "
+    return (f"[{bar}] {100 * f:5.1f}% step {p.step} | lm {mean['lm']:.3f} ({kinds}) mtp {mean['mtp']:.3f} "
             f"idx {mean['index_kl']:.3f} | len {max(w[0].ids.size(1) for w in window)} "
             f"{toks / secs:.0f} tok/s lr {lr:.2e} load {max(w[3] for w in window):.2f} | "
             f"{p.seconds / 60:.1f} min, ETA {eta / 60:.1f} min")
