@@ -5,7 +5,8 @@ top-k below the number of compressed entries, a 144-token prefill then 5 decode 
 
 - Module by module under teacher forcing (each module gets the official module's inputs): max |difference|
   <= 1e-5 for attention (every call, with its compressed entries and indexer keys), the MoE, gate, shared expert,
-  hyper-connections and head; the gate's experts and the indexer's top-k are the same sets.
+  hyper-connections and head; the gate's experts and the indexer's top-k are the same sets. Inside attention the
+  FP8 case also forces the inputs of wq_b and wo_b (checked first, then replaced by the official ones: `Replay`).
 - End to end (each model on its own outputs): the logits within twice the official code's own noise floor,
   i.e. how far its logits move when only the summation order of its GEMMs and attention changes (stored by the
   generator). FP8 rounding is discontinuous: a 1e-7 difference can flip an element by a whole FP8 step, and the
