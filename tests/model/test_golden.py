@@ -5,8 +5,9 @@ top-k below the number of compressed entries, a 144-token prefill then 5 decode 
 
 - Module by module under teacher forcing (each module gets the official module's inputs): max |difference|
   <= 1e-5 for attention (every call, with its compressed entries and indexer keys), the MoE, gate, shared expert,
-  hyper-connections and head; the gate's experts and the indexer's top-k are the same sets. Inside attention the
-  FP8 case also forces the inputs of wq_b and wo_b (checked first, then replaced by the official ones: `Replay`).
+  hyper-connections, head and the MTP layer's input projections; the gate's experts and the indexer's top-k are
+  the same sets. Inside attention the FP8 case also forces the inputs of wq_b and wo_b (checked first, then
+  replaced by the official ones: `Replay`).
 - End to end (each model on its own outputs): the logits within twice the official code's own noise floor,
   i.e. how far its logits move when only the summation order of its GEMMs and attention changes (stored by the
   generator). FP8 rounding is discontinuous: a 1e-7 difference can flip an element by a whole FP8 step, and the
@@ -160,6 +161,20 @@ def test_hyper_connections_and_head_match(case):
             out = hc_post(*(data[f"{name}.{k}"][None] for k in ("sub_out", "x", "post", "comb")))
             assert _max_diff(out[0], data[f"{name}.out"]) <= TIGHT, f"{name}.out"
     assert _max_diff(model.logits(data["head.in"][:, None])[:, 0], data["logits"]) <= TIGHT
+
+
+def test_mtp_input_projections_match(case):
+    """The MTP layer's own parts (its block is a window-only `Block`, checked above): enorm / hnorm and the
+    FP8-or-BF16 projections e_proj / h_proj, on the main model's final streams and the tokens that follow."""
+    meta, data, model, _ = case
+    mtp = model.mtp[0]
+    next_ids = data["ids"].long()[[r + 1 for r in meta["mtp_rows"]]]
+    with torch.inference_mode():
+        assert _max_diff(mtp.enorm(model.embed(next_ids)), data["mtp.e_proj.in"]) <= TIGHT
+        assert _max_diff(mtp.hnorm(data["mtp.h"]), data["mtp.h_proj.in"]) <= TIGHT
+        for name in ("e_proj", "h_proj"):
+            out = getattr(mtp, name)(data[f"mtp.{name}.in"])
+            assert _max_diff(out, data[f"mtp.{name}.out"]) <= TIGHT, name
 
 
 def free_running_logits(model, meta, data) -> torch.Tensor:

@@ -9,7 +9,8 @@ cases: wo_a dequantized to BF16, FP4 experts viewed as float4_e2m1fn_x2) and run
 CPU: a prefill of PREFILL tokens, then DECODE single-token steps on fixed tokens (teacher forcing). Stored as data
 (`<case>.safetensors` + `<case>.json`): the seed, config and token ids; each layer's attention input and output
 (every call; in FP8 cases also the inputs of wq_b and wo_b, which attention computes and the FP8 GEMM rounds);
-the MoE, gate, shared expert and hyper-connection inputs and outputs at ROWS (these are per-token); the
+the MoE, gate, shared expert and hyper-connection inputs and outputs at ROWS (these are per-token), and those of
+the MTP layer's input projections e_proj / h_proj (the MTP layer run on the main streams afterwards); the
 compressed entries and indexer keys after the run; the head's input and the logits. The run is then repeated
 with the GEMMs and attention summed in another order (`kernels.py`, order="flat"): the largest difference of
 the two runs' logits is the official code's own noise floor, stored as `noise_floor`.
@@ -48,6 +49,7 @@ from kernels import hadamard_transform, kernel_module  # noqa: E402  (this folde
 OUT = Path(__file__).parent
 PREFILL, DECODE = 144, 5  # prefill: past the 128-token window and the first HCA block; decode closes a CSA block
 ROWS = [0, 1, 2, 3, 37, 64, 100, 127, 128, 129, 143] + list(range(PREFILL, PREFILL + DECODE))
+MTP_ROWS = ROWS[:-1]  # the MTP layer predicts from positions that have a next token
 SMALL = dict(vocab_size=512, dim=128, moe_inter_dim=128, n_layers=3, n_mtp_layers=1, n_heads=4,
              n_routed_experts=8, n_activated_experts=2, q_lora_rank=128, o_groups=2, o_lora_rank=128,
              index_n_heads=16, index_head_dim=128, index_topk=8)  # 36 CSA entries after the prefill > top-k 8
@@ -111,6 +113,7 @@ class Recorder:
 
     def __init__(self, model):
         self.calls: dict[str, list[torch.Tensor]] = {}
+        self.handles = []
         for i, layer in enumerate(model.layers):
             self._hook(layer.attn, f"layers.{i}.attn", lambda a, out: (a[0], out))
             self._hook(layer.ffn, f"layers.{i}.ffn", lambda a, out: (a[0], out))
@@ -123,13 +126,17 @@ class Recorder:
                 for gemm in ("wq_b", "wo_b"):
                     self._hook(getattr(layer.attn, gemm), f"layers.{i}.{gemm}", lambda a, out: (a[0],), ("in",))
             self._wrap_hc(layer, i)
-        self._hook(model.head, "head", lambda a, out: (a[0][:, -1:],), ("in",))
+        self._hook(model.head, "head", lambda a, out: (a[0][:, -1:], a[0]), ("in", "streams"))
 
     def _hook(self, module, name, pick, names=("in", "out")):
         def hook(_module, args, output):
             for n, t in zip(names, pick(args, output), strict=True):
                 self.calls.setdefault(f"{name}.{n}", []).append(t.detach().clone())
-        module.register_forward_hook(hook)
+        self.handles.append(module.register_forward_hook(hook))
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
 
     def _wrap_hc(self, layer, i):
         pre, post = layer.hc_pre, layer.hc_post
@@ -161,12 +168,29 @@ def run(model, ids: torch.Tensor) -> torch.Tensor:
     return torch.cat(logits)
 
 
+def run_mtp(model, ids: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The official MTP layer on the main run's final streams h [1,T,hc,d] and the tokens that follow them (the
+    prefill, then one position at a time) -> its input projections' inputs and outputs at MTP_ROWS."""
+    mtp, calls, t = model.mtp[0], {}, h.size(1) - 1  # positions with a next token
+    for name in ("e_proj", "h_proj"):
+        def hook(_module, args, out, name=name):
+            calls.setdefault(f"mtp.{name}.in", []).append(args[0].flatten(0, 1).clone())
+            calls.setdefault(f"mtp.{name}.out", []).append(out.flatten(0, 1).clone())
+        getattr(mtp, name).register_forward_hook(hook)
+    with torch.inference_mode():
+        mtp(h[:, :PREFILL], 0, ids[:, 1:PREFILL + 1])
+        for p in range(PREFILL, t):
+            mtp(h[:, p:p + 1], p, ids[:, p + 1:p + 2])
+    rows = torch.tensor(MTP_ROWS)
+    return {"mtp.h": h[0, rows].contiguous()} | {k: torch.cat(v)[rows].contiguous() for k, v in calls.items()}
+
+
 def tensors(model, rec: Recorder, config: ModelConfig) -> dict[str, torch.Tensor]:
     """The recorded calls as data: per-call [b,s,...] joined along s; per-token modules at ROWS only."""
     rows = torch.tensor(ROWS)
     out = {}
     for name, calls in rec.calls.items():
-        if name.endswith(".offset"):
+        if name.endswith(".offset") or name == "head.streams":
             continue
         if name.endswith(".topk"):  # entry numbers: the official indices carry the window's offset, -1 = none
             offsets = rec.calls[name.replace(".topk", ".offset")]
@@ -195,13 +219,16 @@ def generate(path: Path, name: str, config: ModelConfig, seed: int, tmp: Path, o
     model, clamp_set = build(import_official(path, "kernel"), config, state, PREFILL + DECODE)
     rec = Recorder(model)
     logits = run(model, ids)
+    rec.close()
     data = tensors(model, rec, config)
+    data.update(run_mtp(model, ids, torch.cat(rec.calls["head.streams"], dim=1)))
     flat_model, _ = build(import_official(path, "flat"), config, state, PREFILL + DECODE)
     flat = run(flat_model, ids)
     data.update(logits=logits, logits_flat=flat, ids=ids[0].int())
     save_file(data, out / f"{name}.safetensors")
     meta = {
         "case": name, "seed": seed, "config": config.to_dict(), "prefill": PREFILL, "decode": DECODE, "rows": ROWS,
+        "mtp_rows": MTP_ROWS,
         "noise_floor": float((logits - flat).abs().max()),
         "weights_sum": float(sum(t.double().abs().sum() for t in load_file(ckpt / "model.safetensors").values()
                                  if t.is_floating_point() and t.element_size() > 1)),
