@@ -37,7 +37,6 @@ def test_none_offers_no_tools_and_keeps_no_reasoning():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"tool_choice": "required"}, "thinking off"),
     ({"tool_choice": "required", "thinking_mode": "chat", "dialect": "preview"}, "dialect='ga'"),
     ({"tool_choice": {"type": "function", "function": {"name": "nope"}}, "thinking_mode": "chat"}, "'nope'"),
     ({"tool_choice": "sometimes"}, "'sometimes'"),
@@ -45,3 +44,12 @@ def test_none_offers_no_tools_and_keeps_no_reasoning():
 def test_invalid_tool_choice(kwargs, match):
     with pytest.raises(EncodingError, match=match):
         encode_messages(MSGS, **kwargs)
+
+
+def test_a_forced_choice_in_thinking_mode_lets_the_model_reason_first():
+    # The engine's grammar forces the call after </think>; the prompt itself ends in <think> (the named choice
+    # still offers only the named tool, as in thinking-off mode).
+    named = {"type": "function", "function": {"name": TOOLS[0]["function"]["name"]}}
+    for choice in ("required", named):
+        prompt = encode_messages(MSGS, tool_choice=choice)
+        assert prompt.endswith("<｜Assistant｜><think>")

@@ -32,14 +32,15 @@ def apply_tool_choice(msgs: list[Msg], tool_choice, *, thinking: bool, dialect: 
         return msgs, ""
     if dialect != "ga":
         raise EncodingError("a forced tool_choice exists only in dialect='ga' (DeepSeek's preview encoder has none)")
-    if thinking:
-        raise EncodingError(f"tool_choice {tool_choice!r} needs thinking off: thinking mode must reason first")
     offered = [fn["name"] for m in msgs for fn in (m.tools or [])]
     if not offered:
         raise EncodingError(f"tool_choice {tool_choice!r} but no tools are defined")
+    # Thinking mode reasons first: the prompt ends in `<think>` and the engine's grammar forces the call after
+    # `</think>` (DeepSeek's recipe refuses this combination; `dsv4.encoding.grammar` makes it hold).
+    forced = "" if thinking else FORCED_TOOL_CALLS
     if name is None:
-        return msgs, FORCED_TOOL_CALLS
+        return msgs, forced
     if name not in offered:
         raise EncodingError(f"tool_choice names {name!r}, which is not among the tools {offered}")
     only = [replace(m, tools=[fn for fn in m.tools if fn["name"] == name]) if m.tools else m for m in msgs]
-    return only, FORCED_TOOL_CALLS
+    return only, forced

@@ -25,6 +25,7 @@ from dsv4.cache.snapshot import export_request, import_request
 from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
+from .constraint import Constraint, GrammarTokenizer
 from .detokenizer import Detokenizer, decode_ids
 from .model_runner import ModelRunner
 from .prefix_cache import PrefixCache
@@ -111,6 +112,9 @@ class Engine:
         self.seqs: dict[int, Sequence] = {}
         self.detok: dict[int, Detokenizer] = {}  # running requests' text
         self.counters = EngineStats()
+        self.constraints: dict[int, Constraint] = {}  # requests with a grammar
+        self._grammar_tokens = GrammarTokenizer(tokenizer, model.config.vocab_size, eos_token_id) \
+            if tokenizer is not None else None
         self._user_token = tokenizer.token_to_id(USER_TOKEN) if tokenizer is not None else None
         self._next_id = itertools.count()
 
@@ -142,6 +146,8 @@ class Engine:
             raise ValueError(f"prompt ({len(seq.prompt_ids)} tokens) + max_tokens={params.max_tokens} exceeds "
                              f"max_model_len={self.config.max_model_len}")
         self.scheduler.check_fits(seq)
+        if params.grammar is not None:
+            self.constraints[seq.seq_id] = self._constraint(params)
         self.detok[seq.seq_id] = Detokenizer(self.tokenizer, params.stop)
         if self.prefix is not None and self.scheduler.has_room() and self.prefix.attach(seq):
             self.scheduler.resume(seq)  # starts after the cached prefix, straight into the running set
@@ -149,6 +155,14 @@ class Engine:
             self.scheduler.add(seq)
         self.seqs[seq.seq_id] = seq
         return seq.seq_id
+
+    def _constraint(self, params: SamplingParams) -> Constraint:
+        """A matcher for the request's grammar (ValueError if the engine has no tokenizer or it does not compile)."""
+        if self._grammar_tokens is None:
+            raise ValueError("a grammar needs the engine's tokenizer (none was loaded)")
+        if params.ignore_eos:
+            raise ValueError("a grammar ends with EOS: ignore_eos cannot be set with it")
+        return Constraint(params.grammar, self._grammar_tokens, params.max_tokens)
 
     def _shared_until(self, ids: list[int]) -> int:
         """Where a V4 chat prompt's last user turn begins (0 if it has none): requests that continue a conversation,
@@ -202,7 +216,8 @@ class Engine:
         logits = self.runner.run(plain)
         self.scheduler.advance(plain)
         seqs = [c.seq for c in plain if c.samples]
-        tokens, logprobs = self.sampler(logits, [s.seq_id for s in seqs], [s.params for s in seqs])
+        allowed = [self.constraints[s.seq_id].allowed() if s.seq_id in self.constraints else None for s in seqs]
+        tokens, logprobs = self.sampler(logits, [s.seq_id for s in seqs], [s.params for s in seqs], allowed)
         for seq, token, lp in zip(seqs, tokens, logprobs, strict=True):
             self._accept(seq, [token], lp)
         decoding = [c for c in spec if c.n == 1 and c.start == len(c.seq) - 1]
@@ -221,7 +236,9 @@ class Engine:
         return seqs
 
     def _speculates(self, seq: Sequence) -> bool:
-        return self.speculator is not None and seq.params.greedy and seq.params.logprobs is None
+        # A constrained request is not speculated: its draft would need a mask of its own and a matcher rollback.
+        return (self.speculator is not None and seq.params.greedy and seq.params.logprobs is None
+                and seq.params.grammar is None)
 
     def _accept(self, seq: Sequence, tokens: list[int], logprob=None):
         for token in tokens:
@@ -229,6 +246,10 @@ class Engine:
                 break
             seq.append(token, logprob)
             self.counters.generated_tokens += 1
+            constraint = self.constraints.get(seq.seq_id)
+            if constraint is not None and not constraint.advance(token):  # cannot happen with a mask applied
+                self._finish(seq, "error")
+                break
             self._check_stop(seq, token)
 
     def generate(self, prompts: list[str | list[int]],
@@ -289,6 +310,10 @@ class Engine:
         detok = self.detok[seq.seq_id] = Detokenizer(self.tokenizer, seq.params.stop)
         for token in seq.output_ids:
             detok.add(token)
+        if seq.params.grammar is not None:
+            constraint = self.constraints[seq.seq_id] = self._constraint(seq.params)
+            if not constraint.replay(seq.output_ids):
+                raise ValueError(f"the snapshot's output does not match its request's grammar: {path}")
         seq.text = detok.visible
         if generator is not None:
             self.sampler.generator(seq.seq_id, seq.params).set_state(generator)
@@ -331,6 +356,7 @@ class Engine:
         self.runner.release(seq.seq_id)
         self.sampler.release(seq.seq_id)
         self.detok.pop(seq.seq_id, None)
+        self.constraints.pop(seq.seq_id, None)
         if self.speculator is not None:
             self.speculator.release(seq.seq_id)
         if self.prefix is not None:

@@ -1,5 +1,5 @@
 """`Sampler`: next tokens from last-position logits, per request: greedy, temperature, top-k, top-p, seed,
-log-probabilities."""
+log-probabilities, and a grammar's allowed tokens (`constraint.py` computes them)."""
 
 import torch
 
@@ -24,16 +24,24 @@ class Sampler:
     def release(self, seq_id: int):
         self.generators.pop(seq_id, None)
 
-    def __call__(self, logits: torch.Tensor, seq_ids: list[int], params: list[SamplingParams]):
-        """logits [b,vocab] float32 -> (token ids [b], per row a TokenLogprob or None)."""
+    def __call__(self, logits: torch.Tensor, seq_ids: list[int], params: list[SamplingParams],
+                 allowed: list[torch.Tensor | None] | None = None):
+        """logits [b,vocab] float32 -> (token ids [b], per row a TokenLogprob or None). `allowed`: per row None or a
+        bool [vocab] mask of the tokens a grammar allows (the others get probability 0; logprobs stay the model's)."""
         logits = logits.float()
+        model_logits = logits
+        if allowed is not None and any(a is not None for a in allowed):
+            logits = logits.clone()
+            for row, a in zip(logits, allowed, strict=True):
+                if a is not None:
+                    row[: a.numel()].masked_fill_(~a.to(row.device), float("-inf"))
         greedy = [i for i, p in enumerate(params) if p.greedy]
         best = dict(zip(greedy, logits[greedy].argmax(-1).tolist(), strict=True)) if greedy else {}  # one call
         tokens, logprobs = [], []
         for i, (row, seq_id, p) in enumerate(zip(logits, seq_ids, params, strict=True)):
             token = best[i] if p.greedy else self._draw(row, p, self.generator(seq_id, p))
             tokens.append(token)
-            logprobs.append(None if p.logprobs is None else token_logprob(row, token, p.logprobs))
+            logprobs.append(None if p.logprobs is None else token_logprob(model_logits[i], token, p.logprobs))
         return tokens, logprobs
 
     def _draw(self, row: torch.Tensor, p: SamplingParams, g: torch.Generator) -> int:

@@ -9,7 +9,7 @@ the text and records what it recovered from (logged).
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dsv4.encoding import (
     FORCED_TOOL_CALLS,
@@ -28,6 +28,7 @@ from dsv4.encoding.request import thinking_mode_of
 from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 
 from .backend import Backend
+from .constrained import reply_grammar
 from .errors import RequestError
 from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
@@ -60,6 +61,9 @@ def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = 
     ids = backend.encode(prompt)
     params = sampling_params(request, len(ids), backend, default_max_tokens=default_max_tokens, where="messages")
     mode = thinking_mode_of(body)
+    grammar = reply_grammar(request, thinking=mode == "thinking", backend=backend, max_tokens=params.max_tokens)
+    if grammar is not None:
+        params = replace(params, grammar=grammar)
     return ChatJob(request, ids, params, mode, prompt.endswith(FORCED_TOOL_CALLS))
 
 

@@ -1,0 +1,150 @@
+"""Grammars of constrained decoding, in llguidance's Lark dialect: a JSON reply (`response_format`) and a forced DSML
+tool call (`tool_choice` required / named), spelled byte for byte as `dsml.py` renders a call.
+
+A grammar covers the whole completion after the generation header: in thinking mode free reasoning (no DSML
+marker in it), `</think>`, then the constrained part; it ends with the EOS token. A forced call in thinking-off
+mode starts inside the block, since the prompt already ends with `\\n\\n<｜DSML｜tool_calls>\\n`
+(`FORCED_TOOL_CALLS`).
+
+Parameters follow each tool's JSON schema in DSML form: a plain string property is `string="true"` raw text (any
+text up to the first `</｜DSML｜parameter>`, which is what every DSML parser reads), a string enum one of its values
+raw, anything else (numbers, booleans, arrays, objects, unions, constrained strings) `string="false"` JSON that
+follows the property's schema. Properties come in the schema's order, the required ones always, the others
+optionally, no undeclared ones. JSON is written as DeepSeek's encoders write it (`", "` and `": "`, no other
+whitespace), so the constrained text is the text the model was trained on.
+
+Special tokens are spelled by id (`<[id]>`) where the tokenizer has the text as one token: llguidance never lets a
+special token's text be written in pieces, and the engine must force the token the model was trained on.
+"""
+
+import json
+from collections.abc import Mapping
+
+from .errors import EncodingError
+from .tokens import (
+    DSML,
+    EOS,
+    INVOKE_CLOSE,
+    INVOKE_OPEN,
+    PARAM_CLOSE,
+    PARAM_OPEN,
+    THINK_END,
+    TOOL_CALLS_CLOSE,
+    TOOL_CALLS_LEAD,
+)
+
+# How DeepSeek's encoders write JSON (json.dumps defaults): the only whitespace a constrained JSON value gets.
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+# What opens a raw string value; the engine closes an open one with PARAM_CLOSE when the length limit nears.
+RAW_VALUE_OPEN = ' string="true">'
+
+# Schema keys that leave a string property plain text (annotations, not constraints).
+ANNOTATIONS = {"type", "description", "title", "default", "examples", "$comment", "deprecated"}
+
+
+def lark_literal(text: str) -> str:
+    """A Lark string literal for `text` (JSON's escapes, which Lark reads the same way)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def json_rule(schema) -> str:
+    """`%json` of a JSON schema (a bool or an object), in DeepSeek's JSON style."""
+    if schema is True or schema == {}:
+        schema = {}
+    elif not isinstance(schema, dict):
+        raise EncodingError(f"a JSON schema must be an object or a boolean, got {type(schema).__name__}")
+    return "%json " + json.dumps({**schema, "x-guidance": JSON_STYLE}, ensure_ascii=False)
+
+
+class Spelling:
+    """Lark atoms for texts: a special token by id where the tokenizer has it as one token, else a literal."""
+
+    def __init__(self, single_tokens: Mapping[str, int]):
+        self.single_tokens = dict(single_tokens)
+
+    def __call__(self, text: str) -> str:
+        token = self.single_tokens.get(text)
+        return f"<[{token}]>" if token is not None else lark_literal(text)
+
+
+def reasoning_rules(spell: Spelling) -> list[str]:
+    """Free reasoning (anything without a DSML marker: every parser takes one as the start of a call) and its end."""
+    return [f"reasoning: REASONING {spell(THINK_END)}", f"REASONING: /(?s:.*)/ & ~/(?s:.*){DSML}(?s:.*)/"]
+
+
+def response_grammar(response_format: dict, *, thinking: bool, single_tokens: Mapping[str, int]) -> str | None:
+    """The grammar of a reply in `response_format` (None for type "text": nothing to enforce)."""
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = {"type": "object"}
+    elif kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema", {})
+    else:
+        raise EncodingError(f"unsupported type {kind!r} (expected text, json_object or json_schema)",
+                            field="response_format.type")
+    spell = Spelling(single_tokens)
+    head = "reasoning " if thinking else ""
+    rules = [f"start: {head}reply {spell(EOS)}", f"reply: {json_rule(schema)}"]
+    return "\n".join(rules + (reasoning_rules(spell) if thinking else [])) + "\n"
+
+
+def plain_string(schema) -> bool:
+    return isinstance(schema, dict) and schema.get("type") == "string" and set(schema) <= ANNOTATIONS
+
+
+def string_enum(schema) -> bool:
+    return (isinstance(schema, dict) and schema.get("type") == "string" and set(schema) <= ANNOTATIONS | {"enum"}
+            and isinstance(schema.get("enum"), list) and bool(schema["enum"])
+            and all(isinstance(v, str) for v in schema["enum"]))
+
+
+def parameter_rule(name: str, schema, rules: list[str]) -> str:
+    """One parameter element, its closing tag included (a JSON value's own rule added to `rules`)."""
+    head = f'{PARAM_OPEN} name="{name}"'
+    if plain_string(schema):
+        return f"{lark_literal(head + RAW_VALUE_OPEN)} raw_value"
+    if string_enum(schema):
+        values = " | ".join(lark_literal(v) for v in schema["enum"])
+        return f"{lark_literal(head + RAW_VALUE_OPEN)} ({values}) {lark_literal(PARAM_CLOSE)}"
+    value = f"json_{len(rules)}"
+    rules.append(f"{value}: {json_rule(schema)}")
+    return f"{lark_literal(head + ' string=' + chr(34) + 'false' + chr(34) + '>')} {value} {lark_literal(PARAM_CLOSE)}"
+
+
+def invoke_rule(tool: dict, rules: list[str]) -> str:
+    """An invoke of `tool` (an OpenAI function object) whose parameters follow its schema."""
+    name = tool.get("name")
+    params = tool.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise EncodingError(f"tool {name!r}: parameters must be a JSON schema object", field="tools")
+    required = set(params.get("required") or ())
+    parts = [lark_literal(f'{INVOKE_OPEN} name="{name}">\n')]
+    for key, schema in (params.get("properties") or {}).items():
+        line = f'{parameter_rule(key, schema, rules)} "\\n"'
+        parts.append(line if key in required else f"({line})?")
+    parts.append(lark_literal(INVOKE_CLOSE))
+    return " ".join(parts)
+
+
+def tool_call_grammar(tools: list[dict], name: str | None, *, thinking: bool,
+                      single_tokens: Mapping[str, int]) -> str:
+    """The grammar of a forced tool call: one call of `name`, or one or more calls of any of `tools` (OpenAI
+    function objects) when `name` is None (tool_choice "required")."""
+    spell = Spelling(single_tokens)
+    offered = [t for t in tools if name is None or t.get("name") == name]
+    if not offered:
+        raise EncodingError(f"tool_choice names {name!r}, which is not among the tools "
+                            f"{[t.get('name') for t in tools]}", field="tool_choice")
+    invokes = "invoke" if name is not None else 'invoke ("\\n" invoke)*'
+    opener = f"reasoning {lark_literal(TOOL_CALLS_LEAD + chr(10))} " if thinking else ""
+    rules = [f"start: {opener}{invokes} {lark_literal(chr(10) + TOOL_CALLS_CLOSE)} {spell(EOS)}",
+             "invoke: " + " | ".join(f"invoke_{i}" for i in range(len(offered)))]
+    values: list[str] = []
+    rules += [f"invoke_{i}: {invoke_rule(t, values)}" for i, t in enumerate(offered)]
+    rules += values
+    # lazy: the value ends at the first closing tag (the regex includes it), as every DSML parser reads it
+    rules.append(f"raw_value[lazy]: /(?s:.*){PARAM_CLOSE.replace('/', chr(92) + '/')}/")
+    return "\n".join(rules + (reasoning_rules(spell) if thinking else [])) + "\n"

@@ -1,0 +1,208 @@
+"""`Constraint`: one request's grammar matcher (llguidance), the token mask of its next step, and how it finishes
+within the length limit.
+
+Masks off the critical path: after a request takes a token, the mask of its next token is computed on a worker
+thread (llguidance drops the GIL while it computes) while the engine runs the next forward; the sampler only
+waits for it. Each request has its own matcher, so a batch mixes constrained and free requests freely.
+
+Finishing within max_tokens (a constrained output is never cut off by the length limit):
+- Reasoning: with `Grammar.reasoning_end`, the engine writes that text (e.g. `</think>`) itself once the tokens
+  left reach `max(reasoning_room, the shortest finish + margin)`; reasoning thus takes at most
+  `max_tokens - reasoning_room` tokens, as Anthropic's `budget_tokens` bounds thinking, and what follows it
+  (a required tool call, a JSON reply) keeps `reasoning_room` tokens.
+- The rest: when the tokens left come near the length of the shortest finish the engine knows from the current
+  state (`finish_plan`: close an open raw span with its closer, else prefer `"` `}` `]` `,` `0` and EOS, else the
+  lowest allowed token), it follows that plan to the end. The plan is looked for only near the limit.
+"""
+
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import llguidance
+import llguidance.torch
+import torch
+from tokenizers import Tokenizer
+
+from .sampling_params import Grammar
+
+# Texts that finish JSON soonest, most decisive first: close a string, an object, an array; separate; a number.
+CLOSERS = ('"', "}", "]", ",", "0")
+PLAN_LIMIT = 512  # a finish longer than this is not looked for
+
+
+class GrammarError(ValueError):
+    """The request's grammar does not compile (unsupported schema, bad Lark)."""
+
+
+class GrammarTokenizer:
+    """The engine's tokenizer as llguidance sees it; built once, on first use (a 129K vocabulary takes seconds)."""
+
+    def __init__(self, tokenizer: Tokenizer, vocab_size: int, eos_token_id: int):
+        self.tokenizer, self.vocab_size, self.eos = tokenizer, vocab_size, eos_token_id
+        self._lock = threading.Lock()
+        self._ll: llguidance.LLTokenizer | None = None
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="dsv4-grammar")
+
+    @property
+    def ll(self) -> llguidance.LLTokenizer:
+        with self._lock:
+            if self._ll is None:
+                self._ll = llguidance.LLTokenizer(self.tokenizer.to_str(), n_vocab=self.vocab_size,
+                                                  eos_token=self.eos)
+            return self._ll
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def text(self, ids: list[int]) -> bytes:
+        """The tokens' text, special tokens spelled out (llguidance's own decoding leaves them out)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=False).encode()
+
+    def closer_ids(self, spans: tuple[tuple[str, str], ...]) -> list[list[int]]:
+        """EOS, `"`, the spans' closers (they also end a JSON value written between span-like tags), the rest."""
+        singles = [[ids[0]] for t in CLOSERS if len(ids := self.ids(t)) == 1]
+        return [[self.eos]] + singles[:1] + [self.ids(closer) for _, closer in spans] + singles[1:]
+
+
+class Constraint:
+    def __init__(self, grammar: Grammar, tokens: GrammarTokenizer, max_tokens: int):
+        self.grammar, self.tokens, self.max_tokens = grammar, tokens, max_tokens
+        self.matcher = llguidance.LLMatcher(tokens.ll, grammar.lark, log_level=0)
+        if self.matcher.is_error():
+            raise GrammarError(f"the grammar does not compile: {self.matcher.get_error()}")
+        self.text = b""  # the output so far (a token that holds part of a character adds U+FFFD)
+        self.generated = 0
+        self.plan: deque[int] = deque()
+        self.estimate = 0  # length of the last finish plan looked for
+        self._bitmask = llguidance.torch.allocate_token_bitmask(1, tokens.vocab_size)
+        self._future: Future | None = None
+        self.prefetch()
+        # the shortest finish from the start tells when to look again (on the worker, after the first mask)
+        self._estimating: Future | None = tokens.executor.submit(self._first_estimate)
+
+    def _first_estimate(self):
+        plan = self.finish_plan()
+        self.estimate = len(plan) if plan is not None else PLAN_LIMIT
+
+    # --- masks ---
+    def prefetch(self):
+        """Starts computing the next token's mask on the worker thread."""
+        if not self.matcher.is_stopped():
+            self._future = self.tokens.executor.submit(llguidance.torch.fill_next_token_bitmask, self.matcher,
+                                                       self._bitmask, 0)
+
+    def allowed(self) -> torch.Tensor:
+        """[vocab] bool: the tokens the next step may take (one, when the engine is finishing the output)."""
+        if self._future is not None:
+            self._future.result()
+        if not self.plan:
+            self._maybe_plan()
+        vocab = self.tokens.vocab_size
+        if self.plan:
+            out = torch.zeros(vocab, dtype=torch.bool)
+            out[self.plan[0]] = True
+            return out
+        return unpack(self._bitmask[0], vocab)
+
+    # --- advancing ---
+    def advance(self, token: int) -> bool:
+        """Takes the sampled token; False if the grammar refuses it (the output then cannot be completed)."""
+        if self._future is not None:
+            self._future.result()
+            self._future = None
+        if self.plan and self.plan[0] == token:
+            self.plan.popleft()
+        else:
+            self.plan.clear()
+        if not self.matcher.consume_token(token):
+            return False
+        self.text += self.tokens.text([token])
+        self.generated += 1
+        self.prefetch()
+        return True
+
+    def replay(self, tokens: list[int]) -> bool:
+        """Takes tokens generated before this matcher existed (a resumed request)."""
+        return all(self.advance(t) for t in tokens)
+
+    # --- finishing in time ---
+    def in_reasoning(self, text: bytes) -> bool:
+        end = self.grammar.reasoning_end
+        return end is not None and end.encode() not in text
+
+    def open_span(self, text: bytes) -> str | None:
+        """The closer of the raw span the output is in, if any."""
+        for opener, closer in self.grammar.raw_spans:
+            at = text.rfind(opener.encode())
+            if at >= 0 and closer.encode() not in text[at + len(opener.encode()):]:
+                return closer
+        return None
+
+    def finish_plan(self) -> list[int] | None:
+        """The tokens of a short way to finish from here (to EOS), or None if none is found within PLAN_LIMIT."""
+        m, text, out = self.matcher.deep_copy(), self.text, []
+        closers = self.tokens.closer_ids(self.grammar.raw_spans)
+        mask = llguidance.torch.allocate_token_bitmask(1, self.tokens.vocab_size)
+        while not m.is_stopped() and len(out) < PLAN_LIMIT:
+            if self.in_reasoning(text):
+                candidates = [self.tokens.ids(self.grammar.reasoning_end)]
+            elif (closer := self.open_span(text)) is not None:
+                candidates = [self.tokens.ids(closer)]
+            else:
+                candidates = closers
+            step = next((c for c in candidates if m.validate_tokens(c) == len(c)), None) or m.compute_ff_tokens()
+            if not step:
+                llguidance.torch.fill_next_token_bitmask(m, mask, 0)
+                allowed = unpack(mask[0], self.tokens.vocab_size).nonzero()
+                if not len(allowed):
+                    return None
+                step = [int(allowed[0])]
+            if not m.consume_tokens(step):
+                raise RuntimeError(f"finish plan: {m.get_error()}")
+            out += step
+            text += self.tokens.text(step)
+        return out if m.is_stopped() else None
+
+    def _maybe_plan(self):
+        """Adopts a finish plan once the tokens left come near its length (a margin covers the jump one token
+        can make: opening an object with several required properties)."""
+        if self._estimating is not None:
+            self._estimating.result()
+            self._estimating = None
+        left = self.max_tokens - self.generated
+        if self.in_reasoning(self.text):
+            if left > self.grammar.reasoning_room and left > 2 * self.estimate + 16:
+                return
+            plan = self.finish_plan()
+            if plan is None:
+                return
+            self.estimate = len(plan)
+            if left <= max(self.grammar.reasoning_room, len(plan) + margin(len(plan))):
+                self.plan.extend(self.tokens.ids(self.grammar.reasoning_end))
+            return
+        if left > 2 * self.estimate + 16:
+            return
+        plan = self.finish_plan()
+        if plan is None:
+            return
+        self.estimate = len(plan)
+        if left <= len(plan) + margin(len(plan)):
+            self.plan.extend(plan)
+
+
+def margin(n: int) -> int:
+    return 4 + n // 2
+
+
+_BITS = torch.arange(32, dtype=torch.int32)
+
+
+def unpack(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """llguidance's int32 bitmask [ceil(vocab/32)] -> bool [vocab]."""
+    return ((bitmask.unsqueeze(-1) >> _BITS) & 1).bool().flatten()[:vocab]
+
+
+def grammar_error(lark: str) -> str | None:
+    """Why a grammar does not compile (its first error, with the line), or None if it does."""
+    return llguidance.LLMatcher.validate_grammar(lark) or None
