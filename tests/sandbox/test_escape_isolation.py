@@ -57,6 +57,16 @@ def test_host_environment_is_not_readable(box, monkeypatch):
     assert SECRET not in r.stdout and "OPENAI_API_KEY" not in r.stdout
 
 
+
+@pytest.mark.parametrize("box", ["process", "container"], indirect=True)
+def test_bubblewraps_pid_1_holds_nothing_of_the_hosts(box):
+    """pid 1 is bubblewrap's init, dumpable and of the commands' uid: it must hold neither the control channel
+    nor a host file (it had the channel's pipes as stdin / stdout and `agent.log` as stderr)."""
+    r = box().run_shell("for f in /proc/1/fd/*; do readlink $f; done", timeout=10)
+    held = r.stdout.split()
+    assert held[:2] == ["/dev/null", "/dev/null"] and all(not h.startswith("/") for h in held[2:]), held
+
+
 # ---- the host disk: a workspace quota by default, bytes and inodes ------------------------------------------
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the quota's ext4 image is mounted by root; otherwise "

@@ -23,6 +23,7 @@ from dsv4.sandbox.config import ProcessConfig, SandboxSpec, VMConfig
 from dsv4.sandbox.errors import BackendUnavailable, CommandTimeout, SandboxClosed, UnsupportedOperation
 from dsv4.sandbox.keeper import Keeper
 from dsv4.sandbox.limits import Limits
+from dsv4.sandbox.logtail import LogTail
 from dsv4.sandbox.network import PROXY_VARS, NetworkRules, Relay
 from dsv4.sandbox.seccomp import build_filter
 from dsv4.sandbox.uids import UidLease, lease_uid
@@ -213,6 +214,8 @@ class BwrapBackend(GuestBackend):
         """How the workspace quota is kept (an ext4 image on the host, or a tmpfs and why)."""
         self.relay: Relay | None = None
         self.proc: subprocess.Popen | None = None
+        self.log: LogTail | None = None
+        self._host_fds: tuple[int, ...] = ()
         self.init_pid: int | None = None
         self.cgroup: SandboxCgroup | None = None
         self.enforcement = "rlimits only"
@@ -240,22 +243,27 @@ class BwrapBackend(GuestBackend):
         cpus = ",".join(map(str, self.spec.limits.cpu_set()))
         argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
                 *private_args(self.spec, self.state, self.late_binds, self.workspace)]
-        pass_fds: tuple[int, ...] = ()
+        # The channel is on fds other than 0-2: bubblewrap's pid 1 (dumpable, the commands' uid) keeps only its
+        # stdio, which is /dev/null and a stderr kept as a bounded tail in host memory (no host file to fill).
+        to_agent, from_agent = os.pipe(), os.pipe()
+        guest_fds = (to_agent[0], from_agent[1])
+        self._host_fds = (from_agent[0], to_agent[1])
+        pass_fds: tuple[int, ...] = guest_fds
         if self.cfg.seccomp:
             fd = self._seccomp_fd()
             argv += ["--seccomp", str(fd)]
-            pass_fds = (fd,)
-        argv += [*self.agent_argv, f"{GUEST_DIR}/agent.py"]
+            pass_fds += (fd,)
+        argv += [*self.agent_argv, f"{GUEST_DIR}/agent.py", f"--fds={guest_fds[0]},{guest_fds[1]}"]
         as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
-        log = open(self.state / "agent.log", "wb")
+        self.log = LogTail()
         try:
-            self.proc = self._keeper.spawn(argv, self.cgroup, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=log, pass_fds=pass_fds, env=HOST_ENV, **as_user)
+            self.proc = self._keeper.spawn(argv, self.cgroup, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=self.log.fd, pass_fds=pass_fds, env=HOST_ENV, **as_user)
         finally:
-            log.close()
+            self.log.close_writer()
             for fd in pass_fds:
                 os.close(fd)
-        self.channel = AgentChannel(self.proc.stdout.fileno(), self.proc.stdin.fileno(), self._why_dead)
+        self.channel = AgentChannel(*self._host_fds, self._why_dead)
         self._handshake()
         self.init_pid = next(iter(child_pids(self.proc.pid)), None)
 
@@ -295,10 +303,13 @@ class BwrapBackend(GuestBackend):
 
     def _why_dead(self) -> str:
         code = None if self.proc is None else self.proc.poll()
-        try:
-            log = (self.state / "agent.log").read_text(errors="replace").strip()[-2000:]
-        except OSError:
-            log = ""
+        if self.log is not None:
+            log = self.log.text().strip()[-2000:]
+        else:  # runsc's own stderr, out of the guest's reach
+            try:
+                log = (self.state / "agent.log").read_text(errors="replace").strip()[-2000:]
+            except OSError:
+                log = ""
         return f"bwrap exit status={code}, stderr={log!r}"
 
     def is_alive(self) -> bool:
@@ -313,7 +324,11 @@ class BwrapBackend(GuestBackend):
                 kill_and_wait(self.init_pid)
             self.proc.wait()
             for pipe in (self.proc.stdin, self.proc.stdout):
-                pipe.close()
+                if pipe is not None:
+                    pipe.close()
+        for fd in self._host_fds:
+            os.close(fd)
+        self._host_fds = ()
         self._keeper.release()
         if self.relay is not None:
             self.relay.close()
