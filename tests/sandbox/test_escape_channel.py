@@ -21,7 +21,8 @@ STEAL = textwrap.dedent("""
     pid, fd = int(sys.argv[1]), int(sys.argv[2])
     pidfd = libc.syscall(434, pid, 0)
     stolen = libc.syscall(438, pidfd, fd, 0) if pidfd >= 0 else -1
-    print("took" if stolen >= 0 else f"errno {ctypes.get_errno()}", flush=True)
+    print(f"took {os.readlink(f'/proc/self/fd/{stolen}')}" if stolen >= 0 else f"errno {ctypes.get_errno()}",
+          flush=True)
     if stolen >= 0 and len(sys.argv) > 3:  # flood the host's end without a newline
         chunk = b"x" * (1 << 20)
         for _ in range(int(sys.argv[3])):

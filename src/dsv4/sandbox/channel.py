@@ -40,6 +40,8 @@ CHUNK = 256 << 10
 DEFAULT_REPLY_LIMIT = 1 << 30
 """Data, output and parts one request may receive when the request sets no limit of its own."""
 READ_SIZE = 1 << 20
+SEND_STALL_S = 300.0
+"""A line the agent has not taken any of for this long fails its request: the agent is wedged."""
 
 
 class _Pending:
@@ -151,6 +153,7 @@ class AgentChannel:
         self._next_id = 0
         self._pending: dict[str, _Pending] = {}
         self._broken: Exception | None = None
+        os.set_blocking(write_fd, False)  # a send waits with a deadline: a wedged agent cannot hang the host
 
     @property
     def broken(self) -> Exception | None:
@@ -271,16 +274,21 @@ class AgentChannel:
     def _send_chunk(self, rid: str, chunk, end: bool) -> None:
         self._send({"op": "chunk", "id": rid, "data": base64.b64encode(chunk).decode(), "end": end})
 
-    def _send(self, obj: dict, deadline: float = float("inf")) -> None:
+    def _send(self, obj: dict, deadline: float | None = None) -> None:
+        """Write one line; without a `deadline`, fail once the agent has taken nothing for SEND_STALL_S."""
         data = memoryview((json.dumps(obj) + "\n").encode())
         with self._send_lock:
-            try:
-                while data:
-                    if deadline != float("inf"):
-                        self._wait_fd(self._write_fd, deadline, write=True)
+            while data:
+                try:
                     data = data[os.write(self._write_fd, data):]
-            except OSError as e:
-                raise SandboxClosed(f"the guest agent is gone ({e}); {self._describe()}") from e
+                except BlockingIOError:
+                    try:
+                        self._wait_fd(self._write_fd, deadline or time.monotonic() + SEND_STALL_S, write=True)
+                    except CommandTimeout as e:  # maybe half a line is out: nothing more can follow it
+                        self._fail(e)
+                        raise
+                except OSError as e:
+                    raise SandboxClosed(f"the guest agent is gone ({e}); {self._describe()}") from e
 
     def _read_line(self, deadline: float) -> bytes:
         """The next line, without its newline; only the newly read bytes are searched, so this is linear."""
