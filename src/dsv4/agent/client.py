@@ -21,6 +21,7 @@ class Completion:
     message: Message  # the assistant turn
     finish_reason: str
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens
+    warnings: list[dict] = field(default_factory=list)  # the endpoint's recoveries (dsv4 serve: x_dsv4_warnings)
 
 
 class ChatClient(Protocol):
@@ -52,7 +53,8 @@ class OpenAIClient:
             msg = choice["message"]
             message = Message(role="assistant", content=msg.get("content"),
                               reasoning_content=msg.get("reasoning_content"), tool_calls=msg.get("tool_calls") or None)
-            return Completion(message, choice.get("finish_reason") or "stop", data.get("usage") or {})
+            return Completion(message, choice.get("finish_reason") or "stop", data.get("usage") or {},
+                              list(data.get("x_dsv4_warnings") or []))
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise ClientError(f"the endpoint's answer is not a chat completion ({e!r}): {str(data)[:300]}") from e
 

@@ -10,10 +10,12 @@ import time
 
 from pydantic import BaseModel, Field
 
-from .client import ChatClient
+from dsv4.encoding.salvage import salvage_tool_calls
+
+from .client import ChatClient, Completion
 from .context import chars, compact, estimate_tokens
 from .errors import AgentError, ContextExhausted, LimitsExceeded
-from .messages import Message
+from .messages import FunctionCall, Message, ToolCall
 from .tools import ToolRegistry
 from .trajectory import Step, ToolResult, Trajectory
 
@@ -40,6 +42,9 @@ class AgentConfig(BaseModel):
     """... down to this fraction (see `dsv4.agent.context`)."""
     keep_recent: int = Field(4, ge=1)
     """Steps whose tool outputs and reasoning are never elided."""
+    salvage_tool_calls: bool = True
+    """A reply without tool calls whose content holds one written as text (a declared tool, valid arguments, on
+    lines of its own outside code: `dsv4.encoding.salvage`) runs it as a call; the step records a warning."""
 
 
 class Agent:
@@ -87,7 +92,11 @@ class Agent:
         """One model call and the tool calls it made."""
         start = time.monotonic()
         sent = chars(trajectory.messages)
-        completion = self.client.complete(trajectory.messages, self.tools.schemas())
+        schemas = self.tools.schemas()
+        completion = self.client.complete(trajectory.messages, schemas)
+        warnings = list(completion.warnings)
+        if self.config.salvage_tool_calls:
+            warnings += _salvage(completion, schemas)
         reply = completion.message
         trajectory.messages.append(reply)
         results = []
@@ -98,7 +107,7 @@ class Agent:
             trajectory.messages.append(Message(role="tool", tool_call_id=call.id, content=out.text))
         trajectory.steps.append(Step(index=len(trajectory.steps), finish_reason=completion.finish_reason,
                                      usage=completion.usage, prompt_chars=sent, tool_results=results,
-                                     duration_s=time.monotonic() - start))
+                                     warnings=warnings, duration_s=time.monotonic() - start))
         if not reply.tool_calls:
             trajectory.status = "length" if completion.finish_reason == "length" else "finished"
 
@@ -110,3 +119,16 @@ class Agent:
             raise LimitsExceeded(f"max_tokens={c.max_tokens} spent ({trajectory.tokens()} tokens)")
         if c.max_seconds is not None and elapsed >= c.max_seconds:
             raise LimitsExceeded(f"max_seconds={c.max_seconds:g} passed ({elapsed:.1f} s)")
+
+
+def _salvage(completion: Completion, schemas: list[dict]) -> list[dict]:
+    """Turns the tool calls written as text in a reply that made none into calls (the content is kept as the model
+    wrote it); returns the warnings saying so, or why a call written as text was not taken."""
+    reply = completion.message
+    if reply.tool_calls or completion.finish_reason == "length" or not reply.content:
+        return []
+    found = salvage_tool_calls(reply.content, schemas)
+    if found.calls:
+        reply.tool_calls = [ToolCall(id=c.call.id, function=FunctionCall(name=c.call.name, arguments=c.call.arguments))
+                            for c in found.calls]
+    return found.warnings()

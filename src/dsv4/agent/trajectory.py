@@ -24,6 +24,8 @@ class Step(BaseModel):
     prompt_chars: int = 0
     """Characters of the conversation sent (with usage.prompt_tokens: the tokens per character)."""
     tool_results: list[ToolResult] = Field(default_factory=list)
+    warnings: list[dict] = Field(default_factory=list)
+    """What the endpoint (`x_dsv4_warnings`) or the agent recovered from: e.g. a tool call salvaged from text."""
     duration_s: float
 
 
