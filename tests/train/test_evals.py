@@ -72,3 +72,11 @@ def test_calls_the_tools_refused_are_not_valid_dsml():
     r = score_run(task, "finished", 3, msgs, [SimpleNamespace(output="error: invalid arguments for bash: ...")],
                   lambda p: None)
     assert (r.tool_calls, r.valid_calls, r.solved) == (2, 0, False)
+
+
+def test_seen_kind_tasks_come_from_the_training_pools():
+    from dsv4.train.words import DIRS, split
+
+    seen, held = held_out_tasks(12, held_out=False), held_out_tasks(12)
+    dirs = lambda tasks: {p.split("/")[0] for t in tasks for p in t.files}  # noqa: E731
+    assert dirs(seen) <= set(split(DIRS, False)) and dirs(held) <= set(split(DIRS, True))

@@ -55,6 +55,8 @@ def register_eval(sub) -> None:
     a = evals.add_parser("agent", help="held-out agent tasks through the server, agent loop and a sandbox")
     a.add_argument("--tasks", type=int, default=12)
     a.add_argument("--max-steps", type=int, default=6)
+    a.add_argument("--seen", action="store_true",
+                   help="tasks from the training pools and phrasings (fresh values) instead of held-out ones")
     a.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     _checkpoint_arg(a)
     a.set_defaults(func=cmd_eval_agent)
@@ -127,14 +129,15 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
 
     if args.tasks < 1 or args.max_steps < 1:
         raise SystemExit("dsv4 eval agent: --tasks and --max-steps must be positive")
-    tasks = held_out_tasks(args.tasks, **({"seed": args.seed} if args.seed else {}))
+    tasks = held_out_tasks(args.tasks, held_out=not args.seen, **({"seed": args.seed} if args.seed else {}))
     path = _checkpoint(args)
     results = []
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(_local_server(str(path))) + "/v1"
         model, _ = _listed_model(url, None)
         client = OpenAIClient(url, model, extra={"temperature": 0, "max_tokens": 256})
-        print(f"agent eval: {path}, {len(tasks)} held-out tasks, at most {args.max_steps} steps each", flush=True)
+        print(f"agent eval: {path}, {len(tasks)} {'seen-kind' if args.seen else 'held-out'} tasks, at most "
+              f"{args.max_steps} steps each", flush=True)
         for task in tasks:
             with Sandbox.create(args.sandbox) as sb:
                 prepare(sb, task)

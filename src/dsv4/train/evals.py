@@ -74,11 +74,12 @@ def passkey_grid(cases: list[PasskeyCase], correct: list[bool], digits: list[flo
     return lines
 
 
-def held_out_tasks(n: int, seed: int = 4321) -> list[AgentTask]:
-    """n unseen agent tasks, the families in turn."""
+def held_out_tasks(n: int, seed: int = 4321, held_out: bool = True) -> list[AgentTask]:
+    """n unseen agent tasks, the families in turn (held_out=False: from the training pools and phrasings, with
+    fresh values: how well the model fits what it was trained on)."""
     rng = random.Random(seed)
     families = sorted(FAMILIES)
-    return [make_task(rng, held_out=True, family=families[i % len(families)]) for i in range(n)]
+    return [make_task(rng, held_out=held_out, family=families[i % len(families)]) for i in range(n)]
 
 
 @dataclass
