@@ -98,3 +98,21 @@ def test_a_dead_engine_fails_open_streams(tiny_dir):
             asyncio.run(collect(p, PROMPTS[0], SamplingParams(max_tokens=2)))
     finally:
         p.close()
+
+
+def test_stats_say_idle_when_the_last_running_request_is_aborted(process):
+    # /metrics reads these stats; they came only with a step, and aborting the last request leaves none to come
+    # (dsv4_requests_running stayed at 10 for as long as no new request arrived after ten client timeouts)
+    async def main():
+        stream = process.stream(PROMPTS[1], SamplingParams(temperature=0, max_tokens=500))
+        await anext(stream)
+        await stream.aclose()
+        for _ in range(500):
+            if process.stats.running == 0:
+                break
+            await asyncio.sleep(0.01)
+
+    aborted = process.stats.finished["abort"]
+    asyncio.run(main())
+    assert process.stats.running == 0 and process.stats.blocks_used == 0
+    assert process.stats.finished["abort"] == aborted + 1

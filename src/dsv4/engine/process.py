@@ -166,6 +166,8 @@ def _child(conn, path_or_preset: str, config: EngineConfig, seed: int, threads: 
                     engine.abort(eid)
                     engine.seqs.pop(eid, None)
                     sent.pop(eid, None)
+                    if not engine.has_unfinished():  # no step follows to bring the parent the idle stats
+                        conn.send(("step", [], engine.stats()))
             if not engine.has_unfinished():
                 conn.send(("step", [], engine.stats()))  # idle now: the parent's stats say so
                 continue
