@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 from dsv4.engine.detokenizer import TokenBytes, decode_ids
 from dsv4.server import create_app
+from dsv4.server.control_tokens import ControlTokens
 from dsv4.server.prompt_bound import max_prompt_chars
 
 from ..engine.conftest import tiny_dir, tiny_model, tokenizer  # noqa: F401  (the engine's tiny checkpoint)
@@ -35,6 +36,7 @@ class ScriptedBackend:
         self.tokenizer, self.script, self.max_model_len, self.fail_after = tok, script, max_model_len, fail_after
         self.max_prompt_chars = max_prompt_chars(tok, max_model_len)
         self.token_bytes = TokenBytes(tok)
+        self.control_tokens = ControlTokens.of(tok)
         self.calls: list[tuple[list[int], SamplingParams]] = []
 
     def encode(self, prompt: str | list[int]) -> list[int]:

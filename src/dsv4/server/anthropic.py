@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from dsv4.encoding import (
     ArgumentsDelta,
@@ -30,37 +30,37 @@ from dsv4.encoding import (
 
 from .backend import Backend
 from .chat import ChatJob, ChatRun, prepare
+from .control_tokens import neutralised
+from .error_paths import Origin, located_error, origins_location
 from .errors import RequestError
 from .prompt_bound import check_prompt_size
-from .protocol import ChatCompletionRequest
+from .protocol import ChatCompletionRequest, thinking_type
+from .surrogates import ApiRequest, without_lone_surrogates
 
 
-class MessagesRequest(BaseModel):
+class CountTokensRequest(ApiRequest):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    max_tokens: int = Field(ge=1)
     messages: list[dict[str, Any]] = Field(min_length=1)
     system: str | list[dict[str, Any]] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     thinking: dict[str, Any] | None = None
+
+    @field_validator("thinking")
+    @classmethod
+    def _thinking(cls, v):
+        return thinking_type(v, ("enabled", "disabled", "adaptive"))
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: int = Field(ge=1)
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     stream: bool = False
-
-
-class CountTokensRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str | None = None
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    system: str | list[dict[str, Any]] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: dict[str, Any] | None = None
-    thinking: dict[str, Any] | None = None
 
 
 def _text(content, where: str) -> str:
@@ -79,10 +79,10 @@ def _text(content, where: str) -> str:
     return "".join(parts)
 
 
-def _user_messages(content, where: str) -> list[dict]:
+def _user_messages(content, where: str) -> list[tuple[dict, Origin]]:
     """A user turn -> tool messages for its tool_result blocks, then a user message for its text."""
     if isinstance(content, str):
-        return [{"role": "user", "content": content}]
+        return [({"role": "user", "content": content}, Origin(where))]
     out, text = [], []
     for i, block in enumerate(content if isinstance(content, list) else []):
         kind = block.get("type") if isinstance(block, dict) else None
@@ -90,21 +90,23 @@ def _user_messages(content, where: str) -> list[dict]:
             result = _text(block.get("content", ""), f"{where}.content[{i}].content")
             if block.get("is_error"):
                 result = f"error: {result}"
-            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": result})
+            block_at = f"{where}.content[{i}]"
+            out.append(({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": result},
+                        Origin(block_at, {"tool_call_id": f"{block_at}.tool_use_id"})))
         elif kind == "text":
             text.append(block.get("text", ""))
         else:
             raise RequestError(f"{where}.content[{i}]: {kind!r} blocks are not supported in a user turn",
                                param=f"{where}.content[{i}]")
     if text or not out:
-        out.append({"role": "user", "content": "".join(text)})
+        out.append(({"role": "user", "content": "".join(text)}, Origin(where)))
     return out
 
 
-def _assistant_message(content, where: str) -> dict:
+def _assistant_message(content, where: str) -> tuple[dict, Origin]:
     if isinstance(content, str):
-        return {"role": "assistant", "content": content}
-    reasoning, text, calls = [], [], []
+        return {"role": "assistant", "content": content}, Origin(where)
+    reasoning, text, calls, origin = [], [], [], Origin(where)
     for i, block in enumerate(content if isinstance(content, list) else []):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "thinking":
@@ -114,6 +116,9 @@ def _assistant_message(content, where: str) -> dict:
         elif kind == "text":
             text.append(block.get("text", ""))
         elif kind == "tool_use":
+            block_at, call = f"{where}.content[{i}]", f"tool_calls[{len(calls)}]"
+            origin.fields.update({call: block_at, f"{call}.function.arguments": f"{block_at}.input",
+                                  f"{call}.function.name": f"{block_at}.name"})
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"),
                                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False)}})
@@ -125,23 +130,25 @@ def _assistant_message(content, where: str) -> dict:
         message["reasoning_content"] = "".join(reasoning)
     if calls:
         message["tool_calls"] = calls
-    return message
+    return message, origin
 
 
-def chat_body(request: MessagesRequest | CountTokensRequest) -> dict:
-    """The request in the chat-completions form."""
-    messages = []
+def chat_body(request: MessagesRequest | CountTokensRequest, origins: list[Origin] | None = None) -> dict:
+    """The request in the chat-completions form; `origins` gets where each chat message came from."""
+    translated: list[tuple[dict, Origin]] = []
     if request.system:
-        messages.append({"role": "system", "content": _text(request.system, "system")})
+        translated.append(({"role": "system", "content": _text(request.system, "system")}, Origin("system")))
     for i, m in enumerate(request.messages):
         role, where = m.get("role"), f"messages[{i}]"
         if role == "user":
-            messages += _user_messages(m.get("content", ""), where)
+            translated += _user_messages(m.get("content", ""), where)
         elif role == "assistant":
-            messages.append(_assistant_message(m.get("content", ""), where))
+            translated.append(_assistant_message(m.get("content", ""), where))
         else:
             raise RequestError(f"{where}.role: must be 'user' or 'assistant', got {role!r}", param=f"{where}.role")
-    body: dict = {"messages": messages}
+    if origins is not None:
+        origins += [origin for _, origin in translated]
+    body: dict = {"messages": [message for message, _ in translated]}
     if request.tools:
         body["tools"] = [{"type": "function",
                           "function": {"name": t.get("name"), "description": t.get("description", ""),
@@ -162,18 +169,21 @@ def chat_body(request: MessagesRequest | CountTokensRequest) -> dict:
 
 
 def prepare_messages(request: MessagesRequest, backend: Backend, *, dialect: str) -> ChatJob:
+    origins: list[Origin] = []
     try:
-        chat = ChatCompletionRequest.model_validate(chat_body(request))
+        chat = ChatCompletionRequest.model_validate(chat_body(request, origins))
     except ValueError as e:
         raise RequestError(str(e)) from e
-    return prepare(chat, backend, dialect=dialect)
+    return prepare(chat, backend, dialect=dialect, locate=origins_location(origins))
 
 
 def count_tokens(request: CountTokensRequest, backend: Backend, *, dialect: str) -> dict:
+    origins: list[Origin] = []
+    body = neutralised(chat_body(request, origins), backend)
     try:  # rendered as `prepare` does, without the limits: a prompt over the context still gets counted
-        prompt = encode_request(chat_body(request), dialect=dialect)
+        prompt = without_lone_surrogates(encode_request(body, dialect=dialect))
     except EncodingError as e:
-        raise RequestError(str(e)) from e
+        raise located_error(e, body, origins_location(origins)) from e
     # past the bound the prompt is over the context whatever its count, and tokenizing it is what costs
     check_prompt_size(prompt, backend, "messages")
     return {"input_tokens": len(backend.encode(prompt))}

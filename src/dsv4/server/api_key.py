@@ -20,7 +20,9 @@ class ApiKey:
 
     def __init__(self, app: ASGIApp, key: str, open_paths: tuple[str, ...], refuse: Callable[[Request], Response]):
         self.app, self.open_paths, self.refuse = app, open_paths, refuse
-        self.expected = f"Bearer {key}".encode()
+        if not key.strip():  # an empty key would let a request with no key through
+            raise ValueError("the API key is empty")
+        self.expected = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths or self.carries_key(Headers(scope=scope)):
@@ -28,7 +30,9 @@ class ApiKey:
         await self.refuse(Request(scope))(scope, receive, send)
 
     def carries_key(self, headers: Headers) -> bool:
-        bearer = headers.get("authorization", "").encode()
-        x_key = f"Bearer {headers.get('x-api-key', '')}".encode()
+        scheme, _, credentials = headers.get("authorization", "").strip().partition(" ")
+        # the scheme is case-insensitive (RFC 9110 11.1): `bearer KEY` is as good as `Bearer KEY`
+        bearer = credentials.strip().encode() if scheme.lower() == "bearer" else b""
+        x_key = headers.get("x-api-key", "").encode()
         # both compared, in constant time: the time taken tells nothing of the key
         return hmac.compare_digest(bearer, self.expected) | hmac.compare_digest(x_key, self.expected)

@@ -57,6 +57,8 @@ log = logging.getLogger("dsv4.server")
 
 DEFAULT_MAX_REQUEST_BYTES = 16 << 20  # a whole 1M-token context is ~4 MB of text: 4x for JSON escapes and tools
 OPEN_PATHS = ("/health", "/metrics")  # for load balancers and scrapers, with or without an API key
+# events must reach the client as they are written: no cache may keep them, no proxy (nginx) buffer them
+STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int = 32768,
@@ -89,6 +91,10 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         message = "; ".join(f"{'.'.join(str(x) for x in err.get('loc', ()) if x != 'body') or 'body'}: "
                             f"{err.get('msg')}" for err in e.errors()[:5])
+        if first.get("type") == "json_invalid":  # its loc holds the character offset, not a field
+            where = None
+            message = f"the body is not valid JSON: {(first.get('ctx') or {}).get('error', 'JSON decode error')} " \
+                      f"at character {first.get('loc', (None, '?'))[-1]}"
         if _anthropic(request):
             return JSONResponse(anthropic_error(message), status_code=400)
         return JSONResponse(error_body(message, param=where or None), status_code=400)
@@ -138,7 +144,7 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         while waiting for a whole reply cancels it (Starlette cancels only streaming responses on its own): an agent
         that times out and retries would otherwise leave the first request generating."""
         if request.stream:
-            return StreamingResponse(stream(job, backend), media_type="text/event-stream")
+            return StreamingResponse(stream(job, backend), media_type="text/event-stream", headers=STREAM_HEADERS)
         task = asyncio.ensure_future(complete(job, backend))
         while not (await asyncio.wait({task}, timeout=0.25))[0]:
             if await raw.is_disconnected():

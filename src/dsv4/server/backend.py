@@ -14,6 +14,7 @@ from dsv4.engine.detokenizer import TokenBytes
 from dsv4.engine.engine import encode_prompt, load_tokenizer
 from dsv4.engine.process import EngineProcess
 
+from .control_tokens import ControlTokens
 from .prompt_bound import max_prompt_chars
 
 
@@ -21,6 +22,7 @@ class Backend(Protocol):
     model_name: str
     max_model_len: int  # prompt + completion tokens of one request at most
     max_prompt_chars: int | None  # a longer text prompt cannot fit (refused untokenized); None: unknown
+    control_tokens: ControlTokens  # the tokenizer's special tokens, neutralised in chat text
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         """Text -> token ids; token ids are checked (ValueError naming the bad ones)."""
@@ -44,6 +46,7 @@ class EngineBackend:
         c = engine.config
         self.max_model_len = min(c.max_model_len, c.num_blocks * c.block_size)  # a request must fit in the cache
         self.max_prompt_chars = max_prompt_chars(engine.tokenizer, self.max_model_len)
+        self.control_tokens = ControlTokens.of(engine.tokenizer)
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         return self.engine.encode(prompt)
@@ -69,6 +72,7 @@ class ProcessBackend:
         self.process = EngineProcess(path_or_preset, config, seed)
         self.max_model_len = self.process.info["max_model_len"]
         self.max_prompt_chars = max_prompt_chars(tokenizer, self.max_model_len)
+        self.control_tokens = ControlTokens.of(tokenizer)
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         return encode_prompt(self.tokenizer, self.process.info["vocab_size"], prompt)

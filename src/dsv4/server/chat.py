@@ -29,11 +29,13 @@ from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 
 from .backend import Backend
 from .constrained import reply_grammar
-from .errors import RequestError
+from .control_tokens import neutralised
+from .error_paths import Locate, chat_location, located_error
 from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
 from .sampling import sampling_params
 from .streaming import text_deltas
+from .surrogates import without_lone_surrogates
 
 log = logging.getLogger("dsv4.server")
 
@@ -50,13 +52,15 @@ class ChatJob:
 
 
 def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = "ga",
-            default_max_tokens: int = 32768) -> ChatJob:
-    """Renders and tokenizes the prompt and checks the limits; raises `RequestError` naming what is wrong."""
-    body = request.encoder_request()
+            default_max_tokens: int = 32768, locate: Locate = chat_location) -> ChatJob:
+    """Renders and tokenizes the prompt and checks the limits; raises `RequestError` naming what is wrong (where
+    the client's body has it: `locate`, for a request translated from another API's)."""
+    body = neutralised(request.encoder_request(), backend)
     try:
-        prompt = encode_request(body, dialect=dialect)
+        # arguments are JSON text: a surrogate escaped in them is only decoded now
+        prompt = without_lone_surrogates(encode_request(body, dialect=dialect))
     except EncodingError as e:
-        raise RequestError(str(e), param=f"messages[{e.index}]" if e.index is not None else e.field) from e
+        raise located_error(e, body, locate) from e
     check_prompt_size(prompt, backend, "messages")
     ids = backend.encode(prompt)
     params = sampling_params(request, len(ids), backend, default_max_tokens=default_max_tokens, where="messages")

@@ -12,12 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .surrogates import ApiRequest
+
 
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(ApiRequest):
     """What the chat and the text completions share: sampling, limits, stops."""
 
     model_config = ConfigDict(extra="allow")
@@ -89,6 +91,11 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("top_logprobs needs logprobs=true")
         return self
 
+    @field_validator("thinking")
+    @classmethod
+    def _thinking(cls, v):
+        return thinking_type(v, ("enabled", "disabled"))
+
     @property
     def token_limit(self) -> int | None:
         """max_completion_tokens (the current name) or max_tokens (the old one)."""
@@ -126,6 +133,13 @@ class CompletionRequest(SamplingFields):
     @property
     def n_logprobs(self) -> int | None:
         return self.logprobs
+
+
+def thinking_type(thinking: dict | None, known: tuple[str, ...]) -> dict | None:
+    """`thinking` checked: a type the server acts on (one it does not know would be ignored silently)."""
+    if thinking is not None and thinking.get("type") not in known:
+        raise ValueError(f"thinking.type must be one of {', '.join(map(repr, known))}, got {thinking.get('type')!r}")
+    return thinking
 
 
 def completion_id(prefix: str = "chatcmpl") -> str:
