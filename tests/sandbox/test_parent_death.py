@@ -71,12 +71,15 @@ def test_sigkill_of_the_owner_leaves_nothing_running(kind):
         run_and_kill(kind, scratch)
 
 
-def dsv4_cgroups() -> set[str]:
-    return set(glob.glob("/sys/fs/cgroup/*/dsv4-*"))
+def own_cgroups(state: str) -> list[str]:
+    """The cgroup patterns a sandbox lists in its state directory (its own, or runsc's for it)."""
+    try:
+        return (Path(state) / "cgroups").read_text().split()
+    except OSError:
+        return []
 
 
 def run_and_kill(kind: str, scratch: str) -> None:
-    cgroups_before = dsv4_cgroups()  # sandboxes of other tests may be alive: only new cgroups count
     child = subprocess.Popen([sys.executable, "-c", CHILD, kind, scratch], stdout=subprocess.PIPE, text=True)
     first = json.loads(child.stdout.readline() or '{"unavailable": "child died"}')
     if "unavailable" in first:
@@ -84,6 +87,8 @@ def run_and_kill(kind: str, scratch: str) -> None:
         child.wait()
         pytest.skip(f"backend {kind!r} unavailable: {first['unavailable']}")
     assert left_behind(kind, first["marks"])
+    # this sandbox's cgroups alone: other processes' sandboxes come and go meanwhile
+    cgroups = own_cgroups(first["marks"][0]) if kind != "function" else []
     child.kill()
     child.wait()
     deadline = time.monotonic() + 15
@@ -94,4 +99,4 @@ def run_and_kill(kind: str, scratch: str) -> None:
         state = Path(first["marks"][0])
         sweep_orphans(state.parent)
         assert not state.exists()
-        assert not glob.glob(f"/sys/fs/cgroup/*/{state.name}") and not dsv4_cgroups() - cgroups_before
+        assert not glob.glob(f"/sys/fs/cgroup/*/{state.name}") and not [p for c in cgroups for p in glob.glob(c)]
