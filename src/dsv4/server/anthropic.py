@@ -168,13 +168,14 @@ def chat_body(request: MessagesRequest | CountTokensRequest, origins: list[Origi
     return body
 
 
-def prepare_messages(request: MessagesRequest, backend: Backend, *, dialect: str) -> ChatJob:
+def prepare_messages(request: MessagesRequest, backend: Backend, *, dialect: str, **job) -> ChatJob:
+    """The job of a Messages request (`job`: `prepare`'s salvage and reasoning_store)."""
     origins: list[Origin] = []
     try:
         chat = ChatCompletionRequest.model_validate(chat_body(request, origins))
     except ValueError as e:
         raise RequestError(str(e)) from e
-    return prepare(chat, backend, dialect=dialect, locate=origins_location(origins))
+    return prepare(chat, backend, dialect=dialect, locate=origins_location(origins), **job)
 
 
 def count_tokens(request: CountTokensRequest, backend: Backend, *, dialect: str) -> dict:
@@ -197,7 +198,7 @@ def _stop_reason(run: ChatRun) -> tuple[str, str | None]:
     out = run.output
     if out.finish_reason == "length":
         return "max_tokens", None
-    if any(isinstance(e, ToolCallStart) for e in run.events):
+    if run.finish_reason() == "tool_calls":  # the model's calls, or calls it wrote as text (salvaged)
         return "tool_use", None
     if isinstance(out.stop_reason, str):
         return "stop_sequence", out.stop_reason
@@ -292,6 +293,10 @@ async def stream_messages(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
     except Exception as e:
         yield sse("error", {"type": "error", "error": {"type": "api_error", "message": f"generation failed: {e}"}})
         return
+    for i, call in enumerate(run.salvaged_calls()):  # calls written as text: tool_use blocks after that text
+        for ev in (ToolCallStart(i, call.id, call.name), ArgumentsDelta(i, call.arguments), ToolCallEnd(i)):
+            for name, data in blocks.events(ev):
+                yield sse(name, data)
     for name, data in blocks.close():
         yield sse(name, data)
     reason, sequence = _stop_reason(run)

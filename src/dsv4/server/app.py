@@ -1,4 +1,6 @@
-"""The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (streaming or not), `GET /v1/models`, `GET /health`.
+"""The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (streaming or not), `POST /v1/responses` (OpenAI's
+Responses API, `responses.py`), `POST /v1/messages` (Anthropic's, `anthropic.py`), `POST /v1/completions`,
+`GET /v1/models[/{id}]`, `GET /health`, `GET /metrics`.
 
     app = create_app(EngineBackend(Engine.from_pretrained("ckpt/"), "deepseek-v4"))
     uvicorn.run(app)
@@ -17,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -51,6 +54,10 @@ from .protocol import (
     completion_id,
     error_body,
 )
+from .reasoning_store import ReasoningStore
+from .response_store import ResponseStore
+from .responses import ResponsesRequest, prepare_response
+from .responses_output import complete_response, stream_response
 
 log = logging.getLogger("dsv4.server")
 
@@ -62,6 +69,8 @@ STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int = 32768,
+               salvage_tool_calls: bool = False, retain_reasoning: bool = True,
+               reasoning_store: ReasoningStore | None = None,
                api_key: str | None = None, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> FastAPI:
     """The API over `backend`. `default_max_tokens`: a request's completion limit when it sets none (lowered to
     what fits in the context). `api_key`: when set, every path but /health and /metrics (/docs and
@@ -78,7 +87,11 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
 
     app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible", lifespan=lifespan)
     app.state.backend = backend
+    # reasoning retention (reasoning_store.py): on unless turned off; `reasoning_store` for a file-backed one
+    store = (reasoning_store or ReasoningStore()) if retain_reasoning else None
+    app.state.reasoning_store = store
     metrics = Metrics(backend)
+    response_store = ResponseStore()  # the conversations behind stored responses, for previous_response_id
     backend = MeteredBackend(backend, metrics)
 
     if api_key is not None:
@@ -134,6 +147,13 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     async def models():
         return ModelList(data=[ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)])
 
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != backend.model_name:
+            raise RequestError(f"the model {model_id!r} does not exist; this server serves {backend.model_name!r}",
+                               status=404, code="model_not_found")
+        return ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)
+
     def check_model(name: str | None):
         if name is not None and name != backend.model_name:
             raise RequestError(f"the model {name!r} does not exist; this server serves {backend.model_name!r}",
@@ -144,7 +164,8 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         while waiting for a whole reply cancels it (Starlette cancels only streaming responses on its own): an agent
         that times out and retries would otherwise leave the first request generating."""
         if request.stream:
-            return StreamingResponse(stream(job, backend), media_type="text/event-stream", headers=STREAM_HEADERS)
+            return StreamingResponse(stream(job, backend), media_type="text/event-stream",
+                                     headers={**STREAM_HEADERS, **_job_headers(job)})
         task = asyncio.ensure_future(complete(job, backend))
         while not (await asyncio.wait({task}, timeout=0.25))[0]:
             if await raw.is_disconnected():
@@ -152,7 +173,7 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
-        return task.result()
+        return _with_headers(task.result(), _job_headers(job))
 
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest, raw: Request):
@@ -163,7 +184,8 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     @app.post("/v1/messages")
     async def messages(request: MessagesRequest, raw: Request):
         check_model(request.model)
-        job = await asyncio.to_thread(prepare_messages, request, backend, dialect=dialect)
+        job = await asyncio.to_thread(prepare_messages, request, backend, dialect=dialect,
+                                      salvage=salvage_tool_calls, reasoning_store=store)
         return await answer(request, raw, job, stream_messages, _messages_complete)
 
     @app.post("/v1/messages/count_tokens")
@@ -171,14 +193,37 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
         check_model(request.model)
         return await asyncio.to_thread(count_tokens, request, backend, dialect=dialect)
 
+    @app.post("/v1/responses")
+    async def responses(request: ResponsesRequest, raw: Request):
+        check_model(request.model)
+        job = await asyncio.to_thread(prepare_response, request, backend, response_store, dialect=dialect,
+                                      default_max_tokens=default_max_tokens)
+        return await answer(request, raw, job, stream_response, complete_response)
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, raw: Request):
         check_model(request.model)
         # rendering and tokenizing a long conversation takes a while: off the event loop, which streams the others
-        job = await asyncio.to_thread(prepare, request, backend, dialect=dialect, default_max_tokens=default_max_tokens)
+        job = await asyncio.to_thread(prepare, request, backend, dialect=dialect, default_max_tokens=default_max_tokens,
+                                      salvage=salvage_tool_calls, reasoning_store=store)
         return await answer(request, raw, job, _sse, _complete)
 
     return app
+
+
+def _job_headers(job) -> dict[str, str]:
+    """`x-dsv4-reasoning-restored: N` when the server put back the reasoning of N assistant turns."""
+    restored = getattr(job, "restored", 0)
+    return {"x-dsv4-reasoning-restored": str(restored)} if restored else {}
+
+
+def _with_headers(result, headers: dict[str, str]):
+    if not headers:
+        return result
+    if isinstance(result, Response):
+        result.headers.update(headers)
+        return result
+    return JSONResponse(jsonable_encoder(result), headers=headers)
 
 
 def _unauthorized(request: Request) -> JSONResponse:
@@ -221,7 +266,7 @@ async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatComple
         return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=500)
     message = run.message()
     out = run.output
-    return ChatCompletion(
+    completion = ChatCompletion(
         id=completion_id(), model=backend.model_name,
         choices=[Choice(
             message=ResponseMessage(
@@ -232,6 +277,8 @@ async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatComple
             logprobs=ChoiceLogprobs(content=logprobs_content(logprobs, backend.token_bytes))
             if job.params.logprobs is not None else None)],
         usage=_usage(job, out.token_ids))
+    warnings = run.warnings()  # a salvaged tool call, or one written as text and left (`--salvage-tool-calls`)
+    return JSONResponse({**completion.model_dump(), "x_dsv4_warnings": warnings}) if warnings else completion
 
 
 def _usage(job: ChatJob | CompletionJob, token_ids: list[int]) -> Usage:
@@ -245,11 +292,13 @@ async def _sse(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
     cid, model = completion_id(), backend.model_name
     created = int(time.time())
 
-    def chunk(delta: dict | None = None, finish_reason: str | None = None, logprobs=None, usage=None) -> str:
+    def chunk(delta: dict | None = None, finish_reason: str | None = None, logprobs=None, usage=None,
+              warnings=None) -> str:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason,
                                              **({"logprobs": logprobs} if logprobs is not None else {})}]
         body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": choices, **({"usage": usage} if usage is not None else {})}
+                "choices": choices, **({"usage": usage} if usage is not None else {}),
+                **({"x_dsv4_warnings": warnings} if warnings else {})}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     run = ChatRun(job, backend)
@@ -270,7 +319,9 @@ async def _sse(job: ChatJob, backend: Backend) -> AsyncIterator[str]:
         yield f"data: {json.dumps(error_body(f'generation failed: {e}', kind='server_error'))}\n\n"
         yield "data: [DONE]\n\n"
         return
-    yield chunk({}, finish_reason=run.finish_reason())
+    for delta in run.salvaged_deltas():  # the content went out as text; the calls follow it
+        yield chunk(delta)
+    yield chunk({}, finish_reason=run.finish_reason(), warnings=run.warnings())
     if job.request.include_usage:
         yield chunk(usage=_usage(job, run.output.token_ids).model_dump())
     yield "data: [DONE]\n\n"

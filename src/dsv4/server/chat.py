@@ -25,14 +25,17 @@ from dsv4.encoding import (
     fold_events,
 )
 from dsv4.encoding.request import thinking_mode_of
+from dsv4.encoding.salvage import Salvage, salvage_tool_calls
 from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
 
 from .backend import Backend
 from .constrained import reply_grammar
 from .control_tokens import neutralised
 from .error_paths import Locate, chat_location, located_error
+from .errors import RequestError
 from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
+from .reasoning_store import ReasoningStore
 from .sampling import sampling_params
 from .streaming import text_deltas
 from .surrogates import without_lone_surrogates
@@ -49,13 +52,20 @@ class ChatJob:
     params: SamplingParams
     thinking_mode: str
     forced_tool_call: bool  # the prompt ends inside an opened tool-call block (a forced tool_choice)
+    salvage: bool = False  # tool calls written as text in the content come back as calls (`encoding.salvage`)
+    restored: int = 0  # assistant turns whose dropped reasoning the server put back
+    reasoning_store: ReasoningStore | None = None  # where the reply's reasoning is kept, by its tool-call ids
 
 
 def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = "ga",
-            default_max_tokens: int = 32768, locate: Locate = chat_location) -> ChatJob:
+            default_max_tokens: int = 32768, locate: Locate = chat_location, salvage: bool = False,
+            reasoning_store: ReasoningStore | None = None) -> ChatJob:
     """Renders and tokenizes the prompt and checks the limits; raises `RequestError` naming what is wrong (where
     the client's body has it: `locate`, for a request translated from another API's)."""
-    body = neutralised(request.encoder_request(), backend)
+    body, restored = request.encoder_request(), 0
+    if reasoning_store is not None:  # before rendering: the prompt a client that kept the reasoning gets
+        body["messages"], restored = reasoning_store.restore(body["messages"])
+    body = neutralised(body, backend)
     try:
         # arguments are JSON text: a surrogate escaped in them is only decoded now
         prompt = without_lone_surrogates(encode_request(body, dialect=dialect))
@@ -68,7 +78,18 @@ def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = 
     grammar = reply_grammar(request, thinking=mode == "thinking", backend=backend, max_tokens=params.max_tokens)
     if grammar is not None:
         params = replace(params, grammar=grammar)
-    return ChatJob(request, ids, params, mode, prompt.endswith(FORCED_TOOL_CALLS))
+    return ChatJob(request, ids, params, mode, prompt.endswith(FORCED_TOOL_CALLS),
+                   salvage=salvage_requested(request, salvage), restored=restored, reasoning_store=reasoning_store)
+
+
+def salvage_requested(request: ChatCompletionRequest, default: bool) -> bool:
+    """The request's `x_dsv4_salvage` (true or false), else the server's default (`--salvage-tool-calls`)."""
+    value = (request.model_extra or {}).get("x_dsv4_salvage")
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(f"x_dsv4_salvage must be true or false, got {value!r}", param="x_dsv4_salvage")
+    return value
 
 
 @dataclass
@@ -88,6 +109,7 @@ class ChatRun:
     backend: Backend
     events: list[Event] = field(default_factory=list)
     output: RequestOutput | None = None
+    salvaged: Salvage | None = None  # tool calls found written as text, once the completion has ended
 
     async def steps(self) -> AsyncIterator[Step]:
         job = self.job
@@ -98,10 +120,37 @@ class ChatRun:
             pending = []
             self.events += events
             self.output = out
+            if out.finished:
+                self._ended()
             yield Step(events, logprobs, out)
+
+    def _ended(self) -> None:
+        """Salvages the calls written as text (when asked, and the model made none) and keeps the reasoning by the
+        reply's tool-call ids."""
+        job, message = self.job, fold_events(self.events, thinking_mode=self.job.thinking_mode)
+        if job.salvage and not message.tool_calls and self.output.finish_reason != "length" \
+                and job.request.tool_choice != "none":
+            self.salvaged = salvage_tool_calls(message.content, job.request.tools)
+        if job.reasoning_store is not None:
+            ids = [c.id for c in message.tool_calls] or [c.id for c in self.salvaged_calls()]
+            job.reasoning_store.record(ids, message.reasoning_content)
+
+    def salvaged_calls(self) -> list:
+        return [c.call for c in self.salvaged.calls] if self.salvaged is not None else []
+
+    def salvaged_deltas(self) -> list[dict]:
+        """The salvaged calls as tool-call deltas, sent at the end of a stream (whose content went out as text)."""
+        return [{"tool_calls": [{"index": i, **c.to_openai()}]} for i, c in enumerate(self.salvaged_calls())]
+
+    def warnings(self) -> list[dict]:
+        """What the reply's `x_dsv4_warnings` say: calls salvaged, or written as text and not taken."""
+        return self.salvaged.warnings() if self.salvaged is not None else []
 
     def message(self):
         message = fold_events(self.events, thinking_mode=self.job.thinking_mode)
+        if self.salvaged_calls():  # the content stays as written: a stream has already sent it
+            message.tool_calls = self.salvaged_calls()
+            message.warnings += [w["message"] for w in self.warnings()]
         for warning in message.warnings:
             log.warning("completion parsed with recovery: %s", warning)
         return message
@@ -110,7 +159,7 @@ class ChatRun:
         reason = self.output.finish_reason if self.output is not None else None
         if reason == "length":
             return "length"
-        if any(isinstance(e, ToolCallStart) for e in self.events):
+        if any(isinstance(e, ToolCallStart) for e in self.events) or self.salvaged_calls():
             return "tool_calls"
         return "stop"
 

@@ -1,0 +1,114 @@
+"""Reasoning retention: the reasoning of each assistant turn this server produced, by its tool-call ids, put back
+into a later request that replays the turn without it.
+
+V4 renders every earlier turn's reasoning when tools are declared, and DeepSeek's API refuses a tool-call turn
+replayed without it; many SDKs drop `reasoning_content` (or Anthropic `thinking` blocks) all the same. Without
+it the prompt is not the one the model was trained on, nor the bytes the prefix cache holds. Tool-call ids are
+fresh random ids (`call_<24 hex>`), so they name one turn of one conversation: what a client gets back is the
+reasoning of its own turn, never another's.
+
+In memory the store is a bounded LRU (turns and characters); with a path it is also an SQLite file, so a
+restarted server still restores the conversations it served before (the file keeps the newest `max_turns` call ids).
+"""
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+DEFAULT_MAX_TURNS = 65536
+DEFAULT_MAX_CHARS = 256 << 20  # reasoning characters held in memory at most (~0.5-1 GB at worst)
+
+
+class ReasoningStore:
+    def __init__(self, path: str | Path | None = None, *, max_turns: int = DEFAULT_MAX_TURNS,
+                 max_chars: int = DEFAULT_MAX_CHARS):
+        if max_turns < 1 or max_chars < 1:
+            raise ValueError(f"max_turns and max_chars must be >= 1; got {max_turns}, {max_chars}")
+        self.max_turns, self.max_chars = max_turns, max_chars
+        self._turns: OrderedDict[str, tuple[list[str], str]] = OrderedDict()  # first call id -> (ids, reasoning)
+        self._ids: dict[str, str] = {}  # every call id -> its turn's first id
+        self._chars = 0
+        self._lock = threading.Lock()  # prepare() runs in worker threads, recording on the event loop
+        self._db = _open(Path(path)) if path is not None else None
+
+    def record(self, call_ids: list[str], reasoning: str | None) -> None:
+        """Keeps `reasoning` for the turn whose tool calls have `call_ids` (nothing for a turn without calls)."""
+        if not call_ids or reasoning is None or len(reasoning) > self.max_chars:
+            return
+        with self._lock:
+            self._put(call_ids, reasoning)
+            if self._db is not None:
+                self._db.executemany("INSERT OR REPLACE INTO reasoning (call_id, turn, reasoning) VALUES (?, ?, ?)",
+                                     [(i, call_ids[0], reasoning) for i in call_ids])
+                self._db.execute("DELETE FROM reasoning WHERE rowid <= (SELECT MAX(rowid) FROM reasoning) - ?",
+                                 (self.max_turns,))
+                self._db.commit()
+
+    def lookup(self, call_ids: list[str]) -> str | None:
+        """The reasoning recorded for a turn with any of `call_ids`, or None."""
+        with self._lock:
+            for i in call_ids:
+                turn = self._ids.get(i)
+                if turn is not None:
+                    self._turns.move_to_end(turn)
+                    return self._turns[turn][1]
+            if self._db is None:
+                return None
+            for i in call_ids:
+                row = self._db.execute("SELECT turn, reasoning FROM reasoning WHERE call_id = ?", (i,)).fetchone()
+                if row is not None:
+                    ids = [r[0] for r in self._db.execute("SELECT call_id FROM reasoning WHERE turn = ?", (row[0],))]
+                    self._put(ids, row[1])
+                    return row[1]
+        return None
+
+    def restore(self, messages: list) -> tuple[list, int]:
+        """`messages` with the recorded reasoning put back into each assistant tool-call turn that has none;
+        and how many turns got some back. The list and its messages are copied where changed, never mutated."""
+        out, restored = list(messages), 0
+        for i, m in enumerate(messages):
+            if not (isinstance(m, dict) and m.get("role") == "assistant" and not m.get("reasoning_content")):
+                continue
+            ids = [c["id"] for c in m.get("tool_calls") or () if isinstance(c, dict) and isinstance(c.get("id"), str)]
+            reasoning = self.lookup(ids) if ids else None
+            if reasoning:
+                out[i] = {**m, "reasoning_content": reasoning}
+                restored += 1
+        return out, restored
+
+    def _put(self, call_ids: list[str], reasoning: str) -> None:
+        turn = call_ids[0]
+        self._drop(turn)
+        self._turns[turn] = (list(call_ids), reasoning)
+        self._chars += len(reasoning)
+        for i in call_ids:
+            self._ids[i] = turn
+        while len(self._turns) > self.max_turns or self._chars > self.max_chars:
+            self._drop(next(iter(self._turns)))
+
+    def _drop(self, turn: str) -> None:
+        entry = self._turns.pop(turn, None)
+        if entry is None:
+            return
+        ids, reasoning = entry
+        self._chars -= len(reasoning)
+        for i in ids:
+            if self._ids.get(i) == turn:
+                del self._ids[i]
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False)  # guarded by the store's lock
+    db.execute("CREATE TABLE IF NOT EXISTS reasoning (call_id TEXT PRIMARY KEY, turn TEXT NOT NULL, "
+               "reasoning TEXT NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS reasoning_turn ON reasoning (turn)")
+    db.commit()
+    return db
