@@ -138,9 +138,9 @@ def tool_call_grammar(tools: list[dict], name: str | None, *, thinking: bool,
     if not offered:
         raise EncodingError(f"tool_choice names {name!r}, which is not among the tools "
                             f"{[t.get('name') for t in tools]}", field="tool_choice")
-    invokes = "invoke" if name is not None else 'invoke ("\\n" invoke)*'
+    invokes = 'invoke "\\n"' if name is not None else '(invoke "\\n")+'
     opener = f"reasoning {lark_literal(TOOL_CALLS_LEAD + chr(10))} " if thinking else ""
-    rules = [f"start: {opener}{invokes} {lark_literal(chr(10) + TOOL_CALLS_CLOSE)} {spell(EOS)}",
+    rules = [f"start: {opener}{invokes} {lark_literal(TOOL_CALLS_CLOSE)} {spell(EOS)}",
              "invoke: " + " | ".join(f"invoke_{i}" for i in range(len(offered)))]
     values: list[str] = []
     rules += [f"invoke_{i}: {invoke_rule(t, values)}" for i, t in enumerate(offered)]

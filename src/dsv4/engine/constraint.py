@@ -26,8 +26,6 @@ from tokenizers import Tokenizer
 
 from .sampling_params import Grammar
 
-# Texts that finish JSON soonest, most decisive first: close a string, an object, an array; separate; a number.
-CLOSERS = ('"', "}", "]", ",", "0")
 PLAN_LIMIT = 512  # a finish longer than this is not looked for
 
 
@@ -59,10 +57,15 @@ class GrammarTokenizer:
         """The tokens' text, special tokens spelled out (llguidance's own decoding leaves them out)."""
         return self.tokenizer.decode(ids, skip_special_tokens=False).encode()
 
+    def single(self, text: str) -> int | None:
+        return ids[0] if len(ids := self.ids(text)) == 1 else None
+
     def closer_ids(self, spans: tuple[tuple[str, str], ...]) -> list[list[int]]:
-        """EOS, `"`, the spans' closers (they also end a JSON value written between span-like tags), the rest."""
-        singles = [[ids[0]] for t in CLOSERS if len(ids := self.ids(t)) == 1]
-        return [[self.eos]] + singles[:1] + [self.ids(closer) for _, closer in spans] + singles[1:]
+        """Outside a JSON string: EOS, `}`, `]`, the spans' closers (they also end a JSON value written between
+        span-like tags), `,`, `"` (a string or key the schema requires), `0`."""
+        close, sep = [[t] for c in ("}", "]") if (t := self.single(c)) is not None], \
+            [[t] for c in (",", '"', "0") if (t := self.single(c)) is not None]
+        return [[self.eos]] + close + [self.ids(closer) for _, closer in spans] + sep
 
 
 class Constraint:
@@ -94,8 +97,7 @@ class Constraint:
 
     def allowed(self) -> torch.Tensor:
         """[vocab] bool: the tokens the next step may take (one, when the engine is finishing the output)."""
-        if self._future is not None:
-            self._future.result()
+        self._settle()
         if not self.plan:
             self._maybe_plan()
         vocab = self.tokens.vocab_size
@@ -105,12 +107,17 @@ class Constraint:
             return out
         return unpack(self._bitmask[0], vocab)
 
+    def _settle(self):
+        """Waits for the worker's work on this matcher (a matcher is used by one thread at a time)."""
+        for future in (self._future, self._estimating):
+            if future is not None:
+                future.result()
+        self._future = self._estimating = None
+
     # --- advancing ---
     def advance(self, token: int) -> bool:
         """Takes the sampled token; False if the grammar refuses it (the output then cannot be completed)."""
-        if self._future is not None:
-            self._future.result()
-            self._future = None
+        self._settle()
         if self.plan and self.plan[0] == token:
             self.plan.popleft()
         else:
@@ -139,19 +146,40 @@ class Constraint:
                 return closer
         return None
 
+    def in_json_string(self, text: bytes) -> bool:
+        """Whether the output ends inside a JSON string: an odd count of unescaped quotes after the reasoning,
+        raw spans' contents left out (the grammars' tags quote their attributes in pairs)."""
+        if (end := self.grammar.reasoning_end) is not None:
+            text = text.split(end.encode(), 1)[-1]
+        for opener, closer in self.grammar.raw_spans:
+            parts = text.split(opener.encode())
+            text = parts[0] + b"".join(p.split(closer.encode(), 1)[1] if closer.encode() in p else b""
+                                       for p in parts[1:])
+        quotes, escaped = 0, False
+        for byte in text:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                quotes += 1
+        return quotes % 2 == 1
+
     def finish_plan(self) -> list[int] | None:
         """The tokens of a short way to finish from here (to EOS), or None if none is found within PLAN_LIMIT."""
         m, text, out = self.matcher.deep_copy(), self.text, []
-        closers = self.tokens.closer_ids(self.grammar.raw_spans)
+        closers, quote = self.tokens.closer_ids(self.grammar.raw_spans), self.tokens.single('"')
         mask = llguidance.torch.allocate_token_bitmask(1, self.tokens.vocab_size)
         while not m.is_stopped() and len(out) < PLAN_LIMIT:
             if self.in_reasoning(text):
                 candidates = [self.tokens.ids(self.grammar.reasoning_end)]
             elif (closer := self.open_span(text)) is not None:
                 candidates = [self.tokens.ids(closer)]
+            elif self.in_json_string(text):
+                candidates = [[quote]]
             else:
                 candidates = closers
-            step = next((c for c in candidates if m.validate_tokens(c) == len(c)), None) or m.compute_ff_tokens()
+            step = m.compute_ff_tokens() or next((c for c in candidates if m.validate_tokens(c) == len(c)), None)
             if not step:
                 llguidance.torch.fill_next_token_bitmask(m, mask, 0)
                 allowed = unpack(mask[0], self.tokens.vocab_size).nonzero()
@@ -166,28 +194,21 @@ class Constraint:
 
     def _maybe_plan(self):
         """Adopts a finish plan once the tokens left come near its length (a margin covers the jump one token
-        can make: opening an object with several required properties)."""
-        if self._estimating is not None:
-            self._estimating.result()
-            self._estimating = None
+        can make: opening an object with several required properties). Plans are looked for only near the limit:
+        every 8 tokens from twice the last plan's length, every token from its length + margin + 8."""
         left = self.max_tokens - self.generated
-        if self.in_reasoning(self.text):
-            if left > self.grammar.reasoning_room and left > 2 * self.estimate + 16:
-                return
-            plan = self.finish_plan()
-            if plan is None:
-                return
-            self.estimate = len(plan)
-            if left <= max(self.grammar.reasoning_room, len(plan) + margin(len(plan))):
-                self.plan.extend(self.tokens.ids(self.grammar.reasoning_end))
-            return
-        if left > 2 * self.estimate + 16:
+        reasoning = self.in_reasoning(self.text)
+        near = left <= self.estimate + margin(self.estimate) + 8 or (reasoning and left <= self.grammar.reasoning_room)
+        if not near and (left > 2 * self.estimate + 16 or left % 8):
             return
         plan = self.finish_plan()
         if plan is None:
             return
         self.estimate = len(plan)
-        if left <= len(plan) + margin(len(plan)):
+        if reasoning:
+            if left <= max(self.grammar.reasoning_room, len(plan) + margin(len(plan))):
+                self.plan.extend(self.tokens.ids(self.grammar.reasoning_end))
+        elif left <= len(plan) + margin(len(plan)):
             self.plan.extend(plan)
 
 

@@ -1,0 +1,153 @@
+"""Grammar-constrained decoding on a random-weight tiny model: JSON replies that parse and validate for randomized
+schemas, forced DSML tool calls that DeepSeek's recipe and dsv4's strict parser read as valid calls of the right
+tool (thinking and non-think), outputs that finish within max_tokens, and grammars that accept exactly the bytes
+the encoder renders."""
+
+import json
+import random
+
+import jsonschema
+import pytest
+
+from dsv4.encoding import FORCED_TOOL_CALLS, encode_messages, parse_completion
+from dsv4.encoding.dsml import render_tool_calls
+from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, tool_call_grammar
+from dsv4.encoding.tokens import EOS, PARAM_CLOSE, THINK_END
+from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.engine.constraint import Constraint, grammar_error
+from dsv4.engine.sampling_params import Grammar
+from tests.encoding.test_parse_strategies import recipe_parse
+
+TOOLS = [
+    {"name": "get_weather", "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 14},
+        "unit": {"type": "string", "enum": ["C", "F"]}}, "required": ["city", "days"]}},
+    {"name": "search", "parameters": {"type": "object", "properties": {
+        "query": {"type": "string"}, "filters": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+        "required": ["query"]}},
+]
+SPANS = ((RAW_VALUE_OPEN, PARAM_CLOSE),)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model, tokenizer):
+    return Engine(tiny_model, tokenizer, EngineConfig(num_blocks=64, max_num_seqs=16))
+
+
+def single(tokenizer) -> dict[str, int]:
+    return {t: tokenizer.token_to_id(t) for t in (THINK_END, EOS)}
+
+
+def random_schema(rng: random.Random, depth: int = 0) -> dict:
+    """A strict-mode object schema of scalars, enums, bounded arrays and nested objects."""
+    kinds = ["integer", "number", "boolean", "string", "enum", "array"] + (["object"] if depth < 2 else [])
+    props = {}
+    for i in range(rng.randint(1, 4)):
+        kind = rng.choice(kinds)
+        if kind == "integer":
+            s = {"type": "integer", **({"minimum": rng.randint(-5, 5)} if rng.random() < 0.5 else {})}
+        elif kind == "number":
+            s = {"type": "number"}
+        elif kind == "boolean":
+            s = {"type": "boolean"}
+        elif kind == "string":
+            s = {"type": "string", **({"maxLength": rng.randint(1, 8)} if rng.random() < 0.5 else {})}
+        elif kind == "enum":
+            s = {"type": "string", "enum": rng.sample(["red", "green", "blue", "x y", "é"], 3)}
+        elif kind == "array":
+            s = {"type": "array", "items": rng.choice([{"type": "integer"}, {"type": "string"}, {"type": "null"}]),
+                 "minItems": rng.randint(0, 2), "maxItems": 4}
+        else:
+            s = random_schema(rng, depth + 1)
+        props[f"k{i}_{kind}"] = s
+    return {"type": "object", "properties": props, "required": rng.sample(list(props), rng.randint(0, len(props))),
+            "additionalProperties": False}
+
+
+@pytest.mark.parametrize("n", [6, pytest.param(64, marks=pytest.mark.slow)])
+def test_json_schema_outputs_parse_and_validate_for_randomized_schemas(engine, tokenizer, n):
+    rng = random.Random(12)
+    schemas = [random_schema(rng) for _ in range(n)]
+    prompt = encode_messages([{"role": "user", "content": "Reply in JSON."}], thinking_mode="chat")
+    params = [SamplingParams(temperature=1.0, seed=i, max_tokens=64, grammar=Grammar(response_grammar(
+        {"type": "json_schema", "json_schema": {"schema": s}}, thinking=False, single_tokens=single(tokenizer))))
+        for i, s in enumerate(schemas)]
+    outs = [o for k in range(0, n, 16) for o in engine.generate([prompt] * len(params[k:k + 16]), params[k:k + 16])]
+    for schema, out in zip(schemas, outs, strict=True):
+        assert out.finish_reason == "stop" and out.token_ids[-1] == 1, out
+        jsonschema.validate(json.loads(out.text), schema)
+
+
+def test_json_object_in_thinking_mode_reasons_then_replies_json(engine, tokenizer):
+    prompt = encode_messages([{"role": "user", "content": "Reply in JSON."}])
+    lark = response_grammar({"type": "json_object"}, thinking=True, single_tokens=single(tokenizer))
+    out = engine.generate([prompt], SamplingParams(temperature=1.0, seed=3, max_tokens=40,
+                                                   grammar=Grammar(lark, THINK_END, 20)))[0]
+    message = parse_completion(out.text + EOS, thinking_mode="thinking")
+    assert out.finish_reason == "stop" and isinstance(json.loads(message.content), dict)
+    assert out.token_ids.index(tokenizer.token_to_id(THINK_END)) <= 40 - 20  # reasoning kept 20 tokens for the reply
+
+
+def test_a_forced_tool_call_is_a_valid_call_of_the_right_tool(engine, tokenizer):
+    # required and named, thinking and non-think, two seeds each: one batch
+    cases = [(thinking, name, seed) for thinking in (False, True) for name in (None, "search") for seed in (0, 1)]
+    prompts, params = [], []
+    for thinking, name, seed in cases:
+        choice = {"type": "function", "function": {"name": name}} if name else "required"
+        msgs = [{"role": "system", "content": "", "tools": [{"type": "function", "function": t} for t in TOOLS]},
+                {"role": "user", "content": "Weather in Paris?"}]
+        prompts.append(encode_messages(msgs, thinking_mode="thinking" if thinking else "chat", tool_choice=choice))
+        lark = tool_call_grammar(TOOLS, name, thinking=thinking, single_tokens=single(tokenizer))
+        grammar = Grammar(lark, THINK_END if thinking else None, 50 if thinking else 0, SPANS)
+        params.append(SamplingParams(temperature=1.0, seed=seed, max_tokens=100, grammar=grammar))
+    for (thinking, name, _), out in zip(cases, engine.generate(prompts, params), strict=True):
+        mode = "thinking" if thinking else "chat"
+        assert out.finish_reason == "stop"
+        text = (FORCED_TOOL_CALLS if not thinking else "") + out.text + EOS
+        message = parse_completion(text, thinking_mode=mode)  # dsv4's strict parser: raises on malformed DSML
+        _, content, calls = recipe_parse(text, mode)
+        assert content == "" and calls and len(calls) == len(message.tool_calls)
+        for call, (recipe_name, recipe_args) in zip(message.tool_calls, calls, strict=True):
+            tool = next(t for t in TOOLS if t["name"] == call.name)
+            assert call.name == recipe_name and (name is None or call.name == name)
+            jsonschema.validate(json.loads(call.arguments), tool["parameters"])
+            assert json.loads(recipe_args) == json.loads(call.arguments)
+
+
+def test_a_required_call_in_thinking_mode_is_never_cut_off_by_the_length_limit(engine, tokenizer):
+    # Random weights never close reasoning by themselves: the engine closes it so that the call fits.
+    lark = tool_call_grammar(TOOLS[:1], None, thinking=True, single_tokens=single(tokenizer))
+    prompt = encode_messages([{"role": "user", "content": "hi"}])
+    limits = [66, 90, 160]
+    outs = engine.generate([prompt] * len(limits), [SamplingParams(
+        temperature=1.0, seed=5, max_tokens=n, grammar=Grammar(lark, THINK_END, n // 2, SPANS)) for n in limits])
+    for n, out in zip(limits, outs, strict=True):
+        assert out.finish_reason == "stop" and len(out.token_ids) <= n
+        assert parse_completion(out.text + EOS).tool_calls[0].name == "get_weather"
+
+
+CALLS = [("get_weather", {"city": 'Pa"ris\n<b>', "days": 3, "unit": "F"}), ("search", {"query": "", "filters": []}),
+         ("search", {"query": "dsv4 <｜DSML｜ ok"})]
+
+
+def test_the_tool_call_grammar_accepts_exactly_the_rendered_calls(engine, tokenizer):
+    lark = tool_call_grammar(TOOLS, None, thinking=False, single_tokens=single(tokenizer))
+    text = render_tool_calls(CALLS, empty_line=False)[len(FORCED_TOOL_CALLS):] + EOS
+
+    def accepts(completion: str) -> bool:
+        c = Constraint(Grammar(lark), engine._grammar_tokens, 10_000)
+        return c.replay(tokenizer.encode(completion, add_special_tokens=False).ids) and c.matcher.is_stopped()
+
+    assert accepts(text)
+    assert not accepts(text.replace('name="search"', 'name="fetch"'))  # undeclared tool
+    assert not accepts(text.replace('"days" string="false">3', '"days" string="false">0'))  # below the minimum
+    assert not accepts(text.replace('"unit" string="true">F', '"unit" string="true">K'))  # not in the enum
+    assert not accepts(text.replace('<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n', ""))
+    assert not accepts(text.replace('"filters" string="false">[]', '"filters" string="false">[ ]'))  # JSON style
+
+
+def test_an_unsupported_schema_is_named_before_anything_runs():
+    lark = response_grammar({"type": "json_schema", "json_schema": {"schema": {"type": "objekt"}}}, thinking=False,
+                            single_tokens={})
+    assert "objekt" in grammar_error(lark)
+    assert grammar_error(response_grammar({"type": "json_object"}, thinking=False, single_tokens={})) is None
