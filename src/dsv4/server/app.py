@@ -83,7 +83,7 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     app = FastAPI(title="dsv4", description="DeepSeek-V4, OpenAI-compatible", lifespan=lifespan)
     app.state.backend = backend
     # reasoning retention (reasoning_store.py): on unless turned off; `reasoning_store` for a file-backed one
-    store = (reasoning_store or ReasoningStore()) if retain_reasoning else None
+    store = (reasoning_store if reasoning_store is not None else ReasoningStore()) if retain_reasoning else None
     app.state.reasoning_store = store
     metrics = Metrics(backend)
     backend = MeteredBackend(backend, metrics)
