@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -45,10 +46,36 @@ def register(sub) -> None:
     p.add_argument("--prefix-cache-size", type=int, default=8,
                    help="slot copies kept for prompt-prefix sharing between requests (0: off)")
     p.add_argument("--speculative", action="store_true", help="MTP speculative decoding for greedy requests")
+    agents = p.add_argument_group("agent clients")
+    agents.add_argument("--salvage-tool-calls", action="store_true",
+                        help="return a tool call the model wrote as text in its answer (a declared tool, arguments "
+                             "that validate, on lines of their own outside code) as a call, with x_dsv4_warnings; "
+                             "a request's x_dsv4_salvage (true or false) overrides this")
+    agents.add_argument("--reasoning-store", type=Path, default=None, metavar="PATH",
+                        help="also keep the reasoning of the tool-call turns served in this SQLite file, so it is "
+                             "put back after a restart (default: in memory only)")
+    agents.add_argument("--no-reasoning-retention", action="store_true",
+                        help="do not put recorded reasoning back into replayed tool-call turns that lack it "
+                             "(default: put back, with the header x-dsv4-reasoning-restored)")
     p.add_argument("--engine-in-process", action="store_true",
                    help="step the engine in a thread of the server's process (default: a process of its own, so "
                         "the engine and the event loop do not share a GIL)")
     p.set_defaults(func=cmd_serve)
+
+
+def agent_options(args: argparse.Namespace) -> dict:
+    """`create_app`'s salvage and reasoning-retention options from the flags."""
+    from dsv4.server.reasoning_store import ReasoningStore
+
+    if args.reasoning_store is not None and args.no_reasoning_retention:
+        raise SystemExit("dsv4 serve: --reasoning-store and --no-reasoning-retention contradict each other")
+    options = {"salvage_tool_calls": args.salvage_tool_calls, "retain_reasoning": not args.no_reasoning_retention}
+    if args.reasoning_store is not None:
+        try:
+            options["reasoning_store"] = ReasoningStore(args.reasoning_store)
+        except sqlite3.Error as e:
+            raise SystemExit(f"dsv4 serve: --reasoning-store {args.reasoning_store}: {e}") from None
+    return options
 
 
 def build_app(args: argparse.Namespace):
@@ -72,7 +99,7 @@ def build_app(args: argparse.Namespace):
         else ProcessBackend(str(model), config, name)
     limit = {"max_request_bytes": args.max_request_bytes} if args.max_request_bytes is not None else {}
     return create_app(backend, dialect=args.dialect, default_max_tokens=args.default_max_tokens,
-                      api_key=key, **limit)
+                      api_key=key, **limit, **agent_options(args))
 
 
 def api_key_of(args: argparse.Namespace) -> str | None:
