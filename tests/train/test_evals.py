@@ -58,10 +58,11 @@ def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, caps
 def test_a_held_out_task_is_solved_by_its_own_plan():
     task = next(t for t in held_out_tasks(6) if t.family == "write_file")  # the answer and the file both count
     message = SimpleNamespace(role="assistant", content=task.answer)
-    result = score_run(task, "finished", 2, [message], [SimpleNamespace(output="wrote 9 bytes")],
-                       lambda path: task.expect_file[1])
-    assert result.solved and result.valid_calls == result.tool_calls == 1
-    wrong_file = score_run(task, "finished", 2, [message], [], lambda path: "other")
+    steps = [SimpleNamespace(tool_results=[SimpleNamespace(output="wrote 9 bytes")], warnings=[]),
+             SimpleNamespace(tool_results=[], warnings=[])]
+    result = score_run(task, "finished", [message], steps, lambda path: task.expect_file[1])
+    assert result.solved and result.valid_calls == result.tool_calls == 1 and result.steps == 2
+    wrong_file = score_run(task, "finished", [message], steps, lambda path: "other")
     assert not wrong_file.solved
 
 
@@ -69,9 +70,11 @@ def test_calls_the_tools_refused_are_not_valid_dsml():
     task = held_out_tasks(1)[0]
     msgs = [SimpleNamespace(role="assistant", content="<｜DSML｜invoke name=\"x\">"),
             SimpleNamespace(role="assistant", content="no")]
-    r = score_run(task, "finished", 3, msgs, [SimpleNamespace(output="error: invalid arguments for bash: ...")],
-                  lambda p: None)
-    assert (r.tool_calls, r.valid_calls, r.solved) == (2, 0, False)
+    steps = [SimpleNamespace(tool_results=[SimpleNamespace(output="error: invalid arguments for bash: ...")],
+                             warnings=[]),
+             SimpleNamespace(tool_results=[SimpleNamespace(output="ok")], warnings=[{"message": "recovered"}])]
+    r = score_run(task, "finished", msgs, steps, lambda p: None)
+    assert (r.tool_calls, r.valid_calls, r.solved) == (3, 0, False)
 
 
 def test_seen_kind_tasks_come_from_the_training_pools():

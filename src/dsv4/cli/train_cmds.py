@@ -141,8 +141,9 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
         for task in tasks:
             with Sandbox.create(args.sandbox) as sb:
                 prepare(sb, task)
-                t = Agent(client, ToolRegistry(sandbox_tools(sb)), AgentConfig(max_steps=args.max_steps)).run(
-                    task.prompt)
+                # no salvage of calls written as text: the model's own DSML is what is measured
+                config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False)
+                t = Agent(client, ToolRegistry(sandbox_tools(sb)), config).run(task.prompt)
 
                 def read(p, sb=sb):
                     try:
@@ -150,8 +151,7 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
                     except SandboxFileError:
                         return None
 
-                r = score_run(task, t.status, len(t.steps), t.messages,
-                              [x for s in t.steps for x in s.tool_results], read)
+                r = score_run(task, t.status, t.messages, t.steps, read)
             results.append(r)
             print(f"\r{task.family:<12} {'solved' if r.solved else 'FAILED':<7} {r.status:<16} steps {r.steps} "
                   f"calls {r.valid_calls}/{r.tool_calls} valid | {task.prompt[:60]!r} -> {(r.answer or '')[:60]!r}",

@@ -96,16 +96,16 @@ class AgentResult:
 INVALID_CALL = ("error: there is no tool", "error: invalid arguments")
 
 
-def score_run(task: AgentTask, status: str, steps: int, messages: list, tool_results: list,
-              read_file) -> AgentResult:
-    """A finished run -> its result. `messages`: the conversation (objects with role / content); tool_results:
-    objects with `output`; read_file(path) -> the workspace file's text (None if missing)."""
+def score_run(task: AgentTask, status: str, messages: list, steps: list, read_file) -> AgentResult:
+    """A finished run -> its result. `messages`: the conversation (objects with role / content); steps: objects
+    with `tool_results` (each with `output`) and `warnings` (what the endpoint's parser had to recover: a call in a
+    step with any is not valid DSML); read_file(path) -> the workspace file's text (None if missing)."""
     answer = messages[-1].content if status == "finished" and messages[-1].role == "assistant" else None
     solved = answer is not None and task.expect_in_answer in answer
     if solved and task.expect_file is not None:
         path, content = task.expect_file
         solved = read_file(path) == content
     unparsed = sum((m.content or "").count(f"<{DSML}invoke") for m in messages if m.role == "assistant")
-    invalid = sum(r.output.startswith(INVALID_CALL) for r in tool_results)
-    calls = len(tool_results) + unparsed
-    return AgentResult(task, status, solved, steps, calls, calls - invalid - unparsed, answer)
+    calls = unparsed + sum(len(s.tool_results) for s in steps)
+    valid = sum(not s.warnings and not r.output.startswith(INVALID_CALL) for s in steps for r in s.tool_results)
+    return AgentResult(task, status, solved, len(steps), calls, valid, answer)
