@@ -669,6 +669,11 @@ def take_chunk(session, req):
     if upload is None:
         return
     sink, error = upload
+    if req.get("abort"):  # the host gave up on it: nobody waits for an answer
+        del session.uploads[req["id"]]
+        if error is None:
+            sink.abort()
+        return
     if error is None:
         try:
             sink.feed(base64.b64decode(req["data"]))

@@ -116,6 +116,7 @@ class Upload:
     def __init__(self, channel: "AgentChannel", rid: str, pending: _Pending, reply_within: float):
         self._channel, self._rid, self._pending, self._reply_within = channel, rid, pending, reply_within
         self._buf = bytearray()
+        self._ended = False
 
     def write(self, data: bytes) -> int:
         self._buf += data
@@ -127,6 +128,7 @@ class Upload:
     def close(self) -> dict:
         """Send the last chunk and return the agent's reply (an error raises, as for `request`)."""
         try:
+            self._ended = True
             self._channel._send_chunk(self._rid, self._buf, end=True)
             return self._channel._wait(self._pending, self._reply_within)
         finally:
@@ -137,6 +139,11 @@ class Upload:
 
     def __exit__(self, *exc) -> None:
         self._channel._forget(self._rid)  # an upload given up half-way: its reply, if any, is dropped
+        if not self._ended:  # and the agent closes what it had opened for it
+            try:
+                self._channel._send({"op": "chunk", "id": self._rid, "data": "", "end": True, "abort": True})
+            except SandboxError:
+                pass
 
 
 class AgentChannel:
