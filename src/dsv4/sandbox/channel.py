@@ -59,13 +59,15 @@ class _Pending:
         self.active_at = time.monotonic()
 
     def take(self, msg: dict, size: int) -> None:
-        """Account for one event line of `size` bytes; called on the reader thread."""
+        """Account for one line of `size` bytes (replies count too) and pass it on; on the reader thread."""
         self.received += size
         self.active_at = time.monotonic()
         if self.received > self.limit:
             raise AgentProtocolError(f"the guest agent sent more than limit={self.limit} bytes for one request")
         event = msg.get("event")
-        if event == "data":
+        if event is None:
+            self.mailbox.put(msg)
+        elif event == "data":
             self._data(base64.b64decode(msg["data"]))
         elif event == "output":
             chunk = base64.b64decode(msg["data"])
@@ -242,10 +244,7 @@ class AgentChannel:
                     pending = self._pending.get(str(msg.get("id")))
                 if pending is None:
                     continue  # a request that timed out; its late lines are dropped
-                if "event" in msg:
-                    pending.take(msg, len(line))
-                else:
-                    pending.mailbox.put(msg)
+                pending.take(msg, len(line))
             except (SandboxError, OSError, ValueError, KeyError, TypeError) as e:
                 self._fail(e)
                 return
