@@ -1,13 +1,15 @@
 """Enforced structured output and forced tool calls on the engine-backed server (random-weight tiny model), read
 by the unmodified `openai` and `anthropic` clients: `tool_choice` required / named and Anthropic's `any` / `tool`
 return a valid call of the right tool in thinking and non-think modes; `response_format` json_schema replies parse
-(`chat.completions.parse`) and validate; an unenforceable schema is a 400 naming the field."""
+(`chat.completions.parse`, LangChain's `with_structured_output` by json_schema and by function calling) and
+validate; an unenforceable schema is a 400 naming the field."""
 
 import asyncio
 
 import anthropic
 import httpx2
 import jsonschema
+import langchain_openai
 import openai
 import pydantic
 import pytest
@@ -117,3 +119,12 @@ def test_an_unenforceable_schema_is_a_400_naming_response_format(backend):
     with pytest.raises(openai.BadRequestError) as e:
         asyncio.run(main())
     assert e.value.body["param"] == "response_format" and "objekt" in e.value.body["message"]
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_langchain_with_structured_output_returns_the_pydantic_object(backend, method):
+    chat = langchain_openai.ChatOpenAI(model="tiny", base_url="http://dsv4/v1", api_key="none", max_retries=0,
+                                       max_tokens=160, temperature=1.0, seed=4, http_async_client=client_for(backend))
+    structured = chat.with_structured_output(Forecast, method=method)
+    forecast = asyncio.run(structured.ainvoke("Forecast for Paris."))  # thinking mode (the server's default)
+    assert isinstance(forecast, Forecast)
