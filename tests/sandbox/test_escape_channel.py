@@ -1,6 +1,8 @@
 """Attacks on the sandbox's control channel, its transfers and its process control (issue #16): each test is one
 attack and the way it must fail."""
 
+import base64
+import json
 import os
 import textwrap
 import threading
@@ -77,6 +79,31 @@ def test_the_host_reader_refuses_a_line_over_the_limit():
         channel.request("scan", 30, path="/")
     time.sleep(0.2)
     assert written[0] < MAX_FRAME + (8 << 20)  # the flood stalled: nobody reads the rest
+    for fd in (host_r, agent_w, agent_r, host_w):
+        os.close(fd)
+
+
+def test_more_data_than_a_request_allows_is_a_protocol_error():
+    """A hostile agent answering a 1 KiB read with endless well-formed data lines: stopped at the request's limit."""
+    host_r, agent_w = os.pipe()
+    agent_r, host_w = os.pipe()
+
+    def agent():
+        rid = json.loads(os.read(agent_r, 1 << 16).split(b"\n")[0])["id"]
+        line = (json.dumps({"id": rid, "event": "data", "data": base64.b64encode(b"d" * (256 << 10)).decode()})
+                + "\n").encode()
+        try:
+            for _ in range(256):
+                os.write(agent_w, line)
+        except OSError:
+            pass
+
+    threading.Thread(target=agent, daemon=True).start()
+    channel = AgentChannel(host_r, host_w, lambda: "test agent")
+    channel.start()
+    with pytest.raises(AgentProtocolError, match="limit="):
+        channel.request("read", 30, path="f", max_bytes=1024)
+    assert isinstance(channel.broken, AgentProtocolError)
     for fd in (host_r, agent_w, agent_r, host_w):
         os.close(fd)
 
