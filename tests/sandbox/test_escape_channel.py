@@ -44,9 +44,9 @@ def test_commands_cannot_reach_the_agents_fds(sb):
 
 
 def test_a_flooded_channel_kills_only_its_sandbox(make_sandbox):
-    """Wherever a command still gets hold of the host's pipe (bubblewrap's own pid 1 holds it; here without the
-    seccomp filter that refuses pidfd_getfd), writing to it without a newline is a protocol error: the sandbox
-    is closed, the host's reader stays bounded."""
+    """Wherever a command still gets hold of the host's pipe (bubblewrap's pid 1 held it as its stdout; here
+    without the seccomp filter that refuses pidfd_getfd), writing to it without a newline is a protocol error:
+    the sandbox is closed, the host's reader stays bounded. Skips where no process a command can reach holds it."""
     sb = make_sandbox(ProcessConfig(seccomp=False))
     sb.write_file("steal.py", STEAL)
     r = sb.run_shell("readlink /proc/1/fd/1; python3 steal.py 1 1", timeout=20)
