@@ -85,7 +85,8 @@ def test_a_raw_completion_prompt_keeps_its_special_tokens(real_tokenizer):
      "messages[1].reasoning_content", "must be a string"),
     # a bad top-level tool is tools[0], not messages[0].tools[0]
     ({"messages": USER, "tools": [{"type": "function"}]}, "tools[0]", "function"),
-    ({"messages": [{"role": "system", "content": "s"}, *USER], "tools": [{"type": "function"}]}, "tools[0]", "function"),
+    ({"messages": [{"role": "system", "content": "s"}, *USER], "tools": [{"type": "function"}]}, "tools[0]",
+     "function"),
     ({"messages": [USER[0], {"role": "tool", "tool_call_id": "nope", "content": "x"}],
       "response_format": {"type": "json_object"}}, "messages[1].tool_call_id", "does not follow"),
     ({"messages": USER, "response_format": {"type": "xml"}}, "response_format.type", "xml"),
@@ -103,7 +104,8 @@ def test_anthropic_errors_name_anthropics_fields(real_tokenizer):
             {"role": "assistant", "content": [{"type": "text", "text": "ok"}, {"type": "tool_use", "id": "t1",
                                                                                "name": "get_weather", "input": {}}]}]
     unknown = [*turn, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2", "content": "x"}]}]
-    r = post(ScriptedBackend(real_tokenizer, "x"), "/v1/messages", {"max_tokens": 5, "messages": unknown, "tools": tools})
+    r = post(ScriptedBackend(real_tokenizer, "x"), "/v1/messages", {"max_tokens": 5, "messages": unknown,
+                                                                     "tools": tools})
     message = r.json()["error"]["message"]
     assert r.status_code == 400 and message.startswith("messages[2].content[0].tool_use_id: ") and "'t2'" in message
     unanswered = [*turn, {"role": "user", "content": "and?"}]

@@ -1,4 +1,6 @@
-"""The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (streaming or not), `GET /v1/models`, `GET /health`.
+"""The OpenAI-compatible HTTP API: `POST /v1/chat/completions` (streaming or not), `POST /v1/responses` (OpenAI's
+Responses API, `responses.py`), `POST /v1/messages` (Anthropic's, `anthropic.py`), `POST /v1/completions`,
+`GET /v1/models[/{id}]`, `GET /health`, `GET /metrics`.
 
     app = create_app(EngineBackend(Engine.from_pretrained("ckpt/"), "deepseek-v4"))
     uvicorn.run(app)
@@ -53,6 +55,9 @@ from .protocol import (
     error_body,
 )
 from .reasoning_store import ReasoningStore
+from .response_store import ResponseStore
+from .responses import ResponsesRequest, prepare_response
+from .responses_output import complete_response, stream_response
 
 log = logging.getLogger("dsv4.server")
 
@@ -86,6 +91,7 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     store = (reasoning_store if reasoning_store is not None else ReasoningStore()) if retain_reasoning else None
     app.state.reasoning_store = store
     metrics = Metrics(backend)
+    response_store = ResponseStore()  # the conversations behind stored responses, for previous_response_id
     backend = MeteredBackend(backend, metrics)
 
     if api_key is not None:
@@ -141,6 +147,13 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     async def models():
         return ModelList(data=[ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)])
 
+    @app.get("/v1/models/{model_id:path}")
+    async def model(model_id: str):
+        if model_id != backend.model_name:
+            raise RequestError(f"the model {model_id!r} does not exist; this server serves {backend.model_name!r}",
+                               status=404, code="model_not_found")
+        return ModelCard(id=backend.model_name, max_model_len=backend.max_model_len)
+
     def check_model(name: str | None):
         if name is not None and name != backend.model_name:
             raise RequestError(f"the model {name!r} does not exist; this server serves {backend.model_name!r}",
@@ -179,6 +192,14 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
     async def messages_count_tokens(request: CountTokensRequest):
         check_model(request.model)
         return await asyncio.to_thread(count_tokens, request, backend, dialect=dialect)
+
+    @app.post("/v1/responses")
+    async def responses(request: ResponsesRequest, raw: Request):
+        check_model(request.model)
+        job = await asyncio.to_thread(prepare_response, request, backend, response_store, dialect=dialect,
+                                      default_max_tokens=default_max_tokens, salvage=salvage_tool_calls,
+                                      reasoning_store=store)
+        return await answer(request, raw, job, stream_response, complete_response)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: ChatCompletionRequest, raw: Request):
