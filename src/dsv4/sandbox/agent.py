@@ -508,14 +508,6 @@ def op_pack(session, req):
     return stream_tar(session, req, [(os.path.join(root, rel), rel) for rel in req["paths"]])
 
 
-def op_untar(session, req):
-    return UntarUpload(session, req)
-
-
-def op_write(session, req):
-    return WriteUpload(session, req)
-
-
 def op_list(session, req):
     path = resolve(session, req["path"])
     entries = []
@@ -638,7 +630,7 @@ def op_unforward(session, req):
 OPS = {"exec": op_exec, "read": op_read, "list": op_list, "tar": op_tar, "forward": op_forward,
        "scan": op_scan, "pack": op_pack, "remove": op_remove, "session": op_session, "unforward": op_unforward,
        "stop_others": op_stop_others}
-UPLOADS = {"write": op_write, "untar": op_untar}
+UPLOADS = {"write": WriteUpload, "untar": UntarUpload}
 """Operations whose payload follows the request as chunk lines: each returns an object fed chunk by chunk."""
 
 
