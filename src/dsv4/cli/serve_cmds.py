@@ -93,7 +93,7 @@ def build_app(args: argparse.Namespace):
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                           kv_cache_gib=args.kv_cache_gib,
                           decode_threads=args.decode_threads, prefix_cache_size=args.prefix_cache_size,
-                          speculative=args.speculative, **extra)
+                          speculative=args.speculative, grammar_warmup=True, **extra)
     name = args.served_model_name or Path(str(model)).name
     backend = EngineBackend(Engine.from_pretrained(model, config), name) if args.engine_in_process \
         else ProcessBackend(str(model), config, name)

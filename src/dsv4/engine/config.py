@@ -30,6 +30,9 @@ class EngineConfig:
     """Model compute dtype: float32 or bfloat16."""
     prefix_cache_size: int = 0
     """Slot copies kept at prompt block boundaries for prefix sharing between requests (0: no sharing)."""
+    grammar_warmup: bool = False
+    """Build the grammar tokenizer (llguidance's view of the vocabulary: ~8 s for V4's 129K tokens) on a worker thread
+    at start, not in the engine's loop when the first constrained request arrives (a server sets it)."""
     speculative: bool = False
     """MTP speculative decoding: greedy requests draft one token with the MTP layer, verified in the next step."""
     speculative_max_batch: int = 1

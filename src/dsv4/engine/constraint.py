@@ -15,6 +15,7 @@ Finishing within max_tokens (a constrained output is never cut off by the length
   lowest allowed token), it follows that plan to the end. The plan is looked for only near the limit.
 """
 
+import functools
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +34,12 @@ class GrammarError(ValueError):
     """The request's grammar does not compile (unsupported schema, bad Lark)."""
 
 
+@functools.lru_cache(maxsize=4)
+def ll_tokenizer(tokenizer_json: str, vocab_size: int, eos: int) -> llguidance.LLTokenizer:
+    """llguidance's tokenizer, shared by the engines of one process that have the same tokenizer."""
+    return llguidance.LLTokenizer(tokenizer_json, n_vocab=vocab_size, eos_token=eos)
+
+
 class GrammarTokenizer:
     """The engine's tokenizer as llguidance sees it; built once, on first use (a 129K vocabulary takes seconds)."""
 
@@ -42,12 +49,15 @@ class GrammarTokenizer:
         self._ll: llguidance.LLTokenizer | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="dsv4-grammar")
 
+    def warm(self):
+        """Starts building the llguidance tokenizer on the worker thread."""
+        self.executor.submit(lambda: self.ll)
+
     @property
     def ll(self) -> llguidance.LLTokenizer:
         with self._lock:
             if self._ll is None:
-                self._ll = llguidance.LLTokenizer(self.tokenizer.to_str(), n_vocab=self.vocab_size,
-                                                  eos_token=self.eos)
+                self._ll = ll_tokenizer(self.tokenizer.to_str(), self.vocab_size, self.eos)
             return self._ll
 
     def ids(self, text: str) -> list[int]:

@@ -115,6 +115,8 @@ class Engine:
         self.constraints: dict[int, Constraint] = {}  # requests with a grammar
         self._grammar_tokens = GrammarTokenizer(tokenizer, model.config.vocab_size, eos_token_id) \
             if tokenizer is not None else None
+        if config.grammar_warmup and self._grammar_tokens is not None:
+            self._grammar_tokens.warm()
         self._user_token = tokenizer.token_to_id(USER_TOKEN) if tokenizer is not None else None
         self._next_id = itertools.count()
 
