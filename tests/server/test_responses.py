@@ -192,6 +192,22 @@ def test_a_call_written_as_text_is_salvaged_when_the_server_says_so(real_tokeniz
     assert items(r)[-1] == ("function_call", "get_weather", {"city": "Rome"}) and r.output[0].type == "message"
 
 
+def test_a_failing_generation(real_tokenizer):
+    backend = ScriptedBackend(real_tokenizer, ANSWER, fail_after=3)
+    r = run(_post(backend, {"input": "hi"}))
+    assert r.status_code == 500 and "device lost" in r.json()["error"]["message"]
+    r = run(_post(backend, {"input": "hi", "stream": True}))
+    events = [json.loads(line[len("data: "):]) for line in r.text.splitlines() if line.startswith("data: ")]
+    last = events[-1]
+    assert last["type"] == "response.failed" and last["response"]["status"] == "failed"
+    assert "device lost" in last["response"]["error"]["message"]
+    before = real_tokenizer.decode(backend.encode(ANSWER)[:3])  # what came before the failure
+    assert last["response"]["output"][0]["content"][0]["text"] == before
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    r = run(_post(backend, {"input": "more", "previous_response_id": last["response"]["id"]}))
+    assert r.status_code == 404  # a failed response is not kept
+
+
 def test_model_by_id(real_tokenizer):
     backend = ScriptedBackend(real_tokenizer)
     model = run(client(backend).models.retrieve(backend.model_name))
