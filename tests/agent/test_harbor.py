@@ -3,6 +3,7 @@ COPY), the oracle solution passing, doing nothing failing, a model agent's run v
 rewards from reward.json, and tasks that need an image build skipped with the reason."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,92 @@ def test_agent_tasks_command(make_sandbox, tmp_path, capsys):
     assert rc == 0 and "hello-file" in out and "passed" in out and "skipped" in out and "1/1 passed" in out
     results = json.loads((tmp_path / "results.json").read_text())
     assert [(r["name"], r["status"]) for r in results] == [("hello-file", "passed"), ("needs-build", "skipped")]
+    assert results[0]["verifier"] == {"exit_code": 0, "timed_out": False, "stdout": "", "stderr": ""}
+
+
+def test_copy_follows_dockers_destination_rules():
+    task = load_task(TASKS / "copy-rules")
+    assert task.unsupported is None
+    env = TASKS / "copy-rules" / "environment"
+    assert [(str(p.relative_to(env)), target) for p, target in task.copies] == [
+        ("config.txt", "/app/config.txt"),  # a file into an existing directory (the WORKDIR)
+        ("a.txt", "/app/lib/a.txt"), ("b.txt", "/app/lib/b.txt"),  # several sources, dest/
+        ("data", "/app/store"),  # a directory: its contents
+        ("data/inner/deep.txt", "/app/renamed.txt"),  # a file to a new path
+        ("config.txt", "/app/lib/config.txt"),  # JSON form, a wildcard, into lib made by an earlier step
+        ("data/inner", "/app/store/inner"),
+        ("a.txt", "/protected/a.txt"), ("data", "/protected/data")]
+    assert task.scratch_dirs == ["/protected"]
+
+
+@pytest.mark.parametrize("dockerfile, why", [
+    ("COPY a.txt b.txt lib", "2 sources need a destination ending in /"),
+    ("COPY *.txt /app/one", "2 sources need a destination ending in /"),
+    ("COPY nothing* /app/", "nothing* matches no file of environment/"),
+    ("COPY ../secret /app/", "../secret matches no file of environment/"),
+    ("COPY a.txt /usr/local/bin/", "in the host's read-only /usr"),
+    ("COPY a.txt /flag.txt", "to the file /flag.txt, right under /"),
+    ("ADD pack.tar.gz /app/", "ADD unpacks a local archive"),
+    ("COPY --parents a.txt /app/", "--parents is not reproduced here"),
+])
+def test_copy_steps_a_sandbox_cannot_reproduce_are_skipped_with_the_reason(tmp_path, dockerfile, why):
+    import tarfile
+
+    (tmp_path / "secret").write_text("s")
+    task_dir = tmp_path / "t"
+    (task_dir / "environment").mkdir(parents=True)
+    (task_dir / "tests").mkdir()
+    (task_dir / "instruction.md").write_text("x\n")
+    (task_dir / "tests" / "test.sh").write_text("exit 0\n")
+    for name in ("a.txt", "b.txt"):
+        (task_dir / "environment" / name).write_text(name)
+    with tarfile.open(task_dir / "environment" / "pack.tar.gz", "w:gz") as tar:
+        tar.add(task_dir / "environment" / "a.txt", arcname="a.txt")
+    (task_dir / "environment" / "Dockerfile").write_text(f"FROM ubuntu:24.04\nWORKDIR /app\n{dockerfile}\n")
+    assert why in (load_task(task_dir).unsupported or "")
+
+
+def test_copies_land_where_docker_puts_them_outside_the_workspace_too(make_sandbox):
+    make_sandbox("process")
+    result = run_task(load_task(TASKS / "copy-rules"), "nop")
+    assert (result.status, result.reward) == ("passed", 1.0), (result.detail, result.verifier)
+    assert "protected:./data/inner/deep.txt" in result.verifier["stdout"]
+
+
+def test_a_multi_stage_copy_is_a_skipped_build_step():
+    task = load_task(TASKS / "multi-stage")
+    assert "COPY --from=build" in task.unsupported and "needs an image build" in task.unsupported
+    assert "another image or build stage" in task.unsupported
+
+
+def test_task_toml_limits_and_timeouts_apply_and_the_verifier_output_is_kept(make_sandbox):
+    make_sandbox("process")
+    task = load_task(TASKS / "limits")
+    assert (task.memory_mb, task.cpus, task.agent_timeout_s) == (256, 2.0, 1.0)
+    result = run_task(task, "oracle")
+    assert (result.status, result.agent_status) == ("passed", "timed_out"), (result.detail, result.verifier)
+    cpus = min(2, len(os.sched_getaffinity(0)))
+    assert result.verifier["stdout"] == f"address space KiB=262144 nproc={cpus}\n"
+    assert (result.verifier["stderr"], result.verifier["exit_code"]) == ("on stderr\n", 3)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[environment]\nmemory = "lots"\n', "not a size such as 512M"),
+    ("[environment]\ncpus = 0\n", "too small"),
+])
+def test_bad_environment_limits_name_what_is_wrong(tmp_path, toml, message):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "instruction.md").write_text("x\n")
+    (tmp_path / "tests" / "test.sh").write_text("exit 0\n")
+    (tmp_path / "task.toml").write_text(toml)
+    with pytest.raises(TaskError, match=message):
+        load_task(tmp_path)
+
+
+def test_verifier_output_is_kept_bounded():
+    from dsv4.agent.harbor import bounded  # here: the suite's other tests stay runnable against older code
+
+    text = "h" * 5000 + "m" * 10_000 + "t" * 5000
+    kept = bounded(text)
+    assert kept.startswith("h" * 4000) and kept.endswith("t" * 4000) and "[... 12000 characters cut ...]" in kept
+    assert bounded("short") == "short"

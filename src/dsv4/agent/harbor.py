@@ -6,14 +6,20 @@ and `tests/test.sh` (the verifier, which writes `/logs/verifier/reward.txt` or `
 
 Images are not built here: a Dockerfile may only set up what a sandbox can reproduce from the host's system -
 `FROM` (ignored: the sandbox's own root), `WORKDIR`, `ENV`, `COPY`/`ADD` of local files. A task whose Dockerfile
-runs anything else (`RUN`, remote `ADD`, ...) is reported as skipped, with the instruction that needs a build.
+runs anything else (`RUN`, remote `ADD`, `COPY --from`, ...) is reported as skipped, with the instruction that
+needs a build. COPY / ADD follow Docker's destination rules (`_copy_step`); a destination outside the workspace
+gets a private writable directory at its top-level path (e.g. /protected). task.toml's [environment] cpus and
+memory become the sandbox's limits, and the verifier's output and exit code are kept in the result.
 The tests are uploaded to `/tests` only after the agent is done, as Harbor does, and run apart from the agent's
 session (see `_verify`).
 """
 
+import glob
 import json
 import posixpath
+import re
 import shlex
+import tarfile
 import time
 import tomllib
 from collections.abc import Callable
@@ -21,11 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsv4.sandbox import Sandbox, SandboxError
+from dsv4.sandbox.config import SYSTEM_DIRS
 
 from .loop import Agent
 from .trajectory import Trajectory
 
 SCRATCH = ("/tests", "/logs", "/solution")  # Harbor's fixed paths, private and writable in the sandbox
+# top-level paths a task cannot write to: the host's read-only system (the sandbox's root) and the kernel's views
+READ_ONLY_ROOTS = frozenset(SYSTEM_DIRS) | {"/", "/proc", "/dev", "/sys", "/run", "/boot"}
+OUTPUT_HEAD = OUTPUT_TAIL = 4000  # characters of the verifier's stdout / stderr kept in a result, each end
 
 
 @dataclass
@@ -38,7 +48,10 @@ class Task:
     verifier_env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/app"
     env: dict[str, str] = field(default_factory=dict)
-    copies: list[tuple[Path, str]] = field(default_factory=list)  # host path -> sandbox path
+    copies: list[tuple[Path, str]] = field(default_factory=list)  # host path -> sandbox path (a dir: its contents)
+    scratch_dirs: list[str] = field(default_factory=list)  # writable top-level directories the copies go to
+    memory_mb: int | None = None  # [environment] memory_mb / memory; None = the sandbox's default
+    cpus: float | None = None  # [environment] cpus
     unsupported: str | None = None  # why it cannot run here
 
 
@@ -50,6 +63,7 @@ class TaskResult:
     detail: str = ""
     seconds: float = 0.0
     agent_status: str | None = None  # the model agent's trajectory status
+    verifier: dict | None = None  # tests/test.sh's exit_code, timed_out, stdout and stderr (head and tail kept)
 
 
 class TaskError(ValueError):
@@ -71,12 +85,36 @@ def load_task(path: Path) -> Task:
                 agent_timeout_s=float(config.get("agent", {}).get("timeout_sec", 600.0)),
                 verifier_timeout_s=float(config.get("verifier", {}).get("timeout_sec", 600.0)),
                 verifier_env={k: str(v) for k, v in config.get("verifier", {}).get("env", {}).items()})
+    _apply_resources(task, config.get("environment", {}), path / "task.toml")
     environment = path / "environment"
     if (environment / "Dockerfile").is_file():
         _apply_dockerfile(task, environment)
     elif environment.is_dir():
         task.copies = [(p, f"{task.workdir}/{p.name}") for p in sorted(environment.iterdir())]
     return task
+
+
+def _apply_resources(task: Task, env: dict, where: Path) -> None:
+    """[environment]'s cpus and memory (Harbor's `memory_mb`, or the older `memory = "2G"`)."""
+    try:
+        if "memory_mb" in env:
+            task.memory_mb = int(env["memory_mb"])
+        elif "memory" in env:
+            task.memory_mb = _megabytes(str(env["memory"]))
+        if "cpus" in env:
+            task.cpus = float(env["cpus"])
+    except (TypeError, ValueError) as e:
+        raise TaskError(f"{where}: [environment] {e}") from e
+    if (task.memory_mb is not None and task.memory_mb < 16) or (task.cpus is not None and task.cpus <= 0):
+        raise TaskError(f"{where}: [environment] memory {task.memory_mb} MiB / cpus {task.cpus}: too small")
+
+
+def _megabytes(size: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", size, re.IGNORECASE)
+    if m is None:
+        raise ValueError(f"memory {size!r} is not a size such as 512M or 2G")
+    scale = {"": 1 / (1 << 20), "k": 1 / 1024, "m": 1, "g": 1024, "t": 1 << 20}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
 
 
 def _dockerfile_lines(text: str) -> list[str]:
@@ -94,6 +132,7 @@ def _dockerfile_lines(text: str) -> list[str]:
 
 
 def _apply_dockerfile(task: Task, environment: Path):
+    dirs = {"/", "/tmp", *_ancestors(task.workdir)}  # directories the steps so far leave in the sandbox
     for line in _dockerfile_lines((environment / "Dockerfile").read_text(encoding="utf-8")):
         instruction, _, rest = line.partition(" ")
         op = instruction.upper()
@@ -101,6 +140,7 @@ def _apply_dockerfile(task: Task, environment: Path):
             continue  # the sandbox's root and session stand for these
         if op == "WORKDIR":
             task.workdir = _absolute(rest.strip(), task.workdir)
+            dirs.update(_ancestors(task.workdir))
         elif op == "ENV":
             words = shlex.split(rest)  # ENV k=v k2=v2, or the old form ENV k v
             if all("=" in w for w in words):
@@ -108,20 +148,122 @@ def _apply_dockerfile(task: Task, environment: Path):
             elif words:
                 task.env[words[0]] = " ".join(words[1:])
         elif op in ("COPY", "ADD"):
-            args = [a for a in shlex.split(rest) if not a.startswith("--")]
-            *sources, dest = args
-            for src in sources:
-                if "://" in src or not (environment / src).exists():
-                    task.unsupported = f"its Dockerfile's {op} {src} is not a file of environment/"
-                    return
-                target = _absolute(dest, task.workdir)
-                local = environment / src
-                if local.is_dir() or len(sources) > 1 or dest.endswith("/"):
-                    target = target.rstrip("/") + ("" if local.is_dir() else f"/{local.name}")
-                task.copies.append((local, target))
+            why = _copy_step(task, environment, op, rest, dirs)
+            if why is not None:
+                task.unsupported = f"its Dockerfile's {op} {rest.strip()[:120]}: {why}"
+                return
         else:
             task.unsupported = f"its Dockerfile runs {op} (an image build, which a local sandbox does not do)"
             return
+    task.unsupported = _place_outside_workspace(task)
+
+
+def _copy_step(task: Task, environment: Path, op: str, rest: str, dirs: set[str]) -> str | None:
+    """Add one COPY / ADD of local files to `task.copies` by Docker's rules (or say why it cannot be done here):
+    sources are files of the build context (environment/), Go-style wildcards allowed; a directory source is
+    copied as its contents; the destination is a directory when it ends with "/" (or is ".", as BuildKit takes
+    it) - which several sources require - and a file source copied to a directory that exists at that step goes
+    inside it, under its own name; otherwise the destination is the file's new path."""
+    try:
+        flags, args = _copy_args(rest)
+    except ValueError as e:  # shlex: an unclosed quote
+        return f"unreadable arguments ({e})"
+    if "from" in flags:
+        return f"--from={flags['from']} copies out of another image or build stage (needs an image build)"
+    for flag in ("parents", "exclude", "keep-git-dir", "checksum"):
+        if flag in flags:
+            return f"--{flag} is not reproduced here (needs an image build)"
+    if len(args) < 2:
+        return "needs a source and a destination"
+    *patterns, dest = args
+    if any(a.startswith("<<") for a in patterns):
+        return "a here-document source (needs an image build)"
+    sources: list[Path] = []
+    for pattern in patterns:
+        if "://" in pattern or pattern.startswith("git@"):
+            return f"{pattern} is remote (needs an image build)"
+        matches = _context_matches(environment, pattern)
+        if not matches:
+            return f"{pattern} matches no file of environment/"
+        sources += matches
+    if op == "ADD" and any(s.is_file() and tarfile.is_tarfile(s) for s in sources):
+        return "ADD unpacks a local archive (needs an image build)"
+    into = dest.endswith("/") or dest == "."
+    if len(sources) > 1 and not into:
+        return f"{len(sources)} sources need a destination ending in / (Docker refuses this step)"
+    target = _absolute(dest, task.workdir)
+    for src in sources:
+        if src.is_dir():
+            placed = target
+            dirs.update(_ancestors(target))
+            dirs.update(_absolute(str(d.relative_to(src)), target) for d in src.rglob("*") if d.is_dir())
+        else:
+            placed = posixpath.join(target, src.name) if into or target in dirs else target
+            dirs.update(_ancestors(posixpath.dirname(placed)))
+        task.copies.append((src, placed))
+    return None
+
+
+def _copy_args(rest: str) -> tuple[dict[str, str], list[str]]:
+    """(the --flags, the sources and destination), in shell or JSON (`["a", "b", "dest/"]`) form."""
+    words = shlex.split(rest)
+    flags = {}
+    while words and words[0].startswith("--"):
+        name, _, value = words.pop(0)[2:].partition("=")
+        flags[name] = value
+    tail = " ".join(words).strip()
+    if tail.startswith("["):
+        try:
+            parsed = json.loads(rest[rest.index("["):])
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
+            return flags, parsed
+    return flags, words
+
+
+def _context_matches(environment: Path, pattern: str) -> list[Path]:
+    """The build context's files a source names, its wildcards read as Go's filepath.Match does (`*` stops at
+    "/", hidden files included, `[^...]` negates), in lexical order; nothing outside the context."""
+    root = environment.resolve()
+    pattern = pattern.replace("[^", "[!").rstrip("/") or "."
+    found = []
+    for m in sorted(glob.glob(pattern.lstrip("/") or ".", root_dir=root, include_hidden=True)):
+        p = (root / m).resolve()
+        if p == root or root in p.parents:
+            found.append(root / posixpath.normpath(m))
+    return found
+
+
+def _ancestors(path: str) -> list[str]:
+    out = [path]
+    while path != "/":
+        path = posixpath.dirname(path)
+        out.append(path)
+    return out
+
+
+def _place_outside_workspace(task: Task) -> str | None:
+    """Copies outside the workspace (e.g. `/protected/`) go to private writable directories at their top-level
+    path - the sandbox's root is the host's read-only one - except into the host's system directories, or as a
+    file right under /, which a directory cannot stand for. Returns why the task cannot run, or None."""
+    for local, target in task.copies:
+        if _within(target, task.workdir) or _within(target, "/tmp"):
+            continue
+        top = "/" + target.split("/")[1]
+        if top in READ_ONLY_ROOTS:
+            return f"it copies {local.name} to {target}, in the host's read-only {top} (needs an image build)"
+        if top == target and local.is_file():
+            return f"it copies {local.name} to the file {target}, right under / (needs an image build)"
+        if _within(task.workdir, top):
+            return f"it copies {local.name} to {target}, around the workspace {task.workdir} (needs an image build)"
+        if top not in task.scratch_dirs and top not in SCRATCH:
+            task.scratch_dirs.append(top)
+    return None
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _absolute(p: str, workdir: str) -> str:
@@ -135,17 +277,25 @@ def run_task(task: Task, agent: "str | Callable[[Sandbox], Agent]", *, backend: 
     if task.unsupported:
         return TaskResult(task.name, "skipped", detail=task.unsupported)
     start = time.monotonic()
+    verifier: dict = {}
     try:
-        with Sandbox.create(backend, workdir=task.workdir, scratch_dirs=SCRATCH, env=task.env,
-                            network_rules=network) as sb:
+        with Sandbox.create(backend, workdir=task.workdir, scratch_dirs=(*SCRATCH, *task.scratch_dirs),
+                            env=task.env, network_rules=network, **sandbox_limits(task)) as sb:
             for local, target in task.copies:
                 sb.upload(local, target)
             agent_status = _act(task, agent, sb, trajectory_dir)
-            reward, detail = _verify(task, sb)
+            reward, detail = _verify(task, sb, verifier)
     except (SandboxError, OSError, TaskError) as e:
-        return TaskResult(task.name, "error", detail=f"{type(e).__name__}: {e}", seconds=time.monotonic() - start)
+        return TaskResult(task.name, "error", detail=f"{type(e).__name__}: {e}", seconds=time.monotonic() - start,
+                          verifier=verifier or None)
     return TaskResult(task.name, "passed" if reward == 1.0 else "failed", reward, detail, time.monotonic() - start,
-                      agent_status)
+                      agent_status, verifier or None)
+
+
+def sandbox_limits(task: Task) -> dict:
+    """`Sandbox.create`'s limits from task.toml's [environment]; the sandbox's defaults for what it leaves out."""
+    limits = {"memory_limit_mb": task.memory_mb, "cpu_cores_limit": task.cpus}
+    return {k: v for k, v in limits.items() if v is not None}
 
 
 def _act(task: Task, agent, sb: Sandbox, trajectory_dir: Path | None) -> str | None:
@@ -155,8 +305,8 @@ def _act(task: Task, agent, sb: Sandbox, trajectory_dir: Path | None) -> str | N
         if not (task.path / "solution").is_dir():
             raise TaskError(f"{task.path}: no solution/ for the oracle")
         sb.upload(task.path / "solution", "/solution")
-        sb.run_shell("bash /solution/solve.sh", timeout=task.agent_timeout_s)
-        return None
+        r = sb.run_shell("bash /solution/solve.sh", timeout=task.agent_timeout_s)
+        return "timed_out" if r.timed_out else None  # verified all the same, as Harbor does
     model = agent(sb)
     model.config = model.config.model_copy(update={"max_seconds": task.agent_timeout_s})
     save_to = trajectory_dir / f"{task.name}.json" if trajectory_dir is not None else None
@@ -173,15 +323,17 @@ def verifier_env(task: Task) -> dict[str, str]:
             **task.env, **task.verifier_env}
 
 
-def _verify(task: Task, sb: Sandbox) -> tuple[float, str]:
+def _verify(task: Task, sb: Sandbox, kept: dict) -> tuple[float, str]:
     """Run tests/test.sh as Harbor does, but out of the agent's reach: its processes are killed first (a
     daemon cannot rewrite the reward), /tests and /logs are emptied (nothing planted there is read), and the
-    script runs in a fresh shell with `verifier_env` (no PATH, function or BASH_ENV of the agent's session)."""
+    script runs in a fresh shell with `verifier_env` (no PATH, function or BASH_ENV of the agent's session).
+    What it printed and its exit code go into `kept`, for the result."""
     env = verifier_env(task)
     sb.stop_processes()
     sb.run_fresh("find /tests /logs -mindepth 1 -delete; mkdir -p /logs/verifier", env=env, cwd="/", timeout=60)
     sb.upload(task.path / "tests", "/tests")
     r = sb.run_fresh("bash /tests/test.sh", env=env, cwd=task.workdir, timeout=task.verifier_timeout_s)
+    kept.update(exit_code=r.exit_code, timed_out=r.timed_out, stdout=bounded(r.stdout), stderr=bounded(r.stderr))
     tail = (r.stdout + r.stderr)[-500:].strip()
     for name in ("reward.txt", "reward.json"):
         try:
@@ -194,3 +346,10 @@ def _verify(task: Task, sb: Sandbox) -> tuple[float, str]:
             return 0.0, f"unreadable {name}: {raw[:100]!r}"
         return reward, f"test.sh exit {r.exit_code}"
     return 0.0, f"no reward file; test.sh exit {r.exit_code}{' (timed out)' if r.timed_out else ''}: {tail}"
+
+
+def bounded(text: str, head: int = OUTPUT_HEAD, tail: int = OUTPUT_TAIL) -> str:
+    """`text`'s first `head` and last `tail` characters, with how many were cut between them."""
+    if len(text) <= head + tail:
+        return text
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
