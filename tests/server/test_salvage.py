@@ -130,3 +130,17 @@ def test_messages_whole_and_streamed(real_tokenizer):
         assert [b.type for b in m.content] == ["thinking", "text", "tool_use"] and m.stop_reason == "tool_use"
         assert m.content[1].text == TEXT_CALL and m.content[2].name == "get_weather"
         assert m.content[2].input == {"city": "Paris", "days": 2}
+
+
+def test_messages_per_request_switch_and_warnings(real_tokenizer):
+    async def main(flag):
+        async with client_for(ScriptedBackend(real_tokenizer, SCRIPT)) as http:
+            r = await http.post("/v1/messages", json={"model": "dsv4-test", "max_tokens": 200, "messages": USER,
+                                                      "tools": ANTHROPIC_TOOLS, "x_dsv4_salvage": flag})
+            return r.status_code, r.json()
+    status, on = asyncio.run(main(True))
+    assert status == 200 and on["stop_reason"] == "tool_use" and on["x_dsv4_warnings"][0]["tool"] == "get_weather"
+    status, off = asyncio.run(main(False))
+    assert off["stop_reason"] == "end_turn" and "x_dsv4_warnings" not in off
+    status, bad = asyncio.run(main("yes"))
+    assert status == 400 and "x_dsv4_salvage" in bad["error"]["message"]

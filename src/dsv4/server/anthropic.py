@@ -172,7 +172,10 @@ def prepare_messages(request: MessagesRequest, backend: Backend, *, dialect: str
     """The job of a Messages request (`job`: `prepare`'s salvage and reasoning_store)."""
     origins: list[Origin] = []
     try:
-        chat = ChatCompletionRequest.model_validate(chat_body(request, origins))
+        body = chat_body(request, origins)
+        if "x_dsv4_salvage" in (request.model_extra or {}):  # dsv4's own switch (`chat.salvage_requested`)
+            body["x_dsv4_salvage"] = request.model_extra["x_dsv4_salvage"]
+        chat = ChatCompletionRequest.model_validate(body)
     except ValueError as e:
         raise RequestError(str(e)) from e
     return prepare(chat, backend, dialect=dialect, locate=origins_location(origins), **job)
@@ -228,7 +231,8 @@ async def complete_messages(job: ChatJob, backend: Backend) -> dict:
     reason, sequence = _stop_reason(run)
     return {"id": message_id(), "type": "message", "role": "assistant", "model": backend.model_name,
             "content": content, "stop_reason": reason, "stop_sequence": sequence,
-            "usage": {"input_tokens": len(job.prompt_ids), "output_tokens": len(run.output.token_ids)}}
+            "usage": {"input_tokens": len(job.prompt_ids), "output_tokens": len(run.output.token_ids)},
+            **({"x_dsv4_warnings": run.warnings()} if run.warnings() else {})}
 
 
 class _Blocks:
