@@ -185,3 +185,33 @@ def test_the_next_turn_hits_the_prefix_cache_past_the_reply(tiny_model, tokenize
         assert backend.calls[1] != careful and hit <= first_prompt // 128 * 128  # only up to the first prompt
     print(f"retain={retain}: first prompt {first_prompt} tokens + reply {first_reply}; next turn "
           f"{len(backend.calls[1])} tokens, {hit} from the prefix cache")
+
+
+def test_an_answer_turns_reasoning_comes_back_for_the_same_conversation(real_tokenizer):
+    """With tools declared V4 renders every earlier turn's reasoning, answers included: an answer is keyed by the
+    conversation before it, so a stripping client's next user turn renders as a careful client's; a conversation
+    changed before the answer does not get it."""
+    backend = ScriptedBackend(real_tokenizer, [TURN1, "Both are mild.</think>Paris 15C, Rome 16C.", "a", "b", "c"])
+
+    async def main():
+        body = {"tools": TOOLS, "max_tokens": 400}
+        async with client_for(backend) as http:
+            first = (await http.post("/v1/chat/completions", json={**body, "messages": USER})).json()
+            history = second_turn(first["choices"][0]["message"], False)
+            answer = (await http.post("/v1/chat/completions", json={**body, "messages": history})).json()
+            reply = answer["choices"][0]["message"]
+            out = []
+            for keep, edit in ((True, ""), (False, ""), (False, " (edited)")):
+                turn = {"role": "assistant", "content": reply["content"],
+                        **({"reasoning_content": reply["reasoning_content"]} if keep else {})}
+                earlier = [{**history[0], "content": history[0]["content"] + edit}, *history[1:]]
+                messages = [*earlier, turn, {"role": "user", "content": "And Oslo?"}]
+                out.append(await http.post("/v1/chat/completions", json={**body, "messages": messages}))
+            return out
+
+    careful, stripping, edited = asyncio.run(main())
+    careful_ids, stripped_ids, edited_ids = (ids for ids, _ in backend.calls[2:])
+    assert stripped_ids == careful_ids and "Both are mild." in decode_ids(real_tokenizer, stripped_ids)
+    assert stripping.headers["x-dsv4-reasoning-restored"] == "2"  # the tool-call turn and the answer
+    assert edited.headers["x-dsv4-reasoning-restored"] == "1"  # the tool-call turn only (found by its ids)
+    assert "Both are mild." not in decode_ids(real_tokenizer, edited_ids)

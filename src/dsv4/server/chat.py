@@ -35,7 +35,7 @@ from .error_paths import Locate, chat_location, located_error
 from .errors import RequestError
 from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
-from .reasoning_store import ReasoningStore
+from .reasoning_store import Conversation, ReasoningStore
 from .sampling import sampling_params
 from .streaming import text_deltas
 from .surrogates import without_lone_surrogates
@@ -55,6 +55,7 @@ class ChatJob:
     salvage: bool = False  # tool calls written as text in the content come back as calls (`encoding.salvage`)
     restored: int = 0  # assistant turns whose dropped reasoning the server put back
     reasoning_store: ReasoningStore | None = None  # where the reply's reasoning is kept, by its tool-call ids
+    conversation: Conversation | None = None  # the request's messages, hashed: the key of a reply without calls
 
 
 def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = "ga",
@@ -65,6 +66,7 @@ def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = 
     body, restored = request.encoder_request(), 0
     if reasoning_store is not None:  # before rendering: the prompt a client that kept the reasoning gets
         body["messages"], restored = reasoning_store.restore(body["messages"])
+    conversation = Conversation(body["messages"]) if reasoning_store is not None else None
     body = neutralised(body, backend)
     try:
         # arguments are JSON text: a surrogate escaped in them is only decoded now
@@ -79,7 +81,8 @@ def prepare(request: ChatCompletionRequest, backend: Backend, *, dialect: str = 
     if grammar is not None:
         params = replace(params, grammar=grammar)
     return ChatJob(request, ids, params, mode, prompt.endswith(FORCED_TOOL_CALLS),
-                   salvage=salvage_requested(request, salvage), restored=restored, reasoning_store=reasoning_store)
+                   salvage=salvage_requested(request, salvage), restored=restored, reasoning_store=reasoning_store,
+                   conversation=conversation)
 
 
 def salvage_requested(request: ChatCompletionRequest, default: bool) -> bool:
@@ -132,7 +135,8 @@ class ChatRun:
                 and job.request.tool_choice != "none":
             self.salvaged = salvage_tool_calls(message.content, job.request.tools)
         if job.reasoning_store is not None:
-            ids = [c.id for c in message.tool_calls] or [c.id for c in self.salvaged_calls()]
+            ids = [c.id for c in message.tool_calls] or [c.id for c in self.salvaged_calls()] \
+                or ([job.conversation.answer_key(message.content)] if job.conversation is not None else [])
             job.reasoning_store.record(ids, message.reasoning_content)
 
     def salvaged_calls(self) -> list:

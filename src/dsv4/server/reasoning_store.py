@@ -7,10 +7,16 @@ it the prompt is not the one the model was trained on, nor the bytes the prefix 
 fresh random ids (`call_<24 hex>`), so they name one turn of one conversation: what a client gets back is the
 reasoning of its own turn, never another's.
 
+A turn without tool calls (an answer: V4 renders its reasoning too whenever tools are declared) is keyed by a
+hash of the conversation before it and its content instead: the same conversation replayed, reasoning aside,
+gets it back; one edited or re-serialized anywhere before the turn simply does not.
+
 In memory the store is a bounded LRU (turns and characters); with a path it is also an SQLite file, so a
 restarted server still restores the conversations it served before (the file keeps the newest `max_turns` call ids).
 """
 
+import hashlib
+import json
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -64,14 +70,16 @@ class ReasoningStore:
         return None
 
     def restore(self, messages: list) -> tuple[list, int]:
-        """`messages` with the recorded reasoning put back into each assistant tool-call turn that has none;
-        and how many turns got some back. The list and its messages are copied where changed, never mutated."""
-        out, restored = list(messages), 0
+        """`messages` with the recorded reasoning put back into each assistant turn that has none; and how many
+        turns got some back. The list and its messages are copied where changed, never mutated."""
+        out, restored, history = list(messages), 0, Conversation()
         for i, m in enumerate(messages):
             if not (isinstance(m, dict) and m.get("role") == "assistant" and not m.get("reasoning_content")):
+                history.add(m)
                 continue
             ids = [c["id"] for c in m.get("tool_calls") or () if isinstance(c, dict) and isinstance(c.get("id"), str)]
-            reasoning = self.lookup(ids) if ids else None
+            reasoning = self.lookup(ids or [history.answer_key(m.get("content"))])
+            history.add(m)
             if reasoning:
                 out[i] = {**m, "reasoning_content": reasoning}
                 restored += 1
@@ -103,6 +111,26 @@ class ReasoningStore:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+
+class Conversation:
+    """A running hash of a conversation's messages, reasoning left out, for keying the answers that follow it."""
+
+    def __init__(self, messages=()):
+        self._hash = hashlib.sha256()
+        for m in messages:
+            self.add(m)
+
+    def add(self, message) -> None:
+        if isinstance(message, dict):
+            message = {k: v for k, v in message.items() if k != "reasoning_content" and v is not None}
+        self._hash.update(json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+
+    def answer_key(self, content) -> str:
+        """The key of an answer `content` (a reply without tool calls) that follows the conversation so far."""
+        h = self._hash.copy()
+        h.update(b"answer:" + json.dumps(content or "", ensure_ascii=False).encode())
+        return "answer_" + h.hexdigest()
 
 
 def _open(path: Path) -> sqlite3.Connection:
