@@ -57,6 +57,21 @@ def register(sub) -> None:
     agents.add_argument("--no-reasoning-retention", action="store_true",
                         help="do not put recorded reasoning back into replayed tool-call turns that lack it "
                              "(default: put back, with the header x-dsv4-reasoning-restored)")
+    up = p.add_argument_group("upstream", "generation delegated to OpenAI-compatible raw-completions servers "
+                               "(vLLM, SGLang, llama.cpp, another dsv4 serve); --model then names the tokenizer "
+                               "(a checkpoint directory or tokenizer.json; default: V4's) and the engine flags "
+                               "do not apply")
+    up.add_argument("--upstream", action="append", default=None, metavar="URL",
+                    help="an upstream's base URL (http://host:8000); repeat for several: requests go to the least "
+                         "busy, a conversation stays on the upstream that holds its prefix while it can")
+    up.add_argument("--upstream-model", default=None,
+                    help="the model name the upstreams serve (default: the first their /v1/models lists)")
+    up.add_argument("--upstream-key-file", type=Path, default=None,
+                    help="the upstreams' API key, from this file's first line (default: $DSV4_UPSTREAM_KEY)")
+    up.add_argument("--upstream-timeout", type=float, default=600.0,
+                    help="seconds to wait for an upstream's next bytes, its first token included (default: 600)")
+    up.add_argument("--upstream-prompt", choices=("text", "ids"), default="text",
+                    help="send prompts as text (default) or as token ids of the local tokenizer")
     p.add_argument("--engine-in-process", action="store_true",
                    help="step the engine in a thread of the server's process (default: a process of its own, so "
                         "the engine and the event loop do not share a GIL)")
@@ -88,6 +103,9 @@ def build_app(args: argparse.Namespace):
     key = api_key_of(args)  # before the model loads: a bad key file fails at once
     if args.max_request_bytes is not None and args.max_request_bytes < 0:
         raise SystemExit(f"dsv4 serve: --max-request-bytes must be at least 0; got {args.max_request_bytes}")
+    if args.upstream:
+        return create_app(upstream_backend(args), dialect=args.dialect, default_max_tokens=args.default_max_tokens,
+                          api_key=key, **limit_of(args), **agent_options(args))
     model = args.model or default_checkpoint()
     extra = {"max_model_len": args.max_model_len} if args.max_model_len else {}
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
@@ -97,9 +115,27 @@ def build_app(args: argparse.Namespace):
     name = args.served_model_name or Path(str(model)).name
     backend = EngineBackend(Engine.from_pretrained(model, config), name) if args.engine_in_process \
         else ProcessBackend(str(model), config, name)
-    limit = {"max_request_bytes": args.max_request_bytes} if args.max_request_bytes is not None else {}
     return create_app(backend, dialect=args.dialect, default_max_tokens=args.default_max_tokens,
-                      api_key=key, **limit, **agent_options(args))
+                      api_key=key, **limit_of(args), **agent_options(args))
+
+
+def limit_of(args: argparse.Namespace) -> dict:
+    return {"max_request_bytes": args.max_request_bytes} if args.max_request_bytes is not None else {}
+
+
+def upstream_backend(args: argparse.Namespace):
+    """`--upstream ...`: the backend over the upstream servers (their /v1/models is read now: one must answer)."""
+    from dsv4.server.upstream import UpstreamBackend, UpstreamConfig, upstream_tokenizer
+
+    key = key_file(args.upstream_key_file, "--upstream-key-file") if args.upstream_key_file is not None \
+        else os.environ.get("DSV4_UPSTREAM_KEY") or None
+    try:
+        config = UpstreamConfig(args.upstream, model=args.upstream_model, api_key=key,
+                                timeout_s=args.upstream_timeout, max_model_len=args.max_model_len,
+                                prompt_as=args.upstream_prompt)
+        return UpstreamBackend(config, upstream_tokenizer(args.model), args.served_model_name)
+    except ValueError as e:
+        raise SystemExit(f"dsv4 serve --upstream: {e}") from e
 
 
 def api_key_of(args: argparse.Namespace) -> str | None:
@@ -109,15 +145,20 @@ def api_key_of(args: argparse.Namespace) -> str | None:
               "$DSV4_API_KEY", file=sys.stderr)
         return args.api_key
     if args.api_key_file is not None:
-        try:
-            lines = args.api_key_file.read_text(encoding="utf-8").splitlines()
-        except OSError as e:
-            raise SystemExit(f"dsv4 serve: --api-key-file {args.api_key_file}: {e.strerror}") from e
-        key = lines[0].strip() if lines else ""
-        if not key:
-            raise SystemExit(f"dsv4 serve: --api-key-file {args.api_key_file}: the file's first line is empty")
-        return key
+        return key_file(args.api_key_file, "--api-key-file")
     return os.environ.get("DSV4_API_KEY") or None
+
+
+def key_file(path: Path, flag: str) -> str:
+    """The key on the first line of `path` (SystemExit naming `flag` when it cannot be read or is empty)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise SystemExit(f"dsv4 serve: {flag} {path}: {e.strerror}") from e
+    key = lines[0].strip() if lines else ""
+    if not key:
+        raise SystemExit(f"dsv4 serve: {flag} {path}: the file's first line is empty")
+    return key
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

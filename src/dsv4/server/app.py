@@ -135,6 +135,10 @@ def create_app(backend: Backend, *, dialect: str = "ga", default_max_tokens: int
 
     @app.get("/health")
     async def health():
+        check = getattr(backend, "check", None)  # an upstream backend probes its upstreams (upstream.py)
+        if check is not None:
+            state = await check()
+            return JSONResponse(state, status_code=200 if state["status"] == "ok" else 503)
         if not getattr(backend, "alive", True):
             return JSONResponse({"status": "engine down"}, status_code=503)
         return {"status": "ok"}
@@ -243,6 +247,11 @@ def _too_large(request: Request, limit: int) -> JSONResponse:
     return JSONResponse(body, status_code=413, headers={"connection": "close"})
 
 
+def _status(e: Exception) -> int:
+    """A failed generation's status: 500, or what its error names (an upstream's 429, 502, 504: upstream.py)."""
+    return getattr(e, "status", 500)
+
+
 def _anthropic(request: Request) -> bool:
     """Anthropic's routes answer errors in Anthropic's form."""
     return request.url.path.startswith("/v1/messages")
@@ -253,7 +262,7 @@ async def _messages_complete(job: ChatJob, backend: Backend):
         return await complete_messages(job, backend)
     except Exception as e:
         log.exception("generation failed")
-        return JSONResponse(anthropic_error(f"generation failed: {e}", "api_error"), status_code=500)
+        return JSONResponse(anthropic_error(f"generation failed: {e}", "api_error"), status_code=_status(e))
 
 
 async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatCompletion:
@@ -264,7 +273,7 @@ async def _complete(job: ChatJob, backend: Backend) -> JSONResponse | ChatComple
             logprobs += step.logprobs
     except Exception as e:
         log.exception("generation failed")
-        return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=500)
+        return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=_status(e))
     message = run.message()
     out = run.output
     completion = ChatCompletion(
@@ -343,7 +352,7 @@ async def _text_complete(job: CompletionJob, backend: Backend):
             logprobs += new
     except Exception as e:
         log.exception("generation failed")
-        return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=500)
+        return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=_status(e))
     echo = _prompt_text(job, backend) if job.request.echo else ""
     lp = legacy_logprobs(logprobs, backend.token_bytes, len(echo)) if job.params.logprobs is not None else None
     return {"id": completion_id("cmpl"), "object": "text_completion", "created": int(time.time()),

@@ -51,6 +51,8 @@ class Metrics:
     def __init__(self, backend: Backend):
         self.registry = CollectorRegistry()
         self.registry.register(EngineCollector(backend))
+        if (collector := getattr(backend, "collector", None)) is not None:  # a backend's own (upstream.py's)
+            self.registry.register(collector)
         self.ttft = Histogram("dsv4_time_to_first_token_seconds", "From the request's start to its first token.",
                               buckets=LATENCY_BUCKETS, registry=self.registry)
         self.duration = Histogram("dsv4_request_duration_seconds", "From the request's start to its last token.",
