@@ -76,8 +76,10 @@ def test_copy_follows_dockers_destination_rules():
         ("data/inner/deep.txt", "/app/renamed.txt"),  # a file to a new path
         ("config.txt", "/app/lib/config.txt"),  # JSON form, a wildcard, into lib made by an earlier step
         ("data/inner", "/app/store/inner"),
-        ("a.txt", "/protected/a.txt"), ("data", "/protected/data")]
+        ("a.txt", "/protected/a.txt"), ("data", "/protected/data"),
+        ("run.sh", "/app/bin/run.sh"), ("data/inner", "/app/private")]  # --chmod=750, --chmod=700
     assert task.scratch_dirs == ["/protected"]
+    assert task.modes == [("/app/bin/run.sh", "750"), ("/app/private/deep.txt", "700")]
 
 
 @pytest.mark.parametrize("dockerfile, why", [
@@ -89,6 +91,7 @@ def test_copy_follows_dockers_destination_rules():
     ("COPY a.txt /flag.txt", "to the file /flag.txt, right under /"),
     ("ADD pack.tar.gz /app/", "ADD unpacks a local archive"),
     ("COPY --parents a.txt /app/", "--parents is not reproduced here"),
+    ("COPY --chmod=u+x a.txt /app/", "--chmod=u+x: only octal modes are reproduced here"),
 ])
 def test_copy_steps_a_sandbox_cannot_reproduce_are_skipped_with_the_reason(tmp_path, dockerfile, why):
     import tarfile

@@ -50,6 +50,7 @@ class Task:
     env: dict[str, str] = field(default_factory=dict)
     copies: list[tuple[Path, str]] = field(default_factory=list)  # host path -> sandbox path (a dir: its contents)
     scratch_dirs: list[str] = field(default_factory=list)  # writable top-level directories the copies go to
+    modes: list[tuple[str, str]] = field(default_factory=list)  # COPY --chmod: (sandbox path, octal mode), in order
     memory_mb: int | None = None  # [environment] memory_mb / memory; None = the sandbox's default
     cpus: float | None = None  # [environment] cpus
     unsupported: str | None = None  # why it cannot run here
@@ -173,6 +174,9 @@ def _copy_step(task: Task, environment: Path, op: str, rest: str, dirs: set[str]
     for flag in ("parents", "exclude", "keep-git-dir", "checksum"):
         if flag in flags:
             return f"--{flag} is not reproduced here (needs an image build)"
+    mode = flags.get("chmod")
+    if mode is not None and not re.fullmatch(r"[0-7]{3,4}", mode):
+        return f"--chmod={mode}: only octal modes are reproduced here"
     if len(args) < 2:
         return "needs a source and a destination"
     *patterns, dest = args
@@ -201,6 +205,10 @@ def _copy_step(task: Task, environment: Path, op: str, rest: str, dirs: set[str]
             placed = posixpath.join(target, src.name) if into or target in dirs else target
             dirs.update(_ancestors(posixpath.dirname(placed)))
         task.copies.append((src, placed))
+        if mode is not None:  # every file and directory the step copies (a directory source: what is in it)
+            copied = sorted(src.rglob("*")) if src.is_dir() else [src]
+            task.modes += [(_absolute(str(c.relative_to(src)), placed) if src.is_dir() else placed, mode)
+                           for c in copied]
     return None
 
 
@@ -283,6 +291,7 @@ def run_task(task: Task, agent: "str | Callable[[Sandbox], Agent]", *, backend: 
                             env=task.env, network_rules=network, **sandbox_limits(task)) as sb:
             for local, target in task.copies:
                 sb.upload(local, target)
+            _set_modes(task, sb)
             agent_status = _act(task, agent, sb, trajectory_dir)
             reward, detail = _verify(task, sb, verifier)
     except (SandboxError, OSError, TaskError) as e:
@@ -290,6 +299,15 @@ def run_task(task: Task, agent: "str | Callable[[Sandbox], Agent]", *, backend: 
                           verifier=verifier or None)
     return TaskResult(task.name, "passed" if reward == 1.0 else "failed", reward, detail, time.monotonic() - start,
                       agent_status, verifier or None)
+
+
+def _set_modes(task: Task, sb: Sandbox, batch: int = 200) -> None:
+    """COPY --chmod, applied once the files are in place; a chmod that fails is the task's error."""
+    for i in range(0, len(task.modes), batch):
+        cmd = "; ".join(f"chmod {mode} -- {shlex.quote(path)}" for path, mode in task.modes[i:i + batch])
+        r = sb.run_fresh(f"set -e; {cmd}", env={"PATH": VERIFIER_PATH}, cwd="/", timeout=60)
+        if r.exit_code != 0:
+            raise TaskError(f"{task.path}: COPY --chmod failed: {(r.stderr or r.stdout).strip()[:200]}")
 
 
 def sandbox_limits(task: Task) -> dict:

@@ -7,4 +7,5 @@ for f in /app/config.txt /app/lib/a.txt /app/lib/b.txt /app/lib/config.txt /app/
   [ -f "$f" ] || { echo "missing $f"; ok=0; }
 done
 [ "$(cat /app/renamed.txt)" = deep ] || ok=0
+[ "$(stat -c %a /app/private/deep.txt)" = 700 ] && [ "$(stat -c %a /app/bin/run.sh)" = 750 ] && [ "$(/app/bin/run.sh)" = ran ] || { echo "run.sh: $(stat -c %a /app/bin/run.sh)"; ok=0; }
 echo $ok > /logs/verifier/reward.txt
