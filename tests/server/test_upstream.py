@@ -66,7 +66,9 @@ class FakeUpstream:
             for i, chunk in enumerate(chunks):
                 if i == entry.get("drop"):
                     return  # the connection ends without a finish reason or [DONE]
-                yield f"data: {json.dumps({'object': 'text_completion', 'choices': [{'index': 0, 'text': chunk, 'finish_reason': None}]})}\n\n"  # noqa: E501
+                choice = {"index": 0, "text": chunk, "finish_reason": None,
+                          "logprobs": entry["logprobs"][i] if "logprobs" in entry else None}
+                yield f"data: {json.dumps({'object': 'text_completion', 'choices': [choice]})}\n\n"
                 await asyncio.sleep(entry.get("delay", 0))
             finish = {"index": 0, "text": "", "finish_reason": entry.get("finish", "stop"),
                       "stop_reason": entry.get("stop_reason")}
@@ -301,3 +303,46 @@ def test_the_official_clients_through_a_dsv4_upstream_match_the_in_process_engin
                         process.kill()
             assert httpx.get(f"{url}/health", timeout=TIMEOUT).status_code == 503  # its only upstream is down
             assert httpx.get(f"{url}/v1/models", timeout=TIMEOUT).status_code == 200  # the front is up
+
+
+def test_logprobs_are_read_back_to_token_ids(fake, real_tokenizer):
+    """vLLM's "token_id:N" (return_tokens_as_token_ids) as is, another upstream's token text through the vocabulary."""
+    up, http = fake
+    hello, world = real_tokenizer.encode("Hello world", add_special_tokens=False).ids
+    up.script = [{"text": "Hello world", "pieces": 2, "logprobs": [
+        {"tokens": [f"token_id:{hello}"], "token_logprobs": [-0.5], "top_logprobs": [{f"token_id:{hello}": -0.5}]},
+        {"tokens": [" world"], "token_logprobs": [-1.25], "top_logprobs": [{" world": -1.25, "Hello": -3.0}]}]}]
+    body = chat(http, logprobs=True, top_logprobs=2, thinking={"type": "disabled"}).json()
+    content = body["choices"][0]["logprobs"]["content"]
+    assert [(c["token"], c["logprob"]) for c in content] == [("Hello", -0.5), (" world", -1.25)]
+    assert [t["token"] for t in content[1]["top_logprobs"]] == [" world", "Hello"]
+    assert up.bodies[0]["logprobs"] == 2 and up.bodies[0]["return_tokens_as_token_ids"] is True
+    assert body["usage"]["completion_tokens"] == 11  # the upstream's count, not the two logprob entries
+    del world
+
+
+def test_responses_api_over_the_upstream(fake):
+    up, http = fake
+    up.script = [{"text": THINK + CALL}]
+    body = http.post("/v1/responses", json={"input": "Weather in Paris?", "tools": [
+        {"type": "function", **TOOLS[0]["function"]}]}).json()
+    calls = [item for item in body["output"] if item["type"] == "function_call"]
+    assert calls and json.loads(calls[0]["arguments"]) == {"city": "Paris"}
+
+
+def test_serve_command_builds_an_upstream_app(real_tokenizer, tmp_path, monkeypatch):
+    from dsv4.cli import build_parser
+    from dsv4.cli.serve_cmds import build_app
+
+    up = FakeUpstream(max_model_len=1234)
+    key = tmp_path / "key"
+    key.write_text("sekret\n")
+    with serving(up.app) as up_url:
+        args = build_parser().parse_args(["serve", "--upstream", f"{up_url}/v1", "--upstream-key-file", str(key)])
+        app = build_app(args)
+        backend = app.state.backend
+        assert backend.model_name == "v4-up" and backend.max_model_len == 1234 and backend.upstreams[0].url == up_url
+        assert backend.headers == {"authorization": "Bearer sekret"}
+    args = build_parser().parse_args(["serve", "--upstream", "http://127.0.0.1:9"])
+    with pytest.raises(SystemExit, match="no upstream answered /v1/models"):
+        build_app(args)
