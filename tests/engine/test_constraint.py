@@ -8,14 +8,16 @@ import random
 
 import jsonschema
 import pytest
+import torch
 
 from dsv4.encoding import FORCED_TOOL_CALLS, encode_messages, parse_completion
 from dsv4.encoding.dsml import render_tool_calls
 from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, tool_call_grammar
-from dsv4.encoding.tokens import EOS, PARAM_CLOSE, THINK_END
+from dsv4.encoding.tokens import DSML, EOS, PARAM_CLOSE, THINK_END
 from dsv4.engine import Engine, EngineConfig, SamplingParams
-from dsv4.engine.constraint import Constraint, grammar_error
+from dsv4.engine.constraint import Constraint, GrammarTokenizer, grammar_error
 from dsv4.engine.sampling_params import Grammar
+from dsv4.train.tokenizer import train_tokenizer
 from tests.encoding.test_parse_strategies import recipe_parse
 
 TOOLS = [
@@ -35,7 +37,7 @@ def engine(tiny_model, tokenizer):
 
 
 def single(tokenizer) -> dict[str, int]:
-    return {t: tokenizer.token_to_id(t) for t in (THINK_END, EOS)}
+    return {t: tokenizer.token_to_id(t) for t in (THINK_END, EOS, DSML)}
 
 
 def random_schema(rng: random.Random, depth: int = 0) -> dict:
@@ -127,16 +129,24 @@ def test_a_required_call_in_thinking_mode_is_never_cut_off_by_the_length_limit(e
 
 
 CALLS = [("get_weather", {"city": 'Pa"ris\n<b>', "days": 3, "unit": "F"}), ("search", {"query": "", "filters": []}),
-         ("search", {"query": "dsv4 <｜DSML｜ ok"})]
+         ("search", {"query": "dsv4 </b> ok"})]
 
 
-def test_the_tool_call_grammar_accepts_exactly_the_rendered_calls(engine, tokenizer):
-    lark = tool_call_grammar(TOOLS, None, thinking=False, single_tokens=single(tokenizer))
+def small_tokenizer():
+    """The built-in model's kind of tokenizer (`dsv4.train.tokenizer`: DSML and </think> are special tokens)."""
+    return train_tokenizer(["hello world " * 50, render_tool_calls(CALLS, empty_line=False) * 5], vocab_size=400)
+
+
+@pytest.mark.parametrize("kind", ["v4", "small"])
+def test_the_tool_call_grammar_accepts_exactly_the_rendered_calls(engine, tokenizer, kind):
+    tok = tokenizer if kind == "v4" else small_tokenizer()
+    tokens = engine._grammar_tokens if kind == "v4" else GrammarTokenizer(tok, tok.get_vocab_size(), 1)
+    lark = tool_call_grammar(TOOLS, None, thinking=False, single_tokens=single(tok))
     text = render_tool_calls(CALLS, empty_line=False)[len(FORCED_TOOL_CALLS):] + EOS
 
     def accepts(completion: str) -> bool:
-        c = Constraint(Grammar(lark), engine._grammar_tokens, 10_000)
-        return c.replay(tokenizer.encode(completion, add_special_tokens=False).ids) and c.matcher.is_stopped()
+        c = Constraint(Grammar(lark), tokens, 10_000)
+        return c.replay(tok.encode(completion, add_special_tokens=False).ids) and c.matcher.is_stopped()
 
     assert accepts(text)
     assert not accepts(text.replace('name="search"', 'name="fetch"'))  # undeclared tool
@@ -144,6 +154,27 @@ def test_the_tool_call_grammar_accepts_exactly_the_rendered_calls(engine, tokeni
     assert not accepts(text.replace('"unit" string="true">F', '"unit" string="true">K'))  # not in the enum
     assert not accepts(text.replace('<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n', ""))
     assert not accepts(text.replace('"filters" string="false">[]', '"filters" string="false">[ ]'))  # JSON style
+    assert not accepts(text.replace("dsv4 </b> ok", "dsv4 <｜DSML｜b> ok"))  # parsers take a DSML marker as markup
+
+
+def test_a_small_tokenizer_model_finishes_a_forced_call_with_its_own_dsml_token():
+    # A random-logit stand-in for the built-in model: its tokenizer has DSML and </think> as special tokens,
+    # which a grammar must emit by id (llguidance never spells a special token in pieces).
+    tok = small_tokenizer()
+    tokens = GrammarTokenizer(tok, tok.get_vocab_size(), 1)
+    lark = tool_call_grammar(TOOLS, "get_weather", thinking=True, single_tokens=single(tok))
+    c = Constraint(Grammar(lark, THINK_END, 60, SPANS), tokens, 120)
+    g, ids = torch.Generator().manual_seed(0), []
+    for _ in range(120):
+        allowed = c.allowed()
+        logits = torch.randn(tok.get_vocab_size(), generator=g).masked_fill(~allowed, float("-inf"))
+        token = int(torch.multinomial(logits.softmax(-1), 1, generator=g))
+        assert c.advance(token)
+        ids.append(token)
+        if token == 1:
+            break
+    assert c.matcher.is_stopped() and tok.token_to_id(DSML) in ids
+    assert parse_completion(tok.decode(ids, skip_special_tokens=False)).tool_calls[0].name == "get_weather"
 
 
 def test_an_unsupported_schema_is_named_before_anything_runs():

@@ -18,6 +18,7 @@ special token's text be written in pieces, and the engine must force the token t
 """
 
 import json
+import re
 from collections.abc import Mapping
 
 from .errors import EncodingError
@@ -64,8 +65,13 @@ class Spelling:
         self.single_tokens = dict(single_tokens)
 
     def __call__(self, text: str) -> str:
-        token = self.single_tokens.get(text)
-        return f"<[{token}]>" if token is not None else lark_literal(text)
+        """`text` as a sequence of literals and token ids: each special text in it that is one token by id."""
+        specials = [t for t in self.single_tokens if t]
+        if not specials:
+            return lark_literal(text)
+        pieces = re.split("(" + "|".join(map(re.escape, specials)) + ")", text)
+        return " ".join(f"<[{self.single_tokens[p]}]>" if p in self.single_tokens else lark_literal(p)
+                        for p in pieces if p)
 
 
 def reasoning_rules(spell: Spelling) -> list[str]:
@@ -101,32 +107,42 @@ def string_enum(schema) -> bool:
             and all(isinstance(v, str) for v in schema["enum"]))
 
 
-def parameter_rule(name: str, schema, rules: list[str]) -> str:
+def parameter_rule(name: str, schema, rules: list[str], spell: Spelling) -> str:
     """One parameter element, its closing tag included (a JSON value's own rule added to `rules`)."""
     head = f'{PARAM_OPEN} name="{name}"'
     if plain_string(schema):
-        return f"{lark_literal(head + RAW_VALUE_OPEN)} raw_value"
+        return f"{spell(head + RAW_VALUE_OPEN)} raw_value"
     if string_enum(schema):
         values = " | ".join(lark_literal(v) for v in schema["enum"])
-        return f"{lark_literal(head + RAW_VALUE_OPEN)} ({values}) {lark_literal(PARAM_CLOSE)}"
+        return f"{spell(head + RAW_VALUE_OPEN)} ({values}) {spell(PARAM_CLOSE)}"
     value = f"json_{len(rules)}"
     rules.append(f"{value}: {json_rule(schema)}")
-    return f"{lark_literal(head + ' string=' + chr(34) + 'false' + chr(34) + '>')} {value} {lark_literal(PARAM_CLOSE)}"
+    return f"{spell(head + ' string=' + chr(34) + 'false' + chr(34) + '>')} {value} {spell(PARAM_CLOSE)}"
 
 
-def invoke_rule(tool: dict, rules: list[str]) -> str:
+def invoke_rule(tool: dict, rules: list[str], spell: Spelling) -> str:
     """An invoke of `tool` (an OpenAI function object) whose parameters follow its schema."""
     name = tool.get("name")
     params = tool.get("parameters") or {}
     if not isinstance(params, dict):
         raise EncodingError(f"tool {name!r}: parameters must be a JSON schema object", field="tools")
     required = set(params.get("required") or ())
-    parts = [lark_literal(f'{INVOKE_OPEN} name="{name}">\n')]
+    parts = [spell(f'{INVOKE_OPEN} name="{name}">\n')]
     for key, schema in (params.get("properties") or {}).items():
-        line = f'{parameter_rule(key, schema, rules)} "\\n"'
+        line = f'{parameter_rule(key, schema, rules, spell)} "\\n"'
         parts.append(line if key in required else f"({line})?")
-    parts.append(lark_literal(INVOKE_CLOSE))
+    parts.append(spell(INVOKE_CLOSE))
     return " ".join(parts)
+
+
+def raw_value_rules(spell: Spelling) -> list[str]:
+    """A raw string value and its closing tag: any text without a DSML marker (every parser ends the value at the
+    first closing tag, and DeepSeek's streaming parser takes any `<｜DSML｜` as markup)."""
+    if DSML in spell.single_tokens:  # the marker is a token: the value's text ends with "</", then the token
+        return [f"raw_value: RAW_VALUE {spell(PARAM_CLOSE[2:])}",
+                f"RAW_VALUE: /(?s:.*)<\\// & ~/(?s:.*){DSML}(?s:.*)/"]
+    # lazy: the value ends at the first closing tag (the regex includes it)
+    return [f"raw_value[lazy]: /(?s:.*){PARAM_CLOSE.replace('/', chr(92) + '/')}/"]
 
 
 def tool_call_grammar(tools: list[dict], name: str | None, *, thinking: bool,
@@ -139,12 +155,10 @@ def tool_call_grammar(tools: list[dict], name: str | None, *, thinking: bool,
         raise EncodingError(f"tool_choice names {name!r}, which is not among the tools "
                             f"{[t.get('name') for t in tools]}", field="tool_choice")
     invokes = 'invoke "\\n"' if name is not None else '(invoke "\\n")+'
-    opener = f"reasoning {lark_literal(TOOL_CALLS_LEAD + chr(10))} " if thinking else ""
-    rules = [f"start: {opener}{invokes} {lark_literal(TOOL_CALLS_CLOSE)} {spell(EOS)}",
+    opener = f"reasoning {spell(TOOL_CALLS_LEAD + chr(10))} " if thinking else ""
+    rules = [f"start: {opener}{invokes} {spell(TOOL_CALLS_CLOSE)} {spell(EOS)}",
              "invoke: " + " | ".join(f"invoke_{i}" for i in range(len(offered)))]
     values: list[str] = []
-    rules += [f"invoke_{i}: {invoke_rule(t, values)}" for i, t in enumerate(offered)]
-    rules += values
-    # lazy: the value ends at the first closing tag (the regex includes it), as every DSML parser reads it
-    rules.append(f"raw_value[lazy]: /(?s:.*){PARAM_CLOSE.replace('/', chr(92) + '/')}/")
+    rules += [f"invoke_{i}: {invoke_rule(t, values, spell)}" for i, t in enumerate(offered)]
+    rules += values + raw_value_rules(spell)
     return "\n".join(rules + (reasoning_rules(spell) if thinking else [])) + "\n"

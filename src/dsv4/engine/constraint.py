@@ -67,6 +67,11 @@ class GrammarTokenizer:
         """The tokens' text, special tokens spelled out (llguidance's own decoding leaves them out)."""
         return self.tokenizer.decode(ids, skip_special_tokens=False).encode()
 
+    @functools.cache  # noqa: B019  (one per engine, which keeps it)
+    def char_ids(self) -> list[int]:
+        """The tokens of single printable ASCII characters and newline, in code order."""
+        return [t for c in "\n" + "".join(map(chr, range(32, 127))) if (t := self.single(c)) is not None]
+
     def single(self, text: str) -> int | None:
         return ids[0] if len(ids := self.ids(text)) == 1 else None
 
@@ -190,6 +195,8 @@ class Constraint:
             else:
                 candidates = closers
             step = m.compute_ff_tokens() or next((c for c in candidates if m.validate_tokens(c) == len(c)), None)
+            if not step:  # a single character, else the lowest allowed token (a whole mask: the costly way)
+                step = next(([t] for t in self.tokens.char_ids() if m.validate_tokens([t]) == 1), None)
             if not step:
                 llguidance.torch.fill_next_token_bitmask(m, mask, 0)
                 allowed = unpack(mask[0], self.tokens.vocab_size).nonzero()
@@ -217,7 +224,10 @@ class Constraint:
         self.estimate = len(plan)
         if reasoning:
             if left <= max(self.grammar.reasoning_room, len(plan) + margin(len(plan))):
-                self.plan.extend(self.tokens.ids(self.grammar.reasoning_end))
+                # the plan up to its reasoning end (it first completes a character split between tokens)
+                end = self.tokens.ids(self.grammar.reasoning_end)
+                at = next(i for i in range(len(plan)) if plan[i:i + len(end)] == end)
+                self.plan.extend(plan[:at + len(end)])
         elif left <= len(plan) + margin(len(plan)):
             self.plan.extend(plan)
 

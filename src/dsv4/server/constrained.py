@@ -14,7 +14,7 @@ tools offered and `tool_choice` "auto" the model may call one, so the format is 
 
 from dsv4.encoding import EncodingError
 from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, tool_call_grammar
-from dsv4.encoding.tokens import EOS, PARAM_CLOSE, THINK_END
+from dsv4.encoding.tokens import DSML, EOS, PARAM_CLOSE, THINK_END
 from dsv4.encoding.tool_choice import forced_name
 from dsv4.engine.constraint import grammar_error
 from dsv4.engine.sampling_params import Grammar
@@ -33,7 +33,7 @@ def reasoning_room(max_tokens: int) -> int:
 
 def single_tokens(backend: Backend) -> dict[str, int]:
     """The grammar's special texts that the tokenizer has as one token (spelled by id in the grammar)."""
-    return {text: ids[0] for text in (THINK_END, EOS) if len(ids := backend.encode(text)) == 1}
+    return {text: ids[0] for text in (THINK_END, EOS, DSML) if len(ids := backend.encode(text)) == 1}
 
 
 def reply_grammar(request: ChatCompletionRequest, *, thinking: bool, backend: Backend,
