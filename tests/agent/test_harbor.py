@@ -134,6 +134,29 @@ def test_task_toml_limits_and_timeouts_apply_and_the_verifier_output_is_kept(mak
     assert (result.verifier["stderr"], result.verifier["exit_code"]) == ("on stderr\n", 3)
 
 
+@pytest.mark.parametrize("dockerfile, workdir, env, copies", [
+    # the builder's RUN does not matter: the last stage is built from another image
+    ("FROM golang AS build\nRUN go build\nFROM ubuntu\nWORKDIR /srv/x\nCOPY a.txt .\n", "/srv/x", {},
+     [("a.txt", "/srv/x/a.txt")]),
+    # FROM a stage starts where it ended: its WORKDIR, ENV and files, and its directories (sub/ exists)
+    ("FROM ubuntu AS base\nWORKDIR /app\nENV A=1\nCOPY tree /app/\n"
+     "FROM golang AS other\nWORKDIR /go\nENV C=3\nCOPY a.txt /go/\n"
+     "FROM base\nENV B=2\nCOPY a.txt sub\n",
+     "/app", {"A": "1", "B": "2"}, [("tree", "/app"), ("a.txt", "/app/sub/a.txt")]),
+])
+def test_only_the_last_build_stage_is_the_environment(tmp_path, dockerfile, workdir, env, copies):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "environment" / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "instruction.md").write_text("x\n")
+    (tmp_path / "tests" / "test.sh").write_text("exit 0\n")
+    (tmp_path / "environment" / "a.txt").write_text("a")
+    (tmp_path / "environment" / "Dockerfile").write_text(dockerfile)
+    task = load_task(tmp_path)
+    assert task.unsupported is None
+    assert (task.workdir, task.env) == (workdir, env)
+    assert [(str(p.relative_to(tmp_path / "environment")), t) for p, t in task.copies] == copies
+
+
 @pytest.mark.parametrize("toml, message", [
     ('[environment]\nmemory = "lots"\n', "not a size such as 512M"),
     ("[environment]\ncpus = 0\n", "too small"),

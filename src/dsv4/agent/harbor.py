@@ -133,11 +133,27 @@ def _dockerfile_lines(text: str) -> list[str]:
 
 
 def _apply_dockerfile(task: Task, environment: Path):
-    dirs = {"/", "/tmp", *_ancestors(task.workdir)}  # directories the steps so far leave in the sandbox
-    for line in _dockerfile_lines((environment / "Dockerfile").read_text(encoding="utf-8")):
+    """The steps of the Dockerfile's last build stage (BuildKit builds no stage the target does not need), from
+    the state of the stage its FROM names, if any; a stage that needs a build spoils only what is built on it."""
+    fresh = (task.workdir, task.env, task.copies, task.modes, None, {"/", "/tmp", *_ancestors(task.workdir)})
+    stages: dict[str, tuple] = {}
+    name = None
+    dirs: set[str] = set()  # directories the stage's steps so far leave in the sandbox
+    for line in ["FROM scratch", *_dockerfile_lines((environment / "Dockerfile").read_text(encoding="utf-8"))]:
         instruction, _, rest = line.partition(" ")
         op = instruction.upper()
-        if op in ("FROM", "LABEL", "CMD", "ENTRYPOINT", "EXPOSE", "USER", "SHELL"):
+        if op == "FROM":
+            if name is not None:
+                stages[name] = (task.workdir, task.env, task.copies, task.modes, task.unsupported, dirs)
+            words = [w for w in rest.split() if not w.startswith("--")]  # [--platform=...] image [AS name]
+            name = words[2].lower() if len(words) == 3 and words[1].upper() == "AS" else f"#{len(stages)}"
+            workdir, env, copies, modes, task.unsupported, dirs = stages.get(words[0].lower() if words else "", fresh)
+            task.workdir, task.env, task.copies, task.modes = workdir, dict(env), list(copies), list(modes)
+            dirs = set(dirs)
+            continue
+        if task.unsupported is not None:
+            continue  # this stage needs a build: only a later stage not built on it can run here
+        if op in ("LABEL", "CMD", "ENTRYPOINT", "EXPOSE", "USER", "SHELL"):
             continue  # the sandbox's root and session stand for these
         if op == "WORKDIR":
             task.workdir = _absolute(rest.strip(), task.workdir)
@@ -152,11 +168,9 @@ def _apply_dockerfile(task: Task, environment: Path):
             why = _copy_step(task, environment, op, rest, dirs)
             if why is not None:
                 task.unsupported = f"its Dockerfile's {op} {rest.strip()[:120]}: {why}"
-                return
         else:
             task.unsupported = f"its Dockerfile runs {op} (an image build, which a local sandbox does not do)"
-            return
-    task.unsupported = _place_outside_workspace(task)
+    task.unsupported = task.unsupported or _place_outside_workspace(task)
 
 
 def _copy_step(task: Task, environment: Path, op: str, rest: str, dirs: set[str]) -> str | None:
