@@ -90,6 +90,7 @@ def test_json_object_in_thinking_mode_reasons_then_replies_json(engine, tokenize
     assert out.token_ids.index(tokenizer.token_to_id(THINK_END)) <= 40 - 20  # reasoning kept 20 tokens for the reply
 
 
+@pytest.mark.slow  # the server's tests run the same through the openai and anthropic clients
 def test_a_forced_tool_call_is_a_valid_call_of_the_right_tool(engine, tokenizer):
     # required and named, thinking and non-think, two seeds each: one batch
     cases = [(thinking, name, seed) for thinking in (False, True) for name in (None, "search") for seed in (0, 1)]
@@ -182,3 +183,18 @@ def test_an_unsupported_schema_is_named_before_anything_runs():
                             single_tokens={})
     assert "objekt" in grammar_error(lark)
     assert grammar_error(response_grammar({"type": "json_object"}, thinking=False, single_tokens={})) is None
+
+
+def test_a_snapshot_of_a_constrained_request_resumes_under_its_grammar(engine, tokenizer, tmp_path):
+    grammar = Grammar(response_grammar({"type": "json_object"}, thinking=False, single_tokens=single(tokenizer)))
+    prompt = encode_messages([{"role": "user", "content": "JSON please."}], thinking_mode="chat")
+    request = engine.add_request(prompt, SamplingParams(temperature=1.0, seed=1, max_tokens=40, grammar=grammar))
+    for _ in range(6):
+        engine.step()
+    engine.snapshot(request, tmp_path / "snap.safetensors")
+    engine.abort(request)
+    resumed = engine.resume(tmp_path / "snap.safetensors")  # the grammar comes back from the snapshot's metadata
+    while not engine.seqs[resumed].is_finished:
+        engine.step()
+    out = engine.seqs.pop(resumed).output()
+    assert out.finish_reason == "stop" and isinstance(json.loads(out.text), dict)
