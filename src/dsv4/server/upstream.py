@@ -211,11 +211,6 @@ class UpstreamBackend:
     def stats(self):
         return None  # no engine here: `collector` gives the upstreams' metrics
 
-    @property
-    def alive(self) -> bool:
-        """False once every upstream is known to be unreachable (/health answers 503)."""
-        return any(u.reachable is not False for u in self.upstreams)
-
     async def check(self) -> dict:
         """/health: each upstream's /v1/models probed now (a few seconds at most), with what this server counts of
         it; "ok" while one answers."""
