@@ -19,6 +19,10 @@ from typing import Any
 from tokenizers import Tokenizer
 
 ZERO_WIDTH_SPACE = "\u200b"
+# characters scanned in one regex call: a call holds the GIL throughout (5M characters took 338 ms, during which
+# no other thread of the server ran; the event loop stalled up to 1 s with 6 such prompts at once); between slices
+# the interpreter lets a waiting thread run
+SLICE = 1 << 16
 
 
 def _trie_pattern(words: list[str]) -> str:
@@ -50,6 +54,7 @@ class ControlTokens:
         self.tokens = sorted({t for t in tokens if len(t) > 1})
         # a lookahead finds every start, overlapping ones too (`｜DSML｜DSML｜` holds two): each gets broken
         self._starts = re.compile(f"(?=(?:{_trie_pattern(self.tokens)}))") if self.tokens else None
+        self._longest = max(map(len, self.tokens), default=0)
 
     @classmethod
     def of(cls, tokenizer: Tokenizer) -> "ControlTokens":
@@ -57,7 +62,7 @@ class ControlTokens:
 
     def neutralise(self, text: str) -> str:
         """`text` with a zero-width space after the first character of each token it spells."""
-        starts = [m.start() for m in self._starts.finditer(text)] if self._starts is not None else []
+        starts = self._token_starts(text)
         if not starts:
             return text
         pieces, last = [], 0
@@ -66,6 +71,19 @@ class ControlTokens:
             last = s + 1
         pieces.append(text[last:])
         return ZERO_WIDTH_SPACE.join(pieces)
+
+    def _token_starts(self, text: str) -> list[int]:
+        """Where each token spelled in `text` starts, found `SLICE` characters at a time: a slice's scan runs on
+        past its end by the longest token less one character, so a token across the cut is found by the slice it
+        starts in, and only there."""
+        if self._starts is None:
+            return []
+        starts = []
+        for begin in range(0, len(text), SLICE):
+            end = begin + SLICE
+            starts += [m.start() for m in self._starts.finditer(text, begin, end + self._longest - 1)
+                       if m.start() < end]
+        return starts
 
     def neutralise_all(self, value: Any) -> Any:
         """Every string of `value` (parsed JSON, object keys included) neutralised."""

@@ -17,17 +17,38 @@ from pydantic import BaseModel, model_validator
 
 LONE = re.compile("[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
+# characters checked at a time: one call over a 5 MB prompt held the GIL (and the event loop, where the body is
+# validated) for 97 ms; between slices a waiting thread runs
+SLICE = 1 << 16
 
 
 def without_lone_surrogates(value: Any) -> Any:
     """`value` (parsed JSON) with each lone surrogate in its strings replaced by U+FFFD."""
     if isinstance(value, str):
-        return LONE.sub(REPLACEMENT, value) if LONE.search(value) else value
+        return _replaced(value)
     if isinstance(value, list):
         return [without_lone_surrogates(v) for v in value]
     if isinstance(value, dict):
         return {without_lone_surrogates(k): without_lone_surrogates(v) for k, v in value.items()}
     return value
+
+
+def _replaced(text: str) -> str:
+    """`text` with its surrogates replaced: none in ASCII text (a flag, no scan), nor in text that encodes as UTF-8
+    (a surrogate never does; encoding is ~7x faster than the regex), checked `SLICE` characters at a time."""
+    if text.isascii():
+        return text
+    slices = [text[i:i + SLICE] for i in range(0, len(text), SLICE)]
+    replaced = [_slice_replaced(s) for s in slices]
+    return text if all(r is s for r, s in zip(replaced, slices, strict=True)) else "".join(replaced)
+
+
+def _slice_replaced(text: str) -> str:
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:  # each surrogate is one character: a cut never splits what LONE matches
+        return LONE.sub(REPLACEMENT, text)
 
 
 class ApiRequest(BaseModel):
