@@ -66,12 +66,13 @@ def random_schema(rng: random.Random, depth: int = 0) -> dict:
             "additionalProperties": False}
 
 
-@pytest.mark.parametrize("n", [6, pytest.param(64, marks=pytest.mark.slow)])
-def test_json_schema_outputs_parse_and_validate_for_randomized_schemas(engine, tokenizer, n):
+# max_tokens above each schema's shortest reply (up to ~80 tokens in the larger set: below it no reply can fit)
+@pytest.mark.parametrize("n,max_tokens", [(6, 64), pytest.param(64, 128, marks=pytest.mark.slow)])
+def test_json_schema_outputs_parse_and_validate_for_randomized_schemas(engine, tokenizer, n, max_tokens):
     rng = random.Random(12)
     schemas = [random_schema(rng) for _ in range(n)]
     prompt = encode_messages([{"role": "user", "content": "Reply in JSON."}], thinking_mode="chat")
-    params = [SamplingParams(temperature=1.0, seed=i, max_tokens=64, grammar=Grammar(response_grammar(
+    params = [SamplingParams(temperature=1.0, seed=i, max_tokens=max_tokens, grammar=Grammar(response_grammar(
         {"type": "json_schema", "json_schema": {"schema": s}}, thinking=False, single_tokens=single(tokenizer))))
         for i, s in enumerate(schemas)]
     outs = [o for k in range(0, n, 16) for o in engine.generate([prompt] * len(params[k:k + 16]), params[k:k + 16])]
