@@ -3,7 +3,7 @@ has none; bounded by turns and characters (oldest out first); an SQLite file sur
 
 import pytest
 
-from dsv4.server.reasoning_store import ReasoningStore
+from dsv4.server.reasoning_store import Conversation, ReasoningStore
 
 
 def turn(*ids: str, reasoning: str | None = None) -> dict:
@@ -62,3 +62,21 @@ def test_an_sqlite_file_outlives_the_store(tmp_path):
     second = ReasoningStore(path)
     assert second.lookup(["call_b"]) == "kept on disk" and second.lookup(["call_a"]) == "kept on disk"
     assert second.lookup(["call_x"]) is None
+
+
+def test_a_conversation_is_serialized_only_when_a_key_is_asked_for():
+    serialized = []
+
+    class Spy:  # not JSON: the hash writes it with str()
+        def __str__(self):
+            serialized.append(1)
+            return "spy"
+
+    history = [{"role": "user", "content": Spy()}, {"role": "assistant", "content": "a", "reasoning_content": "r"}]
+    late = Conversation(history[:1])
+    late.add(history[1])
+    assert not serialized  # a prompt refused for its length (a 5 MB message) is never serialized
+    key = late.answer_key("answer")
+    assert len(serialized) == 1 and late.answer_key("answer") == key and len(serialized) == 1
+    assert Conversation([{"role": "user", "content": "spy"}, {"role": "assistant", "content": "a"}]).answer_key(
+        "answer") == key  # the same bytes hashed as before: reasoning left out, the object as its str()

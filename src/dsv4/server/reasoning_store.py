@@ -118,16 +118,20 @@ class Conversation:
 
     def __init__(self, messages=()):
         self._hash = hashlib.sha256()
-        for m in messages:
-            self.add(m)
+        # hashed when a key is first asked for, not before: most requests never ask (their turns have tool-call
+        # ids, or they are refused), and serializing a 5 MB message held the GIL ~100 ms, stalling other requests
+        self._pending = list(messages)
 
     def add(self, message) -> None:
-        if isinstance(message, dict):
-            message = {k: v for k, v in message.items() if k != "reasoning_content" and v is not None}
-        self._hash.update(json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+        self._pending.append(message)
 
     def answer_key(self, content) -> str:
         """The key of an answer `content` (a reply without tool calls) that follows the conversation so far."""
+        for message in self._pending:
+            if isinstance(message, dict):
+                message = {k: v for k, v in message.items() if k != "reasoning_content" and v is not None}
+            self._hash.update(json.dumps(message, sort_keys=True, ensure_ascii=False, default=str).encode() + b"\n")
+        self._pending = []
         h = self._hash.copy()
         h.update(b"answer:" + json.dumps(content or "", ensure_ascii=False).encode())
         return "answer_" + h.hexdigest()
