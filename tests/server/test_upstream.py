@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from dsv4.encoding.tokens import EOS, THINK_END
 from dsv4.server import create_app
 from dsv4.server.background import serving
-from dsv4.server.upstream import AFFINITY_BLOCK, UpstreamBackend, UpstreamConfig
+from dsv4.server.upstream import UpstreamBackend, UpstreamConfig
+from dsv4.server.upstream_pool import AFFINITY_BLOCK
 
 from .conftest import sse_events
 

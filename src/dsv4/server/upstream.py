@@ -25,19 +25,16 @@ engine's text takes.
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import httpx
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from tokenizers import Tokenizer
 
 from dsv4.encoding.tokens import EOS
@@ -47,11 +44,10 @@ from dsv4.engine.engine import encode_prompt
 
 from .control_tokens import ControlTokens
 from .prompt_bound import max_prompt_chars
+from .upstream_pool import AFFINITY_BLOCK, PrefixAffinity, Upstream, UpstreamCollector
 
 log = logging.getLogger("dsv4.server.upstream")
 
-AFFINITY_BLOCK = 64  # prompt tokens between the prefix hashes an upstream is remembered by
-AFFINITY_ENTRIES = 1 << 16  # prefix hashes remembered at most (least recently used dropped)
 PROBE_TIMEOUT_S = 3.0  # /health's wait for an upstream's /v1/models
 DOWN_FOR_S = 5.0  # an upstream that refused a connection is passed over this long (unless all are)
 
@@ -63,25 +59,6 @@ class UpstreamError(RuntimeError):
     def __init__(self, message: str, status: int = 502, refused: bool = False):
         super().__init__(message)
         self.status, self.refused = status, refused  # refused: no connection (another upstream may take it)
-
-
-@dataclass
-class Upstream:
-    """One endpoint and what the server knows of it."""
-
-    url: str  # base URL, without /v1
-    model: str | None = None
-    max_model_len: int | None = None
-    outstanding: int = 0
-    requests: int = 0
-    errors: int = 0
-    reachable: bool | None = None  # None: not tried yet
-    last_error: str | None = None
-    down_until: float = 0.0
-
-    def state(self) -> dict:
-        return {"url": self.url, "model": self.model, "reachable": self.reachable, "outstanding": self.outstanding,
-                "requests": self.requests, "errors": self.errors, "last_error": self.last_error}
 
 
 @dataclass
@@ -124,37 +101,6 @@ def upstream_tokenizer(path: str | None) -> Tokenizer:
     if not file.is_file():
         raise ValueError(f"{path}: no tokenizer.json there (name a checkpoint directory or a tokenizer.json file)")
     return Tokenizer.from_file(str(file))
-
-
-class PrefixAffinity:
-    """Which upstream last served each prompt prefix (hashes at every `AFFINITY_BLOCK` tokens, chained, so one
-    pass over the prompt hashes all of them)."""
-
-    def __init__(self, entries: int = AFFINITY_ENTRIES):
-        self.entries = entries
-        self.table: OrderedDict[bytes, int] = OrderedDict()
-
-    @staticmethod
-    def keys(prompt_ids: list[int]) -> list[bytes]:
-        h, keys = hashlib.blake2b(digest_size=16), []
-        for start in range(0, len(prompt_ids) - AFFINITY_BLOCK + 1, AFFINITY_BLOCK):
-            h.update(b"".join(t.to_bytes(4, "little") for t in prompt_ids[start:start + AFFINITY_BLOCK]))
-            keys.append(h.copy().digest())
-        return keys
-
-    def lookup(self, keys: list[bytes]) -> tuple[int | None, int]:
-        """(the upstream that served the longest of these prefixes, how many blocks long it is)."""
-        for n in range(len(keys), 0, -1):
-            if (index := self.table.get(keys[n - 1])) is not None:
-                return index, n
-        return None, 0
-
-    def record(self, keys: list[bytes], index: int) -> None:
-        for key in keys:
-            self.table[key] = index
-            self.table.move_to_end(key)
-        while len(self.table) > self.entries:
-            self.table.popitem(last=False)
 
 
 class UpstreamBackend:
@@ -498,25 +444,3 @@ def error_message(raw: bytes) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)[:500]
     return str(error)[:500]
-
-
-class UpstreamCollector:
-    """`/metrics` of the upstreams: reachable, outstanding requests, requests and errors, by URL."""
-
-    def __init__(self, backend: UpstreamBackend):
-        self.backend = backend
-
-    def collect(self):
-        gauges = {name: GaugeMetricFamily(f"dsv4_upstream_{name}", doc, labels=["url"]) for name, doc in (
-            ("reachable", "1 when the upstream answered its last request, 0 when it refused the connection."),
-            ("outstanding_requests", "Requests sent to the upstream and not yet finished."))}
-        counters = {name: CounterMetricFamily(f"dsv4_upstream_{name}", doc, labels=["url"]) for name, doc in (
-            ("requests", "Requests sent to the upstream."),
-            ("errors", "Requests the upstream failed (error status, timeout, broken or dropped stream)."))}
-        for u in self.backend.upstreams:
-            gauges["reachable"].add_metric([u.url], 1.0 if u.reachable else 0.0)
-            gauges["outstanding_requests"].add_metric([u.url], u.outstanding)
-            counters["requests"].add_metric([u.url], u.requests)
-            counters["errors"].add_metric([u.url], u.errors)
-        yield from gauges.values()
-        yield from counters.values()
