@@ -64,6 +64,12 @@ def _byte_of_char() -> dict[str, int]:
     return {chr(b): b for b in kept} | {chr(256 + i): b for i, b in enumerate(moved)}
 
 
+@functools.cache
+def char_of_byte() -> dict[int, str]:
+    """The inverse: byte -> the character a byte-level BPE vocabulary spells it with."""
+    return {b: c for c, b in _byte_of_char().items()}
+
+
 class TokenBytes:
     """token id -> the bytes it stands for (a byte-level token can hold part of a UTF-8 character; OpenAI's
     logprobs carry these bytes beside the text). Special tokens, and vocabularies that are not byte-level: their

@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 
 from dsv4.encoding.tokens import EOS
 from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
-from dsv4.engine.detokenizer import TokenBytes, _byte_of_char
+from dsv4.engine.detokenizer import TokenBytes, char_of_byte
 from dsv4.engine.engine import encode_prompt
 
 from .control_tokens import ControlTokens
@@ -423,7 +423,7 @@ def continuation_lead(lark: str, token_text) -> str:
 
 def byte_level(raw: bytes) -> str:
     """Bytes as a byte-level BPE vocabulary spells them."""
-    char_of = {b: c for c, b in _byte_of_char().items()}
+    char_of = char_of_byte()
     return "".join(char_of[b] for b in raw)
 
 
