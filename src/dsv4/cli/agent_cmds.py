@@ -87,16 +87,16 @@ def _client(args: argparse.Namespace, stack: contextlib.ExitStack):
     model's context length where the endpoint lists it)."""
     from dsv4.agent import OpenAIClient
 
-    url = args.endpoint or stack.enter_context(_local_server(args.checkpoint)) + "/v1"
+    url = args.endpoint or stack.enter_context(local_server(args.checkpoint)) + "/v1"
     key = os.environ.get(args.api_key_env)
-    model, context = _listed_model(url, key, args.model)
+    model, context = listed_model(url, key, args.model)
     extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
              if v is not None}
     return OpenAIClient(url, model, key, extra=extra), context
 
 
 @contextlib.contextmanager
-def _local_server(checkpoint: str | None):
+def local_server(checkpoint: str | None):
     """The checkpoint served on a free local port, its engine in a process of its own."""
     from dsv4.cli.chat_cmds import default_checkpoint
     from dsv4.engine import EngineConfig
@@ -124,7 +124,7 @@ def _mcp_servers(specs: list[str]) -> dict[str, str]:
     return servers
 
 
-def _listed_model(url: str, key: str | None, name: str | None = None) -> tuple[str, int | None]:
+def listed_model(url: str, key: str | None, name: str | None = None) -> tuple[str, int | None]:
     """(the model to use: `name` or the first listed, its context length where the endpoint says it, as dsv4
     and vLLM do in `max_model_len`)."""
     import httpx

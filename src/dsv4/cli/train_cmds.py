@@ -122,7 +122,7 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
     import contextlib
 
     from dsv4.agent import Agent, AgentConfig, OpenAIClient, ToolRegistry, sandbox_tools
-    from dsv4.cli.agent_cmds import _listed_model, _local_server
+    from dsv4.cli.agent_cmds import listed_model, local_server
     from dsv4.sandbox import Sandbox, SandboxFileError
     from dsv4.train.episodes import prepare
     from dsv4.train.evals import held_out_tasks, score_run
@@ -133,8 +133,8 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
     path = _checkpoint(args)
     results = []
     with contextlib.ExitStack() as stack:
-        url = stack.enter_context(_local_server(str(path))) + "/v1"
-        model, _ = _listed_model(url, None)
+        url = stack.enter_context(local_server(str(path))) + "/v1"
+        model, _ = listed_model(url, None)
         client = OpenAIClient(url, model, extra={"temperature": 0, "max_tokens": 256})
         print(f"agent eval: {path}, {len(tasks)} {'seen-kind' if args.seen else 'held-out'} tasks, at most "
               f"{args.max_steps} steps each", flush=True)
