@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dsv4.sandbox import JournalMismatch, Sandbox
+from dsv4.sandbox import JournalMismatch, Sandbox, SandboxError
 from dsv4.sandbox.journal import read_journal
 
 from .procs import host_processes_with
@@ -47,6 +47,42 @@ def test_resume_rejects_a_diverging_call(make_sandbox, tmp_path):
     with Sandbox.resume(journal) as resumed:
         with pytest.raises(JournalMismatch, match="seq=0"):
             resumed.run_shell("echo b", timeout=10)
+
+
+def test_resume_after_the_records_a_caller_already_has(make_sandbox, tmp_path):
+    """`done=k`: the first k records are the caller's (an agent's trajectory holds their results); the calls
+    recorded after them are answered from the journal, and `journal_position` says how far the calls got."""
+    journal = tmp_path / "j.jsonl"
+    sb = make_sandbox(journal=journal)
+    first, second = (sb.run_shell(c, timeout=10) for c in CALLS)
+    assert sb.journal_position == 2
+    sb.close()
+    with Sandbox.resume(journal, done=1) as resumed:
+        assert resumed.journal_position == 1
+        assert resumed.run_shell(CALLS[1], timeout=10) == second  # answered from record 1, not run again
+        assert resumed.journal_position == 2
+        assert resumed.run_shell("cat ../runs.log; echo $STAGE", timeout=10).stdout == "run\nbuilt\n"
+        assert resumed.journal_position == 3
+    with pytest.raises(SandboxError, match="done=5: .* holds 3 records"):
+        Sandbox.resume(journal, done=5)
+
+
+def test_a_restored_sandbox_journals_its_start_and_resumes_to_it(make_sandbox, tmp_path):
+    sb = make_sandbox()
+    sb.run_shell("mkdir sub && echo base > sub/a && cd sub && export PHASE=one", timeout=10)
+    sb.snapshot()
+    sb.run_shell("echo more > b", timeout=10)
+    journal = tmp_path / "fork.jsonl"
+    with Sandbox.restore(sb.snapshot(), journal=journal) as fork:
+        assert fork.journal_position == 2  # the two layers it started from
+        recorded = fork.run_shell("echo fork >> a; date +%s%N", timeout=10)
+    _, records = read_journal(journal)
+    assert [r.op for r in records] == ["restore", "restore", "run_shell"]
+    with Sandbox.resume(journal) as resumed:  # restore records are state, not calls to answer
+        assert resumed.run_shell("echo fork >> a; date +%s%N", timeout=10) == recorded
+        out = resumed.run_shell("pwd; echo $PHASE; cat a b", timeout=10).stdout
+        assert out == "/workspace/sub\none\nbase\nfork\nmore\n"
+    assert sb.run_shell("cat a", timeout=10).stdout == "base\n"  # the original is untouched
 
 
 def test_journal_refuses_to_overwrite(make_sandbox, tmp_path):

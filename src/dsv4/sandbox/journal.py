@@ -2,7 +2,13 @@
 
 Line 1 holds the sandbox spec; each later line one finished operation with its request, its result, the
 workspace layer it produced and the shell state after it. `Sandbox.resume(path)` rebuilds the workspace from
-the layers and answers the recorded prefix from the file instead of running it again.
+the layers and answers the recorded prefix from the file instead of running it again. A sandbox restored from a
+snapshot with a journal starts it with `restore` records (the snapshot's layers), which are state, not calls.
+
+An operation the process was killed in has no record: resuming rebuilds the workspace without whatever it had
+done there (the sandbox dies with the process; its private workspace, /tmp and processes go), so issuing it again
+runs it live exactly once as far as the workspace is concerned. Effects outside the sandbox (the network) are
+not journaled and may happen again.
 """
 
 import json
@@ -15,6 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from dsv4.sandbox.config import SandboxSpec
 from dsv4.sandbox.errors import JournalMismatch, SandboxError
 from dsv4.sandbox.snapshot import Layer
+
+RESTORE = "restore"
+"""The op of a record that holds a snapshot layer a restored sandbox started from, not a call."""
 
 
 class JournalRecord(BaseModel):
@@ -100,16 +109,33 @@ def _fsync_dir(directory: Path) -> None:
 class Recorder:
     """Journals live operations; while resuming, answers the recorded prefix instead of running it."""
 
-    def __init__(self, journal: Journal, pending: list[JournalRecord], tracker=None, session=None):
-        """`tracker` and `session` capture workspace and shell state (None for stateless backends)."""
+    def __init__(self, journal: Journal, pending: list[JournalRecord], tracker=None, session=None,
+                 seq: int | None = None):
+        """`tracker` and `session` capture workspace and shell state (None for stateless backends); `seq`: the
+        next record's number (default: after `pending`, when the journal holds nothing else)."""
         self.journal, self.tracker, self.session = journal, tracker, session
         self.pending = list(pending)
-        self.seq = len(pending)
+        self.seq = len(pending) if seq is None else seq
         self._lock = threading.Lock()  # journaled calls run one at a time: record order is call order
 
     @property
     def replaying(self) -> bool:
         return bool(self.pending)
+
+    @property
+    def position(self) -> int:
+        """How many of the journal's records the calls made so far account for (replayed or written)."""
+        return self.seq - len(self.pending)
+
+    def restored(self, layers, cwd: str | None, env: dict[str, str] | None) -> None:
+        """Journal a workspace a sandbox starts from (`Sandbox.restore`): one `restore` record per snapshot layer,
+        the shell state on the last, so `Sandbox.resume` rebuilds it; resuming answers no call from them."""
+        with self._lock:
+            for i, layer in enumerate(layers):
+                last = i == len(layers) - 1
+                self.journal.append(JournalRecord(seq=self.seq, op=RESTORE, request={"layer": i}, layer=layer,
+                                                  cwd=cwd if last else None, env=env if last else None))
+                self.seq += 1
 
     def call(self, op: str, request: dict, run, encode, decode):
         """`decode(recorded result)` for the next recorded call, else `run()` journaled with its effects."""

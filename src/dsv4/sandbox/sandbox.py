@@ -29,8 +29,8 @@ from dsv4.sandbox.config import (
     SandboxSpec,
     VMConfig,
 )
-from dsv4.sandbox.errors import AgentProtocolError, SandboxClosed, UnsupportedOperation
-from dsv4.sandbox.journal import Journal, Recorder, read_journal
+from dsv4.sandbox.errors import AgentProtocolError, SandboxClosed, SandboxError, UnsupportedOperation
+from dsv4.sandbox.journal import RESTORE, Journal, Recorder, read_journal
 from dsv4.sandbox.limits import Limits
 from dsv4.sandbox.network import NetworkRules
 from dsv4.sandbox.reaper import IdleReaper
@@ -98,10 +98,16 @@ class Sandbox:
             raise
 
     @classmethod
-    def resume(cls, journal: Path, *, functions: dict | None = None) -> "Sandbox":
+    def resume(cls, journal: Path, *, functions: dict | None = None, done: int = 0) -> "Sandbox":
         """A new sandbox in the state the journal ends in; the recorded calls, made again in the same order,
-        return their recorded results without running, and later calls run live (and are journaled)."""
+        return their recorded results without running, and later calls run live (and are journaled).
+
+        `done`: how many records the caller already has the results of (e.g. an agent's trajectory, from
+        `journal_position`); only the calls recorded after them are answered from the journal."""
         spec, records = read_journal(journal)
+        if not 0 <= done <= len(records):
+            raise SandboxError(f"done={done}: journal={str(journal)!r} holds {len(records)} records")
+        done = max(done, next((i for i, r in enumerate(records) if r.op != RESTORE), len(records)))
         backend = start_backend(spec, functions)
         try:
             layers = [r.layer for r in records if r.layer is not None]
@@ -110,7 +116,7 @@ class Sandbox:
             last = next((r for r in reversed(records) if r.cwd is not None), None)
             if last is not None:
                 backend.session(last.cwd, last.env)
-            return cls(spec, backend, _recorder(spec, backend, Journal(journal), records))
+            return cls(spec, backend, _recorder(spec, backend, Journal(journal), records[done:], len(records)))
         except BaseException:
             backend.close()
             raise
@@ -127,6 +133,12 @@ class Sandbox:
             if self.recorder is not None:
                 self.recorder.journal.close()
             self.closed = True
+
+    @property
+    def journal_position(self) -> int | None:
+        """How many journal records the calls made so far account for (None without a journal): what
+        `resume(done=...)` takes to answer only the calls recorded after them."""
+        return None if self.recorder is None else self.recorder.position
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -231,14 +243,18 @@ class Sandbox:
         return self._live(take)
 
     @classmethod
-    def restore(cls, snap: Snapshot, *, functions: dict | None = None) -> "Sandbox":
-        """A new sandbox whose workspace and shell state are those of `snap` (the original is untouched)."""
+    def restore(cls, snap: Snapshot, *, functions: dict | None = None, journal: Path | None = None) -> "Sandbox":
+        """A new sandbox whose workspace and shell state are those of `snap` (the original is untouched).
+        With `journal`, it starts with the snapshot's layers, so `Sandbox.resume` rebuilds the restored sandbox."""
         sb = cls.from_spec(snap.spec, functions=functions)
         try:
             apply_layers(sb.backend, snap.spec.workdir, snap.layers)
             sb.backend.session(snap.cwd, snap.env)
             sb._snap_layers = list(snap.layers)
             sb._snap_tracker = WorkspaceTracker(sb.backend, snap.spec.workdir)
+            if journal is not None:  # its tracker starts from the restored workspace: later layers are changes
+                sb.recorder = _recorder(snap.spec, sb.backend, Journal.start(journal, snap.spec), [])
+                sb.recorder.restored(snap.layers, snap.cwd, snap.env)
             return sb
         except BaseException:
             sb.close()
@@ -274,10 +290,10 @@ class Sandbox:
         return self._live(lambda: self.recorder.call(op, request, run, encode, decode))
 
 
-def _recorder(spec: SandboxSpec, backend, journal: Journal, records: list) -> Recorder:
+def _recorder(spec: SandboxSpec, backend, journal: Journal, pending: list, seq: int | None = None) -> Recorder:
     if spec.backend.type == "function":  # stateless: nothing to capture between calls
-        return Recorder(journal, records)
-    return Recorder(journal, records, WorkspaceTracker(backend, spec.workdir), backend.session)
+        return Recorder(journal, pending, seq=seq)
+    return Recorder(journal, pending, WorkspaceTracker(backend, spec.workdir), backend.session, seq)
 
 
 def _b64(data: bytes) -> str:
