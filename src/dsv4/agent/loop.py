@@ -7,15 +7,19 @@ budget is spent or the endpoint fails, each with its status in the trajectory.
 """
 
 import time
+from collections.abc import Callable
 
 from pydantic import BaseModel, Field
 
 from dsv4.encoding.salvage import salvage_tool_calls
+from dsv4.sandbox import Sandbox
 
 from .client import ChatClient, Completion
 from .context import chars, compact, estimate_tokens
 from .errors import AgentError, ContextExhausted, LimitsExceeded
 from .messages import FunctionCall, Message, ToolCall
+from .run import AgentRun
+from .sandbox_tools import sandbox_tools
 from .tools import ToolRegistry
 from .trajectory import Step, ToolResult, Trajectory
 
@@ -48,39 +52,64 @@ class AgentConfig(BaseModel):
 
 
 class Agent:
-    def __init__(self, client: ChatClient, tools: ToolRegistry, config: AgentConfig | None = None):
+    """The loop's settings: a model client, the tools and the budgets. With `sandbox` (the sandbox the tools run
+    in), a run can be forked (`AgentRun.fork`) and, when the sandbox keeps a journal, resumed after a crash
+    (`resume`); `tools_for(sandbox)` makes the same tools over another sandbox (default: `sandbox_tools` alone)."""
+
+    def __init__(self, client: ChatClient, tools: ToolRegistry, config: AgentConfig | None = None, *,
+                 sandbox: Sandbox | None = None, tools_for: Callable[[Sandbox], ToolRegistry] | None = None):
         self.client, self.tools, self.config = client, tools, config or AgentConfig()
+        self.sandbox = sandbox
+        self.tools_for = tools_for or (lambda sb: ToolRegistry(sandbox_tools(sb)))
+
+    def over(self, sandbox: Sandbox, client: ChatClient | None = None) -> "Agent":
+        """This agent with its tools over `sandbox` (and `client`, when given)."""
+        return Agent(client or self.client, self.tools_for(sandbox), self.config, sandbox=sandbox,
+                     tools_for=self.tools_for)
+
+    def start(self, task: str, save_to=None) -> AgentRun:
+        """A new run of `task`, not stepped yet (`AgentRun.step`, `finish`, `fork`)."""
+        messages = [Message(role="system", content=self.config.system_prompt), Message(role="user", content=task)]
+        trajectory = Trajectory(task=task, model=self.client.model, tools=list(self.tools.tools), messages=messages)
+        run = AgentRun(self, trajectory, save_to)
+        run.checkpoint()
+        return run
 
     def run(self, task: str, save_to=None, on_step=None) -> Trajectory:
         """Runs to the end; never raises for an ending of the run (see `Trajectory.status`). `on_step(trajectory)`
         is called after each step (to show progress)."""
-        messages = [Message(role="system", content=self.config.system_prompt), Message(role="user", content=task)]
-        trajectory = Trajectory(task=task, model=self.client.model, tools=list(self.tools.tools), messages=messages)
-        start = time.monotonic()
+        return self.start(task, save_to).finish(on_step)
+
+    def resume(self, save_to, journal=None) -> AgentRun:
+        """The run saved at `save_to`, to go on from where it was killed (see `dsv4.agent.run` for what happens
+        to the tool call in flight then). With `journal` (the journal of the run's sandbox), the run gets a new
+        sandbox in the journal's state, which it owns (`AgentRun.close`); without, its tools are this agent's."""
+        trajectory = Trajectory.load(save_to)
+        if journal is None:
+            return AgentRun(self, trajectory, save_to)
+        sandbox = Sandbox.resume(journal, done=trajectory.journal_seq or 0)
         try:
-            while trajectory.status == "running":
-                self._check_budget(trajectory, time.monotonic() - start)
-                self._keep_in_context(trajectory)
-                try:
-                    try:
-                        self.step(trajectory)
-                    except ContextExhausted:  # the endpoint counted more than the estimate: compact, retry once
-                        limit = self.config.context_tokens or estimate_tokens(trajectory)
-                        if limit is None or not compact(trajectory, int(limit * self.config.compact_to / 2),
-                                                        self.config.keep_recent):
-                            raise
-                        self.step(trajectory)
-                finally:
-                    if save_to is not None:
-                        trajectory.save(save_to)
-                if on_step is not None:
-                    on_step(trajectory)
-        except AgentError as e:
-            trajectory.status, trajectory.error = e.status, str(e)
-        finally:
-            if save_to is not None:
-                trajectory.save(save_to)
-        return trajectory
+            return AgentRun(self.over(sandbox), trajectory, save_to, owns_sandbox=True)
+        except BaseException:
+            sandbox.close()
+            raise
+
+    def advance(self, trajectory: Trajectory, elapsed_s: float, checkpoint: Callable[[], None] | None = None):
+        """The run's next step: the tool calls left of a step in progress (a resumed run), else, within the
+        budgets and the context, one `step`; raises the `AgentError` that ends the run."""
+        if trajectory.partial is not None:
+            self.finish_step(trajectory, checkpoint)
+            return
+        self._check_budget(trajectory, elapsed_s)
+        self._keep_in_context(trajectory)
+        try:
+            self.step(trajectory, checkpoint)
+        except ContextExhausted:  # the endpoint counted more than the estimate: compact, retry once
+            limit = self.config.context_tokens or estimate_tokens(trajectory)
+            if limit is None or not compact(trajectory, int(limit * self.config.compact_to / 2),
+                                            self.config.keep_recent):
+                raise
+            self.step(trajectory, checkpoint)
 
     def _keep_in_context(self, trajectory: Trajectory):
         c = self.config
@@ -88,8 +117,9 @@ class Agent:
         if c.context_tokens is not None and estimate is not None and estimate >= c.compact_at * c.context_tokens:
             compact(trajectory, int(c.compact_to * c.context_tokens), c.keep_recent)
 
-    def step(self, trajectory: Trajectory):
-        """One model call and the tool calls it made."""
+    def step(self, trajectory: Trajectory, checkpoint: Callable[[], None] | None = None):
+        """One model call and the tool calls it made; `checkpoint()` runs before each tool call, the reply and the
+        calls before it in the trajectory (`AgentRun` saves it there)."""
         start = time.monotonic()
         sent = chars(trajectory.messages)
         schemas = self.tools.schemas()
@@ -97,19 +127,31 @@ class Agent:
         warnings = list(completion.warnings)
         if self.config.salvage_tool_calls:
             warnings += _salvage(completion, schemas)
-        reply = completion.message
-        trajectory.messages.append(reply)
-        results = []
-        for call in reply.tool_calls or []:
+        trajectory.messages.append(completion.message)
+        trajectory.partial = Step(index=len(trajectory.steps), finish_reason=completion.finish_reason,
+                                  usage=completion.usage, prompt_chars=sent, warnings=warnings,
+                                  duration_s=time.monotonic() - start)
+        self.finish_step(trajectory, checkpoint)
+
+    def finish_step(self, trajectory: Trajectory, checkpoint: Callable[[], None] | None = None):
+        """Runs the tool calls of the step in progress that have no result yet, in order, then closes the step."""
+        step = trajectory.partial
+        reply = trajectory.messages[-1 - len(step.tool_results)]
+        if reply.role != "assistant":
+            raise AgentError(f"the trajectory's step {step.index} in progress follows no assistant turn")
+        mark = time.monotonic()
+        for call in (reply.tool_calls or [])[len(step.tool_results):]:
+            if checkpoint is not None:
+                checkpoint()
             out = self.tools.call(call.function.name, call.function.arguments)
-            results.append(ToolResult(call_id=call.id, name=call.function.name, ok=out.ok, output=out.text,
-                                      duration_s=out.duration_s))
+            step.tool_results.append(ToolResult(call_id=call.id, name=call.function.name, ok=out.ok,
+                                                output=out.text, duration_s=out.duration_s))
             trajectory.messages.append(Message(role="tool", tool_call_id=call.id, content=out.text))
-        trajectory.steps.append(Step(index=len(trajectory.steps), finish_reason=completion.finish_reason,
-                                     usage=completion.usage, prompt_chars=sent, tool_results=results,
-                                     warnings=warnings, duration_s=time.monotonic() - start))
+        step.duration_s += time.monotonic() - mark
+        trajectory.steps.append(step)
+        trajectory.partial = None
         if not reply.tool_calls:
-            trajectory.status = "length" if completion.finish_reason == "length" else "finished"
+            trajectory.status = "length" if step.finish_reason == "length" else "finished"
 
     def _check_budget(self, trajectory: Trajectory, elapsed: float):
         c = self.config

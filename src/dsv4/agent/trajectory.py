@@ -1,5 +1,6 @@
 """A run's record: the whole conversation, each step's completion, tool results, usage and timing, and how the run
-ended. Saved after every step (atomically: a crash never leaves half a file), so a run that dies is still read."""
+ended. Saved (atomically: a crash never leaves half a file) once the model has answered and after each tool call,
+so a run that dies is still read, and resumed from where it was (`dsv4.agent.run`)."""
 
 import os
 from pathlib import Path
@@ -44,6 +45,16 @@ class Trajectory(BaseModel):
     messages: list[Message]
     steps: list[Step] = Field(default_factory=list)
     elided: list[Elided] = Field(default_factory=list)
+    partial: Step | None = None
+    """The step in progress: its reply is in `messages` (the last assistant turn), `tool_results` holds the calls
+    run so far; None between steps."""
+    journal_seq: int | None = None
+    """The sandbox journal's records the saved tool results account for (`Sandbox.journal_position`); None when
+    the tools' sandbox keeps no journal."""
+    elapsed_s: float = 0.0
+    """Seconds the run has taken (across resumes; a fork carries its parent's)."""
+    forked_at: int | None = None
+    """For a fork: how many steps its parent had made when it was copied (the steps before are shared)."""
     status: str = "running"
     """running, finished (an answer without tool calls), length (the answer was cut at max_tokens),
     limits_exceeded, context_exhausted, error."""
