@@ -65,6 +65,9 @@ class TaskResult:
     seconds: float = 0.0
     agent_status: str | None = None  # the model agent's trajectory status
     verifier: dict | None = None  # tests/test.sh's exit_code, timed_out, stdout and stderr (head and tail kept)
+    usage: dict[str, int] = field(default_factory=dict)  # the model agent's prompt_tokens, completion_tokens, steps
+    phases: dict[str, list[float]] = field(default_factory=dict)
+    """[start, end] Unix times of the phases run: environment_setup, agent_execution, verifier."""
 
 
 class TaskError(ValueError):
@@ -300,19 +303,35 @@ def run_task(task: Task, agent: "str | Callable[[Sandbox], Agent]", *, backend: 
         return TaskResult(task.name, "skipped", detail=task.unsupported)
     start = time.monotonic()
     verifier: dict = {}
+    usage: dict[str, int] = {}
+    phases: dict[str, list[float]] = {}
+
+    def phase(name: str | None) -> None:
+        """Ends the phase running, if any, and starts `name` (None: no other)."""
+        now = time.time()
+        for times in phases.values():
+            if len(times) == 1:
+                times.append(now)
+        if name is not None:
+            phases[name] = [now]
     try:
+        phase("environment_setup")
         with Sandbox.create(backend, workdir=task.workdir, scratch_dirs=(*SCRATCH, *task.scratch_dirs),
                             env=task.env, network_rules=network, **sandbox_limits(task)) as sb:
             for local, target in task.copies:
                 sb.upload(local, target)
             _set_modes(task, sb)
-            agent_status = _act(task, agent, sb, trajectory_dir)
+            phase("agent_execution")
+            agent_status = _act(task, agent, sb, trajectory_dir, usage)
+            phase("verifier")
             reward, detail = _verify(task, sb, verifier)
+            phase(None)
     except (SandboxError, OSError, TaskError) as e:
+        phase(None)
         return TaskResult(task.name, "error", detail=f"{type(e).__name__}: {e}", seconds=time.monotonic() - start,
-                          verifier=verifier or None)
+                          verifier=verifier or None, usage=usage, phases=phases)
     return TaskResult(task.name, "passed" if reward == 1.0 else "failed", reward, detail, time.monotonic() - start,
-                      agent_status, verifier or None)
+                      agent_status, verifier or None, usage, phases)
 
 
 def _set_modes(task: Task, sb: Sandbox, batch: int = 200) -> None:
@@ -330,7 +349,7 @@ def sandbox_limits(task: Task) -> dict:
     return {k: v for k, v in limits.items() if v is not None}
 
 
-def _act(task: Task, agent, sb: Sandbox, trajectory_dir: Path | None) -> str | None:
+def _act(task: Task, agent, sb: Sandbox, trajectory_dir: Path | None, usage: dict[str, int]) -> str | None:
     if agent == "nop":
         return None
     if agent == "oracle":
@@ -343,6 +362,9 @@ def _act(task: Task, agent, sb: Sandbox, trajectory_dir: Path | None) -> str | N
     model.config = model.config.model_copy(update={"max_seconds": task.agent_timeout_s})
     save_to = trajectory_dir / f"{task.name}.json" if trajectory_dir is not None else None
     trajectory: Trajectory = model.run(task.instruction, save_to=save_to)
+    steps = trajectory.steps
+    usage.update(steps=len(steps), prompt_tokens=sum(s.usage.get("prompt_tokens", 0) for s in steps),
+                 completion_tokens=sum(s.usage.get("completion_tokens", 0) for s in steps))
     return trajectory.status
 
 

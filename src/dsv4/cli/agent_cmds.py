@@ -30,7 +30,9 @@ def register(sub) -> None:
                    help="the model agent, the tasks' reference solutions, or nothing (default: model)")
     t.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     t.add_argument("--network", default="none", help=NETWORK_HELP)
-    t.add_argument("--out", type=Path, default=Path("task-results"), help="results.json and trajectories")
+    t.add_argument("--out", type=Path, default=Path("task-results"),
+                   help="the job directory: Harbor's job files (config.json, result.json, a directory per trial with "
+                        "its result, verifier output and trajectory) and dsv4's results.json")
     t.add_argument("--concurrency", type=int, default=1,
                    help="tasks run at once (each in its own sandbox; the server batches their requests)")
     _model_args(t)
@@ -162,11 +164,17 @@ def _short(text: str, n: int = 200) -> str:
 
 def cmd_agent_tasks(args: argparse.Namespace) -> int:
     import json
+    import time
     from concurrent.futures import ThreadPoolExecutor
     from dataclasses import asdict
+    from importlib.metadata import version
+
+    from rich.console import Console
 
     from dsv4.agent import Agent, AgentConfig, ToolRegistry, sandbox_tools
     from dsv4.agent.harbor import TaskError, load_task, run_task
+    from dsv4.agent.harbor_job import HarborJob
+    from dsv4.agent.task_report import TaskProgress, counts, summary
 
     dirs = [d for t in args.tasks for d in ([t] if (t / "instruction.md").is_file() else sorted(t.iterdir()))
             if d.is_dir()]
@@ -176,28 +184,40 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
         print(f"dsv4 agent-tasks: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log or a pipe: no wrapping at 80 columns
+    start = time.monotonic()
     with contextlib.ExitStack() as stack:
-        agent = args.agent
+        agent, model = args.agent, None
         if agent == "model":
             client, context = _client(args, stack)
+            model = client.model
 
             def agent(sb):
                 return Agent(client, ToolRegistry(sandbox_tools(sb)),
-                             AgentConfig(max_steps=args.max_steps, context_tokens=context))
+                             AgentConfig(max_steps=args.max_steps, context_tokens=context), sandbox=sb)
 
+        job = HarborJob(args.out, "dsv4" if model else args.agent, model, tasks, version=version("dsv4"),
+                        environment={"type": None, "kwargs": {"dsv4_sandbox": args.sandbox, "network": args.network}},
+                        n_concurrent=max(1, args.concurrency))
+        trajectories = args.out / "trajectories"
         results = []
 
         def one(task):
-            return run_task(task, agent, backend=args.sandbox, network=args.network, trajectory_dir=args.out)
+            return run_task(task, agent, backend=args.sandbox, network=args.network, trajectory_dir=trajectories)
 
-        with ThreadPoolExecutor(max(1, args.concurrency)) as pool:
-            for r in pool.map(one, tasks):  # in task order; results.json rewritten after each
+        trajectories.mkdir(exist_ok=True)
+        with ThreadPoolExecutor(max(1, args.concurrency)) as pool, TaskProgress(len(tasks), console) as progress:
+            for task, r in zip(tasks, pool.map(one, tasks), strict=True):  # in task order; files rewritten after each
                 results.append(r)
-                reward = "-" if r.reward is None else f"{r.reward:.2f}"
-                print(f"{r.name:<32} {r.status:<8} reward {reward:<5} {r.seconds:6.1f} s  {r.detail[:80]}",
-                      flush=True)
+                progress.done(r)
+                job.add(task, r, trajectories / f"{task.name}.json")
                 (args.out / "results.json").write_text(json.dumps([asdict(x) for x in results], indent=1))
+        job.finish()
+        with contextlib.suppress(OSError):
+            trajectories.rmdir()  # each went to its trial's agent/ directory
+    for table in summary(results, time.monotonic() - start):
+        console.print(table)
     ran = [r for r in results if r.status != "skipped"]
-    print(f"{sum(r.status == 'passed' for r in ran)}/{len(ran)} passed, {len(results) - len(ran)} skipped "
-          f"-> {args.out / 'results.json'}")
+    print(f"{sum(r.status == 'passed' for r in ran)}/{len(ran)} passed ({counts(results)}) "
+          f"-> {args.out / 'results.json'}, Harbor job files in {args.out}")
     return 0

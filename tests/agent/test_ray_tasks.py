@@ -1,0 +1,84 @@
+"""`dsv4 agent-tasks --ray` on a real Ray cluster started here (a head and a worker node, separate processes): a
+batch of Harbor tasks runs across both nodes with the results of a local run, and a worker node killed mid-run
+loses no task (what ran there is rescheduled)."""
+
+import threading
+import time
+
+import pytest
+
+from dsv4.agent.harbor import load_task, run_task
+from dsv4.agent.ray_tasks import run_on_ray
+
+from .ray_cluster import LocalCluster
+
+pytest.importorskip("ray", reason="Ray is the optional extra dsv4[cluster]")
+
+# (name, solution's answer, expected answer): passed, failed and a partial reward (reward.json)
+TASKS = [("square-2", 4, 4), ("square-3", 9, 9), ("square-4", 16, 16), ("wrong-5", 24, 25), ("square-6", 36, 36),
+         ("half-7", "partial", 49)]
+
+
+def make_task(root, name: str, answer, expected: int, sleep_s: float):
+    """A Terminal-Bench-layout task: the environment copies input.txt, the oracle writes out.txt after `sleep_s`."""
+    d = root / name
+    for sub in ("environment", "solution", "tests"):
+        (d / sub).mkdir(parents=True)
+    (d / "instruction.md").write_text("Write the square of the number in /app/input.txt to /app/out.txt.\n")
+    (d / "task.toml").write_text("[agent]\ntimeout_sec = 60\n[verifier]\ntimeout_sec = 30\n")
+    (d / "environment" / "Dockerfile").write_text("FROM ubuntu:24.04\nWORKDIR /app\nCOPY input.txt ./\n")
+    (d / "environment" / "input.txt").write_text(f"{int(expected ** 0.5)}\n")
+    (d / "solution" / "solve.sh").write_text(f"sleep {sleep_s}\necho {answer} > /app/out.txt\n")
+    (d / "tests" / "test.sh").write_text(
+        'out=$(cat /app/out.txt)\n'
+        'if [ "$out" = partial ]; then echo \'{"reward": 0.5}\' > /logs/verifier/reward.json; exit 0; fi\n'
+        f'[ "$out" = {expected} ] && echo 1 > /logs/verifier/reward.txt || echo 0 > /logs/verifier/reward.txt\n')
+    return load_task(d)
+
+
+def outcome(r) -> tuple:
+    """What a run decides about a task (where and how long aside)."""
+    return r.name, r.status, r.reward, r.detail, r.agent_status, r.verifier
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalCluster()
+    try:
+        c.start_head()
+        c.add_worker()
+        yield c
+    finally:
+        c.close()
+
+
+def test_tasks_spread_over_both_nodes_with_a_local_runs_results(cluster, make_sandbox, tmp_path):
+    make_sandbox("process")  # skips where bubblewrap cannot run
+    tasks = [make_task(tmp_path, *t, sleep_s=1) for t in TASKS]
+    finished = []
+    results = run_on_ray(tasks, "oracle", address=cluster.address, on_result=lambda i, r: finished.append(i))
+    assert sorted(finished) == list(range(len(tasks)))  # each reported once, as it finished
+    assert {r.node["id"] for r in results} == set(cluster.nodes)  # both nodes ran tasks
+    assert [outcome(r) for r in results] == [outcome(run_task(t, "oracle")) for t in tasks]
+    assert [r.status for r in results] == ["passed"] * 3 + ["failed", "passed", "failed"]
+
+
+def test_a_dead_nodes_tasks_are_rescheduled(cluster, make_sandbox, tmp_path):
+    make_sandbox("process")
+    doomed = cluster.add_worker()
+    tasks = [make_task(tmp_path, *t, sleep_s=4) for t in TASKS]
+    box = {}
+    run = threading.Thread(target=lambda: box.update(results=run_on_ray(tasks, "oracle", address=cluster.address)))
+    run.start()
+    deadline = time.monotonic() + 120
+    while not cluster.running(doomed, "run_packed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cluster.running(doomed, "run_packed"), "no task reached the doomed node"
+    cluster.kill(doomed)
+    run.join(300)
+    results = box["results"]
+    assert [(r.name, r.status, r.reward) for r in results] == \
+        [("square-2", "passed", 1.0), ("square-3", "passed", 1.0), ("square-4", "passed", 1.0),
+         ("wrong-5", "failed", 0.0), ("square-6", "passed", 1.0), ("half-7", "failed", 0.5)], \
+        [r.detail for r in results]
+    assert doomed not in {r.node["id"] for r in results}  # the task it held finished elsewhere
