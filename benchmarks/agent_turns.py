@@ -26,13 +26,14 @@ def turns(model, context: int, n_turns: int, reply: int, tool: int, prefix_cache
     ttft = []
     for _ in range(n_turns):
         request = engine.add_request(conversation, SamplingParams(temperature=0, max_tokens=reply, ignore_eos=True))
-        t = time.perf_counter()
-        while not engine.seqs[request].output_ids:
-            engine.step()
+        out, t = engine.accumulator(request), time.perf_counter()
+        while not out.token_ids:
+            for delta in engine.step():
+                out.add(delta)
         ttft.append(time.perf_counter() - t)
-        while engine.has_unfinished():
-            engine.step()
-        out = engine.seqs.pop(request).output()
+        while not out.finished:
+            for delta in engine.step():
+                out.add(delta)
         conversation = conversation + out.token_ids + torch.randint(2, 1000, (tool,), generator=g).tolist()
     return ttft
 

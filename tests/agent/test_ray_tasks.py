@@ -2,17 +2,16 @@
 batch of Harbor tasks runs across both nodes with the results of a local run, and a worker node killed mid-run
 loses no task (what ran there is rescheduled)."""
 
+import sys
 import threading
 import time
 
 import pytest
 
 from dsv4.agent.harbor import load_task, run_task
-from dsv4.agent.ray_tasks import run_on_ray
+from dsv4.agent.ray_tasks import ClusterError, run_on_ray
 
 from .ray_cluster import LocalCluster
-
-pytest.importorskip("ray", reason="Ray is the optional extra dsv4[cluster]")
 
 # (name, solution's answer, expected answer): passed, failed and a partial reward (reward.json)
 TASKS = [("square-2", 4, 4), ("square-3", 9, 9), ("square-4", 16, 16), ("wrong-5", 24, 25), ("square-6", 36, 36),
@@ -43,6 +42,7 @@ def outcome(r) -> tuple:
 
 @pytest.fixture(scope="module")
 def cluster():
+    pytest.importorskip("ray", reason="Ray is the optional extra dsv4[cluster]")
     c = LocalCluster()
     try:
         c.start_head()
@@ -55,9 +55,9 @@ def cluster():
 def test_tasks_spread_over_both_nodes_with_a_local_runs_results(cluster, make_sandbox, tmp_path):
     make_sandbox("process")  # skips where bubblewrap cannot run
     tasks = [make_task(tmp_path, *t, sleep_s=1) for t in TASKS]
-    finished = []
-    results = run_on_ray(tasks, "oracle", address=cluster.address, on_result=lambda i, r: finished.append(i))
-    assert sorted(finished) == list(range(len(tasks)))  # each reported once, as it finished
+    finished = list(run_on_ray(tasks, "oracle", address=cluster.address))  # (index, result) as each finished
+    assert sorted(i for i, _ in finished) == list(range(len(tasks)))
+    results = [r for _, r in sorted(finished, key=lambda f: f[0])]
     assert {r.node["id"] for r in results} == set(cluster.nodes)  # both nodes ran tasks
     assert [outcome(r) for r in results] == [outcome(run_task(t, "oracle")) for t in tasks]
     assert [r.status for r in results] == ["passed"] * 3 + ["failed", "passed", "failed"]
@@ -68,7 +68,11 @@ def test_a_dead_nodes_tasks_are_rescheduled(cluster, make_sandbox, tmp_path):
     doomed = cluster.add_worker()
     tasks = [make_task(tmp_path, *t, sleep_s=4) for t in TASKS]
     box = {}
-    run = threading.Thread(target=lambda: box.update(results=run_on_ray(tasks, "oracle", address=cluster.address)))
+
+    def run_all():
+        box["results"] = dict(run_on_ray(tasks, "oracle", address=cluster.address))
+
+    run = threading.Thread(target=run_all)
     run.start()
     deadline = time.monotonic() + 120
     while not cluster.running(doomed, "run_packed") and time.monotonic() < deadline:
@@ -76,9 +80,15 @@ def test_a_dead_nodes_tasks_are_rescheduled(cluster, make_sandbox, tmp_path):
     assert cluster.running(doomed, "run_packed"), "no task reached the doomed node"
     cluster.kill(doomed)
     run.join(300)
-    results = box["results"]
+    results = [box["results"][i] for i in range(len(tasks))]
     assert [(r.name, r.status, r.reward) for r in results] == \
         [("square-2", "passed", 1.0), ("square-3", "passed", 1.0), ("square-4", "passed", 1.0),
          ("wrong-5", "failed", 0.0), ("square-6", "passed", 1.0), ("half-7", "failed", 0.5)], \
         [r.detail for r in results]
     assert doomed not in {r.node["id"] for r in results}  # the task it held finished elsewhere
+
+
+def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(ClusterError, match=r"pip install 'dsv4\[cluster\]'"):
+        next(run_on_ray([make_task(tmp_path, *TASKS[0], sleep_s=0)], "oracle"))

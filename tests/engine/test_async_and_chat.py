@@ -8,7 +8,7 @@ import pytest
 from dsv4.encoding.message import AssistantMessage
 from dsv4.encoding.parse import parse_completion
 from dsv4.encoding.render import encode_messages
-from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.engine import Engine, EngineConfig, SamplingParams, StepFailed
 from dsv4.engine.async_engine import AsyncEngine
 
 from .test_engine import GREEDY, PROMPTS, greedy_reference
@@ -24,9 +24,10 @@ def test_async_streams_run_concurrently_and_match_greedy(tiny_model, tokenizer):
         return await asyncio.gather(*(collect(p) for p in PROMPTS[:3]))
 
     streams = asyncio.run(main())
-    for prompt, outs in zip(PROMPTS, streams, strict=False):
-        assert [len(o.token_ids) for o in outs] == list(range(1, GREEDY.max_tokens + 1))
-        assert outs[-1].token_ids == greedy_reference(tiny_model, prompt, GREEDY.max_tokens)
+    for prompt, deltas in zip(PROMPTS, streams, strict=False):
+        assert [len(d.token_ids) for d in deltas] == [1] * GREEDY.max_tokens
+        assert sum((d.token_ids for d in deltas), []) == greedy_reference(tiny_model, prompt, GREEDY.max_tokens)
+        assert deltas[-1].finished
     assert engine.engine.blocks.num_used == 0 and not engine.engine.seqs
 
 
@@ -108,7 +109,7 @@ def test_a_request_whose_step_fails_does_not_take_the_others_down(tiny_model, to
     run = engine.engine.runner.run
 
     def run_failing_the_first(chunks):  # one request at a time: the first fails at its third step
-        if any(c.seq.prompt_ids == PROMPTS[0] and len(c.seq.output_ids) >= 2 for c in chunks):
+        if any(c.seq.prompt_ids == PROMPTS[0] and c.seq.num_output >= 2 for c in chunks):
             raise RuntimeError("bad request")
         return run(chunks)
 
@@ -123,6 +124,7 @@ def test_a_request_whose_step_fails_does_not_take_the_others_down(tiny_model, to
         return await asyncio.gather(first, collect(PROMPTS[1]), return_exceptions=True)
 
     failed, other = asyncio.run(main())
-    assert isinstance(failed, RuntimeError) and "bad request" in str(failed)
-    assert other[-1].finished and other[-1].token_ids == greedy_reference(tiny_model, PROMPTS[1], GREEDY.max_tokens)
+    assert isinstance(failed, StepFailed) and "bad request" in str(failed) and failed.request_ids == [0]
+    assert other[-1].finished
+    assert sum((d.token_ids for d in other), []) == greedy_reference(tiny_model, PROMPTS[1], GREEDY.max_tokens)
     assert engine.engine.blocks.num_used == 0 and not engine.engine.seqs

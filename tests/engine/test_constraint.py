@@ -20,6 +20,8 @@ from dsv4.engine.sampling_params import Grammar
 from dsv4.train.tokenizer import train_tokenizer
 from tests.encoding.test_parse_strategies import recipe_parse
 
+from .conftest import Collector
+
 TOOLS = [
     {"name": "get_weather", "parameters": {"type": "object", "properties": {
         "city": {"type": "string"}, "days": {"type": "integer", "minimum": 1, "maximum": 14},
@@ -195,7 +197,5 @@ def test_a_snapshot_of_a_constrained_request_resumes_under_its_grammar(engine, t
     engine.snapshot(request, tmp_path / "snap.safetensors")
     engine.abort(request)
     resumed = engine.resume(tmp_path / "snap.safetensors")  # the grammar comes back from the snapshot's metadata
-    while not engine.seqs[resumed].is_finished:
-        engine.step()
-    out = engine.seqs.pop(resumed).output()
+    out = Collector(engine).until_done(resumed)[0]
     assert out.finish_reason == "stop" and isinstance(json.loads(out.text), dict)

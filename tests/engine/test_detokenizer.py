@@ -81,24 +81,30 @@ def test_streamed_text_only_grows_and_never_shows_a_stop_string_that_is_cut(data
     text = tok.decode(ids, skip_special_tokens=False)
     pieces = st.sampled_from([text[a:a + n] for a in range(len(text)) for n in (1, 2, 3, 5)] or ["x"])
     stops = tuple(data.draw(st.lists(pieces, min_size=1, max_size=3)))
-    detok, shown, final = Detokenizer(tok, stops), [], None
+    detok, shown, final = Detokenizer(tok, stops), "", None
     for token in ids:
         cut = detok.add(token)
         if cut >= 0:
             final = detok.text[:cut]
+            detok.end_at_stop(cut)
             break
-        shown.append(detok.visible)
-    final = detok.full(ids) if final is None else final
-    for a, b in zip([""] + shown, shown, strict=False):
-        assert b.startswith(a)  # append-only
-    assert all(final.startswith(v) for v in shown), (stops, shown, final)
+        shown += detok.take()
+        assert not any(s in shown for s in stops)
+    if final is None:
+        final = detok.full(ids)
+        detok.end(ids)
+    assert final.startswith(shown), (stops, shown, final)  # what was shown is never taken back
+    assert shown + detok.take() == final  # and the takes add up to the final text
 
 
 def test_a_stop_string_prefix_is_held_back_until_it_is_decided():
     detok = Detokenizer(_tok(), ("</answer>",))
     for token in _tok().encode("It is 42</ans", add_special_tokens=False).ids:
         detok.add(token)
-    assert detok.text == "It is 42</ans" and detok.visible == "It is 42"
+    assert detok.text == "It is 42</ans" and detok.take() == "It is 42" and detok.take() == ""
+    for token in _tok().encode("ible", add_special_tokens=False).ids:
+        detok.add(token)
+    assert detok.take() == "</ansible"  # not a stop after all: the held-back tail comes out
 
 
 def test_without_a_tokenizer_there_is_no_text():

@@ -4,7 +4,9 @@ and chunking change nothing, stop conditions end where they should, blocks all c
 import pytest
 import torch
 
-from dsv4.engine import CacheFull, Engine, EngineConfig, SamplingParams
+from dsv4.engine import CacheFull, Engine, EngineConfig, SamplingParams, StepFailed
+
+from .conftest import Collector
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
 PROMPTS = [[0, 4713, 3221, 14, 10, 77], [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 11, 12, 13, 14],
@@ -118,14 +120,15 @@ def test_cancellation_frees_blocks_at_once(tiny_model, tokenizer):
     assert engine.blocks.num_used == len(engine.blocks.table(running)) > 0
     assert engine.abort(waiting) and engine.abort(running)
     assert engine.blocks.num_used == 0 and not engine.runner.slots and not engine.has_unfinished()
-    assert not engine.abort(running)
-    assert engine.seqs[running].output().finish_reason == "abort"
+    assert not engine.abort(running)  # it has left the engine
+    assert not engine.seqs and engine.stats().finished["abort"] == 2
 
 
 def test_a_step_that_raises_ends_its_requests_and_frees_their_cache(tiny_model, tokenizer, reference, monkeypatch):
     engine = _engine(tiny_model, tokenizer, max_num_seqs=1)
+    steps = Collector(engine)
     first = engine.add_request(PROMPTS[2], GREEDY)
-    engine.step()
+    steps.step()
     second = engine.add_request(PROMPTS[0], GREEDY)  # waits: one request at a time
     calls = []
 
@@ -135,21 +138,22 @@ def test_a_step_that_raises_ends_its_requests_and_frees_their_cache(tiny_model, 
 
     with monkeypatch.context() as m:
         m.setattr(engine.runner, "run", fail_once)
-        with pytest.raises(RuntimeError, match="device lost"):
+        with pytest.raises(StepFailed, match="device lost") as failed:
             engine.step()
-    assert calls and engine.seqs[first].finish_reason == "error"
-    assert engine.seqs[first].token_ids[len(PROMPTS[2]):] == reference[2][:1]  # what it had is kept
+    assert calls and failed.value.request_ids == [first] and str(first) in str(failed.value)  # one error, naming it
+    assert isinstance(failed.value.__cause__, RuntimeError)
+    assert first not in engine.seqs and engine.stats().finished["error"] == 1  # it left the engine
+    assert steps.output(first).token_ids == reference[2][:1]  # what it had was handed out before
     assert engine.blocks.num_used == 0 and not engine.runner.slots  # nothing half-written stays in use
-    while engine.has_unfinished():  # the other request runs on, from a clean slot
-        engine.step()
-    assert engine.seqs[second].output().token_ids == reference[0]
+    assert steps.until_done(second)[0].token_ids == reference[0]  # the other runs on, from a clean slot
 
 
 def test_stream_yields_each_token_and_frees_when_closed(tiny_model, tokenizer, reference):
     engine = _engine(tiny_model, tokenizer)
-    outs = list(engine.stream(PROMPTS[2], GREEDY))
-    assert [len(o.token_ids) for o in outs] == list(range(1, 13))
-    assert outs[-1].token_ids == reference[2] and outs[-1].finished
+    deltas = list(engine.stream(PROMPTS[2], GREEDY))
+    assert [len(d.token_ids) for d in deltas] == [1] * 12  # one new token each, never the ones before
+    assert sum((d.token_ids for d in deltas), []) == reference[2] and deltas[-1].finished
+    assert not any(d.finished for d in deltas[:-1]) and not engine.seqs  # it left the engine with its last delta
     stream = engine.stream(PROMPTS[2], GREEDY)
     next(stream)
     assert engine.blocks.num_used > 0

@@ -9,6 +9,8 @@ from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
 
+from .conftest import Collector
+
 COMMON = list(range(10, 310))  # 300 tokens: 2 full blocks of 128 in common
 A, B = COMMON + [1000, 1001, 1002], COMMON + [7, 8, 9, 11, 12]
 GREEDY = SamplingParams(temperature=0, max_tokens=6)
@@ -46,16 +48,15 @@ def test_a_later_request_reuses_the_common_prefix(model, alone):
 
 def test_concurrent_requests_share_blocks(model, alone):
     engine = _engine(model)
+    steps = Collector(engine)
     a = engine.add_request(A, GREEDY)
-    while not engine.seqs[a].output_ids:
-        engine.step()
+    while not steps.num_output(a):
+        steps.step()
     b = engine.add_request(B, GREEDY)
     shared = engine.blocks.table(b)[:2]
     assert shared == engine.blocks.table(a)[:2] and all(engine.blocks.refs[x] == 2 for x in shared)
     assert engine.blocks.num_used == 3  # B holds only the 2 shared blocks so far: no new memory
-    while engine.has_unfinished():
-        engine.step()
-    assert engine.seqs[b].output().token_ids == alone[0]
+    assert steps.until_done(a, b)[1].token_ids == alone[0]
     assert engine.blocks.num_used == 0
 
 
@@ -85,27 +86,28 @@ def test_the_next_turn_of_a_conversation_reuses_the_reply(model, speculative):
     assert engine.blocks.num_used == 0 and not engine.prefix.hashes
 
 
-def _speculate(engine: Engine, prompt: list[int]) -> tuple[torch.Tensor, list[int | None]]:
-    """-> the request's MTP window when its prompt is done, and the MTP draft after each step from then on."""
-    request, window, drafts = engine.add_request(prompt, GREEDY), None, []
-    while not engine.seqs[request].is_finished:
-        engine.step()
-        if window is None and engine.seqs[request].output_ids:
+def _speculate(engine: Engine, prompt: list[int]) -> tuple[torch.Tensor, list[int | None], list[int]]:
+    """-> the request's MTP window when its prompt is done, the MTP draft after each step from then on, and its
+    output."""
+    request, window, drafts, steps = engine.add_request(prompt, GREEDY), None, [], Collector(engine)
+    while request in engine.seqs:
+        steps.step()
+        if window is None and steps.num_output(request):
             window = engine.runner.cache.mtp[0].window[engine.runner.slots[request]].clone()
         if window is not None:
             drafts.append(engine.speculator.drafts.get(request))
-    return window, drafts
+    return window, drafts, steps.output(request).token_ids
 
 
 def test_a_prefix_hit_restores_the_mtp_window_and_drafts_as_alone(model, alone):
-    alone_window, alone_drafts = _speculate(_engine(model, speculative=True), B)
+    alone_window, alone_drafts, _ = _speculate(_engine(model, speculative=True), B)
     engine = _engine(model, speculative=True)
     engine.generate([A], GREEDY)  # publishes the common blocks with slot copies (main and MTP windows)
     engine.generate([list(range(2000, 2300))], GREEDY)  # the same slot: its MTP window now holds other tokens
-    window, drafts = _speculate(engine, B)
+    window, drafts, out = _speculate(engine, B)
     assert engine.prefix.hit_tokens == 256
     assert torch.equal(window, alone_window) and drafts == alone_drafts
-    assert engine.seqs[2].output().token_ids == alone[0]
+    assert out == alone[0]
 
 
 def test_block_manager_sharing_without_tensors():

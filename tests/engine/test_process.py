@@ -1,4 +1,4 @@
-"""The engine in its own process: streams rebuilt from per-step deltas equal the in-process engine's outputs
+"""The engine in its own process: its streams' deltas, summed up, equal the in-process engine's outputs
 (tokens, text, logprobs, finish), leaving a stream aborts its request, a refused request fails its stream only,
 and a child that dies fails every open stream."""
 
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from dsv4.engine import Engine, EngineConfig, SamplingParams
+from dsv4.engine import Engine, EngineConfig, OutputAccumulator, SamplingParams
 from dsv4.engine.process import EngineProcess
 
 from .test_engine import PROMPTS
@@ -24,7 +24,14 @@ def process(tiny_dir):
 
 
 async def collect(p: EngineProcess, prompt, params):
-    return [out async for out in p.stream(prompt, params)]
+    return [delta async for delta in p.stream(prompt, params)]
+
+
+def summed(deltas, params):
+    out = OutputAccumulator(deltas[0].request_id, [], params.logprobs is not None)
+    for d in deltas:
+        out.add(d)
+    return out.output()
 
 
 PARAMS = [SamplingParams(temperature=0, max_tokens=12, logprobs=2),
@@ -37,11 +44,11 @@ def test_streams_equal_the_in_process_engine(process, tiny_dir):
     engine, produced = Engine.from_pretrained(tiny_dir, CONFIG), 0
     for prompt, params in zip(PROMPTS, PARAMS, strict=False):
         want = engine.generate([prompt], params)[0]
-        outs = asyncio.run(collect(process, prompt, params))
-        last = outs[-1]
+        deltas = asyncio.run(collect(process, prompt, params))
+        last = summed(deltas, params)
         assert (last.token_ids, last.text, last.finish_reason, last.stop_reason) == \
             (want.token_ids, want.text, want.finish_reason, want.stop_reason)
-        assert [len(o.token_ids) for o in outs] == list(range(1, len(want.token_ids) + 1))
+        assert [len(d.token_ids) for d in deltas] == [1] * len(want.token_ids)
         assert (last.logprobs is None) == (want.logprobs is None)
         if want.logprobs is not None:
             assert [(lp.token_id, lp.top) for lp in last.logprobs] == [(lp.token_id, lp.top) for lp in want.logprobs]
@@ -49,17 +56,17 @@ def test_streams_equal_the_in_process_engine(process, tiny_dir):
     assert process.stats.generated_tokens >= produced
 
 
-def test_concurrent_streams_are_rebuilt_from_their_own_deltas(process, tokenizer):
+def test_concurrent_streams_get_their_own_deltas(process, tokenizer):
     async def main():
         return await asyncio.gather(*(collect(process, p, sp) for p, sp in zip(PROMPTS, PARAMS, strict=False)))
 
-    for outs, params in zip(asyncio.run(main()), PARAMS, strict=True):
-        last = outs[-1]
-        assert [len(o.token_ids) for o in outs] == list(range(1, len(last.token_ids) + 1))
+    for deltas, params in zip(asyncio.run(main()), PARAMS, strict=True):
+        last = summed(deltas, params)
+        assert [len(d.token_ids) for d in deltas] == [1] * len(last.token_ids)
+        assert [d.finished for d in deltas] == [False] * (len(deltas) - 1) + [True]
         assert last.finish_reason in ("stop", "length") and len(last.token_ids) <= params.max_tokens
         if last.finish_reason == "length":
             assert last.text == tokenizer.decode(last.token_ids, skip_special_tokens=False)
-        assert all(o.text.startswith(prev.text) for prev, o in zip(outs, outs[1:], strict=False))
 
 
 def test_leaving_a_stream_aborts_and_a_refused_request_fails_alone(process):
@@ -76,7 +83,7 @@ def test_leaving_a_stream_aborts_and_a_refused_request_fails_alone(process):
             await asyncio.sleep(0.01)
         return ok
 
-    assert len(asyncio.run(main())[-1].token_ids) == 3
+    assert sum(len(d.token_ids) for d in asyncio.run(main())) == 3
     assert process.stats.running == 0 and process.stats.blocks_used == 0
     assert process.stats.finished["abort"] == 1
 

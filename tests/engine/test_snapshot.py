@@ -7,6 +7,8 @@ import torch
 from dsv4.cache.plan import KVPlan
 from dsv4.engine import Engine, EngineConfig, SamplingParams
 
+from .conftest import Collector
+
 PROMPT = list(range(3, 200))  # crosses a block boundary of 128
 
 
@@ -14,9 +16,13 @@ def _engine(model, tokenizer, **config) -> Engine:
     return Engine(model, tokenizer, EngineConfig(**{"num_blocks": 6, "max_num_seqs": 2, **config}))
 
 
-def _run_until(engine: Engine, request_id: int, n_out: int):
-    while len(engine.seqs[request_id].output_ids) < n_out:
-        engine.step()
+def _run_until(engine: Engine, request_id: int, n_out: int) -> Collector:
+    """Steps until the request has n_out tokens; its deltas summed up (a resumed request's first delta carries the
+    tokens it had before its snapshot)."""
+    steps = Collector(engine)
+    while steps.num_output(request_id) < n_out:
+        steps.step()
+    return steps
 
 
 @pytest.mark.parametrize("params", [SamplingParams(temperature=0, max_tokens=10),
@@ -36,8 +42,7 @@ def test_resumed_continuation_equals_the_uninterrupted_one(tiny_model, tokenizer
     second.step()
     resumed = second.resume(path)
     calls = second.runner.num_forward_calls
-    _run_until(second, resumed, 10)
-    out = second.seqs[resumed].output()
+    out = _run_until(second, resumed, 10).output(resumed)
     assert out.token_ids == whole.token_ids and out.finish_reason == "length"
     assert second.runner.num_forward_calls - calls == 6  # one decode step per remaining token, no prefill
     assert second.blocks.num_used == 0
@@ -59,7 +64,7 @@ def test_snapshots_move_between_speculative_and_plain_engines(tiny_model, tokeni
     params = SamplingParams(temperature=0, max_tokens=10)
     whole = _engine(tiny_model, tokenizer, speculative=True)
     whole_id = whole.add_request(PROMPT, params)
-    _run_until(whole, whole_id, 10)
+    expected = _run_until(whole, whole_id, 10).output(whole_id).token_ids
 
     first = _engine(tiny_model, tokenizer, speculative=saved_by)
     request = first.add_request(PROMPT, params)
@@ -70,5 +75,4 @@ def test_snapshots_move_between_speculative_and_plain_engines(tiny_model, tokeni
     if saved_by and resumed_by:  # the MTP window came along: drafting goes on as before the snapshot
         slot, window = second.runner.slots[resumed], first.runner.cache.mtp[0].window[first.runner.slots[request]]
         assert torch.equal(second.runner.cache.mtp[0].window[slot], window)
-    _run_until(second, resumed, 10)
-    assert second.seqs[resumed].output().token_ids == whole.seqs[whole_id].output().token_ids
+    assert _run_until(second, resumed, 10).output(resumed).token_ids == expected

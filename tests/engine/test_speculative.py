@@ -8,6 +8,8 @@ from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
 
+from .conftest import Collector
+
 PROMPTS = [list(range(3, 140)), list(range(7, 257)), [9, 8, 7, 6]]  # decodes cross CSA blocks and 256 (HCA)
 GREEDY = SamplingParams(temperature=0, max_tokens=16)
 
@@ -89,13 +91,13 @@ def test_under_load_requests_decode_as_one_batch_and_keep_drafting(model, plain)
     engine = Engine(model, None, EngineConfig(num_blocks=8, speculative=True, speculative_max_batch=2))
     short = SamplingParams(temperature=0, max_tokens=4)  # ends first: then 2 decode, at most speculative_max_batch
     ids = [engine.add_request(p, short if i == 0 else GREEDY) for i, p in enumerate(PROMPTS)]
-    calls = []
+    calls, steps = [], Collector(engine)
     while engine.has_unfinished():
         decoding = sum(1 for s in engine.seqs.values() if not s.is_finished and s.num_computed == len(s) - 1)
         before, drafted = engine.runner.num_forward_calls, engine.speculator.drafted
-        engine.step()
+        steps.step()
         calls.append((decoding, engine.runner.num_forward_calls - before, engine.speculator.drafted - drafted))
-    assert [engine.seqs[i].output().token_ids for i in ids] == [plain[0][:4]] + plain[1:]
+    assert [steps.output(i).token_ids for i in ids] == [plain[0][:4]] + plain[1:]
     loaded = [(n, d) for decoding, n, d in calls if decoding == 3]
     assert loaded and all(n == 1 and d == 0 for n, d in loaded)  # 3 > 2: one forward, nothing verified
     assert any(decoding <= 2 and d > 0 for decoding, _, d in calls)  # load dropped: drafts verified again

@@ -13,6 +13,7 @@ from dsv4.engine.detokenizer import TokenBytes, decode_ids
 from dsv4.server import create_app
 from dsv4.server.control_tokens import ControlTokens
 from dsv4.server.prompt_bound import max_prompt_chars
+from dsv4.server.streaming import deltas_of
 
 from ..engine.conftest import tiny_dir, tiny_model, tokenizer  # noqa: F401  (the engine's tiny checkpoint)
 
@@ -27,7 +28,7 @@ def real_tokenizer():
 
 class ScriptedBackend:
     """Streams `script` (a completion text, EOS appended unless it runs out of max_tokens) as the engine would:
-    one output per token, text decoded so far; a list of scripts answers successive requests. Records each
+    one delta per token (made from the text decoded so far); a list of scripts answers successive requests. Records each
     request's prompt ids and sampling params."""
 
     model_name = "dsv4-test"
@@ -47,7 +48,10 @@ class ScriptedBackend:
             return list(prompt)
         return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
-    async def stream(self, prompt_ids: list[int], params: SamplingParams):
+    def stream(self, prompt_ids: list[int], params: SamplingParams):
+        return deltas_of(self._outputs(prompt_ids, params))
+
+    async def _outputs(self, prompt_ids: list[int], params: SamplingParams):
         self.calls.append((prompt_ids, params))
         script = self.script if isinstance(self.script, str) else self.script[len(self.calls) - 1]
         ids = self.encode(script) + [EOS_ID]

@@ -11,6 +11,7 @@ from dsv4.engine import Engine, EngineConfig, RequestOutput, SamplingParams
 from dsv4.engine.detokenizer import decode_ids
 from dsv4.server import EngineBackend
 from dsv4.server.reasoning_store import ReasoningStore
+from dsv4.server.streaming import deltas_of
 from tests.encoding.test_parse_strategies import render_calls
 
 from .conftest import EOS_ID, ScriptedBackend, client_for, sse_events
@@ -144,12 +145,11 @@ class ReplayBackend(EngineBackend):
         super().__init__(engine, "tiny")
         self.script, self.calls = script, []
 
-    async def stream(self, prompt_ids, params: SamplingParams):
+    def stream(self, prompt_ids, params: SamplingParams):
         self.calls.append(list(prompt_ids))
-        if len(self.calls) > 1:
-            async for out in super().stream(prompt_ids, params):
-                yield out
-            return
+        return super().stream(prompt_ids, params) if len(self.calls) > 1 else deltas_of(self._replay(prompt_ids))
+
+    async def _replay(self, prompt_ids):
         script = self.engine.encode(self.script)
         await self.async_engine.generate(prompt_ids + script, SamplingParams(temperature=0, max_tokens=1))
         for n in range(1, len(script) + 2):

@@ -76,3 +76,47 @@ def test_indexer_learns_only_from_its_loss(model):
 def test_bad_ids_shape():
     with pytest.raises(ValueError, match="ids must be"):
         train_forward(Transformer(TINY, torch.float32), torch.zeros(5, dtype=torch.long))
+
+
+def test_shared_prefix_runs_once_with_the_same_logits_losses_and_gradients():
+    # rows sharing their first 300 tokens (as agent episodes share the system prompt): the prefix of 256 tokens run
+    # once gives the whole batch's logits from position 256 on, its index KL and its gradients
+    from dsv4.train.data import IGNORE
+    from dsv4.train.forward import shared_prefix
+    from dsv4.train.losses import losses
+
+    g = torch.Generator().manual_seed(3)
+    ids = torch.cat([IDS[:1, :300].expand(3, -1), torch.randint(0, TINY.vocab_size, (3, 140), generator=g)], 1)
+    targets = torch.full_like(ids, IGNORE)
+    targets[:, 300:-1] = ids[:, 301:]
+    prefix = shared_prefix(ids, n_mtp=1)
+    assert prefix == 256
+    grads, outs = [], []
+    for p in (0, prefix):
+        model = random_model(simulate=False)  # rounding would turn summation-order bits into flipped roundings
+        trained_parameters(model)
+        out = train_forward(model, ids, sparse=True, prefix=p)
+        parts = losses(out, targets)
+        parts.total(0.3).backward()
+        outs.append((out, parts))
+        grads.append({n: q.grad.clone() for n, q in model.named_parameters() if q.grad is not None})
+    (full, full_loss), (shared, shared_loss) = outs
+    torch.testing.assert_close(shared.logits, full.logits[:, prefix:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shared.mtp_logits[0], full.mtp_logits[0][:, prefix:], atol=1e-4, rtol=1e-4)
+    for name in ("lm", "mtp", "index_kl"):
+        torch.testing.assert_close(getattr(shared_loss, name), getattr(full_loss, name), atol=1e-5, rtol=1e-4)
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-4, rtol=1e-3, msg=n)
+
+
+def test_shared_prefix_is_checked():
+    from dsv4.train.forward import shared_prefix
+
+    model = random_model()
+    ids = IDS[:, :300]  # two different rows
+    assert shared_prefix(ids, n_mtp=1) == 0
+    with pytest.raises(ValueError, match="rows differ"):
+        train_forward(model, ids, prefix=128)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        train_forward(model, IDS[:1].expand(2, -1), prefix=100)

@@ -35,7 +35,7 @@ class EndpointAgent:
 
     def __call__(self, sb: Sandbox) -> Agent:
         config = AgentConfig(max_steps=self.max_steps, context_tokens=self.context_tokens)
-        return Agent(self.client, ToolRegistry(sandbox_tools(sb)), config)
+        return Agent(self.client, ToolRegistry(sandbox_tools(sb)), config, sandbox=sb)
 
     def __getstate__(self) -> dict:
         # an open HTTP client does not travel: the copy opens its own

@@ -13,7 +13,7 @@ import socket
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 from .harbor import Task, TaskResult, load_task, run_task
@@ -60,12 +60,11 @@ def run_packed(name: str, archive: bytes, agent, backend: str, network: str) -> 
 
 
 def run_on_ray(tasks: list[Task], agent, *, address: str = "auto", backend: str = "process", network: str = "none",
-               trajectory_dir: Path | None = None, in_flight: int | None = None,
-               on_result: Callable[[int, TaskResult], None] | None = None) -> list[TaskResult]:
-    """Run `tasks` on the cluster at `address` ("auto", HOST:PORT or ray://HOST:PORT) -> their results, in task
-    order; `on_result(index, result)` is called as each one finishes. `in_flight`: tasks submitted at once (default:
-    twice the cluster's CPUs; the rest wait here, not in the object store). Connects, and disconnects at the end,
-    unless this process is already connected."""
+               trajectory_dir: Path | None = None, in_flight: int | None = None) -> Iterator[tuple[int, TaskResult]]:
+    """Run `tasks` on the cluster at `address` ("auto", HOST:PORT or ray://HOST:PORT), yielding (index, result) as
+    each one finishes. `in_flight`: tasks submitted at once (default: twice the cluster's CPUs; the rest wait here,
+    not in the object store). Connects, and disconnects at the end (or when the caller stops early, which drops
+    what is still running), unless this process is already connected."""
     ray = import_ray()
     connected_here = not ray.is_initialized()
     if connected_here:
@@ -74,28 +73,26 @@ def run_on_ray(tasks: list[Task], agent, *, address: str = "auto", backend: str 
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise ClusterError(f"no Ray cluster to join at --ray {address}: {e}") from e
     try:
-        return _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight, on_result or (lambda i, r: None))
+        yield from _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight)
     finally:
         if connected_here:
             ray.shutdown()
 
 
-def _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight, on_result) -> list[TaskResult]:
-    """Keep up to `in_flight` tasks submitted; collect each as it finishes."""
+def _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight) -> Iterator[tuple[int, TaskResult]]:
+    """Keep up to `in_flight` tasks submitted; yield each as it finishes."""
     nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
     largest, total = max(nodes, default=1.0), sum(nodes)
     # SPREAD: independent sandboxes balance over the nodes rather than filling the first one
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD")(run_packed)
     limit = in_flight or max(1, int(2 * total))
-    results: list[TaskResult | None] = [None] * len(tasks)
     queue, pending = deque(range(len(tasks))), {}
     while queue or pending:
         while queue and len(pending) < limit:
             i = queue.popleft()
             task = tasks[i]
             if task.unsupported:  # skipped with the reason: nothing to run on a node
-                results[i] = run_task(task, agent)
-                on_result(i, results[i])
+                yield i, run_task(task, agent)
                 continue
             # the task's cpus in Ray's accounting, so a node is not given more than it has (never more than the
             # largest node has, which would leave the task waiting forever)
@@ -104,9 +101,7 @@ def _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight, on_r
         if pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             i = pending.pop(ref)
-            results[i] = _collect(ray, ref, tasks[i], trajectory_dir)
-            on_result(i, results[i])
-    return results
+            yield i, _collect(ray, ref, tasks[i], trajectory_dir)
 
 
 def _collect(ray, ref, task: Task, trajectory_dir: Path | None) -> TaskResult:

@@ -72,18 +72,17 @@ def run_chat(engine, request: dict, prompt: str, max_tokens: int, on_events=lamb
     """Generate greedily on `engine`, feeding the text to a stream parser as it forms: (message, RequestOutput)."""
     from dsv4.encoding import FORCED_TOOL_CALLS, StreamParser, fold_events
     from dsv4.encoding.request import thinking_mode_of
-    from dsv4.engine import SamplingParams
+    from dsv4.engine import OutputAccumulator, SamplingParams
 
     mode = thinking_mode_of(request)
     parser = StreamParser(thinking_mode=mode, tools=request.get("tools"))
     events = on_events(parser.feed(FORCED_TOOL_CALLS)) if prompt.endswith(FORCED_TOOL_CALLS) else []
-    text, out = "", None
-    for out in engine.stream(prompt, SamplingParams(temperature=0, max_tokens=max_tokens)):
-        if out.text.startswith(text) and not out.text.endswith("\ufffd"):  # wait out a split UTF-8 character
-            events += on_events(parser.feed(out.text[len(text):]))
-            text = out.text
-    events += on_events(parser.feed(out.text[len(text):]) + parser.finish())
-    return fold_events(events, thinking_mode=mode), out
+    out = None
+    for delta in engine.stream(prompt, SamplingParams(temperature=0, max_tokens=max_tokens)):
+        out = (out or OutputAccumulator(delta.request_id, [])).add(delta)
+        events += on_events(parser.feed(delta.text))
+    events += on_events(parser.finish())
+    return fold_events(events, thinking_mode=mode), out.output()
 
 
 def show(events: list) -> list:

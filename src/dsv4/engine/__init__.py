@@ -5,8 +5,9 @@ from dsv4.cache.block_manager import CacheFull
 
 from .async_engine import AsyncEngine
 from .config import EngineConfig
-from .engine import Engine
+from .engine import Engine, StepFailed
+from .output import OutputAccumulator, RequestDelta, RequestOutput, TokenLogprob
 from .sampling_params import SamplingParams
-from .sequence import RequestOutput, TokenLogprob
 
-__all__ = ["AsyncEngine", "CacheFull", "Engine", "EngineConfig", "RequestOutput", "SamplingParams", "TokenLogprob"]
+__all__ = ["AsyncEngine", "CacheFull", "Engine", "EngineConfig", "OutputAccumulator", "RequestDelta", "RequestOutput",
+           "SamplingParams", "StepFailed", "TokenLogprob"]

@@ -1,38 +1,60 @@
 """`AsyncEngine`: per-request async streaming over one `Engine`.
 
 One background task drives `Engine.step` in a worker thread while any request is open and hands each request's
-new output to that request's queue; a consumer that stops iterating, or whose task is cancelled (an HTTP client
+deltas to that request's queue; a consumer that stops iterating, or whose task is cancelled (an HTTP client
 that disconnects), cancels its request: at once when no step is running, else right after that step. The
 cancellation is queued for the driver before anything is awaited, so it holds under a cancellation that re-raises
 at every await (anyio cancel scopes, as in Starlette).
 """
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 
-from .engine import Engine
+from .engine import Engine, StepFailed
+from .output import RequestDelta, RequestOutput
 from .sampling_params import SamplingParams
-from .sequence import RequestOutput
 
 
 class AsyncEngine:
     def __init__(self, engine: Engine):
         self.engine = engine
         self._lock = threading.Lock()  # Engine is not thread-safe: steps, adds and aborts take turns
-        self._queues: dict[int, asyncio.Queue] = {}  # RequestOutput, or the exception a step raised
+        self._queues: dict[int, asyncio.Queue] = {}  # RequestDelta, or the exception a step raised
         self._closing: list[int] = []  # requests to cancel before the next step
         self._loop: asyncio.Task | None = None
 
     async def stream(self, prompt: str | list[int], params: SamplingParams | None = None
-                     ) -> AsyncIterator[RequestOutput]:
-        """Yields the request's output (all tokens so far) after each new token; the last one is finished."""
-        adding = asyncio.ensure_future(asyncio.to_thread(self._locked, self.engine.add_request, prompt, params))
+                     ) -> AsyncIterator[RequestDelta]:
+        """Yields the request's delta (its new tokens, text, logprobs) after each step that gave it tokens; the
+        last one is finished. A step that ends it raises `StepFailed`."""
+        async with contextlib.aclosing(self._deltas(await self._add(prompt, params))) as deltas:
+            async for delta in deltas:  # (closed with this generator: leaving early cancels the request at once)
+                yield delta
+
+    async def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestOutput:
+        request_id, out = await self._add(prompt, params, accumulate=True)
+        async with contextlib.aclosing(self._deltas(request_id)) as deltas:
+            async for delta in deltas:
+                out.add(delta)
+        return out.output()
+
+    async def _add(self, prompt, params, accumulate: bool = False):
+        """Adds the request in a worker thread -> its id (and an empty `OutputAccumulator` for it)."""
+        def add():
+            request_id = self.engine.add_request(prompt, params)
+            return (request_id, self.engine.accumulator(request_id)) if accumulate else request_id
+
+        adding = asyncio.ensure_future(asyncio.to_thread(self._locked, add))
         try:
-            request_id = await asyncio.shield(adding)
+            return await asyncio.shield(adding)
         except asyncio.CancelledError:  # the request may still be added: cancel it then
-            adding.add_done_callback(lambda f: f.cancelled() or f.exception() or self._close_later(f.result()))
+            adding.add_done_callback(lambda f: f.cancelled() or f.exception() or self._close_later(
+                f.result()[0] if accumulate else f.result()))
             raise
+
+    async def _deltas(self, request_id: int) -> AsyncIterator[RequestDelta]:
         queue = self._queues[request_id] = asyncio.Queue()
         self._ensure_driver()
         finished = False
@@ -48,10 +70,6 @@ class AsyncEngine:
             self._close_later(request_id)
             if request_id in self._closing:  # a step is running; unless this task is being cancelled, wait for
                 await asyncio.to_thread(self._locked, self._close_pending)  # it (the caller may stop the loop next)
-
-    async def generate(self, prompt: str | list[int], params: SamplingParams | None = None) -> RequestOutput:
-        outs = [out async for out in self.stream(prompt, params)]
-        return outs[-1]
 
     def _ensure_driver(self):
         if self._loop is None or self._loop.done():
@@ -77,33 +95,29 @@ class AsyncEngine:
         while self._closing:
             self._close(self._closing.pop())
 
-    def _step(self) -> list[RequestOutput]:
+    def _step(self) -> list[RequestDelta]:
         self._close_pending()
         return self.engine.step() if self._queues else []
 
     async def _drive(self):
         while self._queues or self._closing:
             try:
-                outs = await asyncio.to_thread(self._locked, self._step)
+                deltas = await asyncio.to_thread(self._locked, self._step)
             except Exception as e:  # the requests the step ended raise it; the others run on
-                failed = [rid for rid in self._queues if self._failed(rid)] or list(self._queues)
-                for rid in failed:  # (none ended: the engine itself is broken, so every stream raises)
-                    self._queues[rid].put_nowait(e)
-                if len(failed) == len(self._queues):
+                ended = e.request_ids if isinstance(e, StepFailed) else list(self._queues)  # else: engine broken
+                for rid in ended:
+                    if rid in self._queues:
+                        self._queues[rid].put_nowait(e)
+                if not isinstance(e, StepFailed):
                     return
                 continue
-            for out in outs:
-                if out.request_id in self._queues:
-                    self._queues[out.request_id].put_nowait(out)
-
-    def _failed(self, request_id: int) -> bool:
-        seq = self.engine.seqs.get(request_id)
-        return seq is not None and seq.finish_reason == "error"
+            for delta in deltas:
+                if delta.request_id in self._queues:
+                    self._queues[delta.request_id].put_nowait(delta)
 
     def _locked(self, fn, *args):
         with self._lock:
             return fn(*args)
 
     def _close(self, request_id: int):
-        self.engine.abort(request_id)  # no-op when it finished
-        self.engine.seqs.pop(request_id, None)
+        self.engine.abort(request_id)  # no-op when it finished (it has left the engine)

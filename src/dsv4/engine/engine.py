@@ -3,6 +3,10 @@
     engine = Engine.from_pretrained("ckpt/")              # or a preset name: random weights, the real tokenizer
     outs = engine.generate(["Hello", [0, 1, 2]], SamplingParams(temperature=0, max_tokens=16))
     outs[0].token_ids, outs[0].text
+
+`step()` hands out deltas (each request's new tokens, text and logprobs); a request leaves the engine with its
+last delta (the one with a finish reason). `generate()` sums deltas up into `RequestOutput`s; so does an
+`OutputAccumulator` for a caller that drives `step()` itself.
 """
 
 import dataclasses
@@ -28,11 +32,12 @@ from .config import EngineConfig
 from .constraint import Constraint, GrammarTokenizer
 from .detokenizer import Detokenizer, decode_ids
 from .model_runner import ModelRunner
+from .output import OutputAccumulator, RequestDelta, RequestOutput
 from .prefix_cache import PrefixCache
 from .sampler import Sampler
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerConfig
-from .sequence import RequestOutput, Sequence
+from .sequence import Sequence
 from .speculative import MTPSpeculator
 from .stats import EngineStats
 
@@ -96,6 +101,15 @@ def sized_config(config: EngineConfig, model: Transformer) -> EngineConfig:
     return dataclasses.replace(config, num_blocks=int(blocks))
 
 
+class StepFailed(RuntimeError):
+    """A step raised: the requests it ran were ended (finish reason "error", their blocks and slots freed) and
+    have left the engine; the others run on. `request_ids` names the ended ones; the cause is `__cause__`."""
+
+    def __init__(self, request_ids: list[int], cause: BaseException):
+        super().__init__(f"the engine step failed, ending request(s) {request_ids}: {type(cause).__name__}: {cause}")
+        self.request_ids = request_ids
+
+
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None,
                  eos_token_id: int = DEFAULT_EOS):
@@ -110,7 +124,7 @@ class Engine:
         self.sampler = Sampler()
         self.speculator = MTPSpeculator(self.runner) if config.speculative else None
         self.seqs: dict[int, Sequence] = {}
-        self.detok: dict[int, Detokenizer] = {}  # running requests' text
+        self.detok: dict[int, Detokenizer] = {}  # unfinished requests' text
         self.counters = EngineStats()
         self.constraints: dict[int, Constraint] = {}  # requests with a grammar
         self._grammar_tokens = GrammarTokenizer(tokenizer, model.config.vocab_size, eos_token_id) \
@@ -174,19 +188,23 @@ class Engine:
         return len(ids) - 1 - ids[::-1].index(self._user_token)
 
     def abort(self, request_id: int) -> bool:
-        """Cancels a request now, freeing its blocks and cache; False if it is unknown or already finished."""
+        """Cancels a request now, freeing its blocks and cache (it leaves the engine); False if it is unknown
+        (finished requests have left)."""
         seq = self.seqs.get(request_id)
-        if seq is None or seq.is_finished:
+        if seq is None:
             return False
         self._finish(seq, "abort")
+        self._leave(seq)
         return True
 
     def has_unfinished(self) -> bool:
         return not self.scheduler.is_finished()
 
     # --- the loop ---
-    def step(self) -> list[RequestOutput]:
-        """One scheduling step; returns the outputs of the requests that got a token this step."""
+    def step(self) -> list[RequestDelta]:
+        """One scheduling step; returns the deltas of the requests that got a token this step. A finished
+        request's delta is its last, and it leaves the engine. Raises `StepFailed` naming the requests it ended
+        when running the step fails."""
         chunks = self.scheduler.schedule()
         for seq in self.scheduler.preempted:
             self.runner.release(seq.seq_id)
@@ -200,16 +218,26 @@ class Engine:
         try:
             with intra_op_threads(threads):
                 seqs = self._run(chunks)
-        except BaseException:  # their cache may be half written: end them (blocks and slots freed), then raise
-            for c in chunks:
+            if self.prefix is not None:
+                for c in chunks:
+                    if not c.seq.is_finished:
+                        self.prefix.after_step(c.seq)
+        except BaseException as e:  # their cache may be half written: end them (blocks and slots freed)
+            for c in chunks:  # (one that finished in this step before the failure loses its last delta: ended too)
                 if not c.seq.is_finished:
                     self._finish(c.seq, "error")
+                self._leave(c.seq)
+            if isinstance(e, Exception):
+                raise StepFailed([c.seq.seq_id for c in chunks], e) from e
             raise
-        if self.prefix is not None:
-            for c in chunks:
-                if not c.seq.is_finished:
-                    self.prefix.after_step(c.seq)
-        return [s.output() for s in seqs]
+        return [self._delta(s) for s in seqs]
+
+    def _delta(self, seq: Sequence) -> RequestDelta:
+        """What the step added to `seq`; a finished request leaves the engine with it."""
+        delta = seq.take_delta(self.detok[seq.seq_id].take())
+        if seq.is_finished:
+            self._leave(seq)
+        return delta
 
     def _run(self, chunks) -> list[Sequence]:
         """Runs the step's chunks and takes their tokens; returns the requests that got one."""
@@ -263,27 +291,37 @@ class Engine:
         if not isinstance(params, list):
             params = [params or SamplingParams()] * len(prompts)
         ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
-        while any(not self.seqs[i].is_finished for i in ids):
-            self.step()
-        return [self.seqs.pop(i).output() for i in ids]
-
-    def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[RequestOutput]:
-        """Yields this request's output after each of its new tokens (other queued requests run alongside)."""
-        request_id = self.add_request(prompt, params)
-        seq = self.seqs[request_id]
+        outs = {i: self.accumulator(i) for i in ids}
         try:
-            while not seq.is_finished:
-                if any(out.request_id == request_id for out in self.step()):
-                    yield seq.output()
+            while any(not outs[i].finished for i in ids):
+                for delta in self.step():
+                    if delta.request_id in outs:
+                        outs[delta.request_id].add(delta)
+        finally:  # (a failed step: the others are cancelled, not left running)
+            for i in ids:
+                self.abort(i)
+        return [outs[i].output() for i in ids]
+
+    def accumulator(self, request_id: int) -> OutputAccumulator:
+        """An empty `OutputAccumulator` for a request in the engine (its deltas sum up to its `RequestOutput`)."""
+        seq = self.seqs[request_id]
+        return OutputAccumulator(request_id, seq.prompt_ids, seq.params.logprobs is not None)
+
+    def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[RequestDelta]:
+        """Yields this request's delta after each of its new tokens (other queued requests run alongside; their
+        deltas are dropped); leaving early aborts it."""
+        request_id = self.add_request(prompt, params)
+        try:
+            while request_id in self.seqs:
+                yield from (delta for delta in self.step() if delta.request_id == request_id)
         finally:
             self.abort(request_id)
-            self.seqs.pop(request_id, None)
 
     # --- sessions ---
     def snapshot(self, request_id: int, path: str | Path) -> Path:
         """Saves a running request (tokens, sampling state, its cache) between steps, for `resume`."""
         seq = self.seqs.get(request_id)
-        if seq is None or seq.is_finished or request_id not in self.runner.slots:
+        if seq is None or request_id not in self.runner.slots:
             raise ValueError(f"request {request_id} is not running with a cache (unknown, finished or waiting)")
         tensors = export_request(self.runner.cache, self.runner.slots[request_id], self.blocks.table(request_id),
                                  seq.num_computed)
@@ -316,7 +354,6 @@ class Engine:
             constraint = self.constraints[seq.seq_id] = self._constraint(seq.params)
             if not constraint.replay(seq.output_ids):
                 raise ValueError(f"the snapshot's output does not match its request's grammar: {path}")
-        seq.text = detok.visible
         if generator is not None:
             self.sampler.generator(seq.seq_id, seq.params).set_state(generator)
         self.seqs[seq.seq_id] = seq
@@ -324,19 +361,17 @@ class Engine:
 
     # --- ending ---
     def _check_stop(self, seq: Sequence, token: int):
-        p, out, detok = seq.params, seq.output_ids, self.detok[seq.seq_id]
+        p, detok = seq.params, self.detok[seq.seq_id]
         if token in p.stop_token_ids or (token == self.eos_token_id and not p.ignore_eos):
-            seq.text = detok.full(out[:-1])
+            detok.end(seq.output_ids[:-1])  # the output decoded once in full: O(output) at its end only
             seq.stop_reason = token if token in p.stop_token_ids else None
             return self._finish(seq, "stop")
         cut = detok.add(token)
-        seq.text = detok.visible
         if cut >= 0:
-            seq.text = detok.text[:cut]
-            seq.stop_reason = next(s for s in p.stop if detok.text.startswith(s, cut))
+            seq.stop_reason = detok.end_at_stop(cut)
             return self._finish(seq, "stop")
-        if len(out) >= p.max_tokens:
-            seq.text = detok.full(out)
+        if seq.num_output >= p.max_tokens:
+            detok.end(seq.output_ids)
             self._finish(seq, "length")
 
     def decode(self, ids: list[int]) -> str:
@@ -353,13 +388,18 @@ class Engine:
             drafted_tokens=spec.drafted if spec else 0, accepted_tokens=spec.accepted if spec else 0)
 
     def _finish(self, seq: Sequence, reason: str):
+        """Ends the request: its blocks, slot and sampling state are freed (its text stays for its last delta)."""
         self.counters.finished[reason] += 1
         self.scheduler.finish(seq, reason)
         self.runner.release(seq.seq_id)
         self.sampler.release(seq.seq_id)
-        self.detok.pop(seq.seq_id, None)
         self.constraints.pop(seq.seq_id, None)
         if self.speculator is not None:
             self.speculator.release(seq.seq_id)
         if self.prefix is not None:
             self.prefix.release(seq.seq_id)
+
+    def _leave(self, seq: Sequence):
+        """Forgets a finished request."""
+        self.seqs.pop(seq.seq_id, None)
+        self.detok.pop(seq.seq_id, None)

@@ -2,8 +2,8 @@
 
 A server's event loop (parsing, SSE, JSON per token) and the engine's steps are both Python: in one process they
 take turns on the GIL and each stalls the other. Here the child process only steps the engine; the parent streams.
-The pipe carries deltas, not whole outputs (new token ids, new text, new logprobs per request per step), so a long
-request costs the same per token at 1M tokens as at 1K; the parent rebuilds each request's `RequestOutput`.
+The pipe carries the engine's deltas as they are (new token ids, new text, new logprobs per request per step), and
+the parent hands them on as they came: a long request costs the same per token at 1M tokens as at 1K.
 
 The child exits when told to, or when the parent's end of the pipe closes (the parent died). A child that dies
 fails every open stream with the reason. It is started with "spawn" (a fresh interpreter, no forked torch state):
@@ -12,29 +12,16 @@ multiprocessing child (the `dsv4` command does).
 """
 
 import asyncio
+import dataclasses
 import itertools
 import multiprocessing as mp
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from .config import EngineConfig
+from .output import RequestDelta
 from .sampling_params import SamplingParams
-from .sequence import RequestOutput, TokenLogprob
 from .stats import EngineStats
-
-
-@dataclass
-class Delta:
-    """What one step added to one request."""
-
-    request_id: int
-    token_ids: list[int]
-    text: str
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: str | None = None
-    stop_reason: str | int | None = None
-    final_text: str | None = None  # at the end: the whole text (cut at a stop string, or decoded at once)
 
 
 class EngineProcess:
@@ -67,27 +54,25 @@ class EngineProcess:
     def alive(self) -> bool:
         return self.error is None and self.process.is_alive()
 
-    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        """The request's output after each new token (all tokens so far); leaving early aborts it."""
+    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
+        """The request's delta after each step that gave it tokens (its `request_id` is this process's id for
+        it); the last one is finished. Leaving early aborts it."""
         if self.error is not None:
             raise RuntimeError(self.error)
         rid, queue = next(self._ids), asyncio.Queue()
         self._streams[rid] = (asyncio.get_running_loop(), queue)
         self._send(("add", rid, list(prompt_ids), params))
-        out = RequestOutput(rid, list(prompt_ids), [], "", None, [] if params.logprobs is not None else None)
+        finished = False
         try:
-            while not out.finished:
+            while not finished:
                 item = await queue.get()
                 if isinstance(item, BaseException):
                     raise item
-                text = item.final_text if item.final_text is not None else out.text + item.text
-                out = RequestOutput(rid, out.prompt_token_ids, out.token_ids + item.token_ids, text,
-                                    item.finish_reason, out.logprobs + item.logprobs if out.logprobs is not None
-                                    else None, item.stop_reason)
-                yield out
+                finished = item.finished
+                yield item
         finally:
             self._streams.pop(rid, None)
-            if not out.finished and self.error is None:
+            if not finished and self.error is None:
                 self._send(("abort", rid))
 
     def close(self):
@@ -134,7 +119,7 @@ class EngineProcess:
 def _child(conn, path_or_preset: str, config: EngineConfig, seed: int, threads: int | None):
     import torch
 
-    from .engine import Engine
+    from .engine import Engine, StepFailed
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -148,7 +133,6 @@ def _child(conn, path_or_preset: str, config: EngineConfig, seed: int, threads: 
                          "max_model_len": min(c.max_model_len, c.num_blocks * c.block_size),
                          "num_blocks": c.num_blocks, "block_size": c.block_size}))
     ours: dict[int, int] = {}  # the parent's request id -> the engine's
-    sent: dict[int, tuple[int, int, int]] = {}  # engine id -> tokens, text length, logprobs already sent
     try:
         while True:
             while conn.poll(0 if engine.has_unfinished() else None):
@@ -162,10 +146,7 @@ def _child(conn, path_or_preset: str, config: EngineConfig, seed: int, threads: 
                     except Exception as e:
                         conn.send(("failed", rid, f"{type(e).__name__}: {e}"))
                 elif command[0] == "abort" and command[1] in ours:
-                    eid = ours.pop(command[1])
-                    engine.abort(eid)
-                    engine.seqs.pop(eid, None)
-                    sent.pop(eid, None)
+                    engine.abort(ours.pop(command[1]))
                     if not engine.has_unfinished():  # no step follows to bring the parent the idle stats
                         conn.send(("step", [], engine.stats()))
             if not engine.has_unfinished():
@@ -173,28 +154,19 @@ def _child(conn, path_or_preset: str, config: EngineConfig, seed: int, threads: 
                 continue
             theirs = {eid: rid for rid, eid in ours.items()}
             try:
-                outs = engine.step()
+                deltas = engine.step()
             except Exception as e:  # the requests the step ended fail; the others run on
-                failed = [eid for eid in theirs if engine.seqs.get(eid) and engine.seqs[eid].finish_reason == "error"]
-                for eid in failed or list(theirs):
-                    conn.send(("failed", theirs[eid], f"{type(e).__name__}: {e}"))
-                    ours.pop(theirs[eid], None)
-                    engine.abort(eid)
-                    engine.seqs.pop(eid, None)
+                ended = e.request_ids if isinstance(e, StepFailed) else list(theirs)  # else: the engine is broken
+                for eid in ended:
+                    if eid in theirs:
+                        conn.send(("failed", theirs[eid], f"{type(e).__name__}: {e}"))
+                        ours.pop(theirs[eid], None)
+                        engine.abort(eid)
                 continue
-            deltas = []
-            for out in outs:
-                if out.request_id not in theirs:
-                    continue
-                n_tok, n_text, n_lp = sent.get(out.request_id, (0, 0, 0))
-                deltas.append(Delta(theirs[out.request_id], out.token_ids[n_tok:], out.text[n_text:],
-                                    (out.logprobs or [])[n_lp:], out.finish_reason, out.stop_reason,
-                                    out.text if out.finished else None))
-                sent[out.request_id] = (len(out.token_ids), len(out.text), len(out.logprobs or []))
-                if out.finished:
-                    ours.pop(theirs[out.request_id], None)
-                    sent.pop(out.request_id, None)
-                    engine.seqs.pop(out.request_id, None)
-            conn.send(("step", deltas, engine.stats()))
+            for d in deltas:
+                if d.finished:
+                    ours.pop(theirs.get(d.request_id), None)
+            conn.send(("step", [dataclasses.replace(d, request_id=theirs[d.request_id]) for d in deltas
+                                if d.request_id in theirs], engine.stats()))
     except (EOFError, OSError):  # the parent is gone
         return

@@ -3,8 +3,8 @@ log-probabilities, and a grammar's allowed tokens (`constraint.py` computes them
 
 import torch
 
+from .output import TokenLogprob
 from .sampling_params import SamplingParams
-from .sequence import TokenLogprob
 
 
 class Sampler:

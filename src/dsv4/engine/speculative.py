@@ -63,7 +63,8 @@ class MTPSpeculator:
                     h = model.hidden(self._tensor(ids[:c.n]), view, c.start)
                     self.runner.num_forward_calls += 1
         m = c.n + max(0, len(new) - 1)  # positions computed and kept
-        next_ids = (seq.token_ids + new)[c.start + 1:c.start + m + 1]
+        # the token after each kept position (a slice: copying token_ids + new would cost O(context) per step)
+        next_ids = (seq.token_ids[c.start + 1:c.start + m + 1] + new)[:m]
         mtp = model.mtp_logits(h[:, :m], self._tensor(next_ids), view, c.start)  # [1,m,vocab]
         if c.samples:
             self.drafts[seq.seq_id] = int(mtp[0, -1].argmax())
@@ -89,7 +90,7 @@ class MTPSpeculator:
     def _room(self, c: Chunk) -> bool:
         """A draft needs one more token of max_tokens and of blocks."""
         seq = c.seq
-        if seq.params.max_tokens - len(seq.output_ids) < 2:
+        if seq.params.max_tokens - seq.num_output < 2:
             return False
         if not self.runner.blocks.can_grow(seq.seq_id, c.start + c.n + 1):
             return False

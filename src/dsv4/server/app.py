@@ -345,19 +345,19 @@ def _prompt_text(job: CompletionJob, backend: Backend) -> str:
 
 
 async def _text_complete(job: CompletionJob, backend: Backend):
-    text, logprobs, out = "", [], None
+    out = None
     try:
-        async for delta, new, last in text_steps(job, backend):
-            text, out = text + delta, last
-            logprobs += new
+        async for _, total in text_steps(job, backend):
+            out = total
     except Exception as e:
         log.exception("generation failed")
         return JSONResponse(error_body(f"generation failed: {e}", kind="server_error"), status_code=_status(e))
     echo = _prompt_text(job, backend) if job.request.echo else ""
-    lp = legacy_logprobs(logprobs, backend.token_bytes, len(echo)) if job.params.logprobs is not None else None
+    lp = legacy_logprobs(out.logprobs or [], backend.token_bytes, len(echo)) if job.params.logprobs is not None \
+        else None
     return {"id": completion_id("cmpl"), "object": "text_completion", "created": int(time.time()),
             "model": backend.model_name,
-            "choices": [{"index": 0, "text": echo + text, "logprobs": lp, "finish_reason": out.finish_reason}],
+            "choices": [{"index": 0, "text": echo + out.text, "logprobs": lp, "finish_reason": out.finish_reason}],
             "usage": _usage(job, out.token_ids).model_dump()}
 
 
@@ -375,11 +375,12 @@ async def _text_sse(job: CompletionJob, backend: Backend) -> AsyncIterator[str]:
         yield chunk({"index": 0, "text": echo, "logprobs": None, "finish_reason": None})
         offset = len(echo)
     try:
-        async for delta, new, out in text_steps(job, backend):
-            lp = legacy_logprobs(new, backend.token_bytes, offset) if job.params.logprobs is not None else None
-            offset += sum(len(t) for t in lp["tokens"]) if lp else len(delta)
-            if delta or lp or out.finished:
-                yield chunk({"index": 0, "text": delta, "logprobs": lp, "finish_reason": out.finish_reason})
+        async for delta, out in text_steps(job, backend):
+            lp = legacy_logprobs(delta.logprobs or [], backend.token_bytes, offset) \
+                if job.params.logprobs is not None else None
+            offset += sum(len(t) for t in lp["tokens"]) if lp else len(delta.text)
+            if delta.text or lp or out.finished:
+                yield chunk({"index": 0, "text": delta.text, "logprobs": lp, "finish_reason": out.finish_reason})
     except Exception as e:
         log.exception("generation failed")
         yield f"data: {json.dumps(error_body(f'generation failed: {e}', kind='server_error'))}\n\n"

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from tokenizers import Tokenizer
 
-from dsv4.engine import AsyncEngine, Engine, EngineConfig, RequestOutput, SamplingParams
+from dsv4.engine import AsyncEngine, Engine, EngineConfig, RequestDelta, SamplingParams
 from dsv4.engine.detokenizer import TokenBytes
 from dsv4.engine.engine import encode_prompt, load_tokenizer
 from dsv4.engine.process import EngineProcess
@@ -32,9 +32,9 @@ class Backend(Protocol):
 
     def token_bytes(self, token_id: int) -> bytes: ...
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        """The request's output after each new token (all tokens so far); the last one has a finish_reason.
-        Closing the iterator early cancels the request."""
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
+        """The request's deltas (new token ids, new text, their logprobs) as it runs; the last one has a
+        finish_reason. Closing the iterator early cancels the request."""
         ...
 
 
@@ -64,7 +64,7 @@ class EngineBackend:
         """The engine's `EngineStats` (read without the engine's lock: counters and queue lengths only)."""
         return self.engine.stats()
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
         return self.async_engine.stream(prompt_ids, params)
 
 
@@ -88,7 +88,7 @@ class ProcessBackend:
             return encode_text(self.tokenizer, prompt)
         return encode_prompt(self.tokenizer, self.process.info["vocab_size"], prompt)
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
         return self.process.stream(prompt_ids, params)
 
     def stats(self):

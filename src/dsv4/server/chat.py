@@ -26,7 +26,7 @@ from dsv4.encoding import (
 )
 from dsv4.encoding.request import thinking_mode_of
 from dsv4.encoding.salvage import Salvage, salvage_tool_calls
-from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
+from dsv4.engine import OutputAccumulator, SamplingParams, TokenLogprob
 
 from .backend import Backend
 from .constrained import reply_grammar
@@ -37,7 +37,7 @@ from .prompt_bound import check_prompt_size
 from .protocol import ChatCompletionRequest
 from .reasoning_store import Conversation, ReasoningStore
 from .sampling import sampling_params
-from .streaming import text_deltas
+from .streaming import with_totals
 from .surrogates import without_lone_surrogates
 
 log = logging.getLogger("dsv4.server")
@@ -101,7 +101,7 @@ class Step:
 
     events: list[Event]
     logprobs: list[TokenLogprob]
-    output: RequestOutput
+    output: OutputAccumulator  # the totals so far (token ids, finish and stop reasons)
 
 
 @dataclass
@@ -111,21 +111,21 @@ class ChatRun:
     job: ChatJob
     backend: Backend
     events: list[Event] = field(default_factory=list)
-    output: RequestOutput | None = None
+    output: OutputAccumulator | None = None
     salvaged: Salvage | None = None  # tool calls found written as text, once the completion has ended
 
     async def steps(self) -> AsyncIterator[Step]:
         job = self.job
         parser = StreamParser(thinking_mode=job.thinking_mode, tools=job.request.tools)
         pending = parser.feed(FORCED_TOOL_CALLS) if job.forced_tool_call else []
-        async for delta, logprobs, out in text_deltas(self.backend.stream(job.prompt_ids, job.params)):
-            events = pending + parser.feed(delta) + (parser.finish() if out.finished else [])
+        async for delta, out in with_totals(self.backend.stream(job.prompt_ids, job.params), job.prompt_ids):
+            events = pending + parser.feed(delta.text) + (parser.finish() if out.finished else [])
             pending = []
             self.events += events
             self.output = out
             if out.finished:
                 self._ended()
-            yield Step(events, logprobs, out)
+            yield Step(events, delta.logprobs or [], out)
 
     def _ended(self) -> None:
         """Salvages the calls written as text (when asked, and the model made none) and keeps the reasoning by the

@@ -4,14 +4,14 @@ chat template and no parsing; for evaluation harnesses and clients that render p
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
+from dsv4.engine import OutputAccumulator, RequestDelta, SamplingParams, TokenLogprob
 
 from .backend import Backend
 from .errors import RequestError
 from .prompt_bound import check_prompt_size
 from .protocol import CompletionRequest
 from .sampling import sampling_params
-from .streaming import text_deltas
+from .streaming import with_totals
 
 
 @dataclass
@@ -32,9 +32,9 @@ def prepare_completion(request: CompletionRequest, backend: Backend, *, default_
     return CompletionJob(request, ids, params)
 
 
-def text_steps(job: CompletionJob, backend: Backend) -> AsyncIterator[tuple[str, list[TokenLogprob], RequestOutput]]:
-    """(new text, the new tokens' logprobs, the output) after each token."""
-    return text_deltas(backend.stream(job.prompt_ids, job.params))
+def text_steps(job: CompletionJob, backend: Backend) -> AsyncIterator[tuple[RequestDelta, OutputAccumulator]]:
+    """(delta, the totals so far) after each step that gave the request tokens."""
+    return with_totals(backend.stream(job.prompt_ids, job.params), job.prompt_ids)
 
 
 def legacy_logprobs(logprobs: list[TokenLogprob], token_bytes, offset: int) -> dict:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from dsv4.engine import RequestOutput, SamplingParams
+from dsv4.engine import RequestDelta, SamplingParams
 
 from .backend import Backend
 
@@ -58,7 +58,7 @@ class Metrics:
         self.duration = Histogram("dsv4_request_duration_seconds", "From the request's start to its last token.",
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
 
-    async def observe(self, stream: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+    async def observe(self, stream: AsyncIterator[RequestDelta]) -> AsyncIterator[RequestDelta]:
         """`stream`, passed through, timed."""
         start, first = time.monotonic(), True
         async for out in stream:
@@ -82,5 +82,5 @@ class MeteredBackend:
     def __getattr__(self, name):
         return getattr(self.backend, name)
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
         return self.metrics.observe(self.backend.stream(prompt_ids, params))

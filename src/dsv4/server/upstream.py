@@ -6,7 +6,7 @@ GPU cluster.
 The server renders and tokenizes the prompt itself (the context checks need the count); the upstream gets the
 prompt as text (or token ids), with `skip_special_tokens: false` and `spaces_between_special_tokens: false` so
 `</think>` and the DSML tags come back as written, and `add_special_tokens: false` (the rendered prompt spells its
-own BOS). Its streamed text becomes the same `RequestOutput`s the engine gives, so the parsing path is the one the
+own BOS). Its streamed text becomes the same `RequestDelta`s the engine gives, so the parsing path is the one the
 engine's text takes.
 
 - Stop reasons: the upstream's `finish_reason` ("stop" / "length") and, where it says which (vLLM's
@@ -38,12 +38,13 @@ import httpx
 from tokenizers import Tokenizer
 
 from dsv4.encoding.tokens import EOS
-from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
+from dsv4.engine import RequestDelta, RequestOutput, SamplingParams, TokenLogprob
 from dsv4.engine.detokenizer import TokenBytes, char_of_byte
 from dsv4.engine.engine import encode_prompt
 
 from .control_tokens import ControlTokens
 from .prompt_bound import max_prompt_chars
+from .streaming import deltas_of
 from .upstream_pool import AFFINITY_BLOCK, PrefixAffinity, Upstream, UpstreamCollector
 
 log = logging.getLogger("dsv4.server.upstream")
@@ -176,7 +177,13 @@ class UpstreamBackend:
     def close(self) -> None:
         self._clients.clear()  # their connections close with the event loop that owned them
 
-    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
+        """The request's deltas, as the engine gives them (from the upstream's text so far after each chunk)."""
+        async with contextlib.aclosing(deltas_of(self._outputs(prompt_ids, params))) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def _outputs(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
         grammar = params.grammar
         if grammar is None or grammar.reasoning_end is None:
             async with contextlib.aclosing(self._generate(prompt_ids, params)) as outs:

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 from dsv4.sandbox import Sandbox, SandboxError
 
 from .episodes import episode_request, make_task, prepare
+from .forward import PREFIX_ALIGN, shared_prefix
 from .retrieval import key_values, passkey
 from .sample import Sample, chat_sample, tokenize
 
@@ -22,10 +23,16 @@ class Batch:
     ids: torch.Tensor  # [b,s] token ids (padded with EOS)
     targets: torch.Tensor  # [b,s] the next token where it is trained on, IGNORE elsewhere
     kind: str
+    prefix: int = 0  # tokens every row shares that the forward runs once (see forward.shared_prefix)
 
     @property
     def n_tokens(self) -> int:
         return self.ids.numel()
+
+    @property
+    def cost(self) -> int:
+        """The tokens the forward runs: the shared prefix once, then each row's own."""
+        return self.n_tokens - (self.ids.size(0) - 1) * self.prefix
 
 
 def agent_sample(rng: random.Random, sandbox: Sandbox, held_out: bool = False, think_fraction: float = 0.8,
@@ -59,12 +66,17 @@ class TokenCounter:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def collate(samples: list[Sample], tokenizer: Tokenizer, kind: str, max_len: int | None = None) -> Batch:
-    """Samples -> one right-padded batch; a sample longer than max_len keeps its last max_len tokens."""
-    pad = tokenizer.token_to_id("<｜end▁of▁sentence｜>")
+def collate(samples: list[Sample], tokenizer: Tokenizer, kind: str, max_len: int | None = None,
+            n_mtp: int = 1) -> Batch:
+    """Samples -> one right-padded batch; a sample longer than max_len keeps its last max_len tokens. The prefix
+    the rows share (and the MTP layers' `n_mtp` tokens after it) is marked to run once."""
     rows = [tokenize(s, tokenizer) for s in samples]
     if max_len is not None:
         rows = [(ids[-max_len:], trained[-max_len:]) for ids, trained in rows]
+    return collate_rows(rows, tokenizer.token_to_id("<｜end▁of▁sentence｜>"), kind, n_mtp)
+
+
+def collate_rows(rows: list[tuple[list[int], list[bool]]], pad: int, kind: str, n_mtp: int = 1) -> Batch:
     s = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), s), pad, dtype=torch.long)
     targets = torch.full((len(rows), s), IGNORE, dtype=torch.long)
@@ -73,12 +85,14 @@ def collate(samples: list[Sample], tokenizer: Tokenizer, kind: str, max_len: int
         nxt = torch.tensor(row[1:])
         keep = torch.tensor(trained[1:], dtype=torch.bool)
         targets[i, :len(row) - 1] = torch.where(keep, nxt, IGNORE)
-    return Batch(ids, targets, kind)
+    untrained = int((targets != IGNORE).any(0).long().argmax()) if (targets != IGNORE).any() else s
+    return Batch(ids, targets, kind, min(shared_prefix(ids, n_mtp), (untrained - n_mtp) // PREFIX_ALIGN * PREFIX_ALIGN))
 
 
 class BatchStream:
-    """Batches of about `tokens_per_batch` tokens: agent episodes (a fraction `agent_fraction` of them), or
-    retrieval samples of the length asked for."""
+    """Batches costing about `tokens_per_batch` tokens of forward: agent episodes (a fraction `agent_fraction` of
+    them; their shared system prompt runs once, so a batch holds several times more of them), or retrieval samples
+    of the length asked for."""
 
     def __init__(self, tokenizer: Tokenizer, sandbox: Sandbox, seed: int = 0, tokens_per_batch: int = 4096,
                  agent_fraction: float = 0.5):
@@ -89,11 +103,14 @@ class BatchStream:
     def next(self, length: int) -> Batch:
         rng = self.rng
         if rng.random() < self.agent_fraction:
-            samples, tokens = [], 0
-            while tokens < self.tokens_per_batch:
-                samples.append(self._agent_sample())
-                tokens += len(self.tokenizer.encode(samples[-1].text, add_special_tokens=False).ids)
-            return collate(samples[:-1] or samples, self.tokenizer, "agent")  # the batch stays within budget
+            pad = self.tokenizer.token_to_id("<｜end▁of▁sentence｜>")
+            rows, batch = [tokenize(self._agent_sample(), self.tokenizer)], None
+            while True:  # the batch stays within budget
+                grown = collate_rows(rows, pad, "agent")
+                if grown.cost > self.tokens_per_batch and batch is not None:
+                    return batch
+                batch = grown
+                rows.append(tokenize(self._agent_sample(), self.tokenizer))
         n = max(1, self.tokens_per_batch // length)
         return collate([retrieval_sample(rng, length, self.count) for _ in range(n)], self.tokenizer, "retrieval")
 

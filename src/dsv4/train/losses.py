@@ -25,6 +25,11 @@ class Losses:
 
 def losses(out: TrainOutput, targets: torch.Tensor) -> Losses:
     """targets [b,s]: the next token at each trained position, IGNORE elsewhere."""
+    if out.start:  # a shared prefix: its positions (and the MTP layers' predictions from them) carry no loss
+        reach = out.start + len(out.mtp_logits)
+        if (targets[:, :reach] != IGNORE).any():
+            raise ValueError(f"targets within the shared prefix's first {reach} positions: it is trained on")
+        targets = targets[:, out.start:]
     lm = _ce(out.logits, targets)
     # MTP depth k at position t predicts token t+k+2, which is the main target of position t+k+1
     mtp = [_ce(logits, targets[:, k + 1:]) for k, logits in enumerate(out.mtp_logits)]

@@ -104,7 +104,7 @@ def _loop(cfg, model, tokenizer, opts, stream, balancer, progress: Progress, log
         for opt in opts:
             for group in opt.param_groups:
                 group["lr"] = lr
-        out = train_forward(model, batch.ids, sparse=cfg.schedule.sparse(f))
+        out = train_forward(model, batch.ids, sparse=cfg.schedule.sparse(f), prefix=batch.prefix)
         parts = losses(out, batch.targets)
         for opt in opts:
             opt.zero_grad(set_to_none=True)
