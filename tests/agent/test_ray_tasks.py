@@ -2,19 +2,27 @@
 batch of Harbor tasks runs across both nodes with the results of a local run, and a worker node killed mid-run
 loses no task (what ran there is rescheduled)."""
 
+import json
+import socket
 import sys
 import threading
 import time
 
 import pytest
 
-from dsv4.agent.harbor import load_task, run_task
+from dsv4.agent.harbor import load_task
 from dsv4.agent.ray_tasks import ClusterError, run_on_ray
+from dsv4.cli import main
+from dsv4.server import create_app
+from dsv4.server.background import serving
+from tests.encoding.test_parse_strategies import render_calls
+from tests.server.conftest import ScriptedBackend
 
 from .ray_cluster import LocalCluster
+from .test_harbor import TASKS as HARBOR_TASKS
 
 # (name, solution's answer, expected answer): passed, failed and a partial reward (reward.json)
-TASKS = [("square-2", 4, 4), ("square-3", 9, 9), ("square-4", 16, 16), ("wrong-5", 24, 25), ("square-6", 36, 36),
+SQUARES = [("square-2", 4, 4), ("square-3", 9, 9), ("square-4", 16, 16), ("wrong-5", 24, 25), ("square-6", 36, 36),
          ("half-7", "partial", 49)]
 
 
@@ -35,9 +43,9 @@ def make_task(root, name: str, answer, expected: int, sleep_s: float):
     return load_task(d)
 
 
-def outcome(r) -> tuple:
-    """What a run decides about a task (where and how long aside)."""
-    return r.name, r.status, r.reward, r.detail, r.agent_status, r.verifier
+def outcome(r: dict) -> tuple:
+    """What a run decides about a task (where, when and how long aside)."""
+    return r["name"], r["status"], r["reward"], r["detail"], r["agent_status"], r["verifier"]
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +60,41 @@ def cluster():
         c.close()
 
 
-def test_tasks_spread_over_both_nodes_with_a_local_runs_results(cluster, make_sandbox, tmp_path):
+def test_tasks_spread_over_both_nodes_with_a_local_runs_results(cluster, make_sandbox, tmp_path, capsys):
     make_sandbox("process")  # skips where bubblewrap cannot run
-    tasks = [make_task(tmp_path, *t, sleep_s=1) for t in TASKS]
-    finished = list(run_on_ray(tasks, "oracle", address=cluster.address))  # (index, result) as each finished
-    assert sorted(i for i, _ in finished) == list(range(len(tasks)))
-    results = [r for _, r in sorted(finished, key=lambda f: f[0])]
-    assert {r.node["id"] for r in results} == set(cluster.nodes)  # both nodes ran tasks
-    assert [outcome(r) for r in results] == [outcome(run_task(t, "oracle")) for t in tasks]
-    assert [r.status for r in results] == ["passed"] * 3 + ["failed", "passed", "failed"]
+    for t in SQUARES:
+        make_task(tmp_path / "tasks", *t, sleep_s=1)
+    command = ["agent-tasks", str(tmp_path / "tasks"), "--agent", "oracle"]
+    assert main([*command, "--out", str(tmp_path / "here")]) == 0
+    assert main([*command, "--out", str(tmp_path / "ray"), "--ray", cluster.address]) == 0
+    out = capsys.readouterr().out
+    assert f"6 tasks on the Ray cluster at {cluster.address}" in out and "4/6 passed" in out
+    assert all(f"[{socket.gethostname()} {node[:8]}]" in out for node in cluster.nodes)  # shown as each finished
+    here, there = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("here", "ray"))
+    assert {r["node"]["id"] for r in there} == set(cluster.nodes)  # both nodes ran tasks
+    assert [outcome(r) for r in there] == [outcome(r) for r in here]  # in task order, decided alike
+    assert [r["status"] for r in there] == ["failed", "passed", "passed", "passed", "passed", "failed"]
+
+
+def test_the_model_agent_runs_on_a_node_against_the_shared_endpoint(cluster, make_sandbox, real_tokenizer, tmp_path):
+    make_sandbox("process")
+    command = 'echo "$GREETING $(wc -l < seed/numbers.txt)" > hello.txt'
+    script = ["Write it.</think>" + render_calls([("bash", {"command": command})]), "Done.</think>Written."]
+    with serving(create_app(ScriptedBackend(real_tokenizer, script))) as url:
+        rc = main(["agent-tasks", str(HARBOR_TASKS / "hello-file"), "--out", str(tmp_path), "--ray", cluster.address,
+                   "--endpoint", f"{url}/v1"])
+    assert rc == 0
+    (result,) = json.loads((tmp_path / "results.json").read_text())
+    assert (result["status"], result["agent_status"], result["node"]["id"] in cluster.nodes) == \
+        ("passed", "finished", True)
+    (trajectory,) = tmp_path.glob("*/agent/hello-file.json")  # gathered here, into its trial's directory
+    assert json.loads(trajectory.read_text())["status"] == "finished"
 
 
 def test_a_dead_nodes_tasks_are_rescheduled(cluster, make_sandbox, tmp_path):
     make_sandbox("process")
     doomed = cluster.add_worker()
-    tasks = [make_task(tmp_path, *t, sleep_s=4) for t in TASKS]
+    tasks = [make_task(tmp_path, *t, sleep_s=4) for t in SQUARES]
     box = {}
 
     def run_all():
@@ -91,4 +119,13 @@ def test_a_dead_nodes_tasks_are_rescheduled(cluster, make_sandbox, tmp_path):
 def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     with pytest.raises(ClusterError, match=r"pip install 'dsv4\[cluster\]'"):
-        next(run_on_ray([make_task(tmp_path, *TASKS[0], sleep_s=0)], "oracle"))
+        next(run_on_ray([make_task(tmp_path, *SQUARES[0], sleep_s=0)], "oracle"))
+
+
+def test_ray_arguments_are_checked_before_anything_runs(tmp_path, capsys):
+    hello, partial = str(HARBOR_TASKS / "hello-file"), str(HARBOR_TASKS / "partial")
+    assert main(["agent-tasks", "--ray", hello, partial, "--agent", "oracle", "--out", str(tmp_path)]) == 2
+    assert f"--ray '{hello}': expected auto, HOST:PORT or ray://HOST:PORT" in capsys.readouterr().err
+    assert main(["agent-tasks", hello, "--ray", "--out", str(tmp_path)]) == 2
+    assert "--ray with the model agent needs --endpoint" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

@@ -68,6 +68,7 @@ class TaskResult:
     usage: dict[str, int] = field(default_factory=dict)  # the model agent's prompt_tokens, completion_tokens, steps
     phases: dict[str, list[float]] = field(default_factory=dict)
     """[start, end] Unix times of the phases run: environment_setup, agent_execution, verifier."""
+    node: dict | None = None  # under --ray, where it ran: {"id": Ray's node id, "host": its hostname}
 
 
 class TaskError(ValueError):

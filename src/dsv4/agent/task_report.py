@@ -42,8 +42,9 @@ class TaskProgress:
     def done(self, r: TaskResult) -> None:
         self.results.append(r)
         reward = "-" if r.reward is None else f"{r.reward:.2f}"
-        self.console.print(f"{r.name:<32} {r.status:<8} reward {reward:<5} {r.seconds:6.1f} s  {r.detail[:80]}",
-                           markup=False, highlight=False)
+        where = f" [{r.node['host']} {r.node['id'][:8]}]" if r.node else ""  # a Ray node's host and id
+        self.console.print(f"{r.name:<32} {r.status:<8} reward {reward:<5} {r.seconds:6.1f} s{where}  "
+                           f"{r.detail[:80]}", markup=False, highlight=False)
         self.progress.update(self.bar, advance=1, description=counts(self.results))
 
 

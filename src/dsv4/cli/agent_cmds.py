@@ -34,7 +34,12 @@ def register(sub) -> None:
                    help="the job directory: Harbor's job files (config.json, result.json, a directory per trial with "
                         "its result, verifier output and trajectory) and dsv4's results.json")
     t.add_argument("--concurrency", type=int, default=1,
-                   help="tasks run at once (each in its own sandbox; the server batches their requests)")
+                   help="tasks run at once (each in its own sandbox; the server batches their requests); with --ray, "
+                        "tasks submitted to the cluster at once where above 1 (default there: twice its CPUs)")
+    t.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run each task on a node of a Ray cluster: auto (default: the cluster this machine is in), "
+                        "HOST:PORT or ray://HOST:PORT; the model agent needs an --endpoint every node reaches "
+                        "(needs pip install 'dsv4[cluster]')")
     _model_args(t)
     t.set_defaults(func=cmd_agent_tasks)
 
@@ -87,14 +92,20 @@ def cmd_agent(args: argparse.Namespace) -> int:
 def _client(args: argparse.Namespace, stack: contextlib.ExitStack):
     """(the OpenAI client for --endpoint, or for the checkpoint served locally for the stack's lifetime, and the
     model's context length where the endpoint lists it)."""
-    from dsv4.agent import OpenAIClient
+    agent = _endpoint_agent(args, stack)
+    return agent.client, agent.context_tokens
+
+
+def _endpoint_agent(args: argparse.Namespace, stack: contextlib.ExitStack):
+    """The model agent's maker for --endpoint, or for the checkpoint served locally for the stack's lifetime."""
+    from dsv4.agent.endpoint_agent import EndpointAgent
 
     url = args.endpoint or stack.enter_context(local_server(args.checkpoint)) + "/v1"
     key = os.environ.get(args.api_key_env)
     model, context = listed_model(url, key, args.model)
     extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
              if v is not None}
-    return OpenAIClient(url, model, key, extra=extra), context
+    return EndpointAgent(url, model, key, extra, args.max_steps, context)
 
 
 @contextlib.contextmanager
@@ -171,16 +182,18 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from dsv4.agent import Agent, AgentConfig, ToolRegistry, sandbox_tools
     from dsv4.agent.harbor import TaskError, load_task, run_task
     from dsv4.agent.harbor_job import HarborJob
+    from dsv4.agent.ray_tasks import ClusterError
     from dsv4.agent.task_report import TaskProgress, counts, summary
 
     dirs = [d for t in args.tasks for d in ([t] if (t / "instruction.md").is_file() else sorted(t.iterdir()))
             if d.is_dir()]
     try:
         tasks = [load_task(d) for d in dirs]
-    except TaskError as e:
+        if args.ray is not None:
+            _check_ray_args(args)
+    except (TaskError, ValueError, ClusterError) as e:
         print(f"dsv4 agent-tasks: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
@@ -189,29 +202,31 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         agent, model = args.agent, None
         if agent == "model":
-            client, context = _client(args, stack)
-            model = client.model
-
-            def agent(sb):
-                return Agent(client, ToolRegistry(sandbox_tools(sb)),
-                             AgentConfig(max_steps=args.max_steps, context_tokens=context), sandbox=sb)
-
+            agent = _endpoint_agent(args, stack)  # a value: it travels to the nodes under --ray
+            model = agent.model
         job = HarborJob(args.out, "dsv4" if model else args.agent, model, tasks, version=version("dsv4"),
                         environment={"type": None, "kwargs": {"dsv4_sandbox": args.sandbox, "network": args.network}},
                         n_concurrent=max(1, args.concurrency))
         trajectories = args.out / "trajectories"
-        results = []
+        done = {}  # task index -> its result
 
         def one(task):
             return run_task(task, agent, backend=args.sandbox, network=args.network, trajectory_dir=trajectories)
 
         trajectories.mkdir(exist_ok=True)
-        with ThreadPoolExecutor(max(1, args.concurrency)) as pool, TaskProgress(len(tasks), console) as progress:
-            for task, r in zip(tasks, pool.map(one, tasks), strict=True):  # in task order; files rewritten after each
-                results.append(r)
-                progress.done(r)
-                job.add(task, r, trajectories / f"{task.name}.json")
-                (args.out / "results.json").write_text(json.dumps([asdict(x) for x in results], indent=1))
+        try:
+            with ThreadPoolExecutor(max(1, args.concurrency)) as pool, TaskProgress(len(tasks), console) as progress:
+                finished = enumerate(pool.map(one, tasks)) if args.ray is None else _on_ray(tasks, agent, args)
+                for i, r in finished:  # in task order here, as they finish on a cluster; files rewritten after each
+                    done[i] = r
+                    progress.done(r)
+                    job.add(tasks[i], r, trajectories / f"{tasks[i].name}.json")
+                    results = [done[k] for k in sorted(done)]
+                    (args.out / "results.json").write_text(json.dumps([asdict(x) for x in results], indent=1))
+        except ClusterError as e:
+            print(f"dsv4 agent-tasks: {e}", file=sys.stderr)
+            return 2
+        results = [done[k] for k in sorted(done)]
         job.finish()
         with contextlib.suppress(OSError):
             trajectories.rmdir()  # each went to its trial's agent/ directory
@@ -221,3 +236,25 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
     print(f"{sum(r.status == 'passed' for r in ran)}/{len(ran)} passed ({counts(results)}) "
           f"-> {args.out / 'results.json'}, Harbor job files in {args.out}")
     return 0
+
+
+def _check_ray_args(args: argparse.Namespace) -> None:
+    """Before anything starts: an address that reads as one, the endpoint the nodes use, Ray installed."""
+    from dsv4.agent.ray_tasks import import_ray
+
+    if args.ray != "auto" and ":" not in args.ray:  # e.g. a task directory taken for the address
+        raise ValueError(f"--ray {args.ray!r}: expected auto, HOST:PORT or ray://HOST:PORT (put --ray after the "
+                         "task directories, or write --ray=ADDRESS)")
+    if args.agent == "model" and args.endpoint is None:
+        raise ValueError("--ray with the model agent needs --endpoint, a URL every node of the cluster reaches")
+    import_ray()
+
+
+def _on_ray(tasks: list, agent, args: argparse.Namespace):
+    """(index, result) of each task as it finishes on the cluster at --ray."""
+    from dsv4.agent.ray_tasks import run_on_ray
+
+    print(f"agent-tasks: {len(tasks)} tasks on the Ray cluster at {args.ray}", flush=True)
+    in_flight = args.concurrency if args.concurrency > 1 else None
+    return run_on_ray(tasks, agent, address=args.ray, backend=args.sandbox, network=args.network,
+                      trajectory_dir=args.out / "trajectories", in_flight=in_flight)
