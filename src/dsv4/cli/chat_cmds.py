@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("message", nargs="?", default=None, help="a user message (default: --request or an example)")
     p.add_argument("--request", type=Path, help="an OpenAI chat-completions request body (JSON file)")
     p.add_argument("--model", type=Path, default=None,
-                   help="checkpoint directory (default: the built-in random-weight `tiny` checkpoint, created once)")
+                   help="checkpoint directory (default: the built-in trained checkpoint)")
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--dialect", choices=("ga", "preview"), default="ga")
     p.add_argument("--kv-cache-gib", type=float, default=None,
@@ -26,7 +26,12 @@ def register(sub) -> None:
 
 
 def default_checkpoint() -> Path:
-    """The built-in default model: the `tiny` preset (real layer kinds and tokenizer, random weights)."""
+    """The default model: the built-in trained checkpoint that ships in the package (dsv4.checkpoints); in a tree
+    without it, the `tiny` preset (real layer kinds and tokenizer, random weights), created once."""
+    from dsv4.checkpoints import builtin
+
+    if (path := builtin()) is not None:
+        return path
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsv4" / "checkpoints" / "tiny-seed0"
     if not (root / "config.json").is_file():
         from dsv4.cli.model_cmds import init_checkpoint

@@ -10,7 +10,7 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve a V4 checkpoint over an OpenAI-compatible HTTP API")
     p.add_argument("--model", default=None,
-                   help="checkpoint directory or preset name (default: the built-in random-weight `tiny` checkpoint)")
+                   help="checkpoint directory or preset name (default: the built-in trained checkpoint)")
     p.add_argument("--served-model-name", default=None,
                    help="the model id clients send and /v1/models lists (default: the checkpoint's directory name)")
     p.add_argument("--host", default="127.0.0.1")
