@@ -45,3 +45,28 @@ def test_agent_command_with_an_mcp_server(real_tokenizer, make_sandbox, tmp_path
 def test_agent_command_reports_an_unreachable_endpoint(capsys):
     rc = main(["agent", "x", "--endpoint", "http://127.0.0.1:9/v1"])
     assert rc == 2 and "dsv4 agent:" in capsys.readouterr().err
+
+
+def test_agent_command_resumes_a_run_from_its_trajectory_and_journal(real_tokenizer, make_sandbox, tmp_path, capsys):
+    make_sandbox("process")
+    path, journal = tmp_path / "run.json", tmp_path / "sandbox.jsonl"
+    scripts = ["Append.</think>" + render_calls([("bash", {"command": "echo once >> log.txt; date +%s%N"})]),
+               "Look.</think>" + render_calls([("bash", {"command": "cat log.txt"})]),
+               "</think>log.txt has one line."]
+    with serving(create_app(ScriptedBackend(real_tokenizer, scripts))) as url:
+        args = ["--endpoint", f"{url}/v1", "--trajectory", str(path), "--journal", str(journal)]
+        assert main(["agent", "Append once.", *args, "--max-steps", "1"]) == 1  # stopped after the first step
+        t = Trajectory.load(path)
+        t.status, t.error = "running", None  # as if the process had died there
+        t.save(path)
+        capsys.readouterr()
+        assert main(["agent", "--resume", *args]) == 0
+    out = capsys.readouterr().out
+    assert "(resumed at step 1)" in out and "-> bash ok: exit code: 0 stdout: once" in out
+    t = Trajectory.load(path)
+    assert t.status == "finished" and len(t.steps) == 3 and t.answer == "log.txt has one line."
+    assert t.steps[1].tool_results[0].output == "exit code: 0\nstdout:\nonce\n"  # the append ran once
+    assert main(["agent", "--resume", "--trajectory", str(path)]) == 2
+    assert "--resume needs the --journal" in capsys.readouterr().err
+    assert main(["agent", "x", "--resume", "--journal", str(journal)]) == 2
+    assert "give a task, or --resume" in capsys.readouterr().err

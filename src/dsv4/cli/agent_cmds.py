@@ -44,7 +44,7 @@ def register(sub) -> None:
     t.set_defaults(func=cmd_agent_tasks)
 
     p = sub.add_parser("agent", help="run the tool-use agent on a task (tools in a sandbox)")
-    p.add_argument("task", help="what to do")
+    p.add_argument("task", nargs="?", default=None, help="what to do (not with --resume)")
     _model_args(p)
     p.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     p.add_argument("--rootfs", type=Path, default=None, help="container image (directory, OCI layout or tarball)")
@@ -53,7 +53,13 @@ def register(sub) -> None:
                    help="an MCP server whose tools the agent gets: NAME=http(s)://.../mcp or NAME='command args' "
                         "(stdio); repeatable")
     p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--trajectory", type=Path, default=Path("trajectory.json"), help="saved after every step")
+    p.add_argument("--trajectory", type=Path, default=Path("trajectory.json"),
+                   help="saved after every model reply and tool call")
+    p.add_argument("--journal", type=Path, default=None,
+                   help="journal every sandbox operation to this file, so that --resume can go on after a crash")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with the run saved in --trajectory, in a sandbox rebuilt from --journal (no tool call "
+                        "runs twice; --sandbox, --rootfs and --network are the journal's)")
     p.set_defaults(func=cmd_agent)
 
 
@@ -66,6 +72,10 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
     try:
         servers = _mcp_servers(args.mcp)
+        if (args.task is None) != args.resume:
+            raise ValueError("give a task, or --resume (which reads the task from --trajectory)")
+        if args.resume and args.journal is None:
+            raise ValueError("--resume needs the --journal of the run's sandbox")
     except ValueError as e:
         print(f"dsv4 agent: {e}", file=sys.stderr)
         return 2
@@ -73,15 +83,25 @@ def cmd_agent(args: argparse.Namespace) -> int:
         try:
             client, context = _client(args, stack)
             config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds, context_tokens=context)
-            sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs, network_rules=args.network))
             mcp = stack.enter_context(McpTools(servers)) if servers else None
-            tools = ToolRegistry(sandbox_tools(sandbox) + (mcp.tools() if mcp else []))
-        except (httpx.HTTPError, SandboxError, ConnectionError, ValueError) as e:
+
+            def tools_for(sb: Sandbox) -> ToolRegistry:
+                return ToolRegistry(sandbox_tools(sb) + (mcp.tools() if mcp else []))
+            if args.resume:
+                agent = Agent(client, ToolRegistry([]), config, tools_for=tools_for)
+                run = stack.enter_context(agent.resume(args.trajectory, journal=args.journal))
+            else:
+                sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs,
+                                                             network_rules=args.network, journal=args.journal))
+                agent = Agent(client, tools_for(sandbox), config, sandbox=sandbox, tools_for=tools_for)
+                run = agent.start(args.task, save_to=args.trajectory)
+        except (httpx.HTTPError, SandboxError, ConnectionError, OSError, ValueError) as e:
             print(f"dsv4 agent: {e}", file=sys.stderr)
             return 2
-        agent = Agent(client, tools, config)
-        print(f"agent: {client.model} at {client.base_url}, {args.sandbox} sandbox, trajectory -> {args.trajectory}")
-        t = agent.run(args.task, save_to=args.trajectory, on_step=_show_step)
+        print(f"agent: {client.model} at {client.base_url}, {run.agent.sandbox.spec.backend.type} sandbox, "
+              f"trajectory -> {args.trajectory}" + (f" (resumed at step {len(run.trajectory.steps)})"
+                                                     if args.resume else ""))
+        t = run.finish(on_step=_show_step)
     ending = f" ({t.error})" if t.error else ""
     print(f"\nstatus: {t.status}{ending}, {len(t.steps)} steps, {t.tokens()} tokens")
     if t.answer is not None:
