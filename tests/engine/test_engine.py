@@ -46,7 +46,7 @@ def test_batched_equals_one_at_a_time(tiny_model, tokenizer, reference):
     engine = _engine(tiny_model, tokenizer, max_num_batched_tokens=16)
     batched = engine.generate(PROMPTS, GREEDY)
     assert [o.token_ids for o in batched] == reference
-    assert engine.blocks.num_used == 0 and not engine.runner.slots
+    assert engine.blocks.num_used == 0 and not engine.memory.slots
 
 
 def test_requests_in_step_run_as_one_batch(tiny_model, tokenizer, reference):
@@ -71,7 +71,7 @@ def test_preemption_under_a_small_cache_keeps_the_tokens(tiny_model, tokenizer, 
     outs = engine.generate([long] + PROMPTS[:3], GREEDY)
     assert engine.scheduler.num_preemptions > 0
     assert [o.token_ids for o in outs] == [greedy_reference(tiny_model, long, 12)] + reference[:3]
-    assert engine.blocks.num_used == 0 and not engine.runner.slots
+    assert engine.blocks.num_used == 0 and not engine.memory.slots
 
 
 def test_text_prompt_is_tokenized_without_extra_tokens(tiny_model, tokenizer):
@@ -119,7 +119,7 @@ def test_cancellation_frees_blocks_at_once(tiny_model, tokenizer):
     engine.step()
     assert engine.blocks.num_used == len(engine.blocks.table(running)) > 0
     assert engine.abort(waiting) and engine.abort(running)
-    assert engine.blocks.num_used == 0 and not engine.runner.slots and not engine.has_unfinished()
+    assert engine.blocks.num_used == 0 and not engine.memory.slots and not engine.has_unfinished()
     assert not engine.abort(running)  # it has left the engine
     assert not engine.seqs and engine.stats().finished["abort"] == 2
 
@@ -144,7 +144,7 @@ def test_a_step_that_raises_ends_its_requests_and_frees_their_cache(tiny_model, 
     assert isinstance(failed.value.__cause__, RuntimeError)
     assert first not in engine.seqs and engine.stats().finished["error"] == 1  # it left the engine
     assert steps.output(first).token_ids == reference[2][:1]  # what it had was handed out before
-    assert engine.blocks.num_used == 0 and not engine.runner.slots  # nothing half-written stays in use
+    assert engine.blocks.num_used == 0 and not engine.memory.slots  # nothing half-written stays in use
     assert steps.until_done(second)[0].token_ids == reference[0]  # the other runs on, from a clean slot
 
 

@@ -93,7 +93,7 @@ def _speculate(engine: Engine, prompt: list[int]) -> tuple[torch.Tensor, list[in
     while request in engine.seqs:
         steps.step()
         if window is None and steps.num_output(request):
-            window = engine.runner.cache.mtp[0].window[engine.runner.slots[request]].clone()
+            window = engine.runner.cache.mtp[0].window[engine.memory.slots[request]].clone()
         if window is not None:
             drafts.append(engine.speculator.drafts.get(request))
     return window, drafts, steps.output(request).token_ids

@@ -73,6 +73,6 @@ def test_snapshots_move_between_speculative_and_plain_engines(tiny_model, tokeni
     second = _engine(tiny_model, tokenizer, speculative=resumed_by)
     resumed = second.resume(path)
     if saved_by and resumed_by:  # the MTP window came along: drafting goes on as before the snapshot
-        slot, window = second.runner.slots[resumed], first.runner.cache.mtp[0].window[first.runner.slots[request]]
+        slot, window = second.memory.slots[resumed], first.runner.cache.mtp[0].window[first.memory.slots[request]]
         assert torch.equal(second.runner.cache.mtp[0].window[slot], window)
     assert _run_until(second, resumed, 10).output(resumed).token_ids == expected

@@ -107,3 +107,32 @@ def test_under_load_requests_decode_as_one_batch_and_keep_drafting(model, plain)
 def test_speculative_max_batch_must_be_positive():
     with pytest.raises(ValueError, match="speculative_max_batch must be positive"):
         EngineConfig(speculative=True, speculative_max_batch=0)
+
+
+def test_blocks_are_taken_only_while_scheduling(model, plain):
+    # one owner: the scheduler reserves a draft's room; the speculator only checks it (it grew blocks itself)
+    engine = _spec_engine(model)
+    scheduling, outside = [False], []
+    grow, schedule = engine.memory.grow, engine.scheduler.schedule
+
+    def traced_grow(seq_id, n_tokens):
+        if not scheduling[0]:
+            outside.append((seq_id, n_tokens))
+        return grow(seq_id, n_tokens)
+
+    def traced_schedule():
+        scheduling[0] = True
+        try:
+            return schedule()
+        finally:
+            scheduling[0] = False
+
+    engine.memory.grow, engine.scheduler.schedule = traced_grow, traced_schedule
+    truth = {tuple(p): p + out for p, out in zip(PROMPTS, plain, strict=True)}
+    try:
+        _scripted_drafts(engine, truth, lambda pos: True)  # every draft right: each step keeps 2 tokens
+        outs = [engine.generate([p], GREEDY)[0].token_ids for p in PROMPTS]
+    finally:
+        del engine.model.mtp_logits
+    assert outs == plain and engine.speculator.accepted > 0 and not outside
+    assert engine.blocks.num_used == 0 and not engine.memory.slots

@@ -23,9 +23,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
-from dsv4.cache.block_manager import BlockManager
+from dsv4.cache.block_manager import BlockManager, CacheFull
 from dsv4.cache.paged import PagedKVCache
-from dsv4.cache.snapshot import export_request, import_request
 from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
@@ -34,6 +33,7 @@ from .detokenizer import Detokenizer, decode_ids
 from .model_runner import ModelRunner
 from .output import OutputAccumulator, RequestDelta, RequestOutput
 from .prefix_cache import PrefixCache
+from .request_memory import RequestMemory
 from .sampler import Sampler
 from .sampling_params import SamplingParams
 from .scheduler import Scheduler, SchedulerConfig
@@ -115,14 +115,17 @@ class Engine:
                  eos_token_id: int = DEFAULT_EOS):
         self.config = config = sized_config(config or EngineConfig(), model)
         self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
-        self.blocks = BlockManager(config.num_blocks, config.block_size)
+        cache = PagedKVCache(model.config, config.num_blocks, config.block_size, config.max_num_seqs,
+                             dtype=model.dtype, device=model.embed.weight.device, mtp=config.speculative)
+        self.memory = RequestMemory(BlockManager(config.num_blocks, config.block_size), cache, config.max_num_seqs)
+        self.blocks = self.memory.blocks  # for reading use and tables; `memory` changes them
         align = config.block_size if config.prefix_cache_size else 0
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, align),
-                                   self.blocks)
-        self.runner = ModelRunner(model, self.blocks, config)
-        self.prefix = PrefixCache(self.blocks, self.runner, config.prefix_cache_size) if align else None
+                                   self.memory)
+        self.runner = ModelRunner(model, self.memory)
+        self.prefix = PrefixCache(self.memory, config.prefix_cache_size) if align else None
         self.sampler = Sampler()
-        self.speculator = MTPSpeculator(self.runner) if config.speculative else None
+        self.speculator = MTPSpeculator(self.runner, self.memory) if config.speculative else None
         self.seqs: dict[int, Sequence] = {}
         self.detok: dict[int, Detokenizer] = {}  # unfinished requests' text
         self.counters = EngineStats()
@@ -158,6 +161,7 @@ class Engine:
         params = params or SamplingParams()
         seq = Sequence(next(self._next_id), self.encode(prompt), params)
         seq.shared_until = self._shared_until(seq.prompt_ids)
+        seq.lookahead = 1 if self._speculates(seq) else 0  # room for an MTP draft, reserved by the scheduler
         if seq.max_len > self.config.max_model_len:
             raise ValueError(f"prompt ({len(seq.prompt_ids)} tokens) + max_tokens={params.max_tokens} exceeds "
                              f"max_model_len={self.config.max_model_len}")
@@ -165,8 +169,9 @@ class Engine:
         if params.grammar is not None:
             self.constraints[seq.seq_id] = self._constraint(params)
         self.detok[seq.seq_id] = Detokenizer(self.tokenizer, params.stop)
-        if self.prefix is not None and self.scheduler.has_room() and self.prefix.attach(seq):
-            self.scheduler.resume(seq)  # starts after the cached prefix, straight into the running set
+        cached = self.prefix.attach(seq) if self.prefix is not None and self.scheduler.has_room() else 0
+        if cached:
+            self.scheduler.resume(seq, cached)  # starts after the cached prefix, straight into the running set
         else:
             self.scheduler.add(seq)
         self.seqs[seq.seq_id] = seq
@@ -206,8 +211,6 @@ class Engine:
         request's delta is its last, and it leaves the engine. Raises `StepFailed` naming the requests it ended
         when running the step fails."""
         chunks = self.scheduler.schedule()
-        for seq in self.scheduler.preempted:
-            self.runner.release(seq.seq_id)
         if not chunks:
             if self.has_unfinished():  # an invariant broke: fail loudly rather than spin
                 raise RuntimeError(f"no request could be scheduled: {len(self.scheduler.waiting)} waiting, "
@@ -244,7 +247,8 @@ class Engine:
         spec = [c for c in chunks if self._speculates(c.seq)]
         plain = [c for c in chunks if not self._speculates(c.seq)]
         logits = self.runner.run(plain)
-        self.scheduler.advance(plain)
+        for c in plain:
+            self.scheduler.advance(c)
         seqs = [c.seq for c in plain if c.samples]
         allowed = [self.constraints[s.seq_id].allowed() if s.seq_id in self.constraints else None for s in seqs]
         tokens, logprobs = self.sampler(logits, [s.seq_id for s in seqs], [s.params for s in seqs], allowed)
@@ -254,12 +258,12 @@ class Engine:
         if len(decoding) > self.config.speculative_max_batch:  # under load: one batch, no verification
             spec = [c for c in spec if c not in decoding]
             for c, token in zip(decoding, self.speculator.run_batch(decoding), strict=True):
-                c.seq.num_computed = c.start + 1
+                self.scheduler.advance(c)
                 self._accept(c.seq, [token])
                 seqs.append(c.seq)
         for c in spec:
             new = self.speculator.run(c)
-            c.seq.num_computed = c.start + c.n + max(0, len(new) - 1)
+            self.scheduler.advance(c, drafts=max(0, len(new) - 1))  # an accepted draft's KV is written too
             if new:
                 self._accept(c.seq, new)
                 seqs.append(c.seq)
@@ -321,10 +325,9 @@ class Engine:
     def snapshot(self, request_id: int, path: str | Path) -> Path:
         """Saves a running request (tokens, sampling state, its cache) between steps, for `resume`."""
         seq = self.seqs.get(request_id)
-        if seq is None or request_id not in self.runner.slots:
+        if seq is None or request_id not in self.memory.slots:
             raise ValueError(f"request {request_id} is not running with a cache (unknown, finished or waiting)")
-        tensors = export_request(self.runner.cache, self.runner.slots[request_id], self.blocks.table(request_id),
-                                 seq.num_computed)
+        tensors = self.memory.export(request_id, seq.num_computed)
         if request_id in self.sampler.generators:
             tensors["sampler.generator"] = self.sampler.generators[request_id].get_state()
         meta = {"prompt_ids": seq.prompt_ids, "token_ids": seq.token_ids, "num_computed": seq.num_computed,
@@ -339,21 +342,20 @@ class Engine:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         generator = tensors.pop("sampler.generator", None)
         seq = Sequence(next(self._next_id), meta["prompt_ids"], params or SamplingParams(**meta["params"]))
-        seq.token_ids, seq.num_computed = meta["token_ids"], meta["num_computed"]
-        self.blocks.grow(seq.seq_id, seq.num_computed)
-        try:
-            self.scheduler.resume(seq)
-        except Exception:
-            self.blocks.free(seq.seq_id)
-            raise
-        import_request(self.runner.cache, self.runner.assign(seq.seq_id), self.blocks.table(seq.seq_id), tensors)
-        detok = self.detok[seq.seq_id] = Detokenizer(self.tokenizer, seq.params.stop)
+        seq.token_ids, seq.lookahead = meta["token_ids"], 1 if self._speculates(seq) else 0
+        detok = Detokenizer(self.tokenizer, seq.params.stop)
         for token in seq.output_ids:
             detok.add(token)
-        if seq.params.grammar is not None:
-            constraint = self.constraints[seq.seq_id] = self._constraint(seq.params)
-            if not constraint.replay(seq.output_ids):
-                raise ValueError(f"the snapshot's output does not match its request's grammar: {path}")
+        constraint = self._constraint(seq.params) if seq.params.grammar is not None else None
+        if constraint is not None and not constraint.replay(seq.output_ids):
+            raise ValueError(f"the snapshot's output does not match its request's grammar: {path}")
+        if not self.scheduler.has_room():
+            raise CacheFull(seq.seq_id, 0, self.blocks.num_free, self.blocks.num_blocks)
+        self.memory.load(seq.seq_id, meta["num_computed"], tensors)  # (nothing is taken if it does not fit)
+        self.scheduler.resume(seq, meta["num_computed"])
+        self.detok[seq.seq_id] = detok
+        if constraint is not None:
+            self.constraints[seq.seq_id] = constraint
         if generator is not None:
             self.sampler.generator(seq.seq_id, seq.params).set_state(generator)
         self.seqs[seq.seq_id] = seq
@@ -390,8 +392,7 @@ class Engine:
     def _finish(self, seq: Sequence, reason: str):
         """Ends the request: its blocks, slot and sampling state are freed (its text stays for its last delta)."""
         self.counters.finished[reason] += 1
-        self.scheduler.finish(seq, reason)
-        self.runner.release(seq.seq_id)
+        self.scheduler.finish(seq, reason)  # its blocks and slot go back
         self.sampler.release(seq.seq_id)
         self.constraints.pop(seq.seq_id, None)
         if self.speculator is not None:

@@ -1,35 +1,27 @@
 """`ModelRunner`: executes a step's chunks on the model over the paged, packed KV cache.
 
-Each running request holds a slot (its window ring and compressor state) and the blocks of its block table.
-All decode chunks (one token each) run as one batch, each row at its own position; prefill chunks at the same
-position and length run as one batch (equal prompts), others one call each.
+Each running request's memory (its slot: window ring and compressor state, and the blocks of its block table) is
+`RequestMemory`'s; the runner only reads views of it. All decode chunks (one token each) run as one batch, each
+row at its own position; prefill chunks at the same position and length run as one batch (equal prompts), others
+one call each.
 """
 
 import torch
 
-from dsv4.cache.block_manager import BlockManager
-from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer
 
-from .config import EngineConfig
+from .request_memory import RequestMemory
 from .scheduler import Chunk
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer, blocks: BlockManager, config: EngineConfig):
-        self.model, self.blocks = model, blocks
+    def __init__(self, model: Transformer, memory: RequestMemory):
+        self.model, self.memory, self.cache = model, memory, memory.cache
         self.device = model.embed.weight.device
-        self.cache = PagedKVCache(model.config, config.num_blocks, config.block_size, config.max_num_seqs,
-                                  dtype=model.dtype, device=self.device, mtp=config.speculative)
-        self.free_slots = list(range(config.max_num_seqs))
-        self.slots: dict[int, int] = {}
         self.num_forward_calls = 0
 
     def run(self, chunks: list[Chunk]) -> torch.Tensor:
         """-> logits [number of sampling chunks, vocab] float32, in chunk order."""
-        for c in chunks:
-            if c.start == 0:  # a new request, or one preempted and now recomputed
-                self.assign(c.seq.seq_id)
         groups: dict[tuple[int, int] | str, list[Chunk]] = {}
         for c in chunks:
             groups.setdefault("decode" if c.n == 1 else (c.start, c.n), []).append(c)
@@ -50,17 +42,4 @@ class ModelRunner:
 
     def view(self, seq_ids: list[int]):
         """The requests' slots and block tables as a model cache."""
-        return self.cache.view([self.slots[i] for i in seq_ids], [self.blocks.table(i) for i in seq_ids])
-
-    def assign(self, seq_id: int) -> int:
-        """Gives the request a fresh slot (empty compressor state); returns it."""
-        self.release(seq_id)
-        slot = self.free_slots.pop()
-        self.cache.reset_slot(slot)
-        self.slots[seq_id] = slot
-        return slot
-
-    def release(self, seq_id: int):
-        """Frees the request's slot (its blocks belong to the block manager)."""
-        if seq_id in self.slots:
-            self.free_slots.append(self.slots.pop(seq_id))
+        return self.memory.view(seq_ids)

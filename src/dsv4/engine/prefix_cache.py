@@ -13,16 +13,15 @@ from collections import OrderedDict
 
 import torch
 
-from dsv4.cache.block_manager import BlockManager, prefix_hashes
-from dsv4.cache.snapshot import export_slot, import_slot
+from dsv4.cache.block_manager import prefix_hashes
 
-from .model_runner import ModelRunner
+from .request_memory import RequestMemory
 from .sequence import Sequence
 
 
 class PrefixCache:
-    def __init__(self, blocks: BlockManager, runner: ModelRunner, size: int):
-        self.blocks, self.runner, self.size = blocks, runner, size
+    def __init__(self, memory: RequestMemory, size: int):
+        self.memory, self.blocks, self.size = memory, memory.blocks, size
         self.slots: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()  # prefix hash -> slot copy
         self.hashes: dict[int, list[int]] = {}  # running request -> its block hashes so far (hashed once)
         self.hit_tokens = 0
@@ -30,11 +29,10 @@ class PrefixCache:
     def after_step(self, seq: Sequence):
         """Publishes the blocks of the tokens in the cache and keeps the slot, when they end at a block boundary."""
         bs, end = self.blocks.block_size, seq.num_computed
-        if not end or end % bs or seq.seq_id not in self.runner.slots:
+        if not end or end % bs or seq.seq_id not in self.memory.slots:
             return
         hashes = self.hashes[seq.seq_id] = prefix_hashes(seq.token_ids, bs, end // bs, self.hashes.get(seq.seq_id))
-        self.blocks.publish(seq.seq_id, hashes)
-        self.slots[hashes[-1]] = export_slot(self.runner.cache, self.runner.slots[seq.seq_id])
+        self.slots[hashes[-1]] = self.memory.publish(seq.seq_id, hashes)
         self.slots.move_to_end(hashes[-1])
         while len(self.slots) > self.size:
             self.slots.popitem(last=False)
@@ -42,18 +40,16 @@ class PrefixCache:
     def release(self, seq_id: int):
         self.hashes.pop(seq_id, None)
 
-    def attach(self, seq: Sequence) -> bool:
-        """Starts `seq` from the longest cached prefix (at least one prompt token is left to compute): shares the
-        blocks, restores the slot, sets num_computed. False if nothing is cached for it."""
+    def attach(self, seq: Sequence) -> int:
+        """Starts `seq`'s memory from the longest cached prefix (at least one prompt token is left to compute):
+        shares the blocks, restores the slot; returns the tokens it holds (0: nothing is cached for it)."""
         bs = self.blocks.block_size
         hashes = prefix_hashes(seq.prompt_ids, bs, (len(seq.prompt_ids) - 1) // bs)
         blocks = self.blocks.cached(hashes)
         k = next((k for k in range(len(blocks), 0, -1) if hashes[k - 1] in self.slots), 0)
         if not k:
-            return False
-        self.blocks.share(seq.seq_id, blocks[:k])
-        import_slot(self.runner.cache, self.runner.assign(seq.seq_id), self.slots[hashes[k - 1]])
+            return 0
+        self.memory.share(seq.seq_id, blocks[:k], self.slots[hashes[k - 1]])
         self.slots.move_to_end(hashes[k - 1])
-        seq.num_computed = k * bs
         self.hit_tokens += k * bs
-        return True
+        return k * bs

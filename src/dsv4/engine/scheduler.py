@@ -2,15 +2,18 @@
 
 Running requests go first, decodes before unfinished prefills, then waiting requests are admitted in arrival
 order; every request gets min(its uncomputed tokens, what is left of the step's token budget), so long prompts
-are prefilled in chunks. Blocks for a chunk are taken before it runs; when they run out, the most recently
-admitted running request is preempted (its blocks freed, recomputed from the start later).
+are prefilled in chunks. Room for a chunk is taken (from `RequestMemory`) before it runs; when blocks run out, the
+most recently admitted running request is preempted (its blocks and slot freed, recomputed from the start later).
+A speculating request's decode chunk also gets room for its draft (`Sequence.lookahead`) when blocks are free;
+no request is preempted for a draft. `advance` is the one place a request's cached-token count moves forward.
 """
 
 from collections import deque
 from dataclasses import dataclass
 
-from dsv4.cache.block_manager import BlockManager, CacheFull
+from dsv4.cache.block_manager import CacheFull
 
+from .request_memory import RequestMemory
 from .sequence import Sequence, SequenceStatus
 
 
@@ -47,12 +50,12 @@ class Chunk:
 
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, blocks: BlockManager):
-        self.config, self.blocks = config, blocks
+    def __init__(self, config: SchedulerConfig, memory: RequestMemory):
+        self.config, self.memory = config, memory
+        self.blocks = memory.blocks  # read for counts; every change goes through `memory`
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
-        self.preempted: list[Sequence] = []  # since the last schedule(): the engine releases their slots
 
     def add(self, seq: Sequence):
         self.check_fits(seq)
@@ -67,11 +70,12 @@ class Scheduler:
     def has_room(self) -> bool:
         return len(self.running) < self.config.max_num_seqs
 
-    def resume(self, seq: Sequence):
-        """Admits a request restored with its cache (blocks already allocated) straight into the running set."""
+    def resume(self, seq: Sequence, num_computed: int):
+        """Admits a request whose first num_computed tokens are in the cache already (a prefix hit or a restored
+        snapshot: its memory is in place) straight into the running set."""
         if len(self.running) >= self.config.max_num_seqs:
             raise CacheFull(seq.seq_id, 0, self.blocks.num_free, self.blocks.num_blocks)
-        seq.status = SequenceStatus.RUNNING
+        seq.status, seq.num_computed = SequenceStatus.RUNNING, num_computed
         self.running.append(seq)
 
     def is_finished(self) -> bool:
@@ -80,7 +84,6 @@ class Scheduler:
     def schedule(self) -> list[Chunk]:
         budget = self.config.max_num_batched_tokens
         chunks: list[Chunk] = []
-        self.preempted = []
         for seq in sorted(self.running, key=lambda s: s.num_uncomputed > 1):
             if budget == 0:
                 break
@@ -93,7 +96,7 @@ class Scheduler:
         while self.waiting and budget and len(self.running) < self.config.max_num_seqs:
             seq = self.waiting[0]
             n = self._chunk(seq, budget)
-            if not self.blocks.can_grow(seq.seq_id, seq.num_computed + n):
+            if not self.memory.can_grow(seq.seq_id, seq.num_computed + n):
                 break
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
@@ -119,7 +122,7 @@ class Scheduler:
     def _make_room(self, seq: Sequence, n: int, scheduled: set[Sequence]) -> bool:
         """Preempts the latest admitted other requests until `seq` can grow by n tokens; False if it had to
         preempt `seq` itself."""
-        while not self.blocks.can_grow(seq.seq_id, seq.num_computed + n):
+        while not self.memory.can_grow(seq.seq_id, seq.num_computed + n):
             victims = [s for s in self.running if s is not seq and s not in scheduled]
             self.preempt(victims[-1] if victims else seq)
             if not victims:
@@ -127,28 +130,34 @@ class Scheduler:
         return True
 
     def _take(self, seq: Sequence, n: int) -> Chunk:
-        self.blocks.grow(seq.seq_id, seq.num_computed + n)
+        end = seq.num_computed + n
+        self.memory.grow(seq.seq_id, end)
+        if seq.lookahead and end == len(seq):  # a decode that may keep draft tokens: room for them if it is free
+            ahead = min(end + seq.lookahead, seq.max_len)
+            if self.memory.can_grow(seq.seq_id, ahead):
+                self.memory.grow(seq.seq_id, ahead)
         return Chunk(seq, seq.num_computed, n)
 
     def preempt(self, seq: Sequence):
-        """Frees the request's blocks and puts it first in the waiting queue, to be recomputed from scratch."""
+        """Frees the request's memory and puts it first in the waiting queue, to be recomputed from scratch."""
         self.running.remove(seq)
-        self.blocks.free(seq.seq_id)
+        self.memory.release(seq.seq_id)
         seq.num_computed, seq.status = 0, SequenceStatus.WAITING
         self.waiting.appendleft(seq)
         self.num_preemptions += 1
-        self.preempted.append(seq)
 
-    def advance(self, chunks: list[Chunk]):
-        """Records that the chunks ran: their tokens are in the cache now."""
-        for c in chunks:
-            c.seq.num_computed = c.start + c.n
+    def advance(self, c: Chunk, drafts: int = 0):
+        """Records that chunk c ran: its tokens, and `drafts` accepted draft tokens after them (their KV written
+        in the same forward), are in the cache now."""
+        if drafts and not self.memory.covers(c.seq.seq_id, c.start + c.n + drafts):
+            raise RuntimeError(f"request {c.seq.seq_id}: {drafts} draft token(s) kept beyond its reserved blocks")
+        c.seq.num_computed = c.start + c.n + drafts
 
     def finish(self, seq: Sequence, reason: str):
-        """Ends a request (finished or aborted) wherever it is, freeing its blocks at once."""
+        """Ends a request (finished or aborted) wherever it is, freeing its memory at once."""
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
-        self.blocks.free(seq.seq_id)
+        self.memory.release(seq.seq_id)
         seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason

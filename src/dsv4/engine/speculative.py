@@ -14,17 +14,16 @@ token, so its window stays complete and a fresh draft is ready when load drops.
 
 import torch
 
-from dsv4.cache.snapshot import export_slot, import_slot
-
 from .model_runner import ModelRunner
+from .request_memory import RequestMemory
 from .scheduler import Chunk
 
 
 class MTPSpeculator:
-    def __init__(self, runner: ModelRunner):
-        if not runner.cache.mtp:
+    def __init__(self, runner: ModelRunner, memory: RequestMemory):
+        if not memory.cache.mtp:
             raise ValueError("speculative decoding needs a cache with MTP layers (EngineConfig.speculative=True)")
-        self.runner, self.model = runner, runner.model
+        self.runner, self.memory, self.model = runner, memory, runner.model
         self.drafts: dict[int, int] = {}
         self.drafted = self.accepted = 0
 
@@ -36,16 +35,15 @@ class MTPSpeculator:
         self.drafts.pop(seq_id, None)
 
     def run(self, c: Chunk) -> list[int]:
-        """Runs chunk c of a greedy request (its slot and blocks in place); returns the new tokens (none before
-        the chunk that reaches the end, then 1, or 2 when the draft was right)."""
-        if c.start == 0:  # a new request, or one preempted and now recomputed
-            self.runner.assign(c.seq.seq_id)
-        seq, model, slot = c.seq, self.model, self.runner.slots[c.seq.seq_id]
+        """Runs chunk c of a greedy request (its slot and blocks in place, room for a draft reserved by the
+        scheduler when it was free); returns the new tokens (none before the chunk that reaches the end, then 1,
+        or 2 when the draft was right)."""
+        seq, model = c.seq, self.model
         draft = self.drafts.pop(seq.seq_id, None) if c.samples else None
         if draft is not None and not self._room(c):
             draft = None
         ids = seq.token_ids[c.start:c.start + c.n] + ([draft] if draft is not None else [])
-        saved = export_slot(self.runner.cache, slot) if draft is not None else None
+        saved = self.memory.save_slot(seq.seq_id) if draft is not None else None
         view = self.runner.view([seq.seq_id])
         h = model.hidden(self._tensor(ids), view, c.start)  # [1,m,hc,d]
         self.runner.num_forward_calls += 1
@@ -59,7 +57,7 @@ class MTPSpeculator:
                     self.accepted += 1
                     new.append(int(logits[1].argmax()))
                 else:  # undo the draft position: restore the slot, recompute the known tokens alone
-                    import_slot(self.runner.cache, slot, saved)
+                    self.memory.restore_slot(seq.seq_id, saved)
                     h = model.hidden(self._tensor(ids[:c.n]), view, c.start)
                     self.runner.num_forward_calls += 1
         m = c.n + max(0, len(new) - 1)  # positions computed and kept
@@ -88,14 +86,9 @@ class MTPSpeculator:
         return new.tolist()
 
     def _room(self, c: Chunk) -> bool:
-        """A draft needs one more token of max_tokens and of blocks."""
+        """A draft needs one more token of max_tokens, and of blocks (reserved by the scheduler, if free)."""
         seq = c.seq
-        if seq.params.max_tokens - seq.num_output < 2:
-            return False
-        if not self.runner.blocks.can_grow(seq.seq_id, c.start + c.n + 1):
-            return False
-        self.runner.blocks.grow(seq.seq_id, c.start + c.n + 1)
-        return True
+        return seq.params.max_tokens - seq.num_output >= 2 and self.memory.covers(seq.seq_id, c.start + c.n + 1)
 
     def _tensor(self, ids: list[int]) -> torch.Tensor:
         return torch.tensor([ids], device=self.runner.device)  # [1,s]
