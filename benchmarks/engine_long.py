@@ -86,9 +86,9 @@ def run_one(n: int, args) -> dict:
 def synthetic_decode(engine: Engine, rid: int, n: int, steps: int) -> tuple[float, int]:
     """Fills the request's blocks up to n + steps tokens with packed random entries and decodes `steps` tokens
     at positions n.. through the model -> (ms per token, the request's bytes)."""
-    blocks, cache = engine.blocks, engine.runner.cache
-    blocks.grow(rid, n + steps)
-    table = blocks.table(rid)
+    cache = engine.memory.cache
+    engine.memory.grow(rid, n + steps)
+    table = engine.blocks.table(rid)
     g = torch.Generator().manual_seed(2)
     for pools in cache.layers:
         for pool, layout in ((pools.entries, cache.main), (pools.keys, cache.index_key)):
