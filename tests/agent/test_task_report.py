@@ -1,6 +1,6 @@
 """`dsv4 agent-tasks`: the summary tables (counts, reasons, time, tokens) and the Harbor job directory it writes
-(job and trial config.json / result.json, verifier output, exceptions), checked against Harbor 0.25's models
-when a Python with `harbor` is given (DSV4_HARBOR_PYTHON)."""
+(job and trial config.json / result.json, verifier output, exceptions, the agent's ATIF trajectory), checked
+against Harbor 0.25's models and viewer when a Python with `harbor` is given (DSV4_HARBOR_PYTHON)."""
 
 import json
 import os
@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from dsv4.agent import Agent, ToolRegistry, sandbox_tools
+from dsv4.agent import Agent, Message, ToolCall, ToolRegistry, Trajectory, sandbox_tools
+from dsv4.agent.atif import to_atif
 from dsv4.agent.harbor import TaskResult, load_task, run_task
 from dsv4.agent.harbor_job import SHORTUUID_ALPHABET, HarborJob
+from dsv4.agent.messages import FunctionCall
 from dsv4.agent.task_report import summary
+from dsv4.agent.trajectory import Elided, Step
 from dsv4.cli import main
 
 from .conftest import ScriptedClient, call
@@ -93,7 +96,7 @@ def test_agent_tasks_writes_a_harbor_job(make_sandbox, tmp_path, capsys):
     assert json.loads((out / "results.json").read_text())[0]["status"] == "passed"  # dsv4's own list stays
     harbor = _harbor_reads(out)
     if harbor is not None:
-        assert harbor == {"trials": 3, "completed": 3, "errored": 1, "input_tokens": None, "tasks": {
+        assert harbor == {"atif_steps": {}, "trials": 3, "completed": 3, "errored": 1, "input_tokens": None, "tasks": {
             "hello-file": [1.0, []], "partial": [pytest.approx(2 / 3), []], "needs-build": [None, ["TaskSkipped"]]}}
 
 
@@ -112,17 +115,27 @@ def test_a_model_trial_keeps_its_tokens_and_trajectory(make_sandbox, tmp_path):
     r = json.loads((trial / "result.json").read_text())
     assert r["agent_result"]["n_input_tokens"] == 200 and r["agent_result"]["n_output_tokens"] == 20
     assert r["agent_info"]["model_info"] == {"name": "scripted", "provider": None}
-    assert json.loads((trial / "agent" / "hello-file.json").read_text())["status"] == "finished"
+    assert json.loads((trial / "agent" / "dsv4-trajectory.json").read_text())["status"] == "finished"
+    atif = json.loads((trial / "agent" / "trajectory.json").read_text())
+    assert [(s["step_id"], s["source"]) for s in atif["steps"]] == [(1, "system"), (2, "user"), (3, "agent"),
+                                                                     (4, "agent")]
+    first = atif["steps"][2]
+    assert first["tool_calls"][0]["function_name"] == "bash" and "wc -l" in first["tool_calls"][0]["arguments"][
+        "command"]
+    assert first["observation"]["results"][0]["source_call_id"] == "c1" and first["metrics"]["prompt_tokens"] == 100
+    assert atif["steps"][3]["message"] == "Done." and atif["final_metrics"]["total_completion_tokens"] == 20
     stats = json.loads((tmp_path / "job" / "result.json").read_text())["stats"]
     assert (stats["n_input_tokens"], stats["n_output_tokens"]) == (200, 20)
     assert list(stats["evals"]) == ["dsv4__scripted__adhoc"]
     harbor = _harbor_reads(tmp_path / "job")
-    assert harbor is None or (harbor["input_tokens"], harbor["tasks"]) == (200, {"hello-file": [1.0, []]})
+    assert harbor is None or (harbor["input_tokens"], harbor["tasks"], harbor["atif_steps"]) == \
+        (200, {"hello-file": [1.0, []]}, {trial.name: 4})
 
 
 HARBOR_CHECK = """
 import json, pathlib, sys
 from fastapi.testclient import TestClient
+from harbor.models.trajectories import Trajectory
 from harbor.viewer.scanner import JobScanner
 from harbor.viewer.server import create_app
 job = pathlib.Path(sys.argv[1])
@@ -133,7 +146,12 @@ assert all(scanner.get_trial_config(job.name, t) and scanner.get_trial_result(jo
 viewer = TestClient(create_app(job.parent))
 jobs = [j for j in viewer.get("/api/jobs").json()["items"] if j["name"] == job.name]
 tasks = viewer.get(f"/api/jobs/{job.name}/tasks").json()["items"]
-print(json.dumps({"trials": len(trials), "completed": jobs[0]["n_completed_trials"],
+atif_steps = {}  # each ATIF trajectory, parsed by Harbor's model and served by the viewer
+for t in trials:
+    served = viewer.get(f"/api/jobs/{job.name}/trials/{t}/trajectory").json()
+    if served is not None:
+        atif_steps[t] = len(Trajectory.model_validate(served).steps)
+print(json.dumps({"atif_steps": atif_steps, "trials": len(trials), "completed": jobs[0]["n_completed_trials"],
                   "errored": jobs[0]["n_errored_trials"], "input_tokens": jobs[0]["total_input_tokens"],
                   "tasks": {t["task_name"]: [t["avg_reward"], t["exception_types"]] for t in tasks}}))
 """
@@ -148,3 +166,23 @@ def _harbor_reads(job: Path) -> dict | None:
     r = subprocess.run([python, "-c", HARBOR_CHECK, str(job)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_atif_gives_back_elided_texts_and_the_step_in_progress():
+    messages = [Message(role="system", content="sys"), Message(role="user", content="task"),
+                Message(role="assistant", content="", tool_calls=[ToolCall(id="a", function=FunctionCall(
+                    name="bash", arguments='{"command": "ls"}'))]),
+                Message(role="tool", tool_call_id="a", content="[elided to save context: 9 characters]"),
+                Message(role="assistant", content="", tool_calls=[ToolCall(id="b", function=FunctionCall(
+                    name="bash", arguments="{not json"))])]
+    step = Step(index=0, finish_reason="tool_calls", usage={"prompt_tokens": 7, "completion_tokens": 3},
+                duration_s=0.1)
+    t = Trajectory(task="task", model="m", tools=["bash"], messages=messages, steps=[step],
+                   partial=step.model_copy(update={"index": 1, "usage": {}}),
+                   elided=[Elided(message=3, field="content", text="file1\nfile2")])
+    atif = to_atif(t, "dsv4", "0", session_id="s")
+    agent_steps = atif["steps"][2:]
+    assert agent_steps[0]["observation"]["results"] == [{"source_call_id": "a", "content": "file1\nfile2"}]
+    assert agent_steps[0]["metrics"] == {"prompt_tokens": 7, "completion_tokens": 3}
+    assert agent_steps[1]["tool_calls"][0]["arguments"] == {"_raw": "{not json"} and "metrics" not in agent_steps[1]
+    assert atif["extra"] == {"status": "running", "error": None} and atif["session_id"] == "s"

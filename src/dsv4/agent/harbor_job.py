@@ -6,7 +6,8 @@ reads its jobs) read dsv4's results. Layout and fields follow harbor 0.25 (`harb
     <job>/result.json                       JobResult without trial_results (as Harbor writes it), after every trial
     <job>/<task[:32]>__<7 chars>/config.json     the trial's TrialConfig
     <job>/<trial>/result.json               its TrialResult: rewards, agent tokens, phase timings, exception_info
-    <job>/<trial>/agent/                    the model agent's trajectory (dsv4's format, not Harbor's ATIF)
+    <job>/<trial>/agent/trajectory.json     the model agent's trajectory in ATIF (`dsv4.agent.atif`), and
+    <job>/<trial>/agent/dsv4-trajectory.json   in dsv4's own format (`Trajectory.load`)
     <job>/<trial>/verifier/test-stdout.txt, test-stderr.txt, reward.txt
     <job>/<trial>/exception.txt             for a trial that errored
 
@@ -22,7 +23,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .atif import to_atif
 from .harbor import Task, TaskResult
+from .trajectory import Trajectory
 
 SHORTUUID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"  # shortuuid's, as Harbor's names
 
@@ -68,8 +71,11 @@ class HarborJob:
         trial_dir = self.dir / name
         for sub in ("agent", "verifier"):
             (trial_dir / sub).mkdir(parents=True, exist_ok=True)
-        if trajectory is not None and trajectory.is_file():
-            trajectory.replace(trial_dir / "agent" / trajectory.name)
+        if trajectory is not None and trajectory.is_file():  # ATIF for Harbor, dsv4's own beside it
+            kept = trial_dir / "agent" / "dsv4-trajectory.json"
+            trajectory.replace(kept)
+            atif = to_atif(Trajectory.load(kept), self.agent, self.version, session_id=name)
+            self._write(trial_dir / "agent" / "trajectory.json", atif)
         config = {"task": {"path": str(task.path)}, "trial_name": name, "trials_dir": str(self.dir),
                   "agent": {"name": self.agent, **({"model_name": self.model} if self.model else {})},
                   "environment": self.environment, "job_id": self.id}
