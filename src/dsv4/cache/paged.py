@@ -91,20 +91,26 @@ class PagedKVCache:
         return (self.nbytes() - self.num_blocks * self.block_bytes()) // self.max_requests
 
     # --- the model's view ---
-    def view(self, slots: list[int], tables: list[list[int]]) -> "PagedView":
+    def view(self, slots: list[int], tables: list[list[int]] | list[torch.Tensor]) -> "PagedView":
+        """tables: per request its block ids, as a list or as a 1-D long tensor on the cache's device (kept by the
+        caller: a 1M-token request's 7,800 ids are not turned from Python ints into a tensor every step)."""
         return PagedView(self, slots, tables)
 
 
 class PagedView:
     """A batch of requests (slots and block tables) seen as a `dsv4.model.ModelCache`."""
 
-    def __init__(self, cache: PagedKVCache, slots: list[int], tables: list[list[int]]):
+    def __init__(self, cache: PagedKVCache, slots: list[int], tables: list[list[int]] | list[torch.Tensor]):
         self.cache, self.batch_size = cache, len(slots)
         width = max(len(t) for t in tables)
         self.capacities = [len(t) * cache.block_size for t in tables]
         self.capacity = min(self.capacities)
         slot_ids = torch.tensor(slots, device=cache.device)
-        table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
+        if isinstance(tables[0], torch.Tensor):  # [b,width], -1 past a shorter row's end
+            table_ids = tables[0][None] if len(tables) == 1 else \
+                torch.nn.utils.rnn.pad_sequence(tables, batch_first=True, padding_value=-1)
+        else:
+            table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
         self.layers = [self._layer(p, slot_ids, table_ids) for p in cache.layers]
         self.mtp = [self._layer(p, slot_ids, table_ids) for p in cache.mtp]
 

@@ -24,6 +24,9 @@ class RequestMemory:
         self.blocks, self.cache = blocks, cache
         self.free_slots = list(range(num_slots))
         self.slots: dict[int, int] = {}  # request id -> its slot
+        # request id -> its block table as a tensor on the cache's device (room doubling as it grows) and its
+        # length: what the attention reads, extended by the new blocks only (not rebuilt from the list per step)
+        self.tables: dict[int, tuple[torch.Tensor, int]] = {}
 
     # --- room ---
     def can_grow(self, seq_id: int, n_tokens: int) -> bool:
@@ -35,15 +38,28 @@ class RequestMemory:
 
     def grow(self, seq_id: int, n_tokens: int):
         """Room for n_tokens tokens of context (raises `CacheFull` without it), and a fresh slot if it has none."""
-        self.blocks.grow(seq_id, n_tokens)
+        self._extend(seq_id, self.blocks.grow(seq_id, n_tokens))
         if seq_id not in self.slots:
             self._assign(seq_id)
 
     def release(self, seq_id: int):
         """Gives back the request's blocks (shared ones stay with their other holders) and its slot."""
         self.blocks.free(seq_id)
+        self.tables.pop(seq_id, None)
         if seq_id in self.slots:
             self.free_slots.append(self.slots.pop(seq_id))
+
+    def _extend(self, seq_id: int, new: list[int]):
+        if self.cache is None or not new:
+            return
+        table, n = self.tables.get(seq_id, (None, 0))
+        if table is None or n + len(new) > table.numel():
+            room = torch.empty(max(2 * n, n + len(new), 16), dtype=torch.long, device=self.cache.device)
+            if n:
+                room[:n] = table[:n]
+            table = room
+        table[n:n + len(new)] = torch.tensor(new, dtype=torch.long)
+        self.tables[seq_id] = (table, n + len(new))
 
     def _assign(self, seq_id: int) -> int:
         if not self.free_slots:
@@ -56,7 +72,8 @@ class RequestMemory:
     # --- what the model reads and writes ---
     def view(self, seq_ids: list[int]):
         """The requests' slots and block tables as a model cache."""
-        return self.cache.view([self.slots[i] for i in seq_ids], [self.blocks.table(i) for i in seq_ids])
+        tables = [self.tables[i][0][:self.tables[i][1]] for i in seq_ids]
+        return self.cache.view([self.slots[i] for i in seq_ids], tables)
 
     def save_slot(self, seq_id: int) -> dict[str, torch.Tensor]:
         """A copy of the request's slot (main and MTP layers), to undo a step or to start another request from."""
@@ -75,6 +92,7 @@ class RequestMemory:
     def share(self, seq_id: int, blocks: list[int], slot: dict[str, torch.Tensor]):
         """Starts a request from a published prefix: its blocks shared, its slot a copy of the prefix's."""
         self.blocks.share(seq_id, blocks)
+        self._extend(seq_id, blocks)
         self._assign(seq_id)
         self.restore_slot(seq_id, slot)
 
