@@ -1,5 +1,6 @@
 """The inference engine: continuous batching over `dsv4.model` (nano-vllm's split: sequence state, scheduler
-decides, block manager owns blocks, model runner executes, sampler picks, engine orchestrates)."""
+decides, request memory owns each request's blocks and slot, model runner executes, sampler picks, engine
+orchestrates and hands out per-step deltas)."""
 
 from dsv4.cache.block_manager import CacheFull
 
