@@ -123,9 +123,15 @@ def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):
 
 
 def test_ray_arguments_are_checked_before_anything_runs(tmp_path, capsys):
+    pytest.importorskip("ray")
     hello, partial = str(HARBOR_TASKS / "hello-file"), str(HARBOR_TASKS / "partial")
     assert main(["agent-tasks", "--ray", hello, partial, "--agent", "oracle", "--out", str(tmp_path)]) == 2
     assert f"--ray '{hello}': expected auto, HOST:PORT or ray://HOST:PORT" in capsys.readouterr().err
     assert main(["agent-tasks", hello, "--ray", "--out", str(tmp_path)]) == 2
     assert "--ray with the model agent needs --endpoint" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    assert main(["agent-tasks", hello, "--agent", "oracle", "--out", str(tmp_path), "--ray", closed]) == 2
+    assert f"no Ray cluster answers at --ray {closed}" in capsys.readouterr().err

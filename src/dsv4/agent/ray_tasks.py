@@ -68,6 +68,7 @@ def run_on_ray(tasks: list[Task], agent, *, address: str = "auto", backend: str 
     ray = import_ray()
     connected_here = not ray.is_initialized()
     if connected_here:
+        _check_reachable(address)
         try:
             ray.init(address=address, logging_level="warning")
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -77,6 +78,17 @@ def run_on_ray(tasks: list[Task], agent, *, address: str = "auto", backend: str 
     finally:
         if connected_here:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """A HOST:PORT that nothing answers on fails here, at once: `ray.init` would retry it for many minutes."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # auto, or a Ray Client address (ray://), which fails by itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterError(f"no Ray cluster answers at --ray {address}: {e}") from e
 
 
 def _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight) -> Iterator[tuple[int, TaskResult]]:
