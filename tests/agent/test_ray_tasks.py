@@ -87,7 +87,7 @@ def test_the_model_agent_runs_on_a_node_against_the_shared_endpoint(cluster, mak
     (result,) = json.loads((tmp_path / "results.json").read_text())
     assert (result["status"], result["agent_status"], result["node"]["id"] in cluster.nodes) == \
         ("passed", "finished", True)
-    (trajectory,) = tmp_path.glob("*/agent/hello-file.json")  # gathered here, into its trial's directory
+    (trajectory,) = tmp_path.glob("*/agent/dsv4-trajectory.json")  # gathered here, into its trial's directory
     assert json.loads(trajectory.read_text())["status"] == "finished"
 
 
