@@ -1,6 +1,8 @@
 """A run forked mid-way into independent runs (each in a sandbox of its own), and a run killed with SIGKILL that
 resumes from its trajectory and sandbox journal without any tool call's effect happening twice."""
 
+import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,7 +12,7 @@ import time
 
 import pytest
 
-from dsv4.agent import Agent, ToolRegistry, Trajectory, sandbox_tools
+from dsv4.agent import Agent, Tool, ToolRegistry, Trajectory, sandbox_tools
 from dsv4.sandbox.journal import read_journal
 
 from ..sandbox.procs import host_processes_with
@@ -88,6 +90,68 @@ def test_fork_needs_the_sandbox():
     run = Agent(ScriptedClient([]), ToolRegistry([])).start("t")
     with pytest.raises(ValueError, match="Agent\\(..., sandbox=...\\)"):
         run.fork()
+
+
+def dies_after(tool: Tool, dying: list[bool]) -> Tool:
+    """`tool`, whose process dies right after its effect (before its result is saved) while `dying[0]`."""
+    def fn(**kwargs):
+        out = tool.fn(**kwargs)
+        if dying[0]:
+            raise KeyboardInterrupt
+        return out
+    return dataclasses.replace(tool, fn=fn)
+
+
+@pytest.mark.parametrize("journaled", [True, False])
+def test_an_interrupted_call_outside_the_journal_is_not_made_again(make_sandbox, tmp_path, journaled):
+    """A tool whose effect is on the host (a ledger file) dies right after its effect: on resume it is not called
+    again and the model is told; the call after it runs."""
+    journal = tmp_path / "sandbox.jsonl"
+    sb = make_sandbox("process", journal=journal if journaled else None)
+    ledger, dying = tmp_path / "ledger.txt", [True]
+
+    def pay(amount: int) -> str:
+        with open(ledger, "a") as f:
+            f.write(f"{amount}\n")
+        return "paid"
+
+    schema = {"type": "object", "properties": {"amount": {"type": "integer"}}, "required": ["amount"]}
+
+    def tools_for(s):
+        return ToolRegistry([*sandbox_tools(s), dies_after(Tool("pay", "Pay.", schema, pay), dying)])
+
+    path = tmp_path / "run.json"
+    client = ScriptedClient([("", None, [call("p1", "pay", amount=5), call("b1", "bash", command="echo after >> f")])])
+    with pytest.raises(KeyboardInterrupt):
+        Agent(client, tools_for(sb), sandbox=sb, tools_for=tools_for).start("pay", save_to=path).step()
+    dying[0] = False
+    resumed_client = ScriptedClient([("done", None, [])])
+    agent = Agent(resumed_client, tools_for(sb), sandbox=sb, tools_for=tools_for)
+    with agent.resume(path, journal=journal) if journaled else contextlib.nullcontext(agent.resume(path)) as run:
+        t = run.finish()
+        assert run.agent.sandbox.read_file("f") == b"after\n"
+    assert ledger.read_text() == "5\n"  # paid once
+    results = t.steps[0].tool_results
+    assert [r.call_id for r in results] == ["p1", "b1"] and t.status == "finished" and results[1].ok
+    assert not results[0].ok and "was not made again: it may or may not have taken effect" in results[0].output
+    sent = [m["content"] for m in resumed_client.requests[0][0] if m["role"] == "tool"]
+    assert sent == [r.output for r in results]  # the model is told
+
+
+def test_without_a_journal_an_interrupted_bash_call_is_not_made_again(make_sandbox, tmp_path):
+    sb, dying = make_sandbox("process"), [True]
+
+    def tools_for(s):
+        bash, *rest = sandbox_tools(s)
+        return ToolRegistry([dies_after(bash, dying), *rest])
+
+    path = tmp_path / "run.json"
+    client = ScriptedClient([("", None, [call("b1", "bash", command="echo once >> f")])])
+    with pytest.raises(KeyboardInterrupt):
+        Agent(client, tools_for(sb), sandbox=sb, tools_for=tools_for).start("t", save_to=path).step()
+    dying[0] = False
+    t = Agent(ScriptedClient([("done", None, [])]), tools_for(sb), sandbox=sb).resume(path).finish()
+    assert sb.read_file("f") == b"once\n" and "was not made again" in t.steps[0].tool_results[0].output
 
 
 CHILD = textwrap.dedent("""

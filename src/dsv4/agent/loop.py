@@ -20,8 +20,11 @@ from .errors import AgentError, ContextExhausted, LimitsExceeded
 from .messages import FunctionCall, Message, ToolCall
 from .run import AgentRun
 from .sandbox_tools import sandbox_tools
-from .tools import ToolRegistry
+from .tools import ToolOutput, ToolRegistry
 from .trajectory import Step, ToolResult, Trajectory
+
+INTERRUPTED = ("error: this call of {name} was running when the agent's process died, and was not made again: "
+               "it may or may not have taken effect. Check before calling it again.")
 
 SYSTEM_PROMPT = (
     "You are an autonomous agent working in a sandboxed Linux workspace. Use the tools to inspect, change and run "
@@ -86,19 +89,20 @@ class Agent:
         sandbox in the journal's state, which it owns (`AgentRun.close`); without, its tools are this agent's."""
         trajectory = Trajectory.load(save_to)
         if journal is None:
-            return AgentRun(self, trajectory, save_to)
+            return AgentRun(self, trajectory, save_to, interrupted=True)
         sandbox = Sandbox.resume(journal, done=trajectory.journal_seq or 0)
         try:
-            return AgentRun(self.over(sandbox), trajectory, save_to, owns_sandbox=True)
+            return AgentRun(self.over(sandbox), trajectory, save_to, owns_sandbox=True, interrupted=True)
         except BaseException:
             sandbox.close()
             raise
 
-    def advance(self, trajectory: Trajectory, elapsed_s: float, checkpoint: Callable[[], None] | None = None):
-        """The run's next step: the tool calls left of a step in progress (a resumed run), else, within the
-        budgets and the context, one `step`; raises the `AgentError` that ends the run."""
+    def advance(self, trajectory: Trajectory, elapsed_s: float, checkpoint: Callable[[], None] | None = None,
+                interrupted: bool = False):
+        """The run's next step: the tool calls left of a step in progress (a resumed run: `interrupted`), else,
+        within the budgets and the context, one `step`; raises the `AgentError` that ends the run."""
         if trajectory.partial is not None:
-            self.finish_step(trajectory, checkpoint)
+            self.finish_step(trajectory, checkpoint, interrupted)
             return
         self._check_budget(trajectory, elapsed_s)
         self._keep_in_context(trajectory)
@@ -133,8 +137,11 @@ class Agent:
                                   duration_s=time.monotonic() - start)
         self.finish_step(trajectory, checkpoint)
 
-    def finish_step(self, trajectory: Trajectory, checkpoint: Callable[[], None] | None = None):
-        """Runs the tool calls of the step in progress that have no result yet, in order, then closes the step."""
+    def finish_step(self, trajectory: Trajectory, checkpoint: Callable[[], None] | None = None,
+                    interrupted: bool = False):
+        """Runs the tool calls of the step in progress that have no result yet, in order, then closes the step.
+        `interrupted`: the first of them was in flight when the run died; it is made again only when its tool's
+        effects are in the sandbox's journal, else its result says so (it may have had its effect)."""
         step = trajectory.partial
         reply = trajectory.messages[-1 - len(step.tool_results)]
         if reply.role != "assistant":
@@ -143,7 +150,11 @@ class Agent:
         for call in (reply.tool_calls or [])[len(step.tool_results):]:
             if checkpoint is not None:
                 checkpoint()
-            out = self.tools.call(call.function.name, call.function.arguments)
+            if interrupted and not self._replayable(call.function.name):
+                out = ToolOutput(INTERRUPTED.format(name=call.function.name), False)
+            else:
+                out = self.tools.call(call.function.name, call.function.arguments)
+            interrupted = False
             step.tool_results.append(ToolResult(call_id=call.id, name=call.function.name, ok=out.ok,
                                                 output=out.text, duration_s=out.duration_s))
             trajectory.messages.append(Message(role="tool", tool_call_id=call.id, content=out.text))
@@ -152,6 +163,12 @@ class Agent:
         trajectory.partial = None
         if not reply.tool_calls:
             trajectory.status = "length" if step.finish_reason == "length" else "finished"
+
+    def _replayable(self, name: str) -> bool:
+        """Whether a call of tool `name` can be made again after a crash without repeating its effect."""
+        tool = self.tools.tools.get(name)
+        journal = self.sandbox is not None and self.sandbox.journal_position is not None
+        return tool is None or (tool.journaled and journal)  # an unknown tool: the call only fails
 
     def _check_budget(self, trajectory: Trajectory, elapsed: float):
         c = self.config

@@ -18,13 +18,16 @@ workspace (benchmarks/agent_fork.py: ~0.25 s at 1 MiB, ~1.1 s at 16 MiB on a loa
 Resuming (`Agent.resume`) after the process was killed (even with SIGKILL): the trajectory is read back and the
 sandbox rebuilt from its journal (`Sandbox.resume`), then the run goes on. No tool call runs twice:
 - a tool call whose result the trajectory holds is never made again;
-- a tool call the trajectory has no result for (it was in flight, or its result was not saved yet) is made again,
-  with the same arguments, in order. Its sandbox operations that finished before the kill are in the journal,
-  past `journal_seq`, and are answered from it without running (the same result, no effect again); the
-  operation that was running when the process died has no record: the rebuilt sandbox holds none of what it had
-  done (its workspace, /tmp and processes died with the old sandbox), and it runs again, so its effect on the
-  sandbox happens exactly once. What a tool does outside the sandbox (network, MCP servers, the host) is not
-  journaled: such a call in flight at the kill may have had its effect and does it again.
+- the first tool call of the step in progress that the trajectory has no result for was in flight (or done, its
+  result not saved yet). When its tool's effects are all sandbox operations (`Tool.journaled`: bash, read_file,
+  write_file) and the sandbox keeps a journal, it is made again with the same arguments: its operations that
+  finished before the kill are in the journal, past `journal_seq`, and are answered from it without running (the
+  same result, no effect again); the operation that was running when the process died has no record, the rebuilt
+  sandbox holds none of what it had done (its workspace, /tmp and processes died with the old sandbox), and it
+  runs again, so its effect on the sandbox happens exactly once. A call of any other tool (MCP servers, custom
+  tools: their effects are outside the sandbox, not journaled) is not made again: its result tells the model it
+  was interrupted and may or may not have taken effect (at most once).
+- the calls after it in the step had not started: they run as usual.
 - a model call in flight is made again (it has no side effect; its tokens are spent twice).
 As with a fork, the rebuilt sandbox holds the journal's workspace and shell state, not processes or files outside
 the workspace.
@@ -49,10 +52,12 @@ class AgentRun:
     a resumed run) closes it in `close` (or at the end of a `with` block)."""
 
     def __init__(self, agent: "Agent", trajectory: Trajectory, save_to: Path | None = None, *,
-                 owns_sandbox: bool = False):
+                 owns_sandbox: bool = False, interrupted: bool = False):
+        """`interrupted`: the trajectory was saved by a run that died (`Agent.resume`)."""
         self.agent, self.trajectory = agent, trajectory
         self.save_to = None if save_to is None else Path(save_to)
         self.owns_sandbox = owns_sandbox
+        self.interrupted = interrupted
         self._clock = time.monotonic() - trajectory.elapsed_s
 
     @property
@@ -75,7 +80,8 @@ class AgentRun:
         if t.status != "running":
             return False
         try:
-            self.agent.advance(t, self.elapsed_s, self.checkpoint)
+            interrupted, self.interrupted = self.interrupted, False
+            self.agent.advance(t, self.elapsed_s, self.checkpoint, interrupted)
         except AgentError as e:
             t.status, t.error = e.status, str(e)
         finally:

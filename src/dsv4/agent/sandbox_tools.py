@@ -54,14 +54,14 @@ def sandbox_tools(sandbox: Sandbox, *, timeout_s: float = 120.0, max_output_char
                  "command": {"type": "string", "description": "the command line"},
                  "timeout": {"type": "number", "description": f"seconds (at most {timeout_s:g})",
                              "exclusiveMinimum": 0}},
-              "required": ["command"]}, bash),
+              "required": ["command"]}, bash, journaled=True),
         Tool("read_file", "Read a text file (path absolute or relative to the workspace); optionally from line "
              "`offset` (0-based), at most `limit` lines.",
              {"type": "object", "properties": {
                  "path": {"type": "string"}, "offset": {"type": "integer", "minimum": 0},
                  "limit": {"type": "integer", "minimum": 1}},
-              "required": ["path"]}, read_file),
+              "required": ["path"]}, read_file, journaled=True),
         Tool("write_file", "Create or overwrite a text file (missing directories are created).",
              {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-              "required": ["path", "content"]}, write_file),
+              "required": ["path", "content"]}, write_file, journaled=True),
     ]

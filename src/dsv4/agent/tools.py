@@ -18,6 +18,9 @@ class Tool:
     description: str
     parameters: dict  # JSON schema of the arguments object
     fn: Callable[..., str]  # called with the checked arguments as keywords
+    journaled: bool = False
+    """Its effects are all operations of the run's sandbox, which a journal records: a call of it that a crash
+    interrupted is made again on resume (see `dsv4.agent.run`); a call of any other tool is not."""
 
     def schema(self) -> dict:
         """The OpenAI tool object."""
