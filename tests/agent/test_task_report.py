@@ -186,3 +186,13 @@ def test_atif_gives_back_elided_texts_and_the_step_in_progress():
     assert agent_steps[0]["metrics"] == {"prompt_tokens": 7, "completion_tokens": 3}
     assert agent_steps[1]["tool_calls"][0]["arguments"] == {"_raw": "{not json"} and "metrics" not in agent_steps[1]
     assert atif["extra"] == {"status": "running", "error": None} and atif["session_id"] == "s"
+
+
+def test_progress_shows_tasks_as_they_finish_and_the_files_keep_task_order(make_sandbox, tmp_path, capsys):
+    make_sandbox("process")
+    assert main(["agent-tasks", str(TASKS / "hello-file"), str(TASKS / "needs-build"), "--agent", "oracle",
+                 "--out", str(tmp_path), "--concurrency", "2"]) == 0
+    lines = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if line.startswith(("hello-file ", "needs-build "))]
+    assert lines == ["needs-build", "hello-file"]  # the skipped task ends at once, the other runs its sandbox
+    assert [r["name"] for r in json.loads((tmp_path / "results.json").read_text())] == ["hello-file", "needs-build"]

@@ -236,8 +236,8 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
         trajectories.mkdir(exist_ok=True)
         try:
             with ThreadPoolExecutor(max(1, args.concurrency)) as pool, TaskProgress(len(tasks), console) as progress:
-                finished = enumerate(pool.map(one, tasks)) if args.ray is None else _on_ray(tasks, agent, args)
-                for i, r in finished:  # in task order here, as they finish on a cluster; files rewritten after each
+                finished = _as_finished(pool, one, tasks) if args.ray is None else _on_ray(tasks, agent, args)
+                for i, r in finished:  # as they finish (the files keep task order), rewritten after each
                     done[i] = r
                     progress.done(r)
                     job.add(tasks[i], r, trajectories / f"{tasks[i].name}.json")
@@ -256,6 +256,15 @@ def cmd_agent_tasks(args: argparse.Namespace) -> int:
     print(f"{sum(r.status == 'passed' for r in ran)}/{len(ran)} passed ({counts(results)}) "
           f"-> {args.out / 'results.json'}, Harbor job files in {args.out}")
     return 0
+
+
+def _as_finished(pool, fn, items: list):
+    """(index, fn(item)) of each item as it finishes in `pool` (the progress bar moves when any task ends)."""
+    from concurrent.futures import as_completed
+
+    futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+    for future in as_completed(futures):
+        yield futures[future], future.result()
 
 
 def _check_ray_args(args: argparse.Namespace) -> None:
