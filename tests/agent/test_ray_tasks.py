@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+from dsv4.agent.endpoint_agent import EndpointAgent
 from dsv4.agent.harbor import load_task
-from dsv4.agent.ray_tasks import ClusterError, run_on_ray
+from dsv4.agent.ray_tasks import ClusterError, check_endpoint, run_on_ray
 from dsv4.cli import main
 from dsv4.server import create_app
 from dsv4.server.background import serving
@@ -114,6 +115,15 @@ def test_a_dead_nodes_tasks_are_rescheduled(cluster, make_sandbox, tmp_path):
          ("wrong-5", "failed", 0.0), ("square-6", "passed", 1.0), ("half-7", "failed", 0.5)], \
         [r.detail for r in results]
     assert doomed not in {r.node["id"] for r in results}  # the task it held finished elsewhere
+
+
+def test_a_loopback_endpoint_is_refused_for_a_cluster_of_several_hosts():
+    agent = EndpointAgent("http://127.0.0.1:9000/v1", "m")
+    with pytest.raises(ClusterError, match=r"127\.0\.0\.1:9000/v1 is this machine's loopback.*10\.0\.0\.2"):
+        check_endpoint(agent, {"10.0.0.1", "10.0.0.2"})
+    check_endpoint(agent, {"10.0.0.1"})  # one host: loopback is the same machine for every node
+    check_endpoint(EndpointAgent("http://10.0.0.1:9000/v1", "m"), {"10.0.0.1", "10.0.0.2"})
+    check_endpoint("oracle", {"10.0.0.1", "10.0.0.2"})
 
 
 def test_without_ray_the_error_says_what_to_install(monkeypatch, tmp_path):

@@ -9,12 +9,14 @@ Ray is an optional extra, imported only here, when a run asks for it.
 """
 
 import io
+import ipaddress
 import socket
 import tarfile
 import tempfile
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .harbor import Task, TaskResult, load_task, run_task
 
@@ -91,9 +93,31 @@ def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
         raise ClusterError(f"no Ray cluster answers at --ray {address}: {e}") from e
 
 
+def check_endpoint(agent, node_addresses: set[str]) -> None:
+    """A model agent's endpoint on loopback reaches only this machine: refused when the cluster's nodes are on
+    more than one address (every task elsewhere would fail to connect)."""
+    url = getattr(agent, "url", None)
+    if url is None or len(node_addresses) < 2:
+        return
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+        raise ClusterError(f"--endpoint {url} is this machine's loopback, which the cluster's other nodes "
+                           f"({', '.join(sorted(node_addresses))}) cannot reach: give an address they reach")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _gather(ray, tasks, agent, backend, network, trajectory_dir, in_flight) -> Iterator[tuple[int, TaskResult]]:
     """Keep up to `in_flight` tasks submitted; yield each as it finishes."""
-    nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    check_endpoint(agent, {n["NodeManagerAddress"] for n in alive})
+    nodes = [n["Resources"].get("CPU", 0.0) for n in alive]
     largest, total = max(nodes, default=1.0), sum(nodes)
     # SPREAD: independent sandboxes balance over the nodes rather than filling the first one
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD")(run_packed)
