@@ -3,13 +3,10 @@ scan.
 
 Decoding the whole output after every token, and searching it all for stop strings, costs O(n) per token: O(n²)
 over a long agent turn. Here each token is decoded once (tokenizers' `DecodeStream`, which holds back a split
-UTF-8 character until it is complete, so the running text only ever grows), and stop strings are looked for only
-where a new one can end: in the text added since the last token and the `longest stop - 1` characters before it.
-No step copies the text so far: the decoded pieces are kept in a list, and `take` hands out only what was added
-since the last take, holding back a tail that could still grow into a stop string (so streamed text never shows
-part of a stop string that then disappears from the final text). When the request ends (`end`, `end_at_stop`),
-the rest is handed out: cut before the stop string, or the rest of the output decoded once in full, so the final
-text equals decoding the output ids.
+UTF-8 character until it is complete, so the running text only ever grows) into a `StopText`, which looks for stop
+strings only where a new one can end and hands the text out without copying what came before (holding back a
+tail that could still grow into a stop string). When the request ends, the rest is handed out: cut before the
+stop string, or the rest of the output decoded once in full, so the final text equals decoding the output ids.
 """
 
 import functools
@@ -17,20 +14,15 @@ import functools
 from tokenizers import Tokenizer
 from tokenizers.decoders import DecodeStream
 
+from .stop_text import StopText
+
 
 class Detokenizer:
     def __init__(self, tokenizer: Tokenizer | None, stops: tuple[str, ...] = ()):
-        self.tokenizer, self.stops = tokenizer, stops
-        self.longest = max(map(len, stops), default=0)
+        self.tokenizer = tokenizer
         self.stream = DecodeStream(skip_special_tokens=False) if tokenizer is not None else None
-        self.pieces: list[str] = []  # the text, as each token's chunk (joined only when asked: `text`)
-        self.length = 0  # characters in the text
-        self.tail = ""  # its last `longest - 1` characters: where a stop string split across tokens starts
-        self.pending = ""  # the text not handed out yet (it ends with the held-back tail)
-        self.num_taken = 0  # characters handed out
+        self.out = StopText(stops)
         self.held: list[int] = []  # tokens since the last chunk (a character split between them)
-        self.stop: str | None = None  # the stop string found
-        self.ended = False
 
     def add(self, token_id: int) -> int:
         """Appends a token's text; returns where the first stop string starts in `text`, or -1."""
@@ -40,66 +32,27 @@ class Detokenizer:
         if not chunk:
             self.held.append(token_id)
             return -1
-        # no stop string lies wholly in the old text (it would have been found then), so a new one ends in chunk
-        tail, base = self.tail, self.length - len(self.tail)
-        window = tail + chunk
-        self.pieces.append(chunk)
-        self.length += len(chunk)
-        self.pending += chunk
-        self.tail = window[max(0, len(window) - self.longest + 1):] if self.longest > 1 else ""
         held, self.held = self.held, []
         # a chunk several tokens made (a character split between them): decoding the output after each token would
         # have shown the chunk's whole characters before the split one tokens earlier (that one as U+FFFD), and a
         # stop string found there ends the text there. Those few tokens are decoded again to look where it would.
-        early = (self._find(tail + self.full(held[:i])) for i in range(1, len(held) + 1))
-        found = next((f for f in early if f is not None), None) or self._find(window)
-        if found is None:
-            return -1
-        i, self.stop = found
-        return base + i
-
-    def _find(self, window: str) -> tuple[int, str] | None:
-        """The earliest stop string in window (at a tie, the first listed) and where it starts."""
-        found = [(i, s) for s in self.stops if (i := window.find(s)) >= 0]
-        return min(found, key=lambda f: f[0]) if found else None
+        return self.out.add(chunk, (self.full(held[:i]) for i in range(1, len(held) + 1)))
 
     def take(self) -> str:
-        """The text added since the last take, less its longest tail that is a proper prefix of a stop string
-        (until the request ends): the takes so far are always a prefix of the final text."""
-        held = 0 if self.ended else self._held()
-        out = self.pending[:len(self.pending) - held]
-        self.pending = self.pending[len(out):]
-        self.num_taken += len(out)
-        return out
-
-    def _held(self) -> int:
-        # the held tail lies within `pending`: a tail of the text that is a stop's prefix was already one before
-        text = self.pending
-        for k in range(min(self.longest - 1, len(text)), 0, -1):
-            if any(s.startswith(text[-k:]) for s in self.stops):
-                return k
-        return 0
+        """The text added since the last take (see `StopText.take`)."""
+        return self.out.take()
 
     def end_at_stop(self, cut: int) -> str:
-        """Ends the text before the stop string found at `cut` (it starts in what was never handed out, since a
-        stop's beginning is held back); returns that stop string."""
-        self.pending, self.ended = self.pending[:cut - self.num_taken], True
-        return self.stop
+        return self.out.end_at_stop(cut)
 
     def end(self, token_ids: list[int]):
         """Ends the text as the whole output `token_ids` decoded at once (a split character left at the end shows
-        as U+FFFD): what was handed out is kept, the rest of the full decode is still to take. Should the one-shot
-        decode disagree with what was handed out, the streamed text stands."""
-        full = self.full(token_ids)
-        taken = "".join(self.pieces)[:self.num_taken]
-        if full.startswith(taken):
-            self.pending = full[self.num_taken:]
-        self.ended = True
+        as U+FFFD): what was handed out is kept, the rest of the full decode is still to take."""
+        self.out.end(self.full(token_ids))
 
     @property
     def text(self) -> str:
-        """The whole running text (joined: O(n), for tests and the end of a request)."""
-        return "".join(self.pieces)
+        return self.out.text
 
     def full(self, token_ids: list[int]) -> str:
         return decode_ids(self.tokenizer, token_ids)
