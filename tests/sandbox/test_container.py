@@ -16,6 +16,12 @@ import pytest
 from dsv4.sandbox import ContainerConfig
 
 
+@pytest.fixture(autouse=True)
+def image_cache(tmp_path, monkeypatch):
+    """Unpacked images go to a cache of the test's own (each run's gzip layers have new digests)."""
+    monkeypatch.setenv("DSV4_IMAGE_CACHE", str(tmp_path / "image-cache"))
+
+
 @pytest.fixture(scope="module")
 def busybox_rootfs():
     busybox = shutil.which("busybox")
@@ -50,14 +56,17 @@ def layer_bytes(files: dict[str, bytes], base: Path | None = None) -> bytes:
 def oci_tarball(path: Path, layers: list[bytes]) -> Path:
     blobs: dict[str, bytes] = {}
 
-    def put(data: bytes) -> dict:
+    def put(data: bytes, media_type: str) -> dict:
         digest = hashlib.sha256(data).hexdigest()
         blobs[digest] = data
-        return {"digest": f"sha256:{digest}", "size": len(data)}
+        return {"mediaType": f"application/vnd.oci.image.{media_type}", "digest": f"sha256:{digest}",
+                "size": len(data)}
 
-    config = put(b"{}")
-    layer_refs = [put(b) for b in layers]
-    manifest = put(json.dumps({"schemaVersion": 2, "config": config, "layers": layer_refs}).encode())
+    config = put(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [
+        "sha256:" + hashlib.sha256(gzip.decompress(b)).hexdigest() for b in layers]}}).encode(), "config.v1+json")
+    layer_refs = [put(b, "layer.v1.tar+gzip") for b in layers]
+    manifest = put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": config, "layers": layer_refs}).encode(), "manifest.v1+json")
     with tarfile.open(path, "w") as tar:
         for name, data in [("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
                            ("index.json", json.dumps({"schemaVersion": 2, "manifests": [manifest]}).encode()),
@@ -94,8 +103,10 @@ def test_docker_save_tarball(make_sandbox, busybox_rootfs, tmp_path):
     layers = {"base/layer.tar": gzip.decompress(layer_bytes({}, base=busybox_rootfs)),
               "top/layer.tar": gzip.decompress(layer_bytes({"etc/issue": b"docker\n"}))}
     manifest = json.dumps([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": list(layers)}]).encode()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [
+        "sha256:" + hashlib.sha256(b).hexdigest() for b in layers.values()]}}).encode()
     with tarfile.open(tmp_path / "saved.tar", "w") as tar:
-        for name, data in [("manifest.json", manifest), ("config.json", b"{}"), *layers.items()]:
+        for name, data in [("manifest.json", manifest), ("config.json", config), *layers.items()]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

@@ -1,58 +1,135 @@
 """Images on disk: a rootfs directory, an OCI image layout (directory or tarball), a `docker save` tarball,
 or a rootfs tarball.
 
-Layers are applied in order with OCI whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties a directory).
-Extraction is vetted by `dsv4.sandbox.untar` (nothing lands outside the rootfs, no device nodes).
+Layered images are unpacked by maintained tools, not here: `umoci raw unpack` applies an OCI layout's layers
+(whiteouts, opaque directories, hard links, ownership), and a `docker save` archive is first turned into an OCI
+layout by `skopeo copy docker-archive:... oci:...`. An unpacked image is kept in a cache keyed by its manifest
+digest (`image_cache()`), shared read-only by every sandbox that runs it; a writable sandbox puts a private
+overlay on top (`dsv4.sandbox.overlay`). Tarballs (an OCI layout's metadata and blobs, or a plain rootfs) are
+extracted through `dsv4.sandbox.untar` (nothing lands outside the destination, no device nodes).
 """
 
 import json
 import os
 import shutil
+import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
-from dsv4.sandbox.errors import SandboxError
-from dsv4.sandbox.untar import extract, inside
+from dsv4.sandbox.errors import BackendUnavailable, SandboxError
+from dsv4.sandbox.untar import extract
 
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
+REF_NAME = "org.opencontainers.image.ref.name"
+UNPACK_TIMEOUT_S = 1800
 
 
 def is_layout(path: Path) -> bool:
     return (path / "index.json").is_file() and (path / "oci-layout").is_file()
 
 
+def image_cache() -> Path:
+    """Where unpacked images (and built ones, `dsv4.sandbox.image_build`) are kept: $DSV4_IMAGE_CACHE, else
+    ~/.cache/dsv4/images."""
+    return Path(os.environ.get("DSV4_IMAGE_CACHE") or Path.home() / ".cache" / "dsv4" / "images")
+
+
+def tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise BackendUnavailable(f"`{name}` is needed to unpack this image and is not installed "
+                                 f"(Debian package {package})")
+    return path
+
+
 def materialize(image: Path, scratch: Path) -> Path:
-    """A rootfs directory for `image`, unpacking into `scratch` when needed."""
+    """A rootfs directory for `image`: the directory itself, the cached unpacked image, or a rootfs tarball
+    extracted into `scratch`. Never write to what it returns unless it is under `scratch`."""
     image = Path(image)
     if image.is_dir():
-        return unpack_layout(image, scratch / "rootfs") if is_layout(image) else image
+        return unpack_cached(image, scratch) if is_layout(image) else image
     if not image.is_file():
         raise SandboxError(f"image={str(image)!r} is neither a directory nor a tarball")
     unpacked = scratch / "image"
     unpacked.mkdir()
     with tarfile.open(image) as tar:
+        names = set(tar.getnames())
+        if "manifest.json" in names and "index.json" not in names:  # `docker save`: skopeo reads the archive
+            shutil.rmtree(unpacked)
+            return unpack_cached(docker_archive_layout(image, scratch / "layout"), scratch)
         extract(tar, unpacked, links_may_leave=True)
-    if is_layout(unpacked) or (unpacked / "manifest.json").is_file():
-        rootfs = unpack_layout(unpacked, scratch / "rootfs")
+    if is_layout(unpacked):
+        rootfs = unpack_cached(unpacked, scratch)
         shutil.rmtree(unpacked)
         return rootfs
     return unpacked
 
 
-def unpack_layout(layout: Path, rootfs: Path) -> Path:
-    """Apply the layers of the first image (OCI index, else `docker save`'s manifest.json) onto `rootfs`."""
-    if is_layout(layout):
-        index = json.loads((layout / "index.json").read_text())
-        manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
-        layers = [_blob(layout, layer["digest"]) for layer in manifest["layers"]]
-    else:
-        layers = [layout / name for name in json.loads((layout / "manifest.json").read_text())[0]["Layers"]]
-    rootfs.mkdir(parents=True)
-    for path in layers:
-        with tarfile.open(path) as tar:
-            _apply_layer(tar, rootfs)
+def docker_archive_layout(archive: Path, layout: Path) -> Path:
+    """An OCI layout of a `docker save` archive's image, written by skopeo."""
+    skopeo = tool("skopeo", "skopeo")
+    _run([skopeo, "copy", "--quiet", f"docker-archive:{archive}", f"oci:{layout}:latest"], "skopeo copy")
+    return layout
+
+
+def manifest_digest(layout: Path) -> str:
+    """The digest of the layout's first image manifest (what the cache is keyed by)."""
+    try:
+        return json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise SandboxError(f"{layout}/index.json names no image manifest ({e})") from e
+
+
+def unpack_cached(layout: Path, scratch: Path) -> Path:
+    """The rootfs of the layout's first image, unpacked once by umoci into the cache."""
+    digest = manifest_digest(layout)
+    algo, _, hexdigest = digest.partition(":")
+    if not hexdigest.isalnum() or not algo.isalnum():
+        raise SandboxError(f"{layout}/index.json: manifest digest {digest!r} is malformed")
+    root = image_cache() / "rootfs"
+    rootfs = root / f"{algo}-{hexdigest}"
+    if rootfs.is_dir():
+        return rootfs
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+    try:
+        umoci = tool("umoci", "umoci")
+        rootless = [] if os.geteuid() == 0 else ["--rootless"]
+        _run([umoci, "raw", "unpack", *rootless, "--image", f"{_tagged(layout, scratch)}", str(tmp / "rootfs")],
+             "umoci raw unpack")
+        (tmp / "rootfs").chmod(0o755)
+        try:
+            os.rename(tmp / "rootfs", rootfs)  # atomic: a concurrent unpack of the same image keeps the first
+        except OSError:
+            if not rootfs.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return rootfs
+
+
+def _tagged(layout: Path, scratch: Path) -> str:
+    """`layout:tag` for umoci, which finds images by tag: the first manifest's own, or (a layout without one) a
+    scratch layout whose index names it `latest`, sharing the blobs."""
+    index = json.loads((layout / "index.json").read_text())
+    first = index["manifests"][0]
+    name = (first.get("annotations") or {}).get(REF_NAME)
+    if name:
+        return f"{layout}:{name}"
+    tagged = scratch / "tagged"
+    tagged.mkdir()
+    shutil.copyfile(layout / "oci-layout", tagged / "oci-layout")
+    (tagged / "blobs").symlink_to((layout / "blobs").resolve())
+    first = dict(first, annotations={**(first.get("annotations") or {}), REF_NAME: "latest"})
+    first.setdefault("mediaType", "application/vnd.oci.image.manifest.v1+json")
+    (tagged / "index.json").write_text(json.dumps(dict(index, manifests=[first])))
+    return f"{tagged}:latest"
+
+
+def image_config(layout: Path) -> dict:
+    """The `config` object (Env, WorkingDir, User, ...) of the layout's first image."""
+    manifest = json.loads(_blob(layout, manifest_digest(layout)).read_text())
+    return json.loads(_blob(layout, manifest["config"]["digest"]).read_text()).get("config") or {}
 
 
 def _blob(layout: Path, digest: str) -> Path:
@@ -60,26 +137,7 @@ def _blob(layout: Path, digest: str) -> Path:
     return layout / "blobs" / algo / hexdigest
 
 
-def _apply_layer(tar: tarfile.TarFile, rootfs: Path) -> None:
-    keep = []
-    for m in tar.getmembers():
-        parent, _, name = os.path.normpath(m.name.lstrip("/")).rpartition("/")
-        where = os.path.realpath(rootfs / parent)  # a whiteout must not reach outside through `..` or a link
-        if name.startswith(WHITEOUT) and not inside(os.path.realpath(rootfs), where):
-            continue
-        if name == OPAQUE:
-            for child in Path(where).glob("*"):
-                _remove(child)
-        elif name.startswith(WHITEOUT):
-            _remove(Path(where) / name[len(WHITEOUT):])
-        else:
-            keep.append(m)
-    extract(tar, rootfs, links_may_leave=True, members=keep)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
+def _run(argv: list[str], what: str) -> None:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=UNPACK_TIMEOUT_S)
+    if r.returncode != 0:
+        raise SandboxError(f"{what} failed (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-800:]}")
