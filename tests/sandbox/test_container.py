@@ -17,9 +17,13 @@ from dsv4.sandbox import ContainerConfig
 
 
 @pytest.fixture(autouse=True)
-def image_cache(tmp_path, monkeypatch):
-    """Unpacked images go to a cache of the test's own (each run's gzip layers have new digests)."""
-    monkeypatch.setenv("DSV4_IMAGE_CACHE", str(tmp_path / "image-cache"))
+def image_cache(monkeypatch):
+    """Unpacked images go to a cache of the test's own (each run's gzip layers have new digests), which the
+    sandboxes' own uids can go through (pytest's tmp_path is private to root)."""
+    with tempfile.TemporaryDirectory(prefix="dsv4-image-cache-") as d:
+        os.chmod(d, 0o711)
+        monkeypatch.setenv("DSV4_IMAGE_CACHE", d)
+        yield Path(d)
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,11 @@ def is_layout(path: Path) -> bool:
 
 def image_cache() -> Path:
     """Where unpacked images (and built ones, `dsv4.sandbox.image_build`) are kept: $DSV4_IMAGE_CACHE, else
+    /var/cache/dsv4/images as root (the sandboxes' own uids must reach it: not under /root), else
     ~/.cache/dsv4/images."""
-    return Path(os.environ.get("DSV4_IMAGE_CACHE") or Path.home() / ".cache" / "dsv4" / "images")
+    if os.environ.get("DSV4_IMAGE_CACHE"):
+        return Path(os.environ["DSV4_IMAGE_CACHE"])
+    return Path("/var/cache/dsv4/images") if os.geteuid() == 0 else Path.home() / ".cache" / "dsv4" / "images"
 
 
 def tool(name: str, package: str) -> str:
@@ -91,6 +94,8 @@ def unpack_cached(layout: Path, scratch: Path) -> Path:
     if rootfs.is_dir():
         return rootfs
     root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        root.chmod(0o711)  # sandboxes run as uids of their own and go through it to their image
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
     try:
         umoci = tool("umoci", "umoci")
