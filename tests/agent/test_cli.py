@@ -70,3 +70,21 @@ def test_agent_command_resumes_a_run_from_its_trajectory_and_journal(real_tokeni
     assert "--resume needs the --journal" in capsys.readouterr().err
     assert main(["agent", "x", "--resume", "--journal", str(journal)]) == 2
     assert "give a task, or --resume" in capsys.readouterr().err
+
+
+def test_agent_command_uploads_files_before_the_run(real_tokenizer, make_sandbox, tmp_path, capsys):
+    make_sandbox("process")
+    (tmp_path / "ws" / "config").mkdir(parents=True)
+    (tmp_path / "ws" / "config" / "cabin.txt").write_text("port: 8142\n")
+    (tmp_path / "extra.txt").write_text("hello\n")
+    scripts = ["Read it.</think>" + render_calls([("bash", {"command": "cat config/cabin.txt /tmp/extra.txt"})]),
+               "</think>The port is 8142."]
+    with serving(create_app(ScriptedBackend(real_tokenizer, scripts))) as url:
+        rc = main(["agent", "What is the port?", "--endpoint", f"{url}/v1", "--trajectory", str(tmp_path / "t.json"),
+                   "--upload", str(tmp_path / "ws"), "--upload", f"{tmp_path / 'extra.txt'}:/tmp/extra.txt"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "stdout: port: 8142 hello" in captured.out, captured.err
+    assert main(["agent", "x", "--upload", str(tmp_path / "missing")]) == 2
+    assert "no such file or directory on this machine" in capsys.readouterr().err
+    assert main(["agent", "x", "--upload", f"{tmp_path / 'extra.txt'}:data"]) == 2
+    assert "must be absolute" in capsys.readouterr().err

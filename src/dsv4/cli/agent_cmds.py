@@ -53,6 +53,9 @@ def register(sub) -> None:
                    help="an MCP server whose tools the agent gets: NAME=http(s)://.../mcp or NAME='command args' "
                         "(stdio); repeatable")
     p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--upload", action="append", default=[], metavar="HOST_PATH[:PATH]",
+                   help="copy a host file or directory into the sandbox before the run (a directory's contents land "
+                        "at PATH; default PATH: the workspace, /workspace); repeatable")
     p.add_argument("--trajectory", type=Path, default=Path("trajectory.json"),
                    help="saved after every model reply and tool call")
     p.add_argument("--journal", type=Path, default=None,
@@ -76,6 +79,9 @@ def cmd_agent(args: argparse.Namespace) -> int:
             raise ValueError("give a task, or --resume (which reads the task from --trajectory)")
         if args.resume and args.journal is None:
             raise ValueError("--resume needs the --journal of the run's sandbox")
+        if args.resume and args.upload:
+            raise ValueError("--upload is for a new run (a resumed one has its files in the journal)")
+        uploads = [_upload_spec(u) for u in args.upload]
     except ValueError as e:
         print(f"dsv4 agent: {e}", file=sys.stderr)
         return 2
@@ -93,6 +99,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
             else:
                 sandbox = stack.enter_context(Sandbox.create(args.sandbox, rootfs=args.rootfs,
                                                              network_rules=args.network, journal=args.journal))
+                for host_path, path in uploads:
+                    sandbox.upload(host_path, path or sandbox.spec.workdir)
                 agent = Agent(client, tools_for(sandbox), config, sandbox=sandbox, tools_for=tools_for)
                 run = agent.start(args.task, save_to=args.trajectory)
         except (httpx.HTTPError, SandboxError, ConnectionError, OSError, ValueError) as e:
@@ -107,6 +115,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
     if t.answer is not None:
         print(t.answer)
     return 0 if t.status == "finished" else 1
+
+
+def _upload_spec(spec: str) -> tuple[Path, str | None]:
+    """HOST_PATH[:PATH] -> (an existing host path, the sandbox path or None for the workspace)."""
+    host, _, path = spec.partition(":")
+    if not Path(host).exists():
+        raise ValueError(f"--upload {spec}: no such file or directory on this machine: {host}")
+    if path and not path.startswith("/"):
+        raise ValueError(f"--upload {spec}: the sandbox path must be absolute, got {path!r}")
+    return Path(host), path or None
 
 
 def _client(args: argparse.Namespace, stack: contextlib.ExitStack):
