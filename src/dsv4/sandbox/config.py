@@ -41,6 +41,11 @@ class ContainerConfig(ProcessConfig):
     image: Path | None = None
     """A rootfs directory, an OCI image layout directory, or a tarball of either; `rootfs=` fills it."""
     runtime: Literal["bwrap", "runsc"] = "bwrap"
+    writable: bool = False
+    """Commands run as root of the sandbox's user namespace (the sandbox's own host uid outside) over a private
+    writable overlay of the image, discarded on close, and the workspace is the image's own `workdir` (what the
+    image holds there stays); False: the image read-only, uid 1000, a fresh workspace. Needs root on the host
+    (the overlay is mounted there) and the bwrap runtime; writes count against the workspace quota."""
     system_dirs: tuple[str, ...] = ()
     masked_files: tuple[str, ...] = ()
 

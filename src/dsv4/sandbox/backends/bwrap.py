@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dsv4.sandbox import workspace_image
+from dsv4.sandbox import overlay, workspace_image
 from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
@@ -79,17 +79,20 @@ def system_args(cfg: ProcessConfig) -> list[str]:
     return args
 
 
-def private_args(spec: SandboxSpec, state: Path, late: list[str], workspace: Path | None) -> list[str]:
+def private_args(spec: SandboxSpec, state: Path, late: list[str], workspace: Path | None,
+                 writable_root: bool = False) -> list[str]:
     """Private /proc, /dev, /tmp, the agent directory and the writable workspace (`workspace`, the mounted
-    image, or a tmpfs of the quota when None); the rest read-only."""
+    image, or a tmpfs of the quota when None); the rest read-only. A `writable_root` (an image's private
+    overlay) holds the workspace itself and stays writable."""
     size = str(spec.limits.tmpfs_mb << 20)
     return [
         "--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size,
         "--tmpfs", "/tmp", "--tmpfs", "/run", "--ro-bind", str(state / "guest"), GUEST_DIR,
         "--size", str(4 << 20), "--tmpfs", AGENT_DIR,
-        *workspace_args(spec, workspace), *(a for d in spec.scratch_dirs for a in ("--size", size, "--tmpfs", d)),
+        *([] if writable_root else workspace_args(spec, workspace)),
+        *(a for d in spec.scratch_dirs for a in ("--size", size, "--tmpfs", d)),
         "--chdir", spec.workdir, *late,
-        "--remount-ro", "/dev", "--remount-ro", "/run", "--remount-ro", "/",
+        "--remount-ro", "/dev", "--remount-ro", "/run", *([] if writable_root else ["--remount-ro", "/"]),
     ]
 
 
@@ -99,12 +102,14 @@ def workspace_args(spec: SandboxSpec, workspace: Path | None) -> list[str]:
     return ["--size", str(spec.limits.workspace_mb << 20), "--perms", "0755", "--tmpfs", spec.workdir]
 
 
-def attach_workspace(state: Path, limits: Limits, uid: int) -> tuple[Path | None, str]:
+def attach_workspace(state: Path, limits: Limits, uid: int, extra_inodes: int = 0) -> tuple[Path | None, str]:
     """(the host workspace directory, now an ext4 image of the quota, or None where the sandbox must use a tmpfs
-    of the quota instead; how the quota is kept)."""
-    why = workspace_image.attach(state / "workspace", limits.workspace_mb, limits.inodes, uid)
+    of the quota instead; how the quota is kept). `extra_inodes`: on top of the quota's (an overlay's upper
+    layer holds one per entry of the image)."""
+    inodes = limits.inodes + extra_inodes
+    why = workspace_image.attach(state / "workspace", limits.workspace_mb, inodes, uid)
     if why is None:
-        return state / "workspace", f"ext4 image of {limits.workspace_mb} MiB, {limits.inodes} inodes"
+        return state / "workspace", f"ext4 image of {limits.workspace_mb} MiB, {inodes} inodes"
     return None, f"tmpfs of {limits.workspace_mb} MiB ({why})"
 
 
@@ -151,7 +156,8 @@ def sweep_orphans(state_root: Path) -> None:
             except OSError:
                 continue
         # else its last processes are still dying, or its image is still mounted: the next sweep
-        if not alive and remove_cgroups(d) and workspace_image.detach(d / "workspace"):
+        if not alive and remove_cgroups(d) and overlay.unmount(d / overlay.ROOT_NAME) and \
+                workspace_image.detach(d / "workspace"):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -225,13 +231,16 @@ class BwrapBackend(GuestBackend):
         self.late_binds: list[str] = []
         """Mounts made after /run exists (under /run/dsv4)."""
         try:
-            self.workspace, self.workspace_store = attach_workspace(self.state, spec.limits, self.uid)
+            self.workspace, self.workspace_store = self._attach_workspace()
             self._start(argv_root if argv_root is not None else system_args(cfg))
         except BaseException:
             self.close()
             raise
 
-    def _start(self, root_args: list[str]) -> None:
+    def _attach_workspace(self) -> tuple[Path | None, str]:
+        return attach_workspace(self.state, self.spec.limits, self.uid)
+
+    def _start(self, root_args: list[str], writable_root: bool = False) -> None:
         bwrap = find_bwrap()
         if self.spec.network_rules.mode != "none":  # a relay, even if empty, so the rules can change later
             self.relay = Relay(self.spec.network_rules, self.state / "guest" / "net")
@@ -241,8 +250,8 @@ class BwrapBackend(GuestBackend):
             (self.state / "cgroups").write_text("".join(f"{d}\n" for d in self.cgroup.dirs))
         # Affinity is set outside: the seccomp filter forbids changing it from inside.
         cpus = ",".join(map(str, self.spec.limits.cpu_set()))
-        argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(), *root_args,
-                *private_args(self.spec, self.state, self.late_binds, self.workspace)]
+        argv = [find_tool("taskset"), "-c", cpus, bwrap, *namespace_args(rootful_view=writable_root), *root_args,
+                *private_args(self.spec, self.state, self.late_binds, self.workspace, writable_root)]
         # The channel is on fds other than 0-2: bubblewrap's pid 1 (dumpable, the commands' uid) keeps only its
         # stdio, which is /dev/null and a stderr kept as a bounded tail in host memory (no host file to fill).
         to_agent, from_agent = os.pipe(), os.pipe()
@@ -334,6 +343,7 @@ class BwrapBackend(GuestBackend):
             self.relay.close()
         if self.cgroup is not None:
             self.cgroup.remove()
-        if workspace_image.detach(self.state / "workspace"):  # else the sweep removes it (never files in a mount)
+        # else the sweep removes it (never files in a mount)
+        if overlay.unmount(self.state / overlay.ROOT_NAME) and workspace_image.detach(self.state / "workspace"):
             shutil.rmtree(self.state, ignore_errors=True)
         self.uid_lease.release()  # every process of the uid is gone

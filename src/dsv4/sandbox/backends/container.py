@@ -9,7 +9,8 @@ import shutil
 import struct
 from pathlib import Path
 
-from dsv4.sandbox.backends.bwrap import BwrapBackend, find_tool
+from dsv4.sandbox import overlay
+from dsv4.sandbox.backends.bwrap import BwrapBackend, attach_workspace, find_tool
 from dsv4.sandbox.config import ContainerConfig, SandboxSpec
 from dsv4.sandbox.errors import BackendUnavailable
 from dsv4.sandbox.image import materialize
@@ -66,21 +67,59 @@ class ContainerBackend(BwrapBackend):
         if cfg.image is None:
             raise BackendUnavailable("the container backend needs an image: "
                                      "Sandbox.create('container', rootfs=DIR_OR_TARBALL)")
+        self.rootfs: Path | None = None
         super().__init__(spec, argv_root=[])
 
-    def _start(self, root_args: list[str]) -> None:
+    def _attach_workspace(self) -> tuple[Path | None, str]:
+        """The image first: a writable root's upper layer, on the workspace image, needs an inode per entry."""
         scratch = self.state / "image"
         scratch.mkdir()
-        rootfs = materialize(self.cfg.image, scratch)
+        self.rootfs = materialize(self.cfg.image, scratch)
+        if not self.cfg.writable:
+            return super()._attach_workspace()
+        workspace, store = attach_workspace(self.state, self.spec.limits, self.uid, overlay.count_entries(self.rootfs))
+        if workspace is None:
+            raise BackendUnavailable(f"a writable image root keeps its overlay on an ext4 workspace image: {store}")
+        return workspace, store
+
+    def _start(self, root_args: list[str], writable_root: bool = False) -> None:
+        assert self.rootfs is not None
         self.agent_argv = injected_python(self.cfg.python)
         self.late_binds = ["--ro-bind", "/usr", f"{HOST_DIR}/usr"]
-        super()._start(rootfs_args(rootfs))
+        if not self.cfg.writable:
+            super()._start(rootfs_args(self.rootfs))
+            return
+        merged = self.state / overlay.ROOT_NAME
+        overlay.mount(self.rootfs, self.state / "workspace", merged, self.uid)
+        made = merged
+        for part in Path(self.spec.workdir).parts[1:]:  # the workdir, if the image lacks it, the sandbox's own
+            made = made / part
+            if not made.exists():
+                made.mkdir(mode=0o755)
+                os.lchown(made, self.uid, self.uid)
+        single_uid_apt(merged, self.uid)
+        # The merged root on bubblewrap's /: the sandbox sees the image's own symlinks and files
+        super()._start(["--bind", str(merged), "/"], writable_root=True)
+
+
+APT_SANDBOX_CONF = "etc/apt/apt.conf.d/00dsv4-sandbox-user"
+
+
+def single_uid_apt(root: Path, uid: int) -> None:
+    """Tell apt (if the image has it) to fetch as root: its default drops to the `_apt` user, which a user
+    namespace mapping only the sandbox's own uid does not have (setgroups is refused there, uid 42 unmapped)."""
+    conf = root / APT_SANDBOX_CONF
+    if conf.parent.is_dir() and not conf.parent.is_symlink():
+        conf.write_text('APT::Sandbox::User "root";\n')
+        os.lchown(conf, uid, uid)
 
 
 def start_container(spec: SandboxSpec):
     cfg = spec.backend
     assert isinstance(cfg, ContainerConfig)
     if cfg.runtime == "runsc":
+        if cfg.writable:
+            raise BackendUnavailable("a writable image root runs under runtime='bwrap' only")
         from dsv4.sandbox.backends.runsc import RunscBackend
 
         find_tool("runsc")
