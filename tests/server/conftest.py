@@ -8,12 +8,11 @@ import httpx
 import pytest
 from tokenizers import Tokenizer
 
-from dsv4.engine import RequestOutput, SamplingParams, TokenLogprob
-from dsv4.engine.detokenizer import TokenBytes, decode_ids
+from dsv4.engine import RequestDelta, SamplingParams, TokenLogprob
+from dsv4.engine.detokenizer import Detokenizer, TokenBytes
 from dsv4.server import create_app
 from dsv4.server.control_tokens import ControlTokens
 from dsv4.server.prompt_bound import max_prompt_chars
-from dsv4.server.streaming import deltas_of
 
 from ..engine.conftest import tiny_dir, tiny_model, tokenizer  # noqa: F401  (the engine's tiny checkpoint)
 
@@ -48,31 +47,27 @@ class ScriptedBackend:
             return list(prompt)
         return self.tokenizer.encode(prompt, add_special_tokens=False).ids
 
-    def stream(self, prompt_ids: list[int], params: SamplingParams):
-        return deltas_of(self._outputs(prompt_ids, params))
-
-    async def _outputs(self, prompt_ids: list[int], params: SamplingParams):
+    async def stream(self, prompt_ids: list[int], params: SamplingParams):
         self.calls.append((prompt_ids, params))
         script = self.script if isinstance(self.script, str) else self.script[len(self.calls) - 1]
         ids = self.encode(script) + [EOS_ID]
-        out: list[int] = []
-        logprobs: list[TokenLogprob] = []
+        detok = Detokenizer(self.tokenizer, params.stop)
         for i, token in enumerate(ids[:params.max_tokens]):
             if i == self.fail_after:
                 raise RuntimeError("device lost")
-            out.append(token)
-            if params.logprobs is not None:
-                logprobs.append(TokenLogprob(token, -0.25, dict(list({token: -0.25, 100: -2.0, 200: -3.0}.items())
-                                                                [:params.logprobs])))
-            ended = token == EOS_ID or len(out) == params.max_tokens
-            text = decode_ids(self.tokenizer, out[:-1] if token == EOS_ID else out)
-            reason = ("stop" if token == EOS_ID else "length") if ended else None
-            hit = min(((text.find(s), s) for s in params.stop if s in text), default=None)
-            if hit is not None:  # a stop string: cut before it, as the engine does
-                text, reason = text[:hit[0]], "stop"
-            yield RequestOutput(0, prompt_ids, list(out), text, reason,
-                                list(logprobs) if params.logprobs is not None else None, hit[1] if hit else None)
-            if hit is not None:
+            logprobs = None if params.logprobs is None else \
+                [TokenLogprob(token, -0.25, dict(list({token: -0.25, 100: -2.0, 200: -3.0}.items())[:params.logprobs]))]
+            reason = stop = None
+            if token == EOS_ID:  # the text without it, decoded at once
+                detok.end(ids[:i])
+                reason = "stop"
+            elif (cut := detok.add(token)) >= 0:  # a stop string: cut before it, as the engine does
+                stop, reason = detok.end_at_stop(cut), "stop"
+            elif i + 1 == params.max_tokens:
+                detok.end(ids[:i + 1])
+                reason = "length"
+            yield RequestDelta(0, [token], detok.take(), logprobs, reason, stop)
+            if reason is not None:
                 return
 
 

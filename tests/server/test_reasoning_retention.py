@@ -7,11 +7,10 @@ import asyncio
 import pytest
 
 from dsv4.encoding import encode_request
-from dsv4.engine import Engine, EngineConfig, RequestOutput, SamplingParams
-from dsv4.engine.detokenizer import decode_ids
+from dsv4.engine import Engine, EngineConfig, RequestDelta, SamplingParams
+from dsv4.engine.detokenizer import Detokenizer, decode_ids
 from dsv4.server import EngineBackend
 from dsv4.server.reasoning_store import ReasoningStore
-from dsv4.server.streaming import deltas_of
 from tests.encoding.test_parse_strategies import render_calls
 
 from .conftest import EOS_ID, ScriptedBackend, client_for, sse_events
@@ -147,15 +146,17 @@ class ReplayBackend(EngineBackend):
 
     def stream(self, prompt_ids, params: SamplingParams):
         self.calls.append(list(prompt_ids))
-        return super().stream(prompt_ids, params) if len(self.calls) > 1 else deltas_of(self._replay(prompt_ids))
+        return super().stream(prompt_ids, params) if len(self.calls) > 1 else self._replay(prompt_ids)
 
     async def _replay(self, prompt_ids):
         script = self.engine.encode(self.script)
         await self.async_engine.generate(prompt_ids + script, SamplingParams(temperature=0, max_tokens=1))
-        for n in range(1, len(script) + 2):
-            ids = (script + [EOS_ID])[:n]
-            yield RequestOutput(0, prompt_ids, ids, decode_ids(self.engine.tokenizer, ids[:len(script)]),
-                                "stop" if n == len(script) + 1 else None)
+        detok = Detokenizer(self.engine.tokenizer)
+        for token in script:
+            detok.add(token)
+            yield RequestDelta(0, [token], detok.take())
+        detok.end(script)
+        yield RequestDelta(0, [EOS_ID], detok.take(), None, "stop")
 
 
 @pytest.mark.parametrize("retain", [True, False])

@@ -34,10 +34,10 @@ TIMEOUT = 30  # every client call is bounded: a hang fails the test instead of s
 
 class FakeUpstream:
     """A raw-completions server: each request takes the next `script` entry, a dict of
-    text (streamed in `pieces` chunks), finish ("stop"/"length"), stop_reason, status (an error status instead),
-    stall (seconds before the first chunk), drop (close the stream after this many chunks, no finish), or
-    hold (an asyncio.Event-like threading.Event waited on before replying). Records each request's body, and
-    whether its stream was closed before it finished (`cancelled`)."""
+    text (streamed in `pieces` chunks), finish ("stop"/"length"), finish_text (sent with the finish), stop_reason,
+    status (an error status instead), stall (seconds before the first chunk), drop (close the stream after this many
+    chunks, no finish), or hold (an asyncio.Event-like threading.Event waited on before replying). Records each
+    request's body, and whether its stream was closed before it finished (`cancelled`)."""
 
     def __init__(self, name: str = "fake", script: list[dict] | None = None, max_model_len: int = 4096):
         self.name, self.script, self.bodies, self.cancelled = name, list(script or []), [], 0
@@ -71,7 +71,7 @@ class FakeUpstream:
                           "logprobs": entry["logprobs"][i] if "logprobs" in entry else None}
                 yield f"data: {json.dumps({'object': 'text_completion', 'choices': [choice]})}\n\n"
                 await asyncio.sleep(entry.get("delay", 0))
-            finish = {"index": 0, "text": "", "finish_reason": entry.get("finish", "stop"),
+            finish = {"index": 0, "text": entry.get("finish_text", ""), "finish_reason": entry.get("finish", "stop"),
                       "stop_reason": entry.get("stop_reason")}
             yield f"data: {json.dumps({'choices': [finish]})}\n\n"
             usage = entry.get("usage", {"prompt_tokens": 7, "completion_tokens": 11, "total_tokens": 18})
@@ -155,6 +155,28 @@ def test_stop_reasons_map(fake):
     reply = http.post("/v1/messages", json=body).json()
     assert reply["stop_reason"] == "stop_sequence" and reply["stop_sequence"] == "END"
     assert up.bodies[1]["stop"] == ["END"] and up.bodies[0]["max_tokens"] == 3
+
+
+def test_a_stop_string_or_eos_the_upstream_writes_ends_the_stream_and_is_never_sent(fake):
+    # an upstream that ignores `stop` (or writes EOS as text): the streamed deltas never show the stop string or
+    # any part of it, what follows is dropped, and the upstream's stream is closed there (an abort upstream)
+    up, http = fake
+    up.script = [{"text": "alpha beta END gamma delta", "pieces": 9, "delay": 0.05},
+                 {"text": f"all done{EOS}", "pieces": 5}, {"text": "abc", "finish_text": "final"}]
+    r = http.post("/v1/completions", json={"prompt": "x", "max_tokens": 50, "stop": ["END"], "stream": True})
+    events = [e for e in sse_events(r.text) if e != "[DONE]" and e.get("choices")]
+    assert "".join(e["choices"][0]["text"] for e in events) == "alpha beta "
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    reply = http.post("/v1/completions", json={"prompt": "x", "max_tokens": 50, "stream": True})
+    assert "".join(e["choices"][0]["text"] for e in sse_events(reply.text)
+                   if e != "[DONE]" and e.get("choices")) == "all done"
+    reply = http.post("/v1/completions", json={"prompt": "x", "max_tokens": 50}).json()  # text with the finish
+    assert reply["choices"][0]["text"] == "abcfinal"
+    for _ in range(100):  # the first stream was closed before its finish
+        if up.cancelled:
+            break
+        threading.Event().wait(0.02)
+    assert up.cancelled >= 1
 
 
 @pytest.mark.parametrize("status,want", [(500, 502), (429, 429), (400, 400)])

@@ -38,13 +38,13 @@ import httpx
 from tokenizers import Tokenizer
 
 from dsv4.encoding.tokens import EOS
-from dsv4.engine import RequestDelta, RequestOutput, SamplingParams, TokenLogprob
+from dsv4.engine import OutputAccumulator, RequestDelta, SamplingParams, TokenLogprob
 from dsv4.engine.detokenizer import TokenBytes, char_of_byte
 from dsv4.engine.engine import encode_prompt
+from dsv4.engine.stop_text import StopText
 
 from .control_tokens import ControlTokens
 from .prompt_bound import max_prompt_chars
-from .streaming import deltas_of
 from .upstream_pool import AFFINITY_BLOCK, PrefixAffinity, Upstream, UpstreamCollector
 
 log = logging.getLogger("dsv4.server.upstream")
@@ -178,44 +178,38 @@ class UpstreamBackend:
         self._clients.clear()  # their connections close with the event loop that owned them
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
-        """The request's deltas, as the engine gives them (from the upstream's text so far after each chunk)."""
-        async with contextlib.aclosing(deltas_of(self._outputs(prompt_ids, params))) as deltas:
-            async for delta in deltas:
-                yield delta
-
-    async def _outputs(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+        """The request's deltas, as the engine gives them (new text, the new tokens' ids and logprobs)."""
         grammar = params.grammar
         if grammar is None or grammar.reasoning_end is None:
-            async with contextlib.aclosing(self._generate(prompt_ids, params)) as outs:
-                async for out in outs:
-                    yield out
+            async with contextlib.aclosing(self._generate(prompt_ids, params)) as deltas:
+                async for delta in deltas:
+                    yield delta
             return
         # two phases: the reasoning, then a continuation that opens the call (or the JSON) after it
         end = grammar.reasoning_end
         first = replace(params, grammar=None, stop=(*params.stop, end),
                         max_tokens=max(1, params.max_tokens - grammar.reasoning_room))
-        reasoning = None
-        async with contextlib.aclosing(self._generate(prompt_ids, first)) as outs:
-            async for out in outs:
-                if not out.finished:
-                    yield out
-                reasoning = out
+        reasoning, last = OutputAccumulator(0, prompt_ids, params.logprobs is not None), None
+        async with contextlib.aclosing(self._generate(prompt_ids, first)) as deltas:
+            async for delta in deltas:
+                reasoning.add(delta)
+                if delta.finished:
+                    last = delta
+                else:
+                    yield delta
         if reasoning.stop_reason is not None and reasoning.stop_reason != end:  # the client's own stop string
-            yield reasoning
+            yield last
             return
         lead = end + continuation_lead(grammar.lark, lambda i: self.tokenizer.decode([i], skip_special_tokens=False))
         lead_ids = self.encode(lead)
         second_prompt = prompt_ids + self.encode(reasoning.text) + lead_ids
         left = params.max_tokens - len(reasoning.token_ids) - len(lead_ids)
         second = replace(params, grammar=None, max_tokens=max(1, left))
-        head, head_ids = reasoning.text + lead, reasoning.token_ids + lead_ids
-        head_logprobs = reasoning.logprobs
-        async with contextlib.aclosing(self._generate(second_prompt, second)) as outs:
-            async for out in outs:
-                yield RequestOutput(out.request_id, prompt_ids, head_ids + out.token_ids, head + out.text,
-                                    out.finish_reason,
-                                    None if out.logprobs is None else (head_logprobs or []) + out.logprobs,
-                                    out.stop_reason)
+        # the reasoning's last piece (held back until it ended), then the lead that opens the answer
+        yield RequestDelta(0, last.token_ids + lead_ids, last.text + lead, last.logprobs)
+        async with contextlib.aclosing(self._generate(second_prompt, second)) as deltas:
+            async for delta in deltas:
+                yield delta
 
     # -- one request to one upstream --
 
@@ -270,7 +264,7 @@ class UpstreamBackend:
             body["return_tokens_as_token_ids"] = True  # vLLM: "token_id:N", exact where text is not
         return body
 
-    async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestOutput]:
+    async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[RequestDelta]:
         """One request, streamed; an upstream that refuses the connection is passed over for the next one (at
         most once each), any other failure raises `UpstreamError`."""
         tried: set[int] = set()
@@ -292,11 +286,15 @@ class UpstreamBackend:
                 log.warning("upstream %s refused the connection; trying another", upstream.url)
 
     async def _request(self, upstream: Upstream, prompt_ids: list[int], params: SamplingParams
-                       ) -> AsyncIterator[RequestOutput]:
+                       ) -> AsyncIterator[RequestDelta]:
+        """One request to `upstream`: a delta per chunk that adds text or logprobs, then the last one. A stop
+        string, or EOS, that the upstream writes (one that ignores `stop`) ends the reply there: the stream is
+        closed (an abort upstream) and what follows is dropped; neither is ever handed out in part."""
         body = self._body(upstream, prompt_ids, params)
         url = f"{upstream.url}/v1/completions"
-        text, finish, stop_reason, usage = "", None, None, None
-        logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
+        text = StopText((*params.stop, *(() if params.ignore_eos else (EOS,))))
+        finish, stop_reason, usage, cut, n_ids = None, None, None, -1, 0
+        logprobs: list[TokenLogprob] = []  # the chunk's (handed out with its text)
         upstream.outstanding += 1
         upstream.requests += 1
         try:
@@ -316,18 +314,23 @@ class UpstreamBackend:
                         raise UpstreamError(f"upstream {upstream.url} failed the request: "
                                             f"{error_message(data.encode())}")
                     usage = chunk.get("usage") or usage
-                    grew = False
                     for choice in chunk.get("choices") or []:
-                        text += choice.get("text") or ""
-                        grew = grew or bool(choice.get("text"))
-                        if logprobs is not None and choice.get("logprobs"):
+                        if cut < 0:
+                            cut = text.add(choice.get("text") or "")
+                        if params.logprobs is not None and choice.get("logprobs"):
                             logprobs += self._logprobs(choice["logprobs"])
-                            grew = True
                         if choice.get("finish_reason"):
                             finish, stop_reason = choice["finish_reason"], choice.get("stop_reason")
-                    if grew and finish is None:
-                        yield RequestOutput(0, prompt_ids, [lp.token_id for lp in logprobs or []], text, None,
-                                            list(logprobs) if logprobs is not None else None)
+                    if cut >= 0:
+                        break
+                    if finish is not None:  # this chunk's text and logprobs go out with the last delta
+                        continue
+                    piece = text.take()
+                    if piece or logprobs:
+                        n_ids += len(logprobs)
+                        yield RequestDelta(0, [lp.token_id for lp in logprobs], piece,
+                                           logprobs if params.logprobs is not None else None)
+                        logprobs = []
         except UpstreamError as e:
             upstream.errors += 1
             upstream.last_error = str(e)
@@ -346,35 +349,37 @@ class UpstreamBackend:
             raise UpstreamError(f"upstream {upstream.url}: {type(e).__name__}: {e}", refused=refused) from e
         finally:
             upstream.outstanding -= 1
-        if finish is None:
+        if finish is None and cut < 0:
             upstream.errors += 1
             upstream.last_error = "the stream ended before a finish reason"
             raise UpstreamError(f"upstream {upstream.url}: the stream ended before its finish reason (dropped)")
-        yield self._final(prompt_ids, params, text, finish, stop_reason, usage, logprobs)
+        yield self._final(params, text, cut, finish, stop_reason, usage, logprobs, n_ids)
 
-    def _final(self, prompt_ids, params, text, finish, stop_reason, usage, logprobs) -> RequestOutput:
-        """The last output: the text without a trailing EOS (an upstream that writes it), the stop string that
-        ended it where the upstream names it (or where an upstream that ignored `stop` wrote one), and as many
-        token ids as the upstream's usage counts (read from the text with the local tokenizer: the upstream sends
-        no ids; only their number is exact)."""
-        if text.endswith(EOS):
-            text = text[: -len(EOS)]
-        hit = min(((text.find(s), s) for s in params.stop if s in text), default=None)
-        if hit is not None:  # an upstream that ignores `stop`
-            text, finish, stop_reason = text[: hit[0]], "stop", hit[1]
+    def _final(self, params: SamplingParams, text: StopText, cut: int, finish, stop_reason, usage,
+               logprobs: list[TokenLogprob], n_ids: int) -> RequestDelta:
+        """The last delta: the rest of the text (cut before a stop string or EOS the upstream wrote), the stop
+        string that ended it where the upstream names it (or where it wrote one), and the token ids not handed out
+        yet, as many as the upstream's usage counts (without logprobs the upstream sends no ids: they are read from
+        the text with the local tokenizer, and only their number is exact)."""
+        if cut >= 0:
+            found = text.end_at_stop(cut)
+            finish, stop_reason = "stop", None if found == EOS else found
+        else:
+            text.end()
         if not isinstance(stop_reason, str) or stop_reason not in params.stop:
             stop_reason = None
-        if logprobs:
-            ids = [lp.token_id for lp in logprobs]
-        else:
-            ids = self.encode(text) if text else []
+        piece = text.take()
+        ids = [lp.token_id for lp in logprobs]
+        if not n_ids and not ids:
+            whole = text.text[:text.num_taken]  # joined once, at the end
+            ids = self.encode(whole) if whole else []
             if finish == "stop" and stop_reason is None and self.eos_id is not None:  # the engine counts its EOS
                 ids.append(self.eos_id)
         n = (usage or {}).get("completion_tokens")
-        if isinstance(n, int) and n >= 0 and n != len(ids):
-            ids = (ids + [self.eos_id or 0] * n)[:n]
-        return RequestOutput(0, prompt_ids, ids, text, "length" if finish == "length" else "stop", logprobs,
-                             stop_reason)
+        if isinstance(n, int) and n >= 0 and n != n_ids + len(ids):
+            ids = (ids + [self.eos_id or 0] * n)[:max(0, n - n_ids)]
+        return RequestDelta(0, ids, piece, logprobs if params.logprobs is not None else None,
+                            "length" if finish == "length" else "stop", stop_reason)
 
     def _logprobs(self, lp: dict) -> list[TokenLogprob]:
         """OpenAI's completions logprobs -> the engine's, token texts read back to ids (vLLM's "token_id:N" as is;
