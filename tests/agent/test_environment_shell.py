@@ -1,0 +1,68 @@
+"""The default tools over an environment whose every command is a fresh shell (as Harbor's `exec` is): the bash
+tool's session (cwd, exported variables) carries over however a command ends, and files are read and written
+relative to it."""
+
+import asyncio
+import shutil
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from dsv4.agent import ToolRegistry, sandbox_tools
+from dsv4.agent.environment_shell import EnvironmentShell
+
+
+class FreshShells:
+    """A Harbor-like environment on the host: each exec is `bash -c` in `root`, nothing kept between them."""
+
+    def __init__(self, root: Path):
+        self.root, self.commands = root, []
+
+    async def exec(self, command, cwd=None, env=None, timeout_sec=None, user=None):
+        self.commands.append(command)
+        p = await asyncio.create_subprocess_exec("bash", "-c", command, cwd=self.root, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(p.communicate(), timeout_sec)
+        return SimpleNamespace(stdout=out.decode(), stderr=err.decode(), return_code=p.returncode)
+
+    async def upload_file(self, source_path, target_path):
+        shutil.copyfile(source_path, target_path)
+
+
+@pytest.fixture
+def tools(tmp_path):
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    (tmp_path / "work").mkdir()
+    env = FreshShells(tmp_path / "work")
+    yield ToolRegistry(sandbox_tools(EnvironmentShell(env, loop, state=str(tmp_path / "session")))), tmp_path
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+def test_the_session_carries_over_between_fresh_shells(tools):
+    registry, root = tools
+    assert registry.call("bash", '{"command": "mkdir -p sub && cd sub && export COLOR=blue"}').ok
+    out = registry.call("bash", '{"command": "pwd; echo $COLOR"}')
+    assert out.ok and f"{root}/work/sub\nblue" in out.text
+    # a command that exits, or fails to parse, still keeps what came before it
+    failed = registry.call("bash", '{"command": "cd .. && export N=2 && exit 3"}')
+    assert not failed.ok and "exit code: 3" in failed.text
+    broken = registry.call("bash", '{"command": "if then fi"}')
+    assert not broken.ok and "syntax error" in broken.text
+    out = registry.call("bash", '{"command": "pwd; echo $COLOR $N"}')
+    assert f"{root}/work\nblue 2" in out.text
+
+
+def test_files_are_relative_to_the_sessions_directory(tools):
+    registry, root = tools
+    registry.call("bash", '{"command": "mkdir -p a && cd a"}')
+    assert registry.call("write_file", '{"path": "deep/new.txt", "content": "one\\ntwo\\n"}').ok
+    assert (root / "work" / "a" / "deep" / "new.txt").read_text() == "one\ntwo\n"
+    assert registry.call("read_file", '{"path": "deep/new.txt", "offset": 1}').text == "two\n"
+    missing = registry.call("read_file", '{"path": "nothing.txt"}')
+    assert not missing.ok and "cannot read nothing.txt" in missing.text
