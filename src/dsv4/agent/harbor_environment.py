@@ -1,0 +1,120 @@
+"""`SandboxEnvironment`: a dsv4 sandbox as a Harbor environment, so `harbor run` runs tasks where there is no
+Docker (Harbor's own agents, the oracle, or dsv4's agent: `dsv4.agent.harbor_agent`):
+
+    harbor run -p path/to/tasks --env dsv4.agent.harbor_environment:SandboxEnvironment -a oracle
+    harbor run ... --ek backend=container --ek image=/images/task.oci      # the task's image, unpacked
+
+The task's environment is made as `dsv4 agent-tasks` makes it (`dsv4.agent.harbor.load_task`): the Dockerfile's
+WORKDIR, ENV and COPY / ADD of local files reproduced without a build; a task whose Dockerfile needs a build
+fails to start, saying which step (Harbor records it as the trial's exception). Harbor's paths (/tests, /logs,
+/solution) are private writable directories; task.toml's cpus and memory (after Harbor's overrides) are the
+sandbox's limits; the network is Harbor's policy: none, or all.
+
+Every `exec` runs in a fresh shell (as Docker's `exec` does) with the image's environment and Harbor's, in the
+task's WORKDIR unless told otherwise. The sandbox has one user, whatever `user` Harbor asks for (the process
+backend's unprivileged uid, or the container backend's root). Imports Harbor: it runs under Harbor's Python
+(>= 3.12), e.g. the `.venv-harbor` that `make test` makes.
+"""
+
+import asyncio
+import shlex
+from pathlib import Path
+from typing import Any
+
+from harbor.environments.base import BaseEnvironment, ExecResult, SandboxBuildFailedError
+from harbor.environments.capabilities import EnvironmentCapabilities, EnvironmentResourceCapabilities
+from harbor.models.task.config import NetworkMode, NetworkPolicy
+
+from dsv4.sandbox import AsyncSandbox, SandboxError
+
+from .harbor import SCRATCH, Task, load_task, place_files, verifier_env
+
+NO_TIMEOUT_S = 7 * 24 * 3600.0  # an exec Harbor gives no timeout (Docker's runs unbounded)
+
+
+class SandboxEnvironment(BaseEnvironment):
+    """`--ek backend=process` (default: the host's system read-only, the task's files in a private workspace)
+    or `--ek backend=container --ek image=PATH` (a rootfs directory, OCI layout or `docker save` archive)."""
+
+    def __init__(self, *args: Any, backend: str = "process", image: str | None = None, **kwargs: Any):
+        if backend not in ("process", "container"):
+            raise ValueError(f"backend={backend!r}: the dsv4 sandbox environment runs 'process' or 'container'")
+        if backend == "container" and not image:
+            raise ValueError("backend='container' needs image=PATH (a rootfs directory, OCI layout or docker save)")
+        self.backend, self.image = backend, Path(image) if image else None
+        self.sandbox: AsyncSandbox | None = None
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def type() -> str:
+        return "dsv4-sandbox"
+
+    @property
+    def capabilities(self) -> EnvironmentCapabilities:
+        return EnvironmentCapabilities(disable_internet=True)
+
+    @classmethod
+    def resource_capabilities(cls) -> EnvironmentResourceCapabilities:
+        return EnvironmentResourceCapabilities(cpu_limit=True, memory_limit=True, fractional_cpus=True)
+
+    def _validate_definition(self) -> None:
+        self.task: Task = load_task(self.environment_dir.parent)  # TaskError names the file and what is wrong
+
+    async def start(self, force_build: bool) -> None:
+        if self.task.unsupported:
+            raise SandboxBuildFailedError(f"{self.environment_name}: {self.task.unsupported}")
+        workdir = self.task_env_config.workdir or self.task.workdir
+        limits = {"memory_limit_mb": self.task_env_config.memory_mb, "cpu_cores_limit": self.task_env_config.cpus}
+        self.sandbox = await AsyncSandbox.create(
+            self.backend, rootfs=self.image, workdir=workdir, scratch_dirs=(*SCRATCH, *self.task.scratch_dirs),
+            env=self.task.env, network_rules=network_rules(self._network_policy),
+            **{k: v for k, v in limits.items() if v is not None})
+        try:
+            await asyncio.to_thread(place_files, self.task, self.sandbox.sandbox)
+            await self.ensure_dirs(self._mount_targets(writable_only=True))  # /logs/agent, /logs/verifier, ...
+        except BaseException:
+            await self.sandbox.close()
+            raise
+
+    async def stop(self, delete: bool) -> None:
+        if self.sandbox is not None:
+            await self.sandbox.close()
+
+    async def exec(self, command: str, cwd: str | None = None, env: dict[str, str] | None = None,
+                   timeout_sec: int | None = None, user: str | int | None = None) -> ExecResult:
+        sb = self._live()
+        full_env = {**verifier_env(self.task), **(self._merge_env(env) or {})}
+        r = await sb.run_fresh(command, env=full_env, cwd=cwd or self.sandbox.sandbox.spec.workdir,
+                               timeout=float(timeout_sec or NO_TIMEOUT_S))
+        if r.timed_out:
+            raise RuntimeError(f"Command timed out after {timeout_sec} seconds")
+        return ExecResult(stdout=r.stdout, stderr=r.stderr, return_code=r.exit_code)
+
+    async def upload_file(self, source_path: Path | str, target_path: str) -> None:
+        await self._live().upload(Path(source_path), target_path)
+
+    async def upload_dir(self, source_dir: Path | str, target_dir: str) -> None:
+        await self._live().upload(Path(source_dir), target_dir)
+
+    async def download_file(self, source_path: str, target_path: Path | str) -> None:
+        Path(target_path).parent.mkdir(parents=True, exist_ok=True)
+        await self._live().download(source_path, Path(target_path))
+
+    async def download_dir(self, source_dir: str, target_dir: Path | str) -> None:
+        Path(target_dir).mkdir(parents=True, exist_ok=True)
+        await self._live().download(source_dir, Path(target_dir))
+
+    def _live(self) -> AsyncSandbox:
+        if self.sandbox is None:
+            raise SandboxError(f"{self.session_id}: the environment is not started")
+        return self.sandbox
+
+
+def network_rules(policy: NetworkPolicy) -> str:
+    """The sandbox's network rules for Harbor's policy (an allowlist is refused before start: no capability)."""
+    if policy.network_mode == NetworkMode.NO_NETWORK:
+        return "none"
+    if policy.network_mode == NetworkMode.PUBLIC:
+        return "all"
+    raise ValueError(f"network_mode={policy.network_mode.value!r} is not supported by the dsv4 sandbox environment: "
+                     f"{shlex.join(policy.allowed_hosts)}")
