@@ -1,0 +1,77 @@
+"""`harbor run` itself (Harbor 0.25, unmodified, in the Python 3.12 venv `.venv-harbor` that `make test` makes) on
+TB2-layout tasks, with dsv4's sandbox as its environment (`dsv4.agent.harbor_environment`) and with dsv4's agent
+loop as its agent (`dsv4.agent.harbor_agent`, against a scripted OpenAI-compatible endpoint): the rewards are
+Harbor's own, read from the job directory it wrote."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dsv4.server import create_app
+from dsv4.server.background import serving
+from tests.encoding.test_parse_strategies import render_calls
+from tests.server.conftest import ScriptedBackend
+
+from .test_harbor import TASKS
+
+ROOT = Path(__file__).parents[2]
+HARBOR_VENV = Path(os.environ.get("DSV4_HARBOR_VENV", ROOT / ".venv-harbor"))
+ENVIRONMENT = "dsv4.agent.harbor_environment:SandboxEnvironment"
+AGENT = "dsv4.agent.harbor_agent:Dsv4Agent"
+
+
+@pytest.fixture(scope="module")
+def harbor() -> Path:
+    if not (HARBOR_VENV / ".installed").is_file():
+        failed = HARBOR_VENV / ".failed"
+        why = failed.read_text().strip() if failed.is_file() else "not made: run `make .venv-harbor/.installed`"
+        pytest.skip(f"Harbor's own venv {HARBOR_VENV} (Harbor needs Python >= 3.12): {why}")
+    return HARBOR_VENV / "bin" / "harbor"
+
+
+def harbor_run(harbor: Path, task: Path, jobs: Path, *args: str) -> tuple[dict, Path]:
+    """`harbor run` of one local task; (the trial's result.json as Harbor wrote it, the trial's directory)."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # LiteLLM's price list from its package, offline
+    r = subprocess.run([str(harbor), "run", "-p", str(task), "--env", ENVIRONMENT, "-o", str(jobs),
+                        "--job-name", "job", "-y", "-q", *args], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (trial,) = [p for p in (jobs / "job").iterdir() if p.is_dir()]
+    return json.loads((trial / "result.json").read_text()), trial
+
+
+@pytest.mark.parametrize("agent, reward", [("oracle", 1.0), ("nop", 0.0)])
+def test_harbor_runs_a_task_in_a_dsv4_sandbox(make_sandbox, harbor, tmp_path, agent, reward):
+    make_sandbox("process")  # skips where bubblewrap cannot run
+    result, trial = harbor_run(harbor, TASKS / "hello-file", tmp_path, "-a", agent)
+    assert result["exception_info"] is None, result["exception_info"]
+    assert result["verifier_result"]["rewards"] == {"reward": reward}
+    assert (trial / "verifier" / "reward.txt").read_text().strip() == str(int(reward))
+    job = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert (job["n_total_trials"], job["stats"]["n_errored_trials"]) == (1, 0)
+    assert [e["metrics"] for e in job["stats"]["evals"].values()] == [[{"mean": reward}]]
+
+
+def test_harbor_runs_dsv4s_agent_in_a_dsv4_sandbox(make_sandbox, harbor, real_tokenizer, tmp_path):
+    make_sandbox("process")
+    command = 'cd seed && echo "$GREETING $(wc -l < numbers.txt)" > ../hello.txt && cat ../hello.txt'
+    script = ["Write it.</think>" + render_calls([("bash", {"command": command})]),
+              "Check it.</think>" + render_calls([("read_file", {"path": "../hello.txt"})]),
+              "Done.</think>Written."]
+    backend = ScriptedBackend(real_tokenizer, script)
+    with serving(create_app(backend)) as url:
+        result, trial = harbor_run(harbor, TASKS / "hello-file", tmp_path, "-a", AGENT, "-m", backend.model_name,
+                                   "--ak", f"endpoint={url}/v1")
+    assert result["exception_info"] is None, result["exception_info"]
+    assert result["verifier_result"]["rewards"] == {"reward": 1.0}
+    assert len(backend.calls) == 3  # the loop's model calls, each with the tools' results so far
+    second = real_tokenizer.decode(backend.calls[1][0], skip_special_tokens=False)
+    assert "exit code: 0\nstdout:\nhello 3" in second
+    third = real_tokenizer.decode(backend.calls[2][0], skip_special_tokens=False)
+    assert "<tool_result>hello 3\n</tool_result>" in third  # read_file, relative to the shell's cwd (/app/seed)
+    assert result["agent_result"]["n_input_tokens"] > 0 and result["agent_result"]["metadata"]["status"] == "finished"
+    atif = json.loads((trial / "agent" / "trajectory.json").read_text())
+    calls = [c["function_name"] for s in atif["steps"] for c in s.get("tool_calls") or []]
+    assert calls == ["bash", "read_file"]
