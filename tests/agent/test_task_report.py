@@ -21,6 +21,7 @@ from dsv4.agent.trajectory import Elided, Step
 from dsv4.cli import main
 
 from .conftest import ScriptedClient, call
+from .test_harbor import no_image_builder  # noqa: F401  (autouse: needs-build is skipped, not built)
 
 TASKS = Path(__file__).parent / "tasks"
 

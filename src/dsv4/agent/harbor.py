@@ -4,12 +4,14 @@ A task is a directory: `instruction.md` (the prompt), `task.toml` (`[agent] time
 and `env`), `environment/` (a Dockerfile and the files it copies), `solution/solve.sh` (the reference solution)
 and `tests/test.sh` (the verifier, which writes `/logs/verifier/reward.txt` or `reward.json`).
 
-Images are not built here: a Dockerfile may only set up what a sandbox can reproduce from the host's system -
-`FROM` (ignored: the sandbox's own root), `WORKDIR`, `ENV`, `COPY`/`ADD` of local files. A task whose Dockerfile
-runs anything else (`RUN`, remote `ADD`, `COPY --from`, ...) is reported as skipped, with the instruction that
-needs a build. COPY / ADD follow Docker's destination rules (`_copy_step`); a destination outside the workspace
-gets a private writable directory at its top-level path (e.g. /protected). task.toml's [environment] cpus and
-memory become the sandbox's limits, and the verifier's output and exit code are kept in the result.
+A Dockerfile that only sets up what a sandbox can reproduce from the host's system - `FROM` (ignored: the
+sandbox's own root), `WORKDIR`, `ENV`, `COPY`/`ADD` of local files - runs over the host's read-only system with no
+image. A task whose Dockerfile does anything else (`RUN`, remote `ADD`, `COPY --from`, ...) is built by buildah or
+podman and runs in its image (`dsv4.agent.task_image`), or, without a builder, is reported as skipped with the
+instruction that needs a build and the tool to install. Without an image, COPY / ADD follow Docker's destination
+rules (`_copy_step`); a destination outside the workspace gets a private writable directory at its top-level path
+(e.g. /protected). task.toml's [environment] cpus and memory become the sandbox's limits, `allow_internet = false`
+takes its network away, and the verifier's output and exit code are kept in the result.
 The tests are uploaded to `/tests` only after the agent is done, as Harbor does, and run apart from the agent's
 session (see `_verify`).
 """
@@ -53,7 +55,9 @@ class Task:
     modes: list[tuple[str, str]] = field(default_factory=list)  # COPY --chmod: (sandbox path, octal mode), in order
     memory_mb: int | None = None  # [environment] memory_mb / memory; None = the sandbox's default
     cpus: float | None = None  # [environment] cpus
+    allow_internet: bool | None = None  # [environment] allow_internet; False: no network whatever the run's rules
     unsupported: str | None = None  # why it cannot run here
+    build: str | None = None  # why its Dockerfile needs an image build, when it is built (dsv4.agent.task_image)
 
 
 @dataclass
@@ -96,6 +100,9 @@ def load_task(path: Path) -> Task:
         _apply_dockerfile(task, environment)
     elif environment.is_dir():
         task.copies = [(p, f"{task.workdir}/{p.name}") for p in sorted(environment.iterdir())]
+    from .task_image import decide  # it builds on this module
+
+    decide(task)
     return task
 
 
@@ -108,6 +115,10 @@ def _apply_resources(task: Task, env: dict, where: Path) -> None:
             task.memory_mb = _megabytes(str(env["memory"]))
         if "cpus" in env:
             task.cpus = float(env["cpus"])
+        if "allow_internet" in env:
+            if not isinstance(env["allow_internet"], bool):
+                raise ValueError(f"allow_internet = {env['allow_internet']!r} is not true or false")
+            task.allow_internet = env["allow_internet"]
     except (TypeError, ValueError) as e:
         raise TaskError(f"{where}: [environment] {e}") from e
     if (task.memory_mb is not None and task.memory_mb < 16) or (task.cpus is not None and task.cpus <= 0):
@@ -315,13 +326,13 @@ def run_task(task: Task, agent: "str | Callable[[Sandbox], Agent]", *, backend: 
                 times.append(now)
         if name is not None:
             phases[name] = [now]
+    from .task_image import open_environment  # it builds on this module
+
     try:
         phase("environment_setup")
-        with Sandbox.create(backend, workdir=task.workdir, scratch_dirs=(*SCRATCH, *task.scratch_dirs),
-                            env=task.env, network_rules=network, **sandbox_limits(task)) as sb:
-            for local, target in task.copies:
-                sb.upload(local, target)
-            _set_modes(task, sb)
+        task, sb = open_environment(task, backend, network)
+        with sb:
+            place_files(task, sb)
             phase("agent_execution")
             agent_status = _act(task, agent, sb, trajectory_dir, usage)
             phase("verifier")
@@ -333,6 +344,13 @@ def run_task(task: Task, agent: "str | Callable[[Sandbox], Agent]", *, backend: 
                           verifier=verifier or None, usage=usage, phases=phases)
     return TaskResult(task.name, "passed" if reward == 1.0 else "failed", reward, detail, time.monotonic() - start,
                       agent_status, verifier or None, usage, phases)
+
+
+def place_files(task: Task, sb: Sandbox) -> None:
+    """The Dockerfile's COPY / ADD steps in a new sandbox: each copy uploaded, then the --chmod modes set."""
+    for local, target in task.copies:
+        sb.upload(local, target)
+    _set_modes(task, sb)
 
 
 def _set_modes(task: Task, sb: Sandbox, batch: int = 200) -> None:
