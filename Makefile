@@ -23,18 +23,17 @@ DEPS_BUT_TORCH := import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))
 
 $(HARBOR_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	rm -rf $(HARBOR_VENV) && mkdir -p $(HARBOR_VENV)
-	( set -e; \
-	  for p in python3.12 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python; do \
+	( for p in python3.12 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python; do \
 	    if $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then py=$$p; break; fi; done; \
-	  if [ -z "$$py" ]; then $(PY) -m pip install -q uv; $(VENV)/bin/uv python install 3.12; \
-	    py=$$($(VENV)/bin/uv python find 3.12); fi; \
-	  $$py -m venv $(HARBOR_VENV); \
-	  $(HARBOR_PY) -m pip install -q --upgrade pip; \
-	  $(HARBOR_PY) -m pip install -q --no-deps -e .; \
-	  eval $(HARBOR_PY) -m pip install -q $$($(HARBOR_PY) -c "$(DEPS_BUT_TORCH)"); \
-	  $(HARBOR_PY) -c 'import harbor, dsv4.agent.harbor_agent, dsv4.agent.harbor_environment'; \
+	  if [ -z "$$py" ]; then $(PY) -m pip install -q uv && $(VENV)/bin/uv python install 3.12 && \
+	    py=$$($(VENV)/bin/uv python find 3.12); fi && \
+	  $$py -m venv $(HARBOR_VENV) && \
+	  $(HARBOR_PY) -m pip install -q --upgrade pip && \
+	  $(HARBOR_PY) -m pip install -q --no-deps -e . && \
+	  eval $(HARBOR_PY) -m pip install -q $$($(HARBOR_PY) -c "$(DEPS_BUT_TORCH)") && \
+	  $(HARBOR_PY) -c 'import harbor, dsv4.agent.harbor_agent, dsv4.agent.harbor_environment' \
 	) > $(HARBOR_VENV)/install.log 2>&1 && touch $@ || \
-	  { echo "its set-up failed: $$(tail -n 3 $(HARBOR_VENV)/install.log | tr '\n' ' ')" > $(HARBOR_VENV)/.failed; \
+	  { echo "its set-up failed (see $(HARBOR_VENV)/install.log): $$(tail -n 3 $(HARBOR_VENV)/install.log | tr '\n' ' ')" > $(HARBOR_VENV)/.failed; \
 	    cat $(HARBOR_VENV)/.failed; }
 
 run: $(VENV)/.installed
