@@ -15,6 +15,7 @@ from dsv4.agent import task_image
 from dsv4.agent.harbor import TaskError, load_task
 from dsv4.cli import main
 from dsv4.sandbox.image import image_cache
+from dsv4.sandbox.image_build import build_image
 
 from ..sandbox.test_container import busybox_rootfs  # noqa: F401  (fixture)
 from ..sandbox.test_container import image_cache as private_image_cache  # noqa: F401  (autouse fixture)
@@ -69,6 +70,12 @@ def test_a_task_with_run_steps_is_built_and_run_in_its_image(make_sandbox, busyb
     make_sandbox("process")  # skips where bubblewrap cannot run
     task = load_task(busybox_task)
     assert task.unsupported is None and "RUN" in task.build and task.allow_internet is False
+    seen, sb = task_image.open_environment(task, "process", "all")
+    with sb:  # the image's WORKDIR and ENV, task.toml's limits, allow_internet = false
+        assert (seen.workdir, seen.env["OFFSET"], sb.spec.backend.type, sb.spec.backend.writable) == \
+            ("/app", "22", "container", True)
+        assert (sb.spec.limits.memory_limit_mb, sb.spec.limits.cpu_cores_limit, sb.spec.network_rules.mode) == \
+            (512, 1.0, "none")
     [oracle] = run_cli(busybox_task, "oracle", tmp_path / "oracle")
     assert (oracle["status"], oracle["reward"]) == ("passed", 1.0), oracle
     [nop] = run_cli(busybox_task, "nop", tmp_path / "nop")
@@ -81,6 +88,22 @@ def test_without_a_builder_the_skip_reason_names_the_tool(monkeypatch, busybox_t
     assert task.build is None and "runs RUN" in task.unsupported and "install buildah" in task.unsupported
     [result] = run_cli(busybox_task, "oracle", tmp_path / "out")
     assert result["status"] == "skipped" and "Debian package buildah" in result["detail"]
+
+
+def test_a_local_image_named_in_task_toml_is_run_not_built(make_sandbox, busybox_task, monkeypatch, tmp_path,
+                                                           capsys):
+    make_sandbox("process")
+    built = build_image(busybox_task / "environment")
+    task = busybox_task.rename(tmp_path / "prebuilt")
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{built.layout}:latest", f"docker-archive:{task / 'saved.tar'}"],
+                   check=True, capture_output=True)
+    (task / "environment" / "Dockerfile").write_text("FROM nowhere.invalid/image\nRUN false\n")  # never built
+    with open(task / "task.toml", "a") as f:
+        f.write('docker_image = "saved.tar"\n')
+    monkeypatch.setattr(task_image, "find_builder", lambda: None)
+    assert load_task(task).image == task / "saved.tar"
+    [oracle] = run_cli(task, "oracle", tmp_path / "oracle")
+    assert (oracle["status"], oracle["reward"]) == ("passed", 1.0), oracle
 
 
 def test_allow_internet_false_takes_the_network_away(tmp_path):

@@ -58,6 +58,7 @@ class Task:
     allow_internet: bool | None = None  # [environment] allow_internet; False: no network whatever the run's rules
     unsupported: str | None = None  # why it cannot run here
     build: str | None = None  # why its Dockerfile needs an image build, when it is built (dsv4.agent.task_image)
+    image: Path | None = None  # [environment] docker_image, where it names a local OCI layout or image archive
 
 
 @dataclass
@@ -115,6 +116,9 @@ def _apply_resources(task: Task, env: dict, where: Path) -> None:
             task.memory_mb = _megabytes(str(env["memory"]))
         if "cpus" in env:
             task.cpus = float(env["cpus"])
+        image = env.get("docker_image")
+        if isinstance(image, str) and image.strip() and (where.parent / image).exists():
+            task.image = (where.parent / image).resolve()  # else a registry's name: the Dockerfile is built
         if "allow_internet" in env:
             if not isinstance(env["allow_internet"], bool):
                 raise ValueError(f"allow_internet = {env['allow_internet']!r} is not true or false")

@@ -1,4 +1,7 @@
-"""A Harbor task's environment in its own image, where its Dockerfile needs a build (RUN, COPY --from, ...).
+"""A Harbor task's environment in its own image: one task.toml's `[environment] docker_image` names on this
+machine (an OCI layout directory or archive, or a `docker save` archive, relative to the task), else one built
+from its Dockerfile where that needs a build (RUN, COPY --from, ...). A registry's image name is not pulled:
+the Dockerfile it was built from is built instead.
 
 A Dockerfile that only sets WORKDIR / ENV and copies local files is reproduced over the host's read-only system
 (`dsv4.agent.harbor`), with no image. Any other is built by a real builder (`dsv4.sandbox.image_build`: buildah
@@ -12,7 +15,7 @@ import dataclasses
 from pathlib import Path
 
 from dsv4.sandbox import ContainerConfig, Sandbox
-from dsv4.sandbox.image_build import INSTALL_HINT, build_image, find_builder
+from dsv4.sandbox.image_build import INSTALL_HINT, build_image, described, find_builder
 
 from .harbor import SCRATCH, Task, sandbox_limits
 
@@ -21,8 +24,12 @@ DEFAULT_WORKDIR = "/root"
 
 
 def decide(task: Task) -> None:
-    """A task its Dockerfile keeps from running over the host's system is built when a builder is installed
-    (`task.build` holds why it needs one), else skipped with the reason and what to install."""
+    """A task whose task.toml names a local image runs in it. One its Dockerfile keeps from running over the
+    host's system is built when a builder is installed (`task.build` holds why it needs one), else skipped with
+    the reason and what to install."""
+    if task.image is not None:
+        task.unsupported = None
+        return
     if task.unsupported is None or not (task.path / "environment" / "Dockerfile").is_file():
         return
     if find_builder() is None:
@@ -40,11 +47,11 @@ def open_environment(task: Task, backend: str, network: str, log: Path | None = 
     """(the task as its environment sees it, a new sandbox of it): over the host's system for a task that needs
     no build (`backend`), else in its built image (the `container` backend, whatever `backend` says)."""
     network = network_for(task, network)
-    if task.build is None:
+    if task.build is None and task.image is None:
         sb = Sandbox.create(backend, workdir=task.workdir, scratch_dirs=(*SCRATCH, *task.scratch_dirs),
                             env=task.env, network_rules=network, **sandbox_limits(task))
         return task, sb
-    built = build_image(task.path / "environment", log=log)
+    built = described(task.image) if task.image is not None else build_image(task.path / "environment", log=log)
     # The image holds the copies, modes and directories; the verifier's environment is the image's own.
     task = dataclasses.replace(task, workdir=built.workdir or DEFAULT_WORKDIR, env=built.env, copies=[], modes=[],
                                scratch_dirs=[])

@@ -137,6 +137,26 @@ def image_config(layout: Path) -> dict:
     return json.loads(_blob(layout, manifest["config"]["digest"]).read_text()).get("config") or {}
 
 
+def local_image_config(image: Path) -> dict:
+    """`image_config` of a local image in any form `materialize` takes: an OCI layout directory, an OCI archive or
+    a `docker save` archive (read by `skopeo inspect --config`); {} for a plain rootfs."""
+    image = Path(image)
+    if image.is_dir():
+        return image_config(image) if is_layout(image) else {}
+    if not image.is_file():
+        raise SandboxError(f"image={str(image)!r} is neither a directory nor a tarball")
+    with tarfile.open(image) as tar:
+        names = set(tar.getnames())
+    transport = "oci-archive" if "index.json" in names else "docker-archive" if "manifest.json" in names else None
+    if transport is None:
+        return {}
+    r = subprocess.run([tool("skopeo", "skopeo"), "inspect", "--config", f"{transport}:{image}"], capture_output=True,
+                       text=True, timeout=UNPACK_TIMEOUT_S)
+    if r.returncode != 0:
+        raise SandboxError(f"skopeo inspect --config {transport}:{image} failed: {r.stderr.strip()[-500:]}")
+    return json.loads(r.stdout).get("config") or {}
+
+
 def _blob(layout: Path, digest: str) -> Path:
     algo, _, hexdigest = digest.partition(":")
     return layout / "blobs" / algo / hexdigest

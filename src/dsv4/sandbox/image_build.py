@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsv4.sandbox.errors import SandboxError
-from dsv4.sandbox.image import image_cache, image_config
+from dsv4.sandbox.image import image_cache, local_image_config
 
 BUILDERS = ("buildah", "podman")
 INSTALL_HINT = "install buildah (Debian package buildah) or podman to build it"
@@ -34,7 +34,7 @@ class BuildFailed(SandboxError):
 @dataclass(frozen=True)
 class BuiltImage:
     layout: Path
-    """An OCI image layout directory (tag `latest`)."""
+    """An OCI image layout directory (tag `latest`; or, from `described`, any local image form)."""
     env: dict[str, str]
     """The image's ENV, as its config records it."""
     workdir: str | None
@@ -95,9 +95,14 @@ def build_image(context: Path, dockerfile: Path | None = None, *, build_args: di
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    config = image_config(layout)
+    return described(layout)
+
+
+def described(image: Path) -> BuiltImage:
+    """A local image (any form `dsv4.sandbox.image.materialize` takes) with the ENV and WORKDIR it records."""
+    config = local_image_config(image)
     env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
-    return BuiltImage(layout, env, config.get("WorkingDir") or None)
+    return BuiltImage(image, env, config.get("WorkingDir") or None)
 
 
 def _build(builder: str, context: Path, dockerfile: Path, build_args: dict[str, str], out: Path, digest: str,
