@@ -67,9 +67,16 @@ def test_a_built_image_runs_as_root_over_a_private_overlay(make_sandbox, busybox
 
 def test_a_failed_step_is_reported_with_the_builder_output(busybox_base, tmp_path):
     ctx = context(tmp_path / "ctx", f"FROM {busybox_base}\nRUN echo about to fail && false\n")
+    before = working_containers()
     with pytest.raises(BuildFailed, match="about to fail") as e:
         build_image(ctx)
     assert "RUN echo about to fail && false" in str(e.value)
+    assert working_containers() == before  # nothing left mounted in the builder's storage
+
+
+def working_containers() -> set[str]:
+    r = subprocess.run(["buildah", "containers", "--quiet"], capture_output=True, text=True, check=True)
+    return set(r.stdout.split())
 
 
 def test_without_a_builder_the_error_says_what_to_install(monkeypatch, tmp_path):

@@ -109,7 +109,8 @@ def _build(builder: str, context: Path, dockerfile: Path, build_args: dict[str, 
            log: Path | None) -> None:
     tag = f"localhost/dsv4-task:{digest[:24]}"
     name = Path(builder).name
-    build = [builder, "build" if name == "podman" else "bud", "--isolation", "chroot", "--layers",
+    # --force-rm: a failed RUN leaves no working container (with its mounted overlay) in the builder's storage
+    build = [builder, "build" if name == "podman" else "bud", "--isolation", "chroot", "--layers", "--force-rm",
              "-f", str(dockerfile), "-t", tag, *(a for k, v in build_args.items() for a in ("--build-arg", f"{k}={v}")),
              str(context)]
     steps = [(build, f"{name} build of {context}"), ([builder, "push", tag, f"oci:{out}:latest"], f"{name} push"),
