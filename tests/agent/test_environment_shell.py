@@ -24,7 +24,12 @@ class FreshShells:
         self.commands.append(command)
         p = await asyncio.create_subprocess_exec("bash", "-c", command, cwd=self.root, stdout=asyncio.subprocess.PIPE,
                                                  stderr=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(p.communicate(), timeout_sec)
+        try:
+            out, err = await asyncio.wait_for(p.communicate(), timeout_sec)
+        except BaseException:  # timed out, or cancelled: nothing left running
+            p.kill()
+            await p.wait()
+            raise
         return SimpleNamespace(stdout=out.decode(), stderr=err.decode(), return_code=p.returncode)
 
     async def upload_file(self, source_path, target_path):
@@ -38,14 +43,20 @@ def tools(tmp_path):
     thread.start()
     (tmp_path / "work").mkdir()
     env = FreshShells(tmp_path / "work")
-    yield ToolRegistry(sandbox_tools(EnvironmentShell(env, loop, state=str(tmp_path / "session")))), tmp_path
+    shell = EnvironmentShell(env, loop, state=str(tmp_path / "session"))
+    yield ToolRegistry(sandbox_tools(shell)), shell, tmp_path
+    asyncio.run_coroutine_threadsafe(_drain(), loop).result(30)  # a cancelled exec kills its process first
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
     loop.close()
 
 
+async def _drain():
+    await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not asyncio.current_task()), return_exceptions=True)
+
+
 def test_the_session_carries_over_between_fresh_shells(tools):
-    registry, root = tools
+    registry, _, root = tools
     assert registry.call("bash", '{"command": "mkdir -p sub && cd sub && export COLOR=blue"}').ok
     out = registry.call("bash", '{"command": "pwd; echo $COLOR"}')
     assert out.ok and f"{root}/work/sub\nblue" in out.text
@@ -59,10 +70,26 @@ def test_the_session_carries_over_between_fresh_shells(tools):
 
 
 def test_files_are_relative_to_the_sessions_directory(tools):
-    registry, root = tools
+    registry, _, root = tools
     registry.call("bash", '{"command": "mkdir -p a && cd a"}')
     assert registry.call("write_file", '{"path": "deep/new.txt", "content": "one\\ntwo\\n"}').ok
     assert (root / "work" / "a" / "deep" / "new.txt").read_text() == "one\ntwo\n"
     assert registry.call("read_file", '{"path": "deep/new.txt", "offset": 1}').text == "two\n"
     missing = registry.call("read_file", '{"path": "nothing.txt"}')
     assert not missing.ok and "cannot read nothing.txt" in missing.text
+
+
+def test_a_command_past_its_timeout_is_reported_as_timed_out(tools):
+    registry, _, _ = tools
+    out = registry.call("bash", '{"command": "sleep 5; echo late", "timeout": 0.5}')
+    assert not out.ok and "(timed out, killed)" in out.text and "late" not in out.text
+
+
+def test_stop_ends_the_command_in_flight_and_refuses_the_next(tools):
+    registry, shell, _ = tools
+    timer = threading.Timer(0.5, shell.stop)  # as Harbor's agent timeout cancels the run
+    timer.start()
+    out = registry.call("bash", '{"command": "sleep 10; echo done"}')
+    timer.join()
+    assert not out.ok and "the run was stopped while this command ran" in out.text
+    assert "no further command is made" in registry.call("read_file", '{"path": "x"}').text

@@ -11,6 +11,7 @@ Relative paths of read_file / write_file are taken from the session's working di
 
 import asyncio
 import base64
+import concurrent.futures
 import math
 import shlex
 import tempfile
@@ -25,16 +26,18 @@ MAX_READ_BYTES = 64 << 20  # the sandbox's read_file default
 
 
 class ShellStopped(Exception):
-    """The run was stopped (Harbor cancelled it): no further command is made."""
+    """The run was stopped (`EnvironmentShell.stop`: Harbor cancelled it): no further command is made."""
 
 
 class EnvironmentShell:
-    def __init__(self, environment, loop: asyncio.AbstractEventLoop, stop: threading.Event | None = None, *,
-                 state: str = STATE):
+    def __init__(self, environment, loop: asyncio.AbstractEventLoop, *, state: str = STATE):
         """`environment`: has `async exec(command, timeout_sec=) -> .stdout/.stderr/.return_code` and
         `async upload_file(host_path, path)`; `loop`: the event loop it runs on (not the caller's thread);
         `state`: the directory in the environment that keeps the session."""
-        self.environment, self.loop, self.stop = environment, loop, stop or threading.Event()
+        self.environment, self.loop = environment, loop
+        self.stopped = threading.Event()
+        self._pending: set[concurrent.futures.Future] = set()
+        self._lock = threading.Lock()
         self.state = shlex.quote(state)
         self._cd = f'cd "$(cat {self.state}/cwd 2>/dev/null || pwd)"'
 
@@ -80,9 +83,25 @@ class EnvironmentShell:
     def _exec(self, command: str, timeout: float):
         return self._call(self.environment.exec(command, timeout_sec=math.ceil(timeout)), timeout + 30)
 
+    def stop(self) -> None:
+        """Cancels the calls in flight (the caller waiting on one gets ShellStopped at once) and refuses new ones."""
+        with self._lock:
+            self.stopped.set()
+            for future in self._pending:
+                future.cancel()
+
     def _call(self, coroutine, wait_s: float | None):
-        if self.stop.is_set():
-            coroutine.close()
-            raise ShellStopped("the run was stopped: no further command is made")
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(wait_s)
+        with self._lock:
+            if self.stopped.is_set():
+                coroutine.close()
+                raise ShellStopped("the run was stopped: no further command is made")
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+            self._pending.add(future)
+        try:
+            return future.result(wait_s)
+        except concurrent.futures.CancelledError:
+            raise ShellStopped("the run was stopped while this command ran") from None
+        finally:
+            with self._lock:
+                self._pending.discard(future)
 

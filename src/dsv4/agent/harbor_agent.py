@@ -70,16 +70,15 @@ class Dsv4Agent(BaseAgent):
         """Nothing to install: the loop runs in Harbor's process, and its tools are shell commands."""
 
     async def run(self, instruction: str, environment: BaseEnvironment, context: AgentContext) -> None:
-        stop = threading.Event()
-        shell = EnvironmentShell(environment, asyncio.get_running_loop(), stop)
+        shell = EnvironmentShell(environment, asyncio.get_running_loop())
         client = _Stoppable(OpenAIClient(self.endpoint, self.model, os.environ.get("DSV4_API_KEY"),
-                                         extra=self.extra), stop)
+                                         extra=self.extra), shell.stopped)
         agent = Agent(client, ToolRegistry(sandbox_tools(shell, timeout_s=self.tool_timeout_s)), self.config)
         saved = self.logs_dir / "dsv4-trajectory.json"
         try:
             await asyncio.to_thread(agent.run, instruction, saved)
         finally:
-            stop.set()  # cancelled (Harbor's timeout): the thread ends at its next call
+            shell.stop()  # cancelled (Harbor's timeout): the thread's command in flight, if any, and its next call
             if saved.is_file():
                 self._report(Trajectory.load(saved), context)
 

@@ -11,9 +11,10 @@ fails to start, saying which step (Harbor records it as the trial's exception). 
 sandbox's limits; the network is Harbor's policy: none, or all.
 
 Every `exec` runs in a fresh shell (as Docker's `exec` does) with the image's environment and Harbor's, in the
-task's WORKDIR unless told otherwise. The sandbox has one user, whatever `user` Harbor asks for (the process
-backend's unprivileged uid, or the container backend's root). Imports Harbor: it runs under Harbor's Python
-(>= 3.12), e.g. the `.venv-harbor` that `make test` makes.
+task's WORKDIR unless told otherwise; several may run at once (each on a thread: the sandbox's calls block). The
+sandbox has one user, whatever `user` Harbor asks for (the process backend's unprivileged uid, or the container
+backend's root). Imports Harbor: it runs under Harbor's Python (>= 3.12), e.g. the `.venv-harbor` that
+`make test` makes.
 """
 
 import asyncio
@@ -25,7 +26,7 @@ from harbor.environments.base import BaseEnvironment, ExecResult, SandboxBuildFa
 from harbor.environments.capabilities import EnvironmentCapabilities, EnvironmentResourceCapabilities
 from harbor.models.task.config import NetworkMode, NetworkPolicy
 
-from dsv4.sandbox import AsyncSandbox, SandboxError
+from dsv4.sandbox import Sandbox, SandboxError
 
 from .harbor import SCRATCH, Task, load_task, place_files, verifier_env
 
@@ -42,7 +43,7 @@ class SandboxEnvironment(BaseEnvironment):
         if backend == "container" and not image:
             raise ValueError("backend='container' needs image=PATH (a rootfs directory, OCI layout or docker save)")
         self.backend, self.image = backend, Path(image) if image else None
-        self.sandbox: AsyncSandbox | None = None
+        self.sandbox: Sandbox | None = None
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -65,46 +66,46 @@ class SandboxEnvironment(BaseEnvironment):
             raise SandboxBuildFailedError(f"{self.environment_name}: {self.task.unsupported}")
         workdir = self.task_env_config.workdir or self.task.workdir
         limits = {"memory_limit_mb": self.task_env_config.memory_mb, "cpu_cores_limit": self.task_env_config.cpus}
-        self.sandbox = await AsyncSandbox.create(
-            self.backend, rootfs=self.image, workdir=workdir, scratch_dirs=(*SCRATCH, *self.task.scratch_dirs),
-            env=self.task.env, network_rules=network_rules(self._network_policy),
-            **{k: v for k, v in limits.items() if v is not None})
+        self.sandbox = await asyncio.to_thread(
+            Sandbox.create, self.backend, rootfs=self.image, workdir=workdir,
+            scratch_dirs=(*SCRATCH, *self.task.scratch_dirs), env=self.task.env,
+            network_rules=network_rules(self._network_policy), **{k: v for k, v in limits.items() if v is not None})
         try:
-            await asyncio.to_thread(place_files, self.task, self.sandbox.sandbox)
+            await asyncio.to_thread(place_files, self.task, self.sandbox)
             await self.ensure_dirs(self._mount_targets(writable_only=True))  # /logs/agent, /logs/verifier, ...
         except BaseException:
-            await self.sandbox.close()
+            await asyncio.to_thread(self.sandbox.close)
             raise
 
     async def stop(self, delete: bool) -> None:
         if self.sandbox is not None:
-            await self.sandbox.close()
+            await asyncio.to_thread(self.sandbox.close)
 
     async def exec(self, command: str, cwd: str | None = None, env: dict[str, str] | None = None,
                    timeout_sec: int | None = None, user: str | int | None = None) -> ExecResult:
         sb = self._live()
         full_env = {**verifier_env(self.task), **(self._merge_env(env) or {})}
-        r = await sb.run_fresh(command, env=full_env, cwd=cwd or self.sandbox.sandbox.spec.workdir,
-                               timeout=float(timeout_sec or NO_TIMEOUT_S))
+        r = await asyncio.to_thread(sb.run_fresh, command, env=full_env, cwd=cwd or sb.spec.workdir,
+                                    timeout=float(timeout_sec or NO_TIMEOUT_S))
         if r.timed_out:
             raise RuntimeError(f"Command timed out after {timeout_sec} seconds")
         return ExecResult(stdout=r.stdout, stderr=r.stderr, return_code=r.exit_code)
 
     async def upload_file(self, source_path: Path | str, target_path: str) -> None:
-        await self._live().upload(Path(source_path), target_path)
+        await asyncio.to_thread(self._live().upload, Path(source_path), target_path)
 
     async def upload_dir(self, source_dir: Path | str, target_dir: str) -> None:
-        await self._live().upload(Path(source_dir), target_dir)
+        await asyncio.to_thread(self._live().upload, Path(source_dir), target_dir)
 
     async def download_file(self, source_path: str, target_path: Path | str) -> None:
         Path(target_path).parent.mkdir(parents=True, exist_ok=True)
-        await self._live().download(source_path, Path(target_path))
+        await asyncio.to_thread(self._live().download, source_path, Path(target_path))
 
     async def download_dir(self, source_dir: str, target_dir: Path | str) -> None:
         Path(target_dir).mkdir(parents=True, exist_ok=True)
-        await self._live().download(source_dir, Path(target_dir))
+        await asyncio.to_thread(self._live().download, source_dir, Path(target_dir))
 
-    def _live(self) -> AsyncSandbox:
+    def _live(self) -> Sandbox:
         if self.sandbox is None:
             raise SandboxError(f"{self.session_id}: the environment is not started")
         return self.sandbox
