@@ -33,7 +33,13 @@ def oci_layout(rootfs: Path, layout: Path, tag: str = "1") -> str:
 
 @pytest.fixture
 def busybox_base(busybox_rootfs, image_cache):  # noqa: F811
-    return oci_layout(busybox_rootfs, image_cache / "busybox-layout")
+    yield oci_layout(busybox_rootfs, image_cache / "busybox-layout")
+    forget_base(image_cache / "busybox-layout")
+
+
+def forget_base(layout: Path) -> None:
+    """Drop the copy buildah keeps of a FROM oci:LAYOUT base (named localhost/LAYOUT), a new one per test run."""
+    subprocess.run(["buildah", "rmi", "--force", f"localhost{layout}:latest"], capture_output=True)
 
 
 def context(path: Path, dockerfile: str, **files: str) -> Path:
