@@ -130,3 +130,35 @@ def test_runsc_runtime_or_a_stated_reason(make_sandbox, busybox_rootfs):
     r = sb.run_shell("uname -r; cat /etc/motd", timeout=30)
     assert r.exit_code == 0 and r.stdout.endswith("from layer one\n")
     assert os.uname().release not in r.stdout  # gVisor's own kernel answers
+
+
+def test_an_unpacked_image_keeps_no_device_node_fifo_or_setuid_bit(busybox_rootfs, tmp_path):
+    from dsv4.sandbox.image import materialize
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, mode in [("opt/disk", tarfile.BLKTYPE, 0o666), ("opt/null", tarfile.CHRTYPE, 0o666),
+                                 ("opt/pipe", tarfile.FIFOTYPE, 0o666), ("opt/su", tarfile.REGTYPE, 0o4755),
+                                 ("opt/sg", tarfile.REGTYPE, 0o2755)]:
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.devmajor, info.devminor = kind, mode, 8, 0
+            tar.addfile(info, io.BytesIO(b""))
+    image = oci_tarball(tmp_path / "image.tar", [layer_bytes({}, base=busybox_rootfs), gzip.compress(buf.getvalue())])
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    rootfs = materialize(image, scratch)
+    assert sorted(p.name for p in (rootfs / "opt").iterdir()) == ["sg", "su"]
+    assert [oct((rootfs / "opt" / n).stat().st_mode & 0o7777) for n in ("sg", "su")] == ["0o755", "0o755"]
+
+
+def test_a_writable_root_never_makes_the_workdir_through_a_link_out_of_the_image(make_sandbox, busybox_rootfs):
+    from dsv4.sandbox import SandboxError
+
+    make_sandbox("process")
+    with tempfile.TemporaryDirectory(prefix="dsv4-image-") as d, tempfile.TemporaryDirectory() as host_dir:
+        root = Path(d) / "root"
+        shutil.copytree(busybox_rootfs, root, symlinks=True)
+        (root / "app").symlink_to(host_dir)  # inside the image, a link to its own /tmp/...; on the host, host_dir
+        with pytest.raises(SandboxError, match="goes through a link of the image"):
+            make_sandbox(ContainerConfig(image=root, writable=True), workdir="/app/sub")
+        assert os.listdir(host_dir) == []

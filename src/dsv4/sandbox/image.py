@@ -6,12 +6,14 @@ Layered images are unpacked by maintained tools, not here: `umoci raw unpack` ap
 layout by `skopeo copy docker-archive:... oci:...`. An unpacked image is kept in a cache keyed by its manifest
 digest (`image_cache()`), shared read-only by every sandbox that runs it; a writable sandbox puts a private
 overlay on top (`dsv4.sandbox.overlay`). Tarballs (an OCI layout's metadata and blobs, or a plain rootfs) are
-extracted through `dsv4.sandbox.untar` (nothing lands outside the destination, no device nodes).
+extracted through `dsv4.sandbox.untar` (nothing lands outside the destination, no device nodes); an unpacked
+image loses its device nodes, FIFOs and setuid bits too (`defuse`).
 """
 
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -102,6 +104,7 @@ def unpack_cached(layout: Path, scratch: Path) -> Path:
         rootless = [] if os.geteuid() == 0 else ["--rootless"]
         _run([umoci, "raw", "unpack", *rootless, "--image", f"{_tagged(layout, scratch)}", str(tmp / "rootfs")],
              "umoci raw unpack")
+        defuse(tmp / "rootfs")
         (tmp / "rootfs").chmod(0o755)
         try:
             os.rename(tmp / "rootfs", rootfs)  # atomic: a concurrent unpack of the same image keeps the first
@@ -111,6 +114,21 @@ def unpack_cached(layout: Path, scratch: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return rootfs
+
+
+def defuse(rootfs: Path) -> None:
+    """Remove device nodes, FIFOs and sockets and drop setuid / setgid bits in an unpacked image, before anyone can
+    reach it: umoci, as root, makes an image's device nodes and keeps its modes, and the cache is on the host's
+    disk, where a world-writable block device or a setuid-root file would be a way into the host."""
+    for parent, dirs, files in os.walk(rootfs):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            st = os.lstat(path)
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISFIFO(st.st_mode) or \
+                    stat.S_ISSOCK(st.st_mode):
+                os.unlink(path)
+            elif not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
 
 
 def _tagged(layout: Path, scratch: Path) -> str:

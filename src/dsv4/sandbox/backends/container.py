@@ -12,8 +12,9 @@ from pathlib import Path
 from dsv4.sandbox import overlay
 from dsv4.sandbox.backends.bwrap import BwrapBackend, attach_workspace, find_tool
 from dsv4.sandbox.config import ContainerConfig, SandboxSpec
-from dsv4.sandbox.errors import BackendUnavailable
+from dsv4.sandbox.errors import BackendUnavailable, SandboxError
 from dsv4.sandbox.image import materialize
+from dsv4.sandbox.untar import inside
 
 HOST_DIR = "/run/dsv4-host"
 MOUNTED_BY_SANDBOX = {"proc", "dev", "tmp", "run", "sys"}
@@ -94,6 +95,9 @@ class ContainerBackend(BwrapBackend):
         made = merged
         for part in Path(self.spec.workdir).parts[1:]:  # the workdir, if the image lacks it, the sandbox's own
             made = made / part
+            if not within(merged, made):  # the image's link would have host root make it somewhere on the host
+                raise SandboxError(f"workdir={self.spec.workdir!r} goes through a link of the image to "
+                                   f"{os.readlink(made)!r}, which is not a directory of the image")
             if not made.exists():
                 made.mkdir(mode=0o755)
                 os.lchown(made, self.uid, self.uid)
@@ -109,9 +113,14 @@ def single_uid_apt(root: Path, uid: int) -> None:
     """Tell apt (if the image has it) to fetch as root: its default drops to the `_apt` user, which a user
     namespace mapping only the sandbox's own uid does not have (setgroups is refused there, uid 42 unmapped)."""
     conf = root / APT_SANDBOX_CONF
-    if conf.parent.is_dir() and not conf.parent.is_symlink():
+    if conf.parent.is_dir() and within(root, conf.parent) and not conf.is_symlink():
         conf.write_text('APT::Sandbox::User "root";\n')
         os.lchown(conf, uid, uid)
+
+
+def within(root: Path, path: Path) -> bool:
+    """Whether `path` (made, or to be made, by host root) resolves inside `root`, whatever links the image has."""
+    return inside(os.path.realpath(root), os.path.realpath(path))
 
 
 def start_container(spec: SandboxSpec):
