@@ -1,12 +1,15 @@
 """Host-side extraction of untrusted tarballs: nothing lands or writes outside the destination."""
 
+import gzip
 import io
 import os
 import stat
 import tarfile
 
-from dsv4.sandbox.image import _apply_layer
+from dsv4.sandbox.image import materialize
 from dsv4.sandbox.untar import extract
+
+from .test_container import image_cache, oci_tarball  # noqa: F401  (image_cache: an autouse fixture)
 
 
 def tarball(entries: list[tuple[str, str, object]]) -> tarfile.TarFile:
@@ -58,11 +61,13 @@ def test_image_rules_keep_absolute_links_as_links(tmp_path):
 
 
 def test_whiteouts_cannot_delete_outside_the_rootfs(tmp_path):
-    rootfs, victim = tmp_path / "rootfs", tmp_path / "victim"
-    rootfs.mkdir()
+    """Layers are applied by umoci (dsv4.sandbox.image): a whiteout through `..` or a link removes nothing of
+    the host."""
+    victim = tmp_path / "victim"
     victim.write_text("keep")
-    (rootfs / "link").symlink_to(tmp_path)
-    (rootfs / "gone").write_text("x")
-    _apply_layer(tarball([("../.wh.victim", "file", b""), ("link/.wh.victim", "file", b""),
-                          (".wh.gone", "file", b"")]), rootfs)
-    assert victim.read_text() == "keep" and not (rootfs / "gone").exists()
+    first = tarball([("link", "sym", str(tmp_path)), ("gone", "file", b"x"), ("kept", "file", b"y")])
+    second = tarball([("../.wh.victim", "file", b""), ("link/.wh.victim", "file", b""), (".wh.gone", "file", b"")])
+    image = oci_tarball(tmp_path / "image.tar", [gzip.compress(t.fileobj.getvalue()) for t in (first, second)])
+    (tmp_path / "scratch").mkdir()
+    rootfs = materialize(image, tmp_path / "scratch")
+    assert victim.read_text() == "keep" and sorted(os.listdir(rootfs)) == ["kept", "link"]
