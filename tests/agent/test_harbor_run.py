@@ -15,7 +15,10 @@ from dsv4.server.background import serving
 from tests.encoding.test_parse_strategies import render_calls
 from tests.server.conftest import ScriptedBackend
 
+from ..sandbox.test_container import busybox_rootfs  # noqa: F401  (fixture)
+from ..sandbox.test_container import image_cache as private_image_cache  # noqa: F401  (autouse fixture)
 from .test_harbor import TASKS
+from .test_task_image import busybox_task  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).parents[2]
 HARBOR_VENV = Path(os.environ.get("DSV4_HARBOR_VENV", ROOT / ".venv-harbor"))
@@ -52,6 +55,17 @@ def test_harbor_runs_a_task_in_a_dsv4_sandbox(make_sandbox, harbor, tmp_path, ag
     job = json.loads((tmp_path / "job" / "result.json").read_text())
     assert (job["n_total_trials"], job["stats"]["n_errored_trials"]) == (1, 0)
     assert [e["metrics"] for e in job["stats"]["evals"].values()] == [[{"mean": reward}]]
+
+
+@pytest.mark.parametrize("agent, reward", [("oracle", 1.0), ("nop", 0.0)])
+def test_harbor_runs_a_task_that_needs_a_build_in_its_image(make_sandbox, harbor, busybox_task, tmp_path,  # noqa: F811
+                                                            agent, reward):
+    make_sandbox("process")
+    # its Dockerfile RUNs (built by buildah into an OCI image); its verifier wants the solution run as root
+    result, trial = harbor_run(harbor, busybox_task, tmp_path, "-a", agent)
+    assert result["exception_info"] is None, result["exception_info"]
+    assert result["verifier_result"]["rewards"] == {"reward": reward}
+    assert (trial / "environment-build.log").is_file()
 
 
 def test_harbor_runs_dsv4s_agent_in_a_dsv4_sandbox(make_sandbox, harbor, real_tokenizer, tmp_path):

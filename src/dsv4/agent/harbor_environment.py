@@ -2,13 +2,15 @@
 Docker (Harbor's own agents, the oracle, or dsv4's agent: `dsv4.agent.harbor_agent`):
 
     harbor run -p path/to/tasks --env dsv4.agent.harbor_environment:SandboxEnvironment -a oracle
-    harbor run ... --ek backend=container --ek image=/images/task.oci      # the task's image, unpacked
 
-The task's environment is made as `dsv4 agent-tasks` makes it (`dsv4.agent.harbor.load_task`): the Dockerfile's
-WORKDIR, ENV and COPY / ADD of local files reproduced without a build; a task whose Dockerfile needs a build
-fails to start, saying which step (Harbor records it as the trial's exception). Harbor's paths (/tests, /logs,
-/solution) are private writable directories; task.toml's cpus and memory (after Harbor's overrides) are the
-sandbox's limits; the network is Harbor's policy: none, or all.
+The task's environment is made as `dsv4 agent-tasks` makes it (`dsv4.agent.harbor.load_task`,
+`dsv4.agent.task_image`): in the image task.toml's `docker_image` names on this machine, else one built from the
+Dockerfile by buildah / podman where it needs a build (RUN, ...), else over the host's read-only system with the
+Dockerfile's WORKDIR, ENV and COPY reproduced. A task that cannot be made fails to start, saying why (Harbor
+records it as the trial's exception); a build's output goes to the trial's environment-build.log. Harbor's paths
+(/tests, /logs, /solution) are private writable directories; task.toml's cpus and memory (after Harbor's
+overrides) are the sandbox's limits; the network is Harbor's policy (none, or all; none where task.toml says
+allow_internet = false).
 
 Every `exec` runs in a fresh shell (as Docker's `exec` does) with the image's environment and Harbor's, in the
 task's WORKDIR unless told otherwise; several may run at once (each on a thread: the sandbox's calls block). The
@@ -18,6 +20,7 @@ backend's root). Imports Harbor: it runs under Harbor's Python (>= 3.12), e.g. t
 """
 
 import asyncio
+import dataclasses
 import shlex
 from pathlib import Path
 from typing import Any
@@ -27,22 +30,20 @@ from harbor.environments.capabilities import EnvironmentCapabilities, Environmen
 from harbor.models.task.config import NetworkMode, NetworkPolicy
 
 from dsv4.sandbox import Sandbox, SandboxError
+from dsv4.sandbox.image_build import BuildFailed
 
-from .harbor import SCRATCH, Task, load_task, place_files, verifier_env
+from .harbor import Task, load_task, place_files, verifier_env
+from .task_image import open_environment
 
 NO_TIMEOUT_S = 7 * 24 * 3600.0  # an exec Harbor gives no timeout (Docker's runs unbounded)
 
 
 class SandboxEnvironment(BaseEnvironment):
-    """`--ek backend=process` (default: the host's system read-only, the task's files in a private workspace)
-    or `--ek backend=container --ek image=PATH` (a rootfs directory, OCI layout or `docker save` archive)."""
+    """`--ek backend=...`: the sandbox backend of a task that needs no image (default `process`: the host's system
+    read-only, the task's files in a private workspace); a task with an image runs in a `container` sandbox."""
 
-    def __init__(self, *args: Any, backend: str = "process", image: str | None = None, **kwargs: Any):
-        if backend not in ("process", "container"):
-            raise ValueError(f"backend={backend!r}: the dsv4 sandbox environment runs 'process' or 'container'")
-        if backend == "container" and not image:
-            raise ValueError("backend='container' needs image=PATH (a rootfs directory, OCI layout or docker save)")
-        self.backend, self.image = backend, Path(image) if image else None
+    def __init__(self, *args: Any, backend: str = "process", **kwargs: Any):
+        self.backend = backend
         self.sandbox: Sandbox | None = None
         super().__init__(*args, **kwargs)
 
@@ -64,12 +65,15 @@ class SandboxEnvironment(BaseEnvironment):
     async def start(self, force_build: bool) -> None:
         if self.task.unsupported:
             raise SandboxBuildFailedError(f"{self.environment_name}: {self.task.unsupported}")
-        workdir = self.task_env_config.workdir or self.task.workdir
-        limits = {"memory_limit_mb": self.task_env_config.memory_mb, "cpu_cores_limit": self.task_env_config.cpus}
-        self.sandbox = await asyncio.to_thread(
-            Sandbox.create, self.backend, rootfs=self.image, workdir=workdir,
-            scratch_dirs=(*SCRATCH, *self.task.scratch_dirs), env=self.task.env,
-            network_rules=network_rules(self._network_policy), **{k: v for k, v in limits.items() if v is not None})
+        c, t = self.task_env_config, self.task  # task.toml's as Harbor read it, after its overrides (--override-cpus)
+        task = dataclasses.replace(t, memory_mb=c.memory_mb or t.memory_mb, cpus=c.cpus or t.cpus,
+                                   workdir=c.workdir or t.workdir)
+        log = self.trial_paths.trial_dir / "environment-build.log"
+        try:  # the task as its environment sees it: a built image's WORKDIR and ENV
+            self.task, self.sandbox = await asyncio.to_thread(open_environment, task, self.backend,
+                                                              network_rules(self._network_policy), log)
+        except BuildFailed as e:
+            raise SandboxBuildFailedError(f"{self.environment_name}: {e}") from e
         try:
             await asyncio.to_thread(place_files, self.task, self.sandbox)
             await self.ensure_dirs(self._mount_targets(writable_only=True))  # /logs/agent, /logs/verifier, ...
