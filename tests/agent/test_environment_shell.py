@@ -3,7 +3,9 @@ tool's session (cwd, exported variables) carries over however a command ends, an
 relative to it."""
 
 import asyncio
+import os
 import shutil
+import signal
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,19 +17,20 @@ from dsv4.agent.environment_shell import EnvironmentShell
 
 
 class FreshShells:
-    """A Harbor-like environment on the host: each exec is `bash -c` in `root`, nothing kept between them."""
+    """A Harbor-like environment on the host: each exec is `sh -c` in `root` (as Docker's), nothing kept between
+    them."""
 
     def __init__(self, root: Path):
         self.root, self.commands = root, []
 
     async def exec(self, command, cwd=None, env=None, timeout_sec=None, user=None):
         self.commands.append(command)
-        p = await asyncio.create_subprocess_exec("bash", "-c", command, cwd=self.root, stdout=asyncio.subprocess.PIPE,
-                                                 stderr=asyncio.subprocess.PIPE)
+        p = await asyncio.create_subprocess_exec("sh", "-c", command, cwd=self.root, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
             out, err = await asyncio.wait_for(p.communicate(), timeout_sec)
         except BaseException:  # timed out, or cancelled: nothing left running
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)
             await p.wait()
             raise
         return SimpleNamespace(stdout=out.decode(), stderr=err.decode(), return_code=p.returncode)
@@ -58,8 +61,8 @@ async def _drain():
 def test_the_session_carries_over_between_fresh_shells(tools):
     registry, _, root = tools
     assert registry.call("bash", '{"command": "mkdir -p sub && cd sub && export COLOR=blue"}').ok
-    out = registry.call("bash", '{"command": "pwd; echo $COLOR"}')
-    assert out.ok and f"{root}/work/sub\nblue" in out.text
+    out = registry.call("bash", '{"command": "pwd; echo $COLOR ${BASH_VERSION:+in bash}"}')
+    assert out.ok and f"{root}/work/sub\nblue in bash" in out.text
     # a command that exits, or fails to parse, still keeps what came before it
     failed = registry.call("bash", '{"command": "cd .. && export N=2 && exit 3"}')
     assert not failed.ok and "exit code: 3" in failed.text

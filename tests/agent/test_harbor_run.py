@@ -89,3 +89,21 @@ def test_harbor_runs_dsv4s_agent_in_a_dsv4_sandbox(make_sandbox, harbor, real_to
     atif = json.loads((trial / "agent" / "trajectory.json").read_text())
     calls = [c["function_name"] for s in atif["steps"] for c in s.get("tool_calls") or []]
     assert calls == ["bash", "read_file"]
+
+
+def test_dsv4s_agent_in_a_built_image_without_bash(make_sandbox, harbor, busybox_task, real_tokenizer,  # noqa: F811
+                                                    tmp_path):
+    make_sandbox("process")
+    # busybox: the tools' shell is sh (the image's /bin/bash only runs sh), write_file and read_file its applets
+    script = ["Add.</think>" + render_calls([("bash", {"command": "cd /app && export N=$(cat n)"})]),
+              "Write.</think>" + render_calls([("write_file", {"path": "solve.sh", "content": "add $N $OFFSET\n"})]),
+              "Run.</think>" + render_calls([("bash", {"command": "sh solve.sh > answer.txt; id -u > uid.txt"})]),
+              "Check.</think>" + render_calls([("read_file", {"path": "answer.txt"})]),
+              "Done.</think>42."]
+    backend = ScriptedBackend(real_tokenizer, script)
+    with serving(create_app(backend)) as url:
+        result, _ = harbor_run(harbor, busybox_task, tmp_path, "-a", AGENT, "-m", backend.model_name,
+                               "--ak", f"endpoint={url}/v1")
+    assert result["exception_info"] is None, result["exception_info"]
+    assert "<tool_result>42\n</tool_result>" in real_tokenizer.decode(backend.calls[4][0], skip_special_tokens=False)
+    assert result["verifier_result"]["rewards"] == {"reward": 1.0}

@@ -2,10 +2,11 @@
 over an environment that runs each command in a fresh shell - a Harbor environment's async `exec` and
 `upload_file` (Docker, Daytona, Modal, ...), called from the agent loop's thread.
 
-The `bash` tool promises a persistent shell (cd and exported variables carry over). Each command therefore runs
-after restoring the session saved by the previous one - its working directory and `export -p` - and saves it
-again on the way out, whatever way the command ends (an EXIT trap; the command itself runs through `eval`, so a
-syntax error in it is its own failure, not the wrapper's). The session lives in `STATE` inside the environment.
+The `bash` tool promises a persistent bash (cd and exported variables carry over). Each command therefore runs in
+bash (sh where an image has none) after restoring the session saved by the previous one - its working directory
+and `export -p` - and saves it again on the way out, whatever way the command ends (an EXIT trap; the command
+itself runs through `eval`, so a syntax error in it is its own failure, not the wrapper's). The session lives in
+`STATE` inside the environment.
 Relative paths of read_file / write_file are taken from the session's working directory, as the sandbox does.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import base64
 import concurrent.futures
 import math
+import posixpath
 import shlex
 import tempfile
 import threading
@@ -62,10 +64,10 @@ class EnvironmentShell:
 
     def write_file(self, path: str, content: bytes | str, mode: int = 0o644) -> None:
         q = shlex.quote(path)
-        r = self._exec(f'{self._cd} && mkdir -p -- "$(dirname -- {q})" && realpath -m -- {q}', 60)
+        r = self._exec(f'{self._cd} && mkdir -p -- "$(dirname -- {q})" && cd -- "$(dirname -- {q})" && pwd', 60)
         if r.return_code != 0:
             raise SandboxFileError(13, f"cannot write {path}: {(r.stderr or '').strip()[:200]}")
-        target = (r.stdout or "").strip()
+        target = posixpath.join((r.stdout or "").strip(), posixpath.basename(path))
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "content"
             local.write_bytes(content.encode() if isinstance(content, str) else content)
@@ -77,8 +79,10 @@ class EnvironmentShell:
         st = self.state
         save = (f"__dsv4_rc=$?; mkdir -p {st} && export -p > {st}/env.new && mv -f {st}/env.new {st}/env"
                 f" && pwd > {st}/cwd; exit $__dsv4_rc")
-        return "\n".join([f"[ -r {st}/env ] && . {st}/env 2>/dev/null", f"{self._cd} 2>/dev/null",
-                          f"trap {shlex.quote(save)} EXIT", f"eval {shlex.quote(cmd)}"])
+        script = shlex.quote("\n".join([f"[ -r {st}/env ] && . {st}/env 2>/dev/null", f"{self._cd} 2>/dev/null",
+                                        f"trap {shlex.quote(save)} EXIT", f"eval {shlex.quote(cmd)}"]))
+        # the tool is bash (Docker's exec runs `sh -c`, dash on Debian and Ubuntu); sh where an image has no bash
+        return f"if command -v bash >/dev/null 2>&1; then exec bash -c {script}; else exec sh -c {script}; fi"
 
     def _exec(self, command: str, timeout: float):
         return self._call(self.environment.exec(command, timeout_sec=math.ceil(timeout)), timeout + 30)
