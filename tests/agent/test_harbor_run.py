@@ -5,6 +5,7 @@ Harbor's own, read from the job directory it wrote."""
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def test_harbor_runs_a_task_in_a_dsv4_sandbox(make_sandbox, harbor, tmp_path, ag
     assert [e["metrics"] for e in job["stats"]["evals"].values()] == [[{"mean": reward}]]
 
 
-@pytest.mark.parametrize("agent, reward", [("oracle", 1.0), ("nop", 0.0)])
+@pytest.mark.parametrize("agent, reward", [("oracle", 1.0), pytest.param("nop", 0.0, marks=pytest.mark.slow)])
 def test_harbor_runs_a_task_that_needs_a_build_in_its_image(make_sandbox, harbor, busybox_task, tmp_path,  # noqa: F811
                                                             agent, reward):
     make_sandbox("process")
@@ -107,3 +108,20 @@ def test_dsv4s_agent_in_a_built_image_without_bash(make_sandbox, harbor, busybox
     assert result["exception_info"] is None, result["exception_info"]
     assert "<tool_result>42\n</tool_result>" in real_tokenizer.decode(backend.calls[4][0], skip_special_tokens=False)
     assert result["verifier_result"]["rewards"] == {"reward": 1.0}
+
+
+def test_harbors_agent_timeout_stops_dsv4s_agent_mid_command(make_sandbox, harbor, real_tokenizer, tmp_path):
+    make_sandbox("process")
+    task = shutil.copytree(TASKS / "hello-file", tmp_path / "hello-file")
+    toml = (task / "task.toml").read_text().replace("timeout_sec = 60.0", "timeout_sec = 3.0")
+    (task / "task.toml").write_text(toml)
+    script = ["Wait.</think>" + render_calls([("bash", {"command": "sleep 60"})]), "Done.</think>Waited."]
+    with serving(create_app(ScriptedBackend(real_tokenizer, script))) as url:
+        result, trial = harbor_run(harbor, task, tmp_path / "jobs", "-a", AGENT, "-m", "dsv4-test",
+                                   "--ak", f"endpoint={url}/v1")
+    assert result["exception_info"]["exception_type"] == "AgentTimeoutError"
+    assert result["verifier_result"]["rewards"] == {"reward": 0.0}  # verified all the same
+    saved = json.loads((trial / "agent" / "dsv4-trajectory.json").read_text())
+    # the command in flight was given up at once (not after its 60 s), and no model call came after it
+    assert "the run was stopped while this command ran" in saved["steps"][0]["tool_results"][0]["output"]
+    assert (saved["status"], len(saved["steps"])) == ("error", 1) and "stopped by Harbor" in saved["error"]
