@@ -103,7 +103,7 @@ def test_oci_image_layers_and_whiteouts(make_sandbox, busybox_rootfs, tmp_path):
     assert r.stdout == "layer two\nissue\npasswd\n"
 
 
-def test_docker_save_tarball(make_sandbox, busybox_rootfs, tmp_path):
+def test_docker_save_tarball(make_sandbox, busybox_rootfs, tmp_path, monkeypatch):
     layers = {"base/layer.tar": gzip.decompress(layer_bytes({}, base=busybox_rootfs)),
               "top/layer.tar": gzip.decompress(layer_bytes({"etc/issue": b"docker\n"}))}
     manifest = json.dumps([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": list(layers)}]).encode()
@@ -116,6 +116,16 @@ def test_docker_save_tarball(make_sandbox, busybox_rootfs, tmp_path):
             tar.addfile(info, io.BytesIO(data))
     sb = make_sandbox(ContainerConfig(image=tmp_path / "saved.tar"))
     assert sb.run_shell("cat /etc/issue /etc/motd", timeout=10).stdout == "docker\nfrom layer one\n"
+    from dsv4.sandbox import SandboxError, image
+
+    def converted(*args):
+        raise SandboxError("converted again")
+    monkeypatch.setattr(image, "docker_archive_layout", converted)
+    again = make_sandbox(ContainerConfig(image=tmp_path / "saved.tar"))  # the archive's image, unpacked once
+    assert again.run_shell("cat /etc/issue", timeout=10).stdout == "docker\n"
+    os.utime(tmp_path / "saved.tar", ns=(1, 1))  # another archive at that path: converted anew
+    with pytest.raises(SandboxError, match="converted again"):
+        make_sandbox(ContainerConfig(image=tmp_path / "saved.tar"))
 
 
 def test_container_needs_an_image():

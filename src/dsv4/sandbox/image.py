@@ -10,6 +10,7 @@ extracted through `dsv4.sandbox.untar` (nothing lands outside the destination, n
 image loses its device nodes, FIFOs and setuid bits too (`defuse`).
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -55,19 +56,36 @@ def materialize(image: Path, scratch: Path) -> Path:
         return unpack_cached(image, scratch) if is_layout(image) else image
     if not image.is_file():
         raise SandboxError(f"image={str(image)!r} is neither a directory nor a tarball")
+    seen = image_cache() / "archives" / _archive_key(image)
+    try:  # an image archive unpacked before: no second conversion or extraction
+        rootfs = _rootfs_path(seen.read_text().strip())
+        if rootfs.is_dir():
+            return rootfs
+    except (OSError, SandboxError):
+        pass
     unpacked = scratch / "image"
     unpacked.mkdir()
     with tarfile.open(image) as tar:
         names = set(tar.getnames())
         if "manifest.json" in names and "index.json" not in names:  # `docker save`: skopeo reads the archive
             shutil.rmtree(unpacked)
-            return unpack_cached(docker_archive_layout(image, scratch / "layout"), scratch)
-        extract(tar, unpacked, links_may_leave=True)
-    if is_layout(unpacked):
-        rootfs = unpack_cached(unpacked, scratch)
-        shutil.rmtree(unpacked)
-        return rootfs
-    return unpacked
+            layout = docker_archive_layout(image, scratch / "layout")
+        else:
+            extract(tar, unpacked, links_may_leave=True)
+            layout = unpacked
+    if not is_layout(layout):
+        return unpacked  # a plain rootfs tarball
+    rootfs = unpack_cached(layout, scratch)
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    seen.write_text(manifest_digest(layout))
+    shutil.rmtree(layout)
+    return rootfs
+
+
+def _archive_key(archive: Path) -> str:
+    """An image archive's identity for the cache: its real path, size and modification time."""
+    st = archive.stat()
+    return hashlib.sha256(f"{os.path.realpath(archive)}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
 
 
 def docker_archive_layout(archive: Path, layout: Path) -> Path:
@@ -87,14 +105,10 @@ def manifest_digest(layout: Path) -> str:
 
 def unpack_cached(layout: Path, scratch: Path) -> Path:
     """The rootfs of the layout's first image, unpacked once by umoci into the cache."""
-    digest = manifest_digest(layout)
-    algo, _, hexdigest = digest.partition(":")
-    if not hexdigest.isalnum() or not algo.isalnum():
-        raise SandboxError(f"{layout}/index.json: manifest digest {digest!r} is malformed")
-    root = image_cache() / "rootfs"
-    rootfs = root / f"{algo}-{hexdigest}"
+    rootfs = _rootfs_path(manifest_digest(layout))
     if rootfs.is_dir():
         return rootfs
+    root = rootfs.parent
     root.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         root.chmod(0o711)  # sandboxes run as uids of their own and go through it to their image
@@ -129,6 +143,14 @@ def defuse(rootfs: Path) -> None:
                 os.unlink(path)
             elif not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID):
                 os.chmod(path, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+
+
+def _rootfs_path(digest: str) -> Path:
+    """Where the image of manifest `digest` is (or would be) unpacked in the cache."""
+    algo, _, hexdigest = digest.partition(":")
+    if not hexdigest.isalnum() or not algo.isalnum():
+        raise SandboxError(f"manifest digest {digest!r} is malformed")
+    return image_cache() / "rootfs" / f"{algo}-{hexdigest}"
 
 
 def _tagged(layout: Path, scratch: Path) -> str:
