@@ -93,6 +93,14 @@ def test_without_a_builder_the_skip_reason_names_the_tool(monkeypatch, busybox_t
     assert result["status"] == "skipped" and "Debian package buildah" in result["detail"]
 
 
+def test_where_no_writable_image_root_can_be_made_it_is_skipped_before_a_build(monkeypatch, busybox_task):
+    from dsv4.sandbox import overlay
+
+    monkeypatch.setattr(overlay, "unavailable", lambda: "needs root on the host")
+    task = load_task(busybox_task)
+    assert task.build is None and "runs RUN" in task.unsupported and "needs root on the host" in task.unsupported
+
+
 def test_a_local_image_named_in_task_toml_is_run_not_built(make_sandbox, busybox_task, monkeypatch, tmp_path,
                                                            capsys):
     make_sandbox("process")

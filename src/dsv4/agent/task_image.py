@@ -14,7 +14,7 @@ reason names the tool to install.
 import dataclasses
 from pathlib import Path
 
-from dsv4.sandbox import ContainerConfig, Sandbox
+from dsv4.sandbox import ContainerConfig, Sandbox, overlay
 from dsv4.sandbox.image_build import INSTALL_HINT, build_image, described, find_builder
 
 from .harbor import SCRATCH, Task, sandbox_limits
@@ -27,15 +27,20 @@ def decide(task: Task) -> None:
     """A task whose task.toml names a local image runs in it. One its Dockerfile keeps from running over the
     host's system is built when a builder is installed (`task.build` holds why it needs one), else skipped with
     the reason and what to install."""
-    if task.image is not None:
+    needs_image = task.image is not None or (
+        task.unsupported is not None and (task.path / "environment" / "Dockerfile").is_file())
+    if not needs_image:
+        return
+    why_not = overlay.unavailable()  # before a build that could not be used
+    if why_not is not None:
+        task.unsupported = f"{task.unsupported or 'its image'}: {why_not}"
+        task.image = None
+    elif task.image is not None:
         task.unsupported = None
-        return
-    if task.unsupported is None or not (task.path / "environment" / "Dockerfile").is_file():
-        return
-    if find_builder() is None:
+    elif find_builder() is None:
         task.unsupported = f"{task.unsupported}; {INSTALL_HINT}"
-        return
-    task.build, task.unsupported = task.unsupported, None
+    else:
+        task.build, task.unsupported = task.unsupported, None
 
 
 def network_for(task: Task, network: str) -> str:

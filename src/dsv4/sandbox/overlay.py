@@ -25,11 +25,18 @@ def count_entries(rootfs: Path) -> int:
     return sum(len(dirs) + len(files) for _, dirs, files in os.walk(rootfs))
 
 
+def unavailable() -> str | None:
+    """Why a writable image root cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "a writable image root needs root on the host to mount its overlay (bubblewrap 0.8 has no --overlay)"
+    return None
+
+
 def mount(lower: Path, layer_dir: Path, merged: Path, uid: int) -> None:
     """Mount `lower` + a fresh upper layer in `layer_dir` on `merged`, everything in it owned by `uid`."""
-    if os.geteuid() != 0:
-        raise BackendUnavailable("a writable image root needs root on the host to mount its overlay "
-                                 "(bubblewrap 0.8 has no --overlay)")
+    why = unavailable()
+    if why is not None:
+        raise BackendUnavailable(why)
     upper, work = layer_dir / "upper", layer_dir / "work"
     for d in (upper, work, merged):
         d.mkdir(mode=0o755)
