@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dsv4.agent import task_image
-from dsv4.agent.harbor import TaskError, load_task
+from dsv4.agent.harbor import TaskError, load_task, run_task
 from dsv4.cli import main
 from dsv4.sandbox.image import image_cache
 from dsv4.sandbox.image_build import build_image
@@ -91,6 +91,17 @@ def test_without_a_builder_the_skip_reason_names_the_tool(monkeypatch, busybox_t
     assert task.build is None and "runs RUN" in task.unsupported and "install buildah" in task.unsupported
     [result] = run_cli(busybox_task, "oracle", tmp_path / "out")
     assert result["status"] == "skipped" and "Debian package buildah" in result["detail"]
+
+
+def test_build_timeout_sec_bounds_the_build(make_sandbox, busybox_rootfs, private_image_cache, tmp_path):  # noqa: F811
+    make_sandbox("process")
+    base = oci_layout(busybox_rootfs, private_image_cache / "busybox-layout")
+    task = load_task(write_task(tmp_path / "slow-build", f"FROM {base}\nRUN sleep 47.5\n", {}, SOLVE, TEST,
+                                "[environment]\nbuild_timeout_sec = 2\n"))
+    assert task.build_timeout_s == 2.0
+    result = run_task(task, "oracle")
+    forget_base(private_image_cache / "busybox-layout")
+    assert result.status == "error" and "timed out" in result.detail and result.seconds < 30, result
 
 
 def test_where_no_writable_image_root_can_be_made_it_is_skipped_before_a_build(monkeypatch, busybox_task):

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,14 @@ from dsv4.sandbox import ContainerConfig
 def image_cache(monkeypatch):
     """Unpacked images go to a cache of the test's own (each run's gzip layers have new digests), which the
     sandboxes' own uids can go through (pytest's tmp_path is private to root)."""
-    with tempfile.TemporaryDirectory(prefix="dsv4-image-cache-") as d:
-        os.chmod(d, 0o711)
-        monkeypatch.setenv("DSV4_IMAGE_CACHE", d)
-        yield Path(d)
+    # hex only: buildah names a FROM oci:PATH base after PATH, which must read as an image reference ("-_" won't)
+    d = Path(tempfile.gettempdir()) / f"dsv4-image-cache-{uuid.uuid4().hex}"
+    d.mkdir(mode=0o711)
+    monkeypatch.setenv("DSV4_IMAGE_CACHE", str(d))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
 
 
 @pytest.fixture(scope="module")

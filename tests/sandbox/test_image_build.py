@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,24 @@ def test_a_failed_step_is_reported_with_the_builder_output(busybox_base, tmp_pat
         build_image(ctx)
     assert "RUN echo about to fail && false" in str(e.value)
     assert working_containers() == before  # nothing left mounted in the builder's storage
+
+
+def test_a_build_past_its_time_limit_is_killed_with_its_run_steps(busybox_base, tmp_path):
+    ctx = context(tmp_path / "ctx", f"FROM {busybox_base}\nRUN sleep 47.25\n")
+    start = time.monotonic()
+    with pytest.raises(BuildFailed, match="timed out"):
+        build_image(ctx, timeout_s=3)
+    assert time.monotonic() - start < 30
+    time.sleep(0.5)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and b"47.25" in _cmdline(p)]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def working_containers() -> set[str]:

@@ -59,6 +59,7 @@ class Task:
     unsupported: str | None = None  # why it cannot run here
     build: str | None = None  # why its Dockerfile needs an image build, when it is built (dsv4.agent.task_image)
     image: Path | None = None  # [environment] docker_image, where it names a local OCI layout or image archive
+    build_timeout_s: float = 600.0  # [environment] build_timeout_sec (Harbor's default)
 
 
 @dataclass
@@ -116,6 +117,8 @@ def _apply_resources(task: Task, env: dict, where: Path) -> None:
             task.memory_mb = _megabytes(str(env["memory"]))
         if "cpus" in env:
             task.cpus = float(env["cpus"])
+        if "build_timeout_sec" in env:
+            task.build_timeout_s = float(env["build_timeout_sec"])
         image = env.get("docker_image")
         if isinstance(image, str) and image.strip() and (where.parent / image).exists():
             task.image = (where.parent / image).resolve()  # else a registry's name: the Dockerfile is built

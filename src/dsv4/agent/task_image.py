@@ -56,7 +56,8 @@ def open_environment(task: Task, backend: str, network: str, log: Path | None = 
         sb = Sandbox.create(backend, workdir=task.workdir, scratch_dirs=(*SCRATCH, *task.scratch_dirs),
                             env=task.env, network_rules=network, **sandbox_limits(task))
         return task, sb
-    built = described(task.image) if task.image is not None else build_image(task.path / "environment", log=log)
+    built = described(task.image) if task.image is not None else \
+        build_image(task.path / "environment", log=log, timeout_s=task.build_timeout_s)
     # The image holds the copies, modes and directories; the verifier's environment is the image's own.
     task = dataclasses.replace(task, workdir=built.workdir or DEFAULT_WORKDIR, env=built.env, copies=[], modes=[],
                                scratch_dirs=[])

@@ -14,8 +14,10 @@ bytes, the Dockerfile included) and the build arguments: the same task is built 
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +69,11 @@ def context_digest(context: Path, dockerfile: Path, build_args: dict[str, str]) 
 
 
 def build_image(context: Path, dockerfile: Path | None = None, *, build_args: dict[str, str] | None = None,
-                log: Path | None = None) -> BuiltImage:
+                log: Path | None = None, timeout_s: float = BUILD_TIMEOUT_S) -> BuiltImage:
     """Build `context` (its `Dockerfile` unless `dockerfile` is given) and return the cached OCI layout.
 
-    `BuildFailed` says which step failed (the builder's output tail); `SandboxError` when no builder is
-    installed."""
+    `BuildFailed` says which step failed (the builder's output tail) or that the build ran past `timeout_s`
+    (everything it started is killed); `SandboxError` when no builder is installed."""
     context = Path(context).resolve()
     dockerfile = Path(dockerfile) if dockerfile is not None else context / "Dockerfile"
     if not dockerfile.is_file():
@@ -87,7 +89,7 @@ def build_image(context: Path, dockerfile: Path | None = None, *, build_args: di
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
         try:
-            _build(builder, context, dockerfile, build_args, tmp / "layout", digest, log)
+            _build(builder, context, dockerfile, build_args, tmp / "layout", digest, log, time.monotonic() + timeout_s)
             try:
                 os.rename(tmp / "layout", layout)  # atomic: a concurrent build of the same context keeps the first
             except OSError:
@@ -106,7 +108,7 @@ def described(image: Path) -> BuiltImage:
 
 
 def _build(builder: str, context: Path, dockerfile: Path, build_args: dict[str, str], out: Path, digest: str,
-           log: Path | None) -> None:
+           log: Path | None, deadline: float) -> None:
     tag = f"localhost/dsv4-task:{digest[:24]}"
     name = Path(builder).name
     # --force-rm: a failed RUN leaves no working container (with its mounted overlay) in the builder's storage
@@ -116,10 +118,25 @@ def _build(builder: str, context: Path, dockerfile: Path, build_args: dict[str, 
     steps = [(build, f"{name} build of {context}"), ([builder, "push", tag, f"oci:{out}:latest"], f"{name} push"),
              ([builder, "rmi", tag], None)]  # the layers stay in the builder's storage for the next build
     for argv, what in steps:
-        r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        code, output = _run_until(argv, deadline)
         if log is not None:
             with open(log, "a") as f:
-                f.write(f"$ {' '.join(argv)}\n{r.stdout}{r.stderr}\n")
-        if r.returncode != 0 and what is not None:
-            tail = (r.stdout + r.stderr).strip()[-1500:]
-            raise BuildFailed(f"{what} failed (exit {r.returncode}): {tail}")
+                f.write(f"$ {' '.join(argv)}\n{output}\n")
+        if code is None:
+            raise BuildFailed(f"{what or name} timed out (the build's time limit): {output.strip()[-1500:]}")
+        if code != 0 and what is not None:
+            raise BuildFailed(f"{what} failed (exit {code}): {output.strip()[-1500:]}")
+
+
+def _run_until(argv: list[str], deadline: float) -> tuple[int | None, str]:
+    """(exit code, or None when `deadline` passed first and its whole process group was killed: a RUN step's
+    processes too; stdout and stderr together)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
