@@ -96,33 +96,47 @@ class PagedKVCache:
         caller: a 1M-token request's 7,800 ids are not turned from Python ints into a tensor every step)."""
         return PagedView(self, slots, tables)
 
+    def fixed_view(self, slot_ids: torch.Tensor, tables: torch.Tensor) -> "PagedView":
+        """A decode batch with fixed shapes, for a compiled step: slot_ids [b] and tables [b, width] long tensors
+        (rows padded with a spare slot and block, never -1), every row's entries read over the table's whole
+        width. Builds no tensor from Python values and reads none back: it can be traced into a graph."""
+        return PagedView(self, slot_ids, tables, fixed=True)
+
 
 class PagedView:
     """A batch of requests (slots and block tables) seen as a `dsv4.model.ModelCache`."""
 
-    def __init__(self, cache: PagedKVCache, slots: list[int], tables: list[list[int]] | list[torch.Tensor]):
+    def __init__(self, cache: PagedKVCache, slots: list[int] | torch.Tensor,
+                 tables: list[list[int]] | list[torch.Tensor] | torch.Tensor, fixed: bool = False):
+        """fixed: slots and tables are tensors [b], [b,width] (`PagedKVCache.fixed_view`)."""
         self.cache, self.batch_size = cache, len(slots)
-        width = max(len(t) for t in tables)
-        self.capacities = [len(t) * cache.block_size for t in tables]
-        self.capacity = min(self.capacities)
-        slot_ids = torch.tensor(slots, device=cache.device)
-        if isinstance(tables[0], torch.Tensor):  # [b,width], -1 past a shorter row's end
-            table_ids = tables[0][None] if len(tables) == 1 else \
-                torch.nn.utils.rnn.pad_sequence(tables, batch_first=True, padding_value=-1)
+        if fixed:
+            slot_ids, table_ids = slots, tables
+            self.capacities = [tables.size(1) * cache.block_size] * self.batch_size
         else:
-            table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
-        self.layers = [self._layer(p, slot_ids, table_ids) for p in cache.layers]
-        self.mtp = [self._layer(p, slot_ids, table_ids) for p in cache.mtp]
+            width = max(len(t) for t in tables)
+            self.capacities = [len(t) * cache.block_size for t in tables]
+            slot_ids = torch.tensor(slots, device=cache.device)
+            if isinstance(tables[0], torch.Tensor):  # [b,width], -1 past a shorter row's end
+                table_ids = tables[0][None] if len(tables) == 1 else \
+                    torch.nn.utils.rnn.pad_sequence(tables, batch_first=True, padding_value=-1)
+            else:
+                table_ids = torch.tensor([t + [-1] * (width - len(t)) for t in tables], device=cache.device)
+        self.capacity = min(self.capacities)
+        self.layers = [self._layer(p, slot_ids, table_ids, fixed) for p in cache.layers]
+        self.mtp = [self._layer(p, slot_ids, table_ids, fixed) for p in cache.mtp]
 
-    def _layer(self, p: LayerPools, slots: torch.Tensor, tables: torch.Tensor) -> LayerCache:
+    def _layer(self, p: LayerPools, slots: torch.Tensor, tables: torch.Tensor, fixed: bool) -> LayerCache:
         c, dtype = self.cache, self.cache.dtype
         layer = LayerCache(window=SlotRows(p.window, slots, dtype, c.main))
         if p.entries is not None:
             layer.compressor = CompressorState(PagedEntries(p.entries, tables, dtype, c.main),
-                                               *(SlotRows(s, slots, torch.float32) for s in p.state))
+                                               *(SlotRows(s, slots, torch.float32) for s in p.state),
+                                               static_entries=tables.size(1) * p.entries.size(1) if fixed else None)
         if p.keys is not None:
             layer.indexer = CompressorState(PagedEntries(p.keys, tables, dtype, c.index_key),
-                                            *(SlotRows(s, slots, torch.float32) for s in p.index_state))
+                                            *(SlotRows(s, slots, torch.float32) for s in p.index_state),
+                                            static_entries=tables.size(1) * p.keys.size(1) if fixed else None)
         return layer
 
     def check(self, batch_size: int, start_pos: int | torch.Tensor, seqlen: int):

@@ -16,16 +16,20 @@ class CompressorState:
     Overlapping form (ratio 4): state slots [0, ratio) hold the previous complete block, [ratio, 2·ratio) the
     current one, each `2·head_dim` wide. Plain form: slots [0, ratio) hold the current block."""
 
-    entries: torch.Tensor  # [b, max_seq_len // ratio, head_dim]
+    entries: torch.Tensor  # [b, ceil(max_seq_len / ratio), head_dim]
     kv_state: torch.Tensor  # [b, coff·ratio, coff·head_dim] float32
     score_state: torch.Tensor  # [b, coff·ratio, coff·head_dim] float32, -inf = empty
+    static_entries: int | None = None
+    """Entries every row of a decode step is read over (the block table's fixed width, for a step compiled with
+    static shapes), visible or not; None: as many as the row with the most has (a host read of their count)."""
 
     @classmethod
     def new(cls, batch_size: int, max_seq_len: int, ratio: int, head_dim: int, dtype, device):
         coff = 2 if ratio == 4 else 1
         shape = (batch_size, coff * ratio, coff * head_dim)
         return cls(
-            entries=torch.zeros(batch_size, max_seq_len // ratio, head_dim, dtype=dtype, device=device),
+            # room for the open block's entry too: a decode step writes its partial pool there (Compressor.step)
+            entries=torch.zeros(batch_size, -(-max_seq_len // ratio), head_dim, dtype=dtype, device=device),
             kv_state=torch.zeros(shape, dtype=torch.float32, device=device),
             score_state=torch.full(shape, float("-inf"), dtype=torch.float32, device=device),
         )

@@ -22,8 +22,12 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]
+        return F.linear(self.prepare(x), self.weight)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The input as the product sees it: FP8-rounded (act_quant) and in the weight's dtype."""
         if self.act_quant:
             x = fp8_round(x, 128)
         if x.dtype != self.weight.dtype:  # (a same-dtype .to() is still a dispatched op: decode counts them)
             x = x.to(self.weight.dtype)
-        return F.linear(x, self.weight)
+        return x

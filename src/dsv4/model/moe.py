@@ -4,6 +4,10 @@ Gate: affinity = sqrt(softplus(x Wᵀ)) (float32). Score layers select the top-k
 steers selection); the first `n_hash_layers` take the expert ids from the fixed table `tid2eid[token_id]`.
 Routing weights are the chosen affinities, renormalized to sum 1, times `route_scale`. Experts are SwiGLU
 with the gate clamped to <= swiglu_limit and the up projection to [-limit, limit].
+
+Eager, each expert runs on the tokens routed to it (a host read of the routing). Inside a compiled graph (fixed
+shapes, no host synchronization) each (token, slot) pair multiplies by its expert's weights gathered from the
+stacked bank (`MoE.stack_experts`), reading only the chosen experts.
 """
 
 import torch
@@ -59,14 +63,18 @@ class Expert(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         # x: [t,dim], weights: [t,1] -> [t,dim]
-        gate, up = self.w1(x).float(), self.w3(x).float()
-        if self.swiglu_limit > 0:
-            up = up.clamp(-self.swiglu_limit, self.swiglu_limit)
-            gate = gate.clamp(max=self.swiglu_limit)
-        h = F.silu(gate) * up
+        h = swiglu(self.w1(x).float(), self.w3(x).float(), self.swiglu_limit)
         if weights is not None:
             h = weights * h
         return self.w2(h.to(x.dtype))
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor, limit: float) -> torch.Tensor:
+    # gate, up: [..., inter] float32 -> silu(clamp(gate)) · clamp(up)
+    if limit > 0:
+        up = up.clamp(-limit, limit)
+        gate = gate.clamp(max=limit)
+    return F.silu(gate) * up
 
 
 class MoE(nn.Module):
@@ -79,12 +87,31 @@ class MoE(nn.Module):
             [Expert(c.dim, c.moe_inter_dim, dtype, c.swiglu_limit, c.rounds_input(c.expert_format))
              for _ in range(c.n_routed_experts)])
         self.shared_experts = Expert(c.dim, c.moe_inter_dim, dtype, c.swiglu_limit, c.rounds_input(c.dtype))
+        self.bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see stack_experts
+
+    def stack_experts(self):
+        """Stacks the routed experts' weights into `bank` (w1, w2, w3 as [E,out,in]) and makes each expert's weight
+        a view of it, so the bank is no second copy. Once, after loading and placing the weights (a later `.to()`
+        would move the experts' views but not the bank)."""
+        if self.bank is not None:
+            return
+        bank = []
+        for name in ("w1", "w2", "w3"):
+            linears = [getattr(e, name) for e in self.experts]
+            stacked = torch.stack([lin.weight.detach() for lin in linears])
+            for lin, w in zip(linears, stacked, strict=True):
+                lin.weight = nn.Parameter(w, requires_grad=False)
+            bank.append(stacked)
+        self.bank = tuple(bank)
 
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         # x: [b,s,dim], input_ids: [b,s] -> [b,s,dim]
         shape = x.shape
         x = x.reshape(-1, self.dim)
         weights, indices = self.gate(x, input_ids.flatten())
+        if torch.compiler.is_compiling():
+            y = self._gathered(x, weights, indices) + self.shared_experts(x).float()
+            return y.to(x.dtype).view(shape)
         y = torch.zeros_like(x, dtype=torch.float32)
         counts = torch.bincount(indices.flatten(), minlength=self.n_routed_experts).tolist()
         for i, count in enumerate(counts):
@@ -93,3 +120,15 @@ class MoE(nn.Module):
                 y.index_add_(0, token, self.experts[i](x[token], weights[token, slot, None]).float())
         y = y + self.shared_experts(x).float()
         return y.to(x.dtype).view(shape)
+
+    def _gathered(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """x [t,dim], routing weights and expert ids [t,k] -> the routed experts' sum [t,dim] float32, with fixed
+        shapes: each (token, slot) pair's expert weights gathered from the bank."""
+        if self.bank is None:
+            raise RuntimeError("a compiled MoE needs its experts stacked first (MoE.stack_experts)")
+        w1, w2, w3 = (w[indices] for w in self.bank)  # [t,k,out,in]
+        first = self.experts[0]
+        xin = first.w1.prepare(x)[:, None, :, None]  # [t,1,dim,1]
+        h = swiglu((w1 @ xin)[..., 0].float(), (w3 @ xin)[..., 0].float(), first.swiglu_limit)  # [t,k,inter]
+        h = first.w2.prepare((weights[..., None] * h).to(x.dtype))
+        return (w2 @ h[..., None])[..., 0].float().sum(dim=1)

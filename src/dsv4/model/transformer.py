@@ -69,7 +69,8 @@ class Transformer(nn.Module):
             if start_pos:
                 raise ValueError(f"start_pos={start_pos} needs a cache holding the earlier tokens")
             cache = self.new_cache(b, s)
-        cache.check(b, start_pos, s)
+        if not torch.compiler.is_compiling():  # (reads per-row positions to the host: a compiled step checks before)
+            cache.check(b, start_pos, s)
         h = self.embed(input_ids).unsqueeze(2).repeat(1, 1, self.config.hc_mult, 1)  # [b,s,hc,d]
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
             h = layer(h, start_pos, input_ids, layer_cache)

@@ -133,7 +133,7 @@ class Attention(nn.Module):
             selected = self.indexer.step(x, qr, pos, cache.indexer) if self.ratio == 4 else None
             n = self.compressor.step(x, pos, cache.compressor)  # [b]
             if selected is None:
-                selected, visible = all_entries(n)
+                selected, visible = all_entries(n, cache.compressor.static_entries)
             else:
                 visible = selected >= 0
             entries = cache.compressor.entries[rows[:, None], selected.clamp_min(0)]  # [b,k,d]

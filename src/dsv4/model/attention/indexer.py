@@ -89,7 +89,7 @@ class Indexer(nn.Module):
         b = x.size(0)
         q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
-        entries, visible = all_entries(n)  # [b,t]
+        entries, visible = all_entries(n, state.static_entries)  # [b,t]
         rows, weights = torch.arange(b, device=x.device)[:, None], self._weights(x)
         scores = torch.empty(entries.shape, dtype=torch.float32, device=x.device)
         tile = self.decode_tile  # keys are dequantized a cache-sized tile at a time (1M context: 262K keys)
@@ -120,10 +120,11 @@ def merged_indices(best_idx: torch.Tensor, picked: torch.Tensor, first: int) -> 
     return torch.where(picked < m, best_idx.gather(-1, picked.clamp(max=m - 1)), picked + (first - m))
 
 
-def all_entries(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entry counts per row n [b] -> (entry numbers [b,t], visible [b,t]) over t = max(n) columns; columns past a
-    row's count read its entry 0 (always a valid address) and are not visible."""
-    t = torch.arange(int(n.max()), device=n.device).expand(n.size(0), -1)
+def all_entries(n: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entry counts per row n [b] -> (entry numbers [b,t], visible [b,t]) over t = width columns (None: max(n),
+    read from the tensor); columns past a row's count read its entry 0 (always a valid address) and are not
+    visible."""
+    t = torch.arange(int(n.max()) if width is None else width, device=n.device).expand(n.size(0), -1)
     visible = t < n[:, None]
     return t.masked_fill(~visible, 0), visible
 
