@@ -20,6 +20,8 @@ def register(sub) -> None:
     p.add_argument("--dialect", choices=("ga", "preview"), default="ga")
     p.add_argument("--kv-cache-gib", type=float, default=None,
                    help="KV cache memory in GiB (default: 512 blocks of 128 tokens)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode steps as one torch.compile'd graph (each new batch/context bucket compiles once)")
     p.add_argument("--decode-threads", type=int, default=None,
                    help="intra-op threads for decode steps (default: as for prefill; 1 suits small models)")
     p.set_defaults(func=cmd_chat)
@@ -61,7 +63,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 2
     path = args.model or default_checkpoint()
     engine = Engine.from_pretrained(path, EngineConfig(kv_cache_gib=args.kv_cache_gib,
-                                                       decode_threads=args.decode_threads))
+                                                       decode_threads=args.decode_threads,
+                                                       compile=args.compile))
     print(f"model {path} | prompt {len(engine.encode(prompt))} tokens ({args.dialect} dialect)"
           f" ends {prompt[-40:]!r}")
     t0 = time.perf_counter()

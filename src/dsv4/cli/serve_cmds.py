@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="prompt + completion tokens of one request")
     p.add_argument("--kv-cache-gib", type=float, default=None,
                    help="KV cache memory in GiB (default: 512 blocks of 128 tokens)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode steps as one torch.compile'd graph (each new batch/context bucket compiles once)")
     p.add_argument("--decode-threads", type=int, default=None,
                    help="intra-op threads for decode steps (default: as for prefill; 1 suits small models)")
     p.add_argument("--prefix-cache-size", type=int, default=8,
@@ -111,7 +113,7 @@ def build_app(args: argparse.Namespace):
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                           kv_cache_gib=args.kv_cache_gib,
                           decode_threads=args.decode_threads, prefix_cache_size=args.prefix_cache_size,
-                          speculative=args.speculative, grammar_warmup=True, **extra)
+                          speculative=args.speculative, compile=args.compile, grammar_warmup=True, **extra)
     name = args.served_model_name or Path(str(model)).name
     backend = EngineBackend(Engine.from_pretrained(model, config), name) if args.engine_in_process \
         else ProcessBackend(str(model), config, name)

@@ -35,6 +35,11 @@ class EngineConfig:
     at start, not in the engine's loop when the first constrained request arrives (a server sets it)."""
     speculative: bool = False
     """MTP speculative decoding: greedy requests draft one token with the MTP layer, verified in the next step."""
+    compile: bool = False
+    """Decode steps run as one graph compiled by torch.compile (`DecodeGraph`: static shapes, batch and table width
+    bucketed); prefill and speculative verification stay eager. Each new (batch, context) bucket compiles once per
+    process; inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR, default ~/.cache/dsv4/inductor) keeps restarts
+    faster. Off by default until measured faster than eager on a quiet machine."""
     speculative_max_batch: int = 1
     """Drafts are verified only while at most this many greedy requests decode in a step (verifying takes one
     2-token forward per request); with more, they decode as one batch and keep drafting for when load drops."""

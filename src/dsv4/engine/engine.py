@@ -29,6 +29,7 @@ from dsv4.model import PRESETS, Transformer, load_model
 
 from .config import EngineConfig
 from .constraint import Constraint, GrammarTokenizer
+from .decode_graph import DecodeGraph
 from .detokenizer import Detokenizer, decode_ids
 from .model_runner import ModelRunner
 from .output import OutputAccumulator, RequestDelta, RequestOutput
@@ -115,14 +116,17 @@ class Engine:
                  eos_token_id: int = DEFAULT_EOS):
         self.config = config = sized_config(config or EngineConfig(), model)
         self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
-        cache = PagedKVCache(model.config, config.num_blocks, config.block_size, config.max_num_seqs,
+        spare = 1 if config.compile else 0  # a compiled step's padding rows write a slot and block no request holds
+        cache = PagedKVCache(model.config, config.num_blocks + spare, config.block_size, config.max_num_seqs + spare,
                              dtype=model.dtype, device=model.embed.weight.device, mtp=config.speculative)
         self.memory = RequestMemory(BlockManager(config.num_blocks, config.block_size), cache, config.max_num_seqs)
         self.blocks = self.memory.blocks  # for reading use and tables; `memory` changes them
         align = config.block_size if config.prefix_cache_size else 0
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, align),
                                    self.memory)
-        self.runner = ModelRunner(model, self.memory)
+        graph = DecodeGraph(model, cache, config.max_num_seqs, spare_slot=config.max_num_seqs,
+                            spare_block=config.num_blocks) if config.compile else None
+        self.runner = ModelRunner(model, self.memory, graph)
         self.prefix = PrefixCache(self.memory, config.prefix_cache_size) if align else None
         self.sampler = Sampler()
         self.speculator = MTPSpeculator(self.runner, self.memory) if config.speculative else None

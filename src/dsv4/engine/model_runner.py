@@ -3,20 +3,21 @@
 Each running request's memory (its slot: window ring and compressor state, and the blocks of its block table) is
 `RequestMemory`'s; the runner only reads views of it. All decode chunks (one token each) run as one batch, each
 row at its own position; prefill chunks at the same position and length run as one batch (equal prompts), others
-one call each.
+one call each. With a `DecodeGraph` (EngineConfig.compile), the decode batch runs as its compiled graph.
 """
 
 import torch
 
 from dsv4.model import Transformer
 
+from .decode_graph import DecodeGraph
 from .request_memory import RequestMemory
 from .scheduler import Chunk
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer, memory: RequestMemory):
-        self.model, self.memory, self.cache = model, memory, memory.cache
+    def __init__(self, model: Transformer, memory: RequestMemory, graph: DecodeGraph | None = None):
+        self.model, self.memory, self.cache, self.graph = model, memory, memory.cache, graph
         self.device = model.embed.weight.device
         self.num_forward_calls = 0
 
@@ -34,6 +35,11 @@ class ModelRunner:
 
     def _forward(self, group: list[Chunk]) -> torch.Tensor:
         """Chunks of equal length n, at one shared start or (n == 1) each at its own -> logits [g,vocab]."""
+        if self.graph is not None and group[0].n == 1:
+            self.num_forward_calls += 1
+            m = self.memory
+            return self.graph([c.seq.token_ids[c.start] for c in group], [c.start for c in group],
+                              [m.slots[c.seq.seq_id] for c in group], [m.tables[c.seq.seq_id] for c in group])
         ids = torch.tensor([c.seq.token_ids[c.start:c.start + c.n] for c in group], device=self.device)  # [g,n]
         starts = {c.start for c in group}
         start = starts.pop() if len(starts) == 1 else torch.tensor([c.start for c in group], device=self.device)

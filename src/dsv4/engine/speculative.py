@@ -9,7 +9,8 @@ plain greedy decoding either way.
 
 Verification is one forward per request. Under load (more decoding requests than `speculative_max_batch`), the
 requests decode as one batch instead (`run_batch`): no draft is verified, but the MTP layer still runs on each new
-token, so its window stays complete and a fresh draft is ready when load drops.
+token, so its window stays complete and a fresh draft is ready when load drops. With a compiled decode step
+(EngineConfig.compile) that batch is one graph, the MTP layer included; verification (2 tokens a request) is eager.
 """
 
 import torch
@@ -73,15 +74,23 @@ class MTPSpeculator:
         seqs = [c.seq for c in chunks]
         for seq in seqs:
             self.drafts.pop(seq.seq_id, None)  # drafted for a verification that does not come
-        device = self.runner.device
-        ids = torch.tensor([[seq.token_ids[c.start]] for seq, c in zip(seqs, chunks, strict=True)], device=device)
-        pos = torch.tensor([c.start for c in chunks], device=device)
-        view = self.runner.view([seq.seq_id for seq in seqs])
-        h = self.model.hidden(ids, view, pos)  # [b,1,hc,d]
-        new = self.model.logits(h)[:, -1].argmax(-1)  # [b]
-        mtp = self.model.mtp_logits(h, new[:, None], view, pos)  # [b,1,vocab]
         self.runner.num_forward_calls += 1
-        for seq, draft in zip(seqs, mtp[:, -1].argmax(-1).tolist(), strict=True):
+        graph = self.runner.graph
+        if graph is not None:  # the compiled decode step, with the MTP layer in the same graph
+            m = self.memory
+            logits, mtp = graph.drafting([seq.token_ids[c.start] for seq, c in zip(seqs, chunks, strict=True)],
+                                         [c.start for c in chunks], [m.slots[s.seq_id] for s in seqs],
+                                         [m.tables[s.seq_id] for s in seqs])
+            new = logits.argmax(-1)
+        else:
+            device = self.runner.device
+            ids = torch.tensor([[seq.token_ids[c.start]] for seq, c in zip(seqs, chunks, strict=True)], device=device)
+            pos = torch.tensor([c.start for c in chunks], device=device)
+            view = self.runner.view([seq.seq_id for seq in seqs])
+            h = self.model.hidden(ids, view, pos)  # [b,1,hc,d]
+            new = self.model.logits(h)[:, -1].argmax(-1)  # [b]
+            mtp = self.model.mtp_logits(h, new[:, None], view, pos)[:, -1]  # [b,vocab]
+        for seq, draft in zip(seqs, mtp.argmax(-1).tolist(), strict=True):
             self.drafts[seq.seq_id] = draft
         return new.tolist()
 

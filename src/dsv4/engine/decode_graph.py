@@ -1,0 +1,128 @@
+"""`DecodeGraph`: the decode step (every decoding request's one token, one batch) as one compiled graph.
+
+`torch.compile` (inductor; on CPU its C++/OpenMP kernels) traces the whole decode forward -- embed, every block's
+hyper-connections, attention (window ring, compressor, indexer top-k, sparse attention), MoE, head -- into a single
+graph with static shapes: no graph break, no host synchronization inside. To keep the shapes static:
+
+- the batch is padded to a bucket (1, 2, 4, ... up to `max_batch`), the padding rows running at position 0 in a
+  spare request slot with a spare block (`spare_slot`, `spare_block`: one more of each than the engine hands out),
+  so their writes land where no request reads;
+- the block table is a fixed [bucket, width] tensor, width a power of two of blocks (rows padded with the spare
+  block, never -1), and every row's compressed entries are read over the table's whole width with a visibility
+  mask (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have fixed sizes;
+- the window ring is the slot's fixed 128 entries; the compressor pools every row each step (masked tensor math, no
+  branch on which rows close a block); the MoE gathers each (token, slot) pair's expert weights from a stacked bank
+  instead of running each expert on the tokens routed to it; the host-side checks (positions within the blocks,
+  table ends) run here before the call, not inside.
+
+Each (bucket, width) pair compiles once per process (the first step at a new context size pays it); inductor's
+on-disk caches (FX graph and AOT autograd caches, under `TORCHINDUCTOR_CACHE_DIR`, by default
+~/.cache/dsv4/inductor) keep a restart from recompiling the kernels, though dynamo still traces the Python.
+
+CUDA graphs: the same structure is what a CUDA graph captures. With the inputs (ids, positions, slots, block table)
+copied into static buffers allocated once per bucket, a [max_batch, max_blocks] table and the pools allocated up
+front, the step launches the same kernels on the same addresses every time: `torch.compile(mode="reduce-overhead")`
+(inductor's cudagraph trees) or a manual `torch.cuda.CUDAGraph` capture of `_step` per bucket replays it. Nothing in
+the step allocates by data or reads a value back to the host, which is what capture requires.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from dsv4.cache.paged import PagedKVCache
+from dsv4.model import Transformer
+from dsv4.model.moe import MoE
+
+
+def inductor_cache_dir() -> Path:
+    """Where inductor keeps compiled kernels: $TORCHINDUCTOR_CACHE_DIR as the user set it, else
+    ~/.cache/dsv4/inductor (torch's default is a per-user directory under /tmp, which a reboot empties). Torch
+    writes its default into the environment on first use, so a value equal to it counts as unset."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # (where torch would put it)
+
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(home / "dsv4" / "inductor")
+    return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+def bucket(n: int, limit: int | None = None) -> int:
+    """The smallest power of two >= n (at most `limit`, when n fits under it)."""
+    b = 1 << max(0, n - 1).bit_length()
+    return min(b, limit) if limit is not None and n <= limit else b
+
+
+class DecodeGraph:
+    def __init__(self, model: Transformer, cache: PagedKVCache, max_batch: int, spare_slot: int, spare_block: int,
+                 backend: str = "inductor"):
+        """backend: torch.compile's (\"aot_eager\" traces the same graph without generating kernels: for tests)."""
+        if not 0 <= spare_slot < cache.max_requests or not 0 <= spare_block < cache.num_blocks:
+            raise ValueError(f"spare slot {spare_slot} / block {spare_block} outside the cache's {cache.max_requests} "
+                             f"slots / {cache.num_blocks} blocks")
+        self.model, self.cache, self.max_batch = model, cache, max_batch
+        self.spare_slot, self.spare_block = spare_slot, spare_block
+        self.device = model.embed.weight.device
+        self.shapes: set[tuple[int, int]] = set()  # (bucket, width) pairs compiled so far
+        for m in model.modules():
+            if isinstance(m, MoE):
+                m.stack_experts()
+        inductor_cache_dir()
+        # one graph per (bucket, width); the default limit of 8 recompiles would fall back to eager at long contexts
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        self.backend = backend
+        self._compiled = torch.compile(self._step, backend=backend, dynamic=False, fullgraph=True)
+        self._drafting = None  # compiled on first use (speculative decoding under load)
+
+    def __call__(self, ids: list[int], positions: list[int], slots: list[int],
+                 tables: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
+        """One token per request: ids, positions and slots [b], tables (each request's block-table tensor and its
+        length) -> logits [b, vocab] float32."""
+        with torch.no_grad():  # (inference mode's tensors cannot be traced by AOT autograd: no version counters)
+            return self._compiled(*self._inputs(ids, positions, slots, tables))[:len(ids)]
+
+    def drafting(self, ids: list[int], positions: list[int], slots: list[int],
+                 tables: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """As a call, and the MTP layer run on each row's greedy next token (its window kept complete for
+        speculation) -> (logits [b, vocab], MTP logits [b, vocab]: the draft after the greedy token)."""
+        if self._drafting is None:
+            self._drafting = torch.compile(self._draft_step, backend=self.backend, dynamic=False, fullgraph=True)
+        with torch.no_grad():
+            logits, mtp = self._drafting(*self._inputs(ids, positions, slots, tables))
+        return logits[:len(ids)], mtp[:len(ids)]
+
+    def _inputs(self, ids: list[int], positions: list[int], slots: list[int], tables: list[tuple[torch.Tensor, int]]):
+        """The step's inputs padded to their bucket: ids [B,1], positions [B], slots [B], tables [B,width]."""
+        b = len(ids)
+        if not 0 < b <= self.max_batch:
+            raise ValueError(f"a decode batch has 1..{self.max_batch} requests; got {b}")
+        for p, (_, n) in zip(positions, tables, strict=True):
+            if p >= n * self.cache.block_size:
+                raise ValueError(f"position {p} is past the {n} blocks allocated ({n * self.cache.block_size} tokens)")
+        rows, width = bucket(b, self.max_batch), bucket(max(n for _, n in tables))
+        pad = rows - b
+        ids_t = torch.tensor([[i] for i in ids] + [[0]] * pad, device=self.device)
+        pos_t = torch.tensor(positions + [0] * pad, device=self.device)
+        slot_t = torch.tensor(slots + [self.spare_slot] * pad, device=self.device)
+        table_t = torch.full((rows, width), self.spare_block, dtype=torch.long, device=self.device)
+        for i, (table, n) in enumerate(tables):
+            table_t[i, :n] = table[:n]
+        self.shapes.add((rows, width))
+        return ids_t, pos_t, slot_t, table_t
+
+    def _step(self, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        # ids [B,1], pos [B], slots [B], tables [B,width] -> logits [B,vocab]: the traced region
+        return self._draft_step(ids, pos, slots, tables, drafts=False)[0]
+
+    def _draft_step(self, ids: torch.Tensor, pos: torch.Tensor, slots: torch.Tensor, tables: torch.Tensor,
+                    drafts: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        view = self.cache.fixed_view(slots, tables)
+        model = self.model
+        h = model.hidden.__wrapped__(model, ids, view, pos)  # (undecorated: no inference mode inside the graph)
+        logits = model.logits(h)[:, -1]
+        if not drafts:
+            return logits, None
+        mtp = model.mtp_logits.__wrapped__(model, h, logits.argmax(-1)[:, None], view, pos)
+        return logits, mtp[:, -1]
