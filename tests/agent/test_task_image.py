@@ -20,7 +20,7 @@ from dsv4.sandbox.image_build import build_image
 
 from ..sandbox.test_container import busybox_rootfs  # noqa: F401  (fixture)
 from ..sandbox.test_container import image_cache as private_image_cache  # noqa: F401  (autouse fixture)
-from ..sandbox.test_image_build import forget_base, oci_layout
+from ..sandbox.test_image_build import forget_base, oci_layout, writable_root  # noqa: F401  (fixture)
 
 BASES = image_cache() / "test-bases"
 """Base images made for these tests, in the image cache this run was given (read before `private_image_cache`
@@ -69,6 +69,7 @@ def run_cli(task: Path, agent: str, out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.usefixtures("writable_root")
 def test_a_task_with_run_steps_is_built_and_run_in_its_image(make_sandbox, busybox_task, tmp_path, capsys):
     make_sandbox("process")  # skips where bubblewrap cannot run
     task = load_task(busybox_task)
@@ -85,6 +86,7 @@ def test_a_task_with_run_steps_is_built_and_run_in_its_image(make_sandbox, busyb
     assert (nop["status"], nop["reward"]) == ("failed", 0.0), nop
 
 
+@pytest.mark.usefixtures("writable_root")  # else the reason is that one
 def test_without_a_builder_the_skip_reason_names_the_tool(monkeypatch, busybox_task, tmp_path, capsys):
     monkeypatch.setattr(task_image, "find_builder", lambda: None)
     task = load_task(busybox_task)
@@ -93,6 +95,7 @@ def test_without_a_builder_the_skip_reason_names_the_tool(monkeypatch, busybox_t
     assert result["status"] == "skipped" and "Debian package buildah" in result["detail"]
 
 
+@pytest.mark.usefixtures("writable_root")
 def test_build_timeout_sec_bounds_the_build(make_sandbox, busybox_rootfs, private_image_cache, tmp_path):  # noqa: F811
     make_sandbox("process")
     base = oci_layout(busybox_rootfs, private_image_cache / "busybox-layout")
@@ -112,6 +115,7 @@ def test_where_no_writable_image_root_can_be_made_it_is_skipped_before_a_build(m
     assert task.build is None and "runs RUN" in task.unsupported and "needs root on the host" in task.unsupported
 
 
+@pytest.mark.usefixtures("writable_root")
 def test_a_local_image_named_in_task_toml_is_run_not_built(make_sandbox, busybox_task, monkeypatch, tmp_path,
                                                            capsys):
     make_sandbox("process")
@@ -172,6 +176,7 @@ def debian_base() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("writable_root")
 def test_apt_and_pip_in_a_built_debian_image(make_sandbox, tmp_path, capsys):
     make_sandbox("process")
     start = time.monotonic()
