@@ -31,3 +31,15 @@ def test_key_values_asks_one_of_several_needles():
 def test_bad_depth():
     with pytest.raises(ValueError, match="depth must be in"):
         passkey(random.Random(0), 500, 1.5, count)
+
+
+def test_copy_turns_repeat_training_pool_text_verbatim():
+    from dsv4.train.retrieval import copy_request
+    from dsv4.train.words import NOUNS, split
+
+    held_out = set(split(NOUNS, True))
+    for seed in range(20):
+        r = copy_request(random.Random(seed))
+        asked, answer = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert asked.endswith(": " + answer) and answer
+        assert not held_out & set(answer.replace("/", " ").replace(".", " ").split())

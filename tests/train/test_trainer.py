@@ -41,3 +41,23 @@ def test_schedule_grows_lengths_and_decays_the_learning_rate():
     assert max(s.length(0.9, rng) for _ in range(200)) > 2048 and s.longest(0.5) == 4096
     assert s.learning_rate(0.05) == pytest.approx(5e-4) and s.learning_rate(1.0) == pytest.approx(1e-4)
     assert not s.sparse(0.1) and s.sparse(0.3)
+
+
+def test_copy_batches_fill_their_budget_and_are_trained_on_the_copy_only(tmp_path):
+    import random
+
+    from dsv4.sandbox import Sandbox
+    from dsv4.train.data import IGNORE, BatchStream, copy_sample
+    from dsv4.train.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([copy_sample(random.Random(i)).text for i in range(50)], vocab_size=400)
+    with pytest.raises(ValueError, match="sum to at most 1"):
+        BatchStream(tok, None, agent_fraction=0.9, copy_fraction=0.2)
+    with Sandbox.create("process") as sb:
+        batch = BatchStream(tok, sb, tokens_per_batch=1024, agent_fraction=0.0, copy_fraction=1.0).next(256)
+    assert batch.kind == "copy" and batch.ids.size(0) > 2 and batch.ids.numel() <= 1024
+    for row, targets in zip(batch.ids, batch.targets, strict=True):
+        text = tok.decode(row.tolist(), skip_special_tokens=False)
+        trained = tok.decode(targets[targets != IGNORE].tolist(), skip_special_tokens=False)
+        copied = trained.removesuffix("<｜end▁of▁sentence｜>")
+        assert copied and f": {copied}<｜Assistant｜>" in text.replace("</think>", "")

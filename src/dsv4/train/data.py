@@ -12,7 +12,7 @@ from dsv4.sandbox import Sandbox, SandboxError
 
 from .episodes import episode_request, make_task, prepare
 from .forward import PREFIX_ALIGN, shared_prefix
-from .retrieval import key_values, passkey
+from .retrieval import copy_request, key_values, passkey
 from .sample import Sample, chat_sample, tokenize
 
 IGNORE = -100  # target of a position without loss
@@ -48,6 +48,10 @@ def retrieval_sample(rng: random.Random, n_tokens: int, count) -> Sample:
     make = passkey if rng.random() < 0.5 else key_values
     needle = make(rng, n_tokens, depth, count)
     return trimmed(chat_sample(needle.request, make.__name__))
+
+
+def copy_sample(rng: random.Random) -> Sample:
+    return trimmed(chat_sample(copy_request(rng), "copy"))
 
 
 def trimmed(sample: Sample) -> Sample:
@@ -91,18 +95,24 @@ def collate_rows(rows: list[tuple[list[int], list[bool]]], pad: int, kind: str, 
 
 class BatchStream:
     """Batches costing about `tokens_per_batch` tokens of forward: agent episodes (a fraction `agent_fraction` of
-    them; their shared system prompt runs once, so a batch holds several times more of them), or retrieval samples
-    of the length asked for."""
+    them; their shared system prompt runs once, so a batch holds several times more of them), short exact-copy turns
+    (a fraction `copy_fraction`), or retrieval samples of the length asked for."""
 
     def __init__(self, tokenizer: Tokenizer, sandbox: Sandbox, seed: int = 0, tokens_per_batch: int = 4096,
-                 agent_fraction: float = 0.5):
+                 agent_fraction: float = 0.5, copy_fraction: float = 0.0):
+        if not (0 <= agent_fraction and 0 <= copy_fraction and agent_fraction + copy_fraction <= 1):
+            raise ValueError(f"agent_fraction={agent_fraction} and copy_fraction={copy_fraction} must be >= 0 and "
+                             f"sum to at most 1")
         self.tokenizer, self.sandbox = tokenizer, sandbox  # the caller owns (and closes) the sandbox
         self.rng, self.count = random.Random(seed), TokenCounter(tokenizer).count
-        self.tokens_per_batch, self.agent_fraction = tokens_per_batch, agent_fraction
+        self.tokens_per_batch, self.agent_fraction, self.copy_fraction = tokens_per_batch, agent_fraction, copy_fraction
 
     def next(self, length: int) -> Batch:
         rng = self.rng
-        if rng.random() < self.agent_fraction:
+        draw = rng.random()
+        if draw >= self.agent_fraction and draw < self.agent_fraction + self.copy_fraction:
+            return self._filled(lambda: copy_sample(rng), "copy")
+        if draw < self.agent_fraction:
             pad = self.tokenizer.token_to_id("<｜end▁of▁sentence｜>")
             rows, batch = [tokenize(self._agent_sample(), self.tokenizer)], None
             while True:  # the batch stays within budget
@@ -113,6 +123,16 @@ class BatchStream:
                 rows.append(tokenize(self._agent_sample(), self.tokenizer))
         n = max(1, self.tokens_per_batch // length)
         return collate([retrieval_sample(rng, length, self.count) for _ in range(n)], self.tokenizer, "retrieval")
+
+    def _filled(self, make, kind: str) -> Batch:
+        """Short samples until the padded batch would pass the budget."""
+        pad = self.tokenizer.token_to_id("<｜end▁of▁sentence｜>")
+        rows = [tokenize(make(), self.tokenizer)]
+        while True:
+            row = tokenize(make(), self.tokenizer)
+            if max(len(r[0]) for r in rows + [row]) * (len(rows) + 1) > self.tokens_per_batch:
+                return collate_rows(rows, pad, kind)
+            rows.append(row)
 
     def _agent_sample(self) -> Sample:
         try:

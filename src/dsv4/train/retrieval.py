@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .words import NOUNS, SUBJECTS, pick
+from .words import DIRS, KEYS, NOUNS, SUBJECTS, pick
 
 ADJECTIVES = "quiet bright heavy narrow ancient gentle hollow silent golden rapid distant humble".split()
 VERBS = "rests near|leans on|drifts past|waits by|hides under|glows above|turns toward|sleeps beside".split("|")
@@ -70,3 +70,29 @@ def _build(rng, n_tokens: int, needles: list[tuple[float, str]], question: str, 
     request = {"messages": [{"role": "user", "content": content}, {"role": "assistant", "content": answer}],
                "thinking": {"type": "disabled"}}
     return Needle(request, value, depth)
+
+
+COPY_PROMPTS = ["Repeat exactly: {t}", "Say this back to me word for word: {t}", "Copy the following text: {t}",
+                "Echo this: {t}"]
+
+
+def copy_request(rng: random.Random) -> dict:
+    """A short exact-copy turn: names, paths, key: value pairs and numbers drawn from the agent tasks' training
+    pools, to be repeated verbatim. Every answer token is a copy, so the general copying that the agent tasks need
+    (a path from the request into a tool call, a value from a tool result into the answer) gets a dense signal
+    instead of a few tokens per episode; without it a small model learns the formats and writes likely names."""
+    items = []
+    for _ in range(rng.randint(3, 16)):
+        kind = rng.randrange(4)
+        if kind == 0:
+            items.append(pick(rng, NOUNS, False)[0])
+        elif kind == 1:
+            ext = rng.choice(["txt", "cfg", "md", "log"])
+            items.append(f"{pick(rng, DIRS, False)[0]}/{pick(rng, NOUNS, False)[0]}.{ext}")
+        elif kind == 2:
+            items.append(f"{pick(rng, KEYS, False)[0]}: {rng.randint(0, 99999)}")
+        else:
+            items.append(f"{pick(rng, SUBJECTS, False)[0]} {rng.randint(10, 99999)}")
+    text = rng.choice([" ", ", ", "; "]).join(items)
+    return {"messages": [{"role": "user", "content": rng.choice(COPY_PROMPTS).format(t=text)},
+                         {"role": "assistant", "content": text}], "thinking": {"type": "disabled"}}

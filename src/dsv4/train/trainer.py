@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     tokens_per_batch: int = 3072
     agent_fraction: float = 0.5
+    copy_fraction: float = 0.15
     mtp_weight: float = 0.3
     balance_speed: float = 1e-3
     save_minutes: float = 10.0
@@ -87,7 +88,8 @@ def train(cfg: TrainConfig, log=print) -> Path:
         log(f"{'resumed at step ' + str(progress.step) if resumed else 'new model'}: "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, vocab {config.vocab_size}, "
             f"{cfg.minutes and str(cfg.minutes) + ' min' or str(cfg.steps) + ' steps'} -> {cfg.out}")
-        stream = BatchStream(tokenizer, sandbox, cfg.seed + progress.step, cfg.tokens_per_batch, cfg.agent_fraction)
+        stream = BatchStream(tokenizer, sandbox, cfg.seed + progress.step, cfg.tokens_per_batch, cfg.agent_fraction,
+                             cfg.copy_fraction)
         balancer = ExpertBalancer(model, cfg.balance_speed)
         _loop(cfg, model, tokenizer, opts, stream, balancer, progress, log)
     return cfg.out
@@ -131,7 +133,7 @@ def _line(cfg: TrainConfig, p: Progress, window, lr: float) -> str:
     secs = sum(w[2] for w in window)
     toks = sum(w[0].n_tokens for w in window)
     mean = {k: sum(w[1][k] for w in window) / len(window) for k in window[0][1]}
-    by_kind = {kind: [w[1]["lm"] for w in window if w[0].kind == kind] for kind in ("agent", "retrieval")}
+    by_kind = {kind: [w[1]["lm"] for w in window if w[0].kind == kind] for kind in ("agent", "copy", "retrieval")}
     kinds = " ".join(f"{kind} {sum(v) / len(v):.3f}" for kind, v in by_kind.items() if v)
     eta = p.seconds * (1 - f) / max(f, 1e-9)
     bar = "#" * int(20 * f) + "." * (20 - int(20 * f))
