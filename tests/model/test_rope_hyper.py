@@ -51,3 +51,20 @@ def test_hyper_connection_matches_hf():
     assert torch.allclose(y, collapsed, atol=1e-5)
     assert torch.allclose(our_post, post, atol=1e-6) and torch.allclose(our_comb, comb, atol=1e-6)
     assert torch.allclose(our_comb.sum(-2), torch.ones(2, 5, 4), atol=1e-4)  # columns normalized last
+
+
+def test_the_compiled_forms_of_rope_and_sinkhorn_equal_the_eager_ones(monkeypatch):
+    """Inside torch.compile RoPE is written in real arithmetic and Sinkhorn with plain sums (forms inductor fuses);
+    run here eagerly by pretending to compile, they agree with the eager forms to float32 roundoff."""
+    torch.manual_seed(0)
+    rope, x = Rope(CONFIG, compressed=True), torch.randn(2, 5, 3, 512)
+    pos = torch.tensor([[7, 300, 4096, 65536, 1 << 20]] * 2)
+    hx, fn = torch.randn(2, 3, 4, 64), torch.randn(24, 256) * 0.1
+    scale, base = torch.tensor([0.5, 0.7, 0.9]), torch.randn(24) * 0.1
+    eager = [rope(x, pos), rope(x, pos, inverse=True), rope(x[:, :, 0], pos)] + list(hc_pre(hx, fn, scale, base,
+                                                                                         1e-6, 20, 1e-6))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    compiled = [rope(x, pos), rope(x, pos, inverse=True), rope(x[:, :, 0], pos)] + list(hc_pre(hx, fn, scale, base,
+                                                                                            1e-6, 20, 1e-6))
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

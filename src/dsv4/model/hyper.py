@@ -23,6 +23,12 @@ def sinkhorn_split(mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
     post = 2 * torch.sigmoid(mixes[..., hc:2 * hc] * scale[1] + base[hc:2 * hc])
     comb = (mixes[..., 2 * hc:] * scale[2] + base[2 * hc:]).unflatten(-1, (hc, hc))
     comb = comb.softmax(dim=-1) + eps
+    if torch.compiler.is_compiling():  # plain sums: inductor fuses all the iterations into one kernel (a baddbmm
+        m = comb / (comb.sum(dim=-2, keepdim=True) + eps)  # stays an external call each)
+        for _ in range(iters - 1):
+            m = m / (m.sum(dim=-1, keepdim=True) + eps)
+            m = m / (m.sum(dim=-2, keepdim=True) + eps)
+        return pre, post, m
     # Each normalization divides by (row or column sums + eps); the sums + eps come from one batched product with
     # a ones vector (baddbmm), 2 tensor ops per half-iteration instead of 3, with bit-identical sums. Decode
     # is bound by the number of ops, and these 20 iterations run at every hyper-connection site.

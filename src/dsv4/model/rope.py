@@ -56,9 +56,22 @@ class Rope(nn.Module):
         # x: [b,s,h,d] or [b,s,d]; positions: [s] (shared by the rows) or [b,s] -> same shape as x
         rd = self.rope_head_dim
         angles = positions.to(torch.float32)[..., None] * self.inv_freq().to(positions.device)  # [(b,)s,rd/2]
+        if torch.compiler.is_compiling():  # real arithmetic: inductor generates no kernels for complex tensors
+            return self._rotated_real(x, angles, inverse)
         rotation = torch.polar(torch.ones_like(angles), -angles if inverse else angles)  # e^{iθ}, as the reference
         if x.ndim == 4:
             rotation = rotation.unsqueeze(-2)
         pairs = torch.view_as_complex(x[..., -rd:].float().unflatten(-1, (-1, 2)))  # (even, odd) dims as complex
         rotated = torch.view_as_real(pairs * rotation).flatten(-2)
+        return torch.cat([x[..., :-rd], rotated.to(x.dtype)], dim=-1)
+
+    def _rotated_real(self, x: torch.Tensor, angles: torch.Tensor, inverse: bool) -> torch.Tensor:
+        # the complex product (even + i·odd)·e^{iθ} written out: even' = even·cos - odd·sin, odd' = even·sin + odd·cos
+        rd = self.rope_head_dim
+        cos, sin = angles.cos(), angles.sin() * (-1 if inverse else 1)
+        if x.ndim == 4:
+            cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+        pairs = x[..., -rd:].float().unflatten(-1, (-1, 2))
+        even, odd = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
         return torch.cat([x[..., :-rd], rotated.to(x.dtype)], dim=-1)
