@@ -44,8 +44,11 @@ def run_peer(contexts: list[int], threads: int) -> Path:
     return out
 
 
-def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decode_threads: int) -> dict:
-    """Prefill `context` random tokens, then `steps` greedy decode steps (in this process)."""
+def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decode_threads: int,
+                 compile: bool = False) -> dict:
+    """Prefill `context` random tokens, then `steps` greedy decode steps (in this process). compile: decode steps
+    as one compiled graph (EngineConfig.compile); a first, untimed request of the same length compiles every
+    bucket the timed one uses (its time is reported as compile_s)."""
     import torch
 
     from dsv4.engine import Engine, EngineConfig, SamplingParams
@@ -54,9 +57,15 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decod
     blocks = -(-(context + steps + 1) // 128)
     engine = Engine.from_pretrained(checkpoint, EngineConfig(num_blocks=blocks, max_num_seqs=1,
                                                              max_num_batched_tokens=2048,
-                                                             decode_threads=decode_threads))
+                                                             decode_threads=decode_threads, compile=compile))
     prompt = torch.randint(2, 1000, (context,), generator=torch.Generator().manual_seed(0)).tolist()
-    request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
+    params = SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True)
+    compile_s = None
+    if compile:
+        t = time.perf_counter()
+        engine.generate([prompt], params)
+        compile_s = time.perf_counter() - t
+    request = engine.add_request(prompt, params)
     t = time.perf_counter()
     while not engine.seqs[request].output_ids:
         engine.step()
@@ -67,12 +76,13 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decod
     decode = (time.perf_counter() - t) / steps
     return {"ctx": context, "prefill_tokens_per_s": context / prefill, "ms_per_token": decode * 1e3,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "kv_bytes": engine.runner.cache.nbytes()}
+            "kv_bytes": engine.runner.cache.nbytes(), "compile_s": compile_s}
 
 
-def dsv4_in_subprocess(checkpoint: Path, context: int, threads: int, decode_threads: int) -> dict:
+def dsv4_in_subprocess(checkpoint: Path, context: int, threads: int, decode_threads: int,
+                       compile: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--measure-dsv4", str(checkpoint), str(context), "--threads", str(threads),
-           "--decode-threads", str(decode_threads)]
+           "--decode-threads", str(decode_threads)] + (["--compile"] if compile else [])
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}  # as the dsv4 command runs (see dsv4.cli.main)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -107,20 +117,26 @@ def main() -> None:
                              "decode ops are too small to split); prefill uses --threads")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--reuse", action="store_true", help="reuse the peer results of the last run")
+    parser.add_argument("--compile", action="store_true", help="dsv4's decode steps as one compiled graph "
+                        "(EngineConfig.compile; compile time printed, not in the timings)")
     parser.add_argument("--measure-dsv4", nargs=2, metavar=("CHECKPOINT", "CTX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_dsv4:
         print(json.dumps(measure_dsv4(Path(args.measure_dsv4[0]), int(args.measure_dsv4[1]), args.steps,
-                                      args.threads, args.decode_threads)))
+                                      args.threads, args.decode_threads, args.compile)))
         return
     contexts = [int(c) for c in args.contexts.split(",")]
     results = WORK / "results.jsonl"
     if not (args.reuse and results.is_file()):
         results = run_peer(contexts, args.threads)
-    ours = [dsv4_in_subprocess(WORK / "tiny-v4", c, args.threads, args.decode_threads) for c in contexts]
+    ours = [dsv4_in_subprocess(WORK / "tiny-v4", c, args.threads, args.decode_threads, args.compile)
+            for c in contexts]
     print(f"same checkpoint ({WORK / 'tiny-v4'}), {args.threads} threads (dsv4 decode steps: "
           f"{args.decode_threads}), {args.steps} decode steps")
     report(peer_rows(results), ours)
+    if args.compile:
+        times = ", ".join(f"{r['ctx']}: {r['compile_s']:.0f} s" for r in ours)
+        print(f"dsv4 compile (a first request of each length, untimed): {times}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dsv4.model.init import init_random_
 PROMPTS = [list(range(3, 123)), list(range(7, 207)), [9, 8, 7, 6]]
 COMMON = list(range(10, 310))  # prefix sharing: 2 full blocks of 128 in common
 GREEDY = SamplingParams(temperature=0, max_tokens=12)
-SCORED = SamplingParams(temperature=0, max_tokens=12, logprobs=1)  # not speculated: the plain decode graph
+SCORED = SamplingParams(temperature=0, max_tokens=12, logprobs=2)  # not speculated: the plain decode graph
 CONFIG = dict(num_blocks=16, max_num_seqs=4, prefix_cache_size=4, speculative=True, speculative_max_batch=1)
 
 
@@ -105,14 +105,15 @@ def test_prefix_sharing_on_the_compiled_path(compiled, eager):
 
 
 @pytest.mark.slow
-def test_inductor_greedy_equals_eager(model, eager):
-    """Inductor's kernels reorder float32 reductions (~1e-7) and the FP8 rounding of the cached KV entries turns
-    some of those into whole FP8 steps: logits differ by up to ~1e-2 here, so greedy output is compared on
-    prompts whose top-2 gaps are wider than that."""
-    engine = _compiled(model, backend="inductor")
-    want, got = _scored(eager, PROMPTS), _scored(engine, PROMPTS)
-    gaps = [lp.logprob - min(lp.top.values()) for o in want for lp in o.logprobs]
-    assert min(gaps) > 0.05, min(gaps)  # premise: no near-ties
+def test_inductor_greedy_equals_eager():
+    """Inductor's C++ kernels, on a model without the FP8 rounding of cached KV entries: inductor reorders float32
+    reductions (~1e-7), and with the rounding on some of those become whole FP8 steps in the cache, which persist
+    and compound over the steps (logits ~1e-2 apart per step here; a random model's flat logits then part at its
+    near-ties). Without it the paths agree to float32 roundoff (measured 2e-6 in the logits)."""
+    config = preset("test").replace(simulate_act_quant=False, simulate_kv_quant=False)
+    model = init_random_(Transformer(config, torch.float32), seed=4).eval()
+    eager = Engine(model, None, EngineConfig(**CONFIG))
+    want, got = _scored(eager, PROMPTS), _scored(_compiled(model, backend="inductor"), PROMPTS)
     assert [o.token_ids for o in got] == [o.token_ids for o in want]
-    assert max(abs(x.logprob - y.logprob) for a, b in zip(got, want, strict=True)
-               for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 5e-2
+    for a, b in zip(got, want, strict=True):
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
