@@ -39,7 +39,10 @@ class EngineConfig:
     """Decode steps run as one graph compiled by torch.compile (`DecodeGraph`: static shapes, batch and table width
     bucketed); prefill and speculative verification stay eager. Each new (batch, context) bucket compiles once per
     process; inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR, default ~/.cache/dsv4/inductor) keeps restarts
-    faster. Off by default until measured faster than eager on a quiet machine."""
+    faster. Off by default until measured faster than eager on a quiet machine. Numerics: inductor orders float32
+    reductions differently (~1e-7); with the FP8 rounding of cached KV entries simulated some of those flip an FP8
+    step, so logits drift from eager's (~1e-2 on a random test model) and greedy output can part at near-ties;
+    without that rounding the two agree to float32 roundoff."""
     speculative_max_batch: int = 1
     """Drafts are verified only while at most this many greedy requests decode in a step (verifying takes one
     2-token forward per request); with more, they decode as one batch and keep drafting for when load drops."""
