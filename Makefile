@@ -37,7 +37,7 @@ $(HARBOR_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	    cat $(HARBOR_VENV)/.failed; }
 
 run: $(VENV)/.installed
-	$(VENV)/bin/dsv4 chat
+	$(VENV)/bin/dsv4 chat --request examples/passkey_request.json --max-tokens 16
 
 test: $(VENV)/.installed $(HARBOR_VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
