@@ -17,7 +17,7 @@ def _model_args(p) -> None:
     p.add_argument("--model", default=None, help="the model name sent to the endpoint (default: what it lists)")
     p.add_argument("--api-key-env", default="DEEPSEEK_API_KEY", help="environment variable holding the API key")
     p.add_argument("--checkpoint", default=None,
-                   help="without --endpoint: checkpoint directory or preset (default: the built-in tiny checkpoint)")
+                   help="without --endpoint: checkpoint directory or preset (default: the built-in trained checkpoint)")
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--max-tokens", type=int, default=None, help="completion tokens per model call")
     p.add_argument("--reasoning-effort", default=None, help="none, low, high or max")
