@@ -9,7 +9,7 @@ CORPUS = ["The pass key is 71432. Remember it.", "<｜User｜>read data/x.txt<�
 
 @pytest.fixture(scope="module")
 def tok():
-    return train_tokenizer(CORPUS, vocab_size=400)
+    return train_tokenizer(CORPUS, vocab_size=400, spelled=["alpha"])
 
 
 def test_special_tokens_are_single_ids_and_bos_eos_first(tok):
@@ -32,3 +32,16 @@ def test_digits_are_one_token_each(tok):
 def test_too_small_vocabulary():
     with pytest.raises(ValueError, match="vocab_size=100"):
         train_tokenizer(CORPUS, vocab_size=100)
+
+
+def test_frequent_words_are_one_id_names_and_unseen_words_are_spelled(tok):
+    # a name (kept out of the vocabulary) and a word never seen are spelled the same way: letter by letter
+    assert tok.encode("The pass key", add_special_tokens=False).tokens == ["The", "Ġpass", "Ġkey"]
+    assert tok.encode("alpha.cfg", add_special_tokens=False).tokens == ["a", "l", "p", "h", "a", ".", "cfg"]
+    assert tok.encode("read data/zyx", add_special_tokens=False).tokens == ["read", "Ġdata", "/", "z", "y", "x"]
+
+
+def test_vocabulary_is_capped_most_frequent_first():
+    small = train_tokenizer(["a b b c c c"] * 2 + ["d"], vocab_size=len(SPECIAL_TOKENS) + 256 + 1)
+    assert small.get_vocab_size() == len(SPECIAL_TOKENS) + 256 + 1
+    assert small.token_to_id("Ġc") is not None and small.token_to_id("Ġb") is None

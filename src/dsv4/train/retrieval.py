@@ -17,6 +17,7 @@ from .words import DIRS, KEYS, NOUNS, SUBJECTS, pick
 ADJECTIVES = "quiet bright heavy narrow ancient gentle hollow silent golden rapid distant humble".split()
 VERBS = "rests near|leans on|drifts past|waits by|hides under|glows above|turns toward|sleeps beside".split("|")
 PASSKEY_QUESTION = "What is the pass key?"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,11 @@ def copy_request(rng: random.Random) -> dict:
     """A short exact-copy turn: names, paths, key: value pairs and numbers drawn from the agent tasks' training
     pools, to be repeated verbatim. Every answer token is a copy, so the general copying that the agent tasks need
     (a path from the request into a tool call, a value from a tool result into the answer) gets a dense signal
-    instead of a few tokens per episode; without it a small model learns the formats and writes likely names."""
+    instead of a few tokens per episode; without it a small model learns the formats and writes likely names. Made-up
+    words (never a pool's) make the copy one of letters, which is what an unseen name needs."""
     items = []
     for _ in range(rng.randint(3, 16)):
-        kind = rng.randrange(4)
+        kind = rng.randrange(5)
         if kind == 0:
             items.append(pick(rng, NOUNS, False)[0])
         elif kind == 1:
@@ -91,8 +93,10 @@ def copy_request(rng: random.Random) -> dict:
             items.append(f"{pick(rng, DIRS, False)[0]}/{pick(rng, NOUNS, False)[0]}.{ext}")
         elif kind == 2:
             items.append(f"{pick(rng, KEYS, False)[0]}: {rng.randint(0, 99999)}")
-        else:
+        elif kind == 3:
             items.append(f"{pick(rng, SUBJECTS, False)[0]} {rng.randint(10, 99999)}")
+        else:  # a made-up word: copying letters, not a pool of known names
+            items.append("".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 9))))
     text = rng.choice([" ", ", ", "; "]).join(items)
     return {"messages": [{"role": "user", "content": rng.choice(COPY_PROMPTS).format(t=text)},
                          {"role": "assistant", "content": text}], "thinking": {"type": "disabled"}}

@@ -29,6 +29,7 @@ from .losses import losses
 from .optim import ExpertBalancer, optimizers
 from .schedule import Schedule
 from .tokenizer import train_tokenizer
+from .words import DIRS, KEYS, NOUNS, SUBJECTS
 
 STATE = "train_state.pt"
 
@@ -69,11 +70,12 @@ class Progress:
 
 
 def build_tokenizer(cfg: TrainConfig, sandbox: Sandbox) -> Tokenizer:
-    """The BPE learned from a sample of the training stream's texts (agent episodes and retrieval filler)."""
+    """The vocabulary learned from a sample of the training stream's texts (agent episodes and retrieval filler),
+    the word pools' names left spelled letter by letter."""
     rng = random.Random(cfg.seed + 1)
     texts = [agent_sample(rng, sandbox).text for _ in range(cfg.tokenizer_samples * 3 // 4)]
     texts += [retrieval_sample(rng, 1024, lambda s: len(s) // 4).text for _ in range(cfg.tokenizer_samples // 4)]
-    return train_tokenizer(texts, cfg.model.vocab_size)
+    return train_tokenizer(texts, cfg.model.vocab_size, spelled=NOUNS + KEYS + SUBJECTS + DIRS)
 
 
 def train(cfg: TrainConfig, log=print) -> Path:
