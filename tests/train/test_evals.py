@@ -11,7 +11,7 @@ from dsv4.cli import main
 from dsv4.model import Transformer
 from dsv4.sandbox import Sandbox
 from dsv4.train.data import agent_sample
-from dsv4.train.evals import held_out_tasks, passkey_correct, passkey_digits, score_run
+from dsv4.train.evals import held_out_tasks, passkey_correct, passkey_digits, reasoning_retained, score_run
 from dsv4.train.init import init_for_training_
 from dsv4.train.optim import optimizers
 from dsv4.train.tokenizer import train_tokenizer
@@ -52,7 +52,9 @@ def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, caps
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"agent success: \d+\.\d% \(\d/1\)", lines[-1])
     assert lines[-2].startswith("valid DSML: ")
-    assert lines[-3].startswith("compute ") and " steps 1 " in lines[-3]  # the task's row
+    assert re.fullmatch(r"reasoning retained: \d+ of \d+ tool-call turns' reasoning in the next request's prompt",
+                        lines[-3])
+    assert lines[-4].startswith("compute ") and " steps 1 " in lines[-4]  # the task's row
 
 
 def test_a_held_out_task_is_solved_by_its_own_plan():
@@ -83,3 +85,16 @@ def test_seen_kind_tasks_come_from_the_training_pools():
     seen, held = held_out_tasks(12, held_out=False), held_out_tasks(12)
     dirs = lambda tasks: {p.split("/")[0] for t in tasks for p in t.files}  # noqa: E731
     assert dirs(seen) <= set(split(DIRS, False)) and dirs(held) <= set(split(DIRS, True))
+
+
+def test_reasoning_retention_counts_tool_call_turns_whose_reasoning_the_next_prompt_renders():
+    tools = [{"type": "function", "function": {"name": "bash", "description": "Run.", "parameters": {
+        "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}}]
+    call = {"id": "c0", "type": "function", "function": {"name": "bash", "arguments": '{"command": "ls"}'}}
+    turn = {"role": "assistant", "content": "", "tool_calls": [call], "reasoning_content": "List it first."}
+    convo = [{"role": "user", "content": "What is here?"}, turn, {"role": "tool", "tool_call_id": "c0", "content": "a"},
+             {"role": "assistant", "content": "a", "reasoning_content": "Done."}]
+    assert reasoning_retained(convo, tools) == (1, 1)
+    stripped = {k: v for k, v in turn.items() if k != "reasoning_content"}  # an agent that drops it
+    assert reasoning_retained([convo[0], stripped, *convo[2:]], tools) == (1, 0)
+    assert reasoning_retained(convo[:1], tools) == (0, 0)

@@ -125,13 +125,13 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
     from dsv4.cli.agent_cmds import listed_model, local_server
     from dsv4.sandbox import Sandbox, SandboxFileError
     from dsv4.train.episodes import prepare
-    from dsv4.train.evals import held_out_tasks, score_run
+    from dsv4.train.evals import held_out_tasks, reasoning_retained, score_run
 
     if args.tasks < 1 or args.max_steps < 1:
         raise SystemExit("dsv4 eval agent: --tasks and --max-steps must be positive")
     tasks = held_out_tasks(args.tasks, held_out=not args.seen, **({"seed": args.seed} if args.seed else {}))
     path = _checkpoint(args)
-    results = []
+    results, turns, retained = [], 0, 0
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(local_server(str(path))) + "/v1"
         model, _ = listed_model(url, None)
@@ -143,7 +143,10 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
                 prepare(sb, task)
                 # no salvage of calls written as text: the model's own DSML is what is measured
                 config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False)
-                t = Agent(client, ToolRegistry(sandbox_tools(sb)), config).run(task.prompt)
+                registry = ToolRegistry(sandbox_tools(sb))
+                t = Agent(client, registry, config).run(task.prompt)
+                n, kept = reasoning_retained([m.wire() for m in t.messages], registry.schemas())
+                turns, retained = turns + n, retained + kept
 
                 def read(p, sb=sb):
                     try:
@@ -159,6 +162,7 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
             _progress(len(results), len(tasks), "agent")
     calls = sum(r.tool_calls for r in results)
     valid = sum(r.valid_calls for r in results)
+    print(f"reasoning retained: {retained} of {turns} tool-call turns' reasoning in the next request's prompt")
     print(f"valid DSML: {100 * valid / calls if calls else 0:.1f}% of {calls} tool calls; "
           f"mean steps {sum(r.steps for r in results) / len(results):.1f}")
     solved = sum(r.solved for r in results)

@@ -5,7 +5,9 @@ engine, or the server, agent loop and sandbox).
   exact when the first number in it is the key.
 - agent: held-out tasks (unseen names, paths, values and phrasings); solved when the run finishes with an answer
   holding the expected value (and the expected file written); tool calls counted as valid DSML when they parsed
-  into a call of a known tool with arguments that fit its schema.
+  into a call of a known tool with arguments that fit its schema; reasoning retained when every tool-call turn's
+  reasoning is in the prompt of the request that follows it (V4 with tools renders all earlier reasoning, so an
+  agent must send it back).
 """
 
 import random
@@ -109,3 +111,16 @@ def score_run(task: AgentTask, status: str, messages: list, steps: list, read_fi
     calls = unparsed + sum(len(s.tool_results) for s in steps)
     valid = sum(not s.warnings and not r.output.startswith(INVALID_CALL) for s in steps for r in s.tool_results)
     return AgentResult(task, status, solved, len(steps), calls, valid, answer)
+
+
+def reasoning_retained(messages: list[dict], tools: list[dict]) -> tuple[int, int]:
+    """A conversation as an agent sent it (OpenAI wire dicts) -> (its assistant tool-call turns, those whose
+    non-empty reasoning the prompt of the next request renders before `</think>`)."""
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("tool_calls")]
+    kept = 0
+    for i in turns:
+        reasoning = messages[i].get("reasoning_content")
+        following = next((j for j in range(i + 1, len(messages)) if messages[j]["role"] == "assistant"), len(messages))
+        kept += bool(reasoning) and f"{reasoning}</think>" in encode_request(
+            {"messages": messages[:following], "tools": tools})
+    return len(turns), kept
