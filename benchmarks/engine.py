@@ -37,14 +37,17 @@ def throughput(model, lengths: list[int], new_tokens: int) -> float:
 def decode_latency(model, context: int, steps: int = 16) -> tuple[float, float, int]:
     engine = engine_for(model, context + steps + 1, max_num_seqs=1)
     prompt = torch.randint(2, 1000, (context,), generator=torch.Generator().manual_seed(1)).tolist()
-    request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
+    output = engine.accumulator(engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 1,
+                                                                          ignore_eos=True)))
     t = time.perf_counter()
-    while len(engine.seqs[request].output_ids) < 1:
-        engine.step()
+    while not output.token_ids:  # the prefill's chunks; the last one samples the first token
+        for delta in engine.step():
+            output.add(delta)
     prefill = time.perf_counter() - t
     t = time.perf_counter()
-    while engine.has_unfinished():
-        engine.step()
+    while not output.finished:
+        for delta in engine.step():
+            output.add(delta)
     return prefill, (time.perf_counter() - t) / steps, engine.runner.cache.nbytes()
 
 

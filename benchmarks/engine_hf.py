@@ -62,8 +62,10 @@ def ours(model, prompt: list[int], steps: int) -> tuple[float, int, int]:
     engine = Engine(model, None, EngineConfig(num_blocks=-(-(len(prompt) + steps + 1) // 128), max_num_seqs=1,
                                               max_num_batched_tokens=2048))
     request = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=steps + 2, ignore_eos=True))
-    while not engine.seqs[request].output_ids:
-        engine.step()
+    output = engine.accumulator(request)
+    while not output.token_ids:  # the prefill's chunks; the last one samples the first token
+        for delta in engine.step():
+            output.add(delta)
     held = len(engine.blocks.table(request)) * engine.runner.cache.block_bytes() + engine.runner.cache.slot_bytes()
     t = time.perf_counter()
     for _ in range(steps):
