@@ -55,14 +55,40 @@ def test_bucket():
     assert bucket(3, 3) == 3 and bucket(5, 6) == 6 and bucket(7, 6) == 8
 
 
-def test_the_decode_region_has_no_graph_break(model):
+@pytest.fixture(scope="module")
+def explained(model):
+    """The drafting step (main layers and the MTP layer) traced by dynamo."""
     engine = Engine(model, None, EngineConfig(**CONFIG, compile=True))
     graph = engine.runner.graph
     with torch.no_grad():
         tables = [(torch.tensor([0, 1]), 2), (torch.tensor([2, 3]), 2), (torch.tensor([4]), 1)]
-        explained = torch._dynamo.explain(graph._draft_step)(*graph._inputs([5, 7, 9], [3, 130, 9], [0, 1, 2], tables))
+        return torch._dynamo.explain(graph._draft_step)(*graph._inputs([5, 7, 9], [3, 130, 9], [0, 1, 2], tables))
+
+
+def test_the_decode_region_has_no_graph_break(explained):
     assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
     assert explained.graph_count == 1
+
+
+def test_the_graph_reads_expert_weights_in_place(explained, model):
+    """The stacked expert banks are read only by the grouped product (3 per MoE: w1, w3, w2), never indexed per
+    token (which copied each (token, slot) pair's expert matrices)."""
+    nodes = list(explained.graphs[0].graph.nodes)
+    banks = [n for n in nodes if n.op == "placeholder" and "_ffn_bank_" in n.name]
+    n_moe = model.config.n_layers + model.config.n_mtp_layers
+    assert len(banks) == 3 * n_moe
+    assert {str(u.target) for b in banks for u in b.users} == {"dsv4.grouped_linear.default"}
+    assert sum(str(n.target) == "dsv4.grouped_linear.default" for n in nodes) == 3 * n_moe
+
+
+def test_the_graph_reads_lookup_tables_as_constants(explained):
+    """The FP8 / e2m1 decoding tables and the Hadamard matrix enter the graph as inputs (built once, before
+    tracing), not rebuilt by it at every step."""
+    nodes = list(explained.graphs[0].graph.nodes)
+    inputs = " ".join(n.name for n in nodes if n.op == "placeholder")
+    for table in ("fp8", "fp4_bytes", "fp4_codes", "hadamard_128"):
+        assert f"quant_tables_{table}" in inputs
+    assert not any(n.target is torch.arange and 256 in n.args for n in nodes)  # the byte tables' construction
 
 
 def _scored(engine: Engine, prompts) -> list:

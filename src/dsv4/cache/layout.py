@@ -13,13 +13,12 @@ Packing quantizes exactly as `dsv4.model.quant` simulates (`fp8_round(x, 64)`, `
 `unpack(pack(x))` equals the model's simulated values, and values already in the format round-trip exactly.
 """
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_codes, fp4_values, fp8_to_float, pow2_ceil
+from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_byte_table, fp4_codes, fp8_to_float, pow2_ceil
 
 
 class LayoutError(ValueError):
@@ -106,13 +105,6 @@ class IndexerKeyLayout:
         values = F.embedding(codes, fp4_byte_table(packed.device)).view(*packed.shape[:-1], self.n_scales, self.block)
         values.mul_(e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1))  # [..., n_scales, 1]
         return values.flatten(-2).to(dtype)
-
-
-@functools.cache
-def fp4_byte_table(device: torch.device) -> torch.Tensor:
-    """[256,2]: the two e2m1 values of each byte (low nibble first). Built once: decode unpacks keys every step."""
-    byte = torch.arange(256, device=device)
-    return fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1)).float()
 
 
 def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:

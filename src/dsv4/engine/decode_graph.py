@@ -11,9 +11,12 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   block, never -1), and every row's compressed entries are read over the table's whole width with a visibility
   mask (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have fixed sizes;
 - the window ring is the slot's fixed 128 entries; the compressor pools every row each step (masked tensor math, no
-  branch on which rows close a block); the MoE gathers each (token, slot) pair's expert weights from a stacked bank
-  instead of running each expert on the tokens routed to it; the host-side checks (positions within the blocks,
-  table ends) run here before the call, not inside.
+  branch on which rows close a block); the MoE sorts the batch's (token, expert) pairs by expert and runs each
+  expert's rows through its matrix in the stacked bank in place (`dsv4::grouped_linear`, an opaque op: no expert
+  weight copied per token); the host-side checks (positions within the blocks, table ends) run here before the
+  call, not inside;
+- the lookup tables the step reads (FP8 / e2m1 decoding, Hadamard matrices) are built before tracing
+  (`quant.build_tables`) and enter the graph as constant inputs, not rebuilt by it at every step.
 
 Each (bucket, width) pair compiles once per process (the first step at a new context size pays it); inductor's
 on-disk caches (FX graph and AOT autograd caches, under `TORCHINDUCTOR_CACHE_DIR`, by default
@@ -34,6 +37,7 @@ import torch
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer
 from dsv4.model.moe import MoE
+from dsv4.model.quant import build_tables
 
 
 def inductor_cache_dir() -> Path:
@@ -69,6 +73,7 @@ class DecodeGraph:
         for m in model.modules():
             if isinstance(m, MoE):
                 m.stack_experts()
+        build_tables(self.device, (model.config.index_head_dim,))
         inductor_cache_dir()
         # one graph per (bucket, width); the default limit of 8 recompiles would fall back to eager at long contexts
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)

@@ -6,8 +6,12 @@ Routing weights are the chosen affinities, renormalized to sum 1, times `route_s
 with the gate clamped to <= swiglu_limit and the up projection to [-limit, limit].
 
 Eager, each expert runs on the tokens routed to it (a host read of the routing). Inside a compiled graph (fixed
-shapes, no host synchronization) each (token, slot) pair multiplies by its expert's weights gathered from the
-stacked bank (`MoE.stack_experts`), reading only the chosen experts.
+shapes) the (token, slot) pairs are sorted by expert and their input rows gathered, in the graph; the products run
+in `grouped_linear`, an opaque custom op that multiplies each expert's run of rows by that expert's matrix in the
+stacked bank (`MoE.stack_experts`), in place: no expert weight is copied, and each chosen expert is read once
+per step however many tokens chose it. (Gathering a [tokens, k, out, in] weight tensor instead copied
+3·k expert matrices per token: 6 x 3 x 2048 x 4096 values per token and layer at V4-Flash's size.) Its products are
+the eager path's own: the same rows, in the same order, through the same matrix product.
 """
 
 import torch
@@ -110,7 +114,7 @@ class MoE(nn.Module):
         x = x.reshape(-1, self.dim)
         weights, indices = self.gate(x, input_ids.flatten())
         if torch.compiler.is_compiling():
-            y = self._gathered(x, weights, indices) + self.shared_experts(x).float()
+            y = self._grouped(x, weights, indices) + self.shared_experts(x).float()
             return y.to(x.dtype).view(shape)
         y = torch.zeros_like(x, dtype=torch.float32)
         counts = torch.bincount(indices.flatten(), minlength=self.n_routed_experts).tolist()
@@ -121,14 +125,41 @@ class MoE(nn.Module):
         y = y + self.shared_experts(x).float()
         return y.to(x.dtype).view(shape)
 
-    def _gathered(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    def _grouped(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """x [t,dim], routing weights and expert ids [t,k] -> the routed experts' sum [t,dim] float32, with fixed
-        shapes: each (token, slot) pair's expert weights gathered from the bank."""
+        shapes (t·k pairs): the pairs sorted by expert (stable: each expert's tokens in order, as eager takes
+        them), their products run by `grouped_linear` on the stacked bank, summed back per token in expert order
+        as eager's index_add_ does."""
         if self.bank is None:
             raise RuntimeError("a compiled MoE needs its experts stacked first (MoE.stack_experts)")
-        w1, w2, w3 = (w[indices] for w in self.bank)  # [t,k,out,in]
+        w1, w2, w3 = self.bank
+        flat = indices.flatten()  # [t·k]
+        order = flat.argsort(stable=True)
+        experts, token = flat[order], order // indices.size(1)
         first = self.experts[0]
-        xin = first.w1.prepare(x)[:, None, :, None]  # [t,1,dim,1]
-        h = swiglu((w1 @ xin)[..., 0].float(), (w3 @ xin)[..., 0].float(), first.swiglu_limit)  # [t,k,inter]
-        h = first.w2.prepare((weights[..., None] * h).to(x.dtype))
-        return (w2 @ h[..., None])[..., 0].float().sum(dim=1)
+        xs = first.w1.prepare(x)[token]  # [t·k,dim] (the rounding is per row: rows round as eager's x[token])
+        h = swiglu(grouped_linear(xs, w1, experts).float(), grouped_linear(xs, w3, experts).float(),
+                   first.swiglu_limit)
+        h = first.w2.prepare((weights.flatten()[order, None] * h).to(x.dtype))
+        out = grouped_linear(h, w2, experts).float()  # [t·k,dim]
+        return torch.zeros_like(x, dtype=torch.float32).index_add_(0, token, out)
+
+
+@torch.library.custom_op("dsv4::grouped_linear", mutates_args=())
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """x [n,in] with the group of each row, groups [n] (non-decreasing), weight [g,out,in] -> [n,out]: each run of
+    rows times its group's matrix (x Wᵀ, the product F.linear runs), read in place. Opaque to the compiler: it
+    reads the runs to the host, as eager routing does (a GPU would run torch._grouped_mm here instead: BF16 only,
+    which is also why it cannot serve a float32 model)."""
+    out = x.new_empty(x.size(0), weight.size(1))
+    ids, counts = torch.unique_consecutive(groups, return_counts=True)
+    start = 0
+    for g, n in zip(ids.tolist(), counts.tolist(), strict=True):
+        torch.mm(x[start:start + n], weight[g].t(), out=out[start:start + n])
+        start += n
+    return out
+
+
+@grouped_linear.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    return x.new_empty(x.size(0), weight.size(1))

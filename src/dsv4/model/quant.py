@@ -4,9 +4,14 @@ The reference forward pass rounds (in place) the non-RoPE KV dims and the compre
 one power-of-two (UE8M0) scale per 64 dims, and the indexer's queries and keys to MXFP4 (e2m1, one power-of-two
 scale per 32 dims) after a Hadamard rotation; the RoPE dims of KV entries stay BF16 (its activations are BF16, and
 the deployed cache stores them so). These functions return the rounded values in the input dtype.
+
+Their lookup tables (FP8 and e2m1 decoding, Hadamard matrices) are built once per device and kept in `_TABLES`, a
+plain dict rather than `functools.cache`: dynamo looks through a cache wrapper and would trace (and so rebuild) a
+table inside a compiled graph on every call, while a tensor already in a global dict enters the graph as a constant
+input. A compiled step builds its tables before tracing (`build_tables`).
 """
 
-import functools
+from collections.abc import Callable
 
 import torch
 
@@ -59,9 +64,35 @@ def fp8_to_float(x: torch.Tensor) -> torch.Tensor:
     return fp8_table(codes.device).index_select(0, codes.reshape(-1).int()).view(codes.shape)
 
 
-@functools.cache
 def fp8_table(device: torch.device) -> torch.Tensor:
-    return torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().to(device)
+    """[256] float32: the value of each float8_e4m3fn byte."""
+    return lookup_table(("fp8", device),
+                        lambda: torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().to(device))
+
+
+_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def lookup_table(key: tuple, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The constant table named `key` (its last element the device), built by `build` on first use and kept."""
+    table = _TABLES.get(key)
+    if table is None:
+        if torch.compiler.is_compiling():  # traced, it would be rebuilt by the graph at every call
+            raise RuntimeError(f"lookup table {key} first used inside a compiled graph: build it before tracing "
+                               "(dsv4.model.quant.build_tables)")
+        table = _TABLES[key] = build()
+    return table
+
+
+def build_tables(device: torch.device, hadamard_sizes: tuple[int, ...] = ()):
+    """Builds every lookup table a forward pass on `device` reads (Hadamard matrices of the given sizes, float32),
+    outside any trace. Idempotent."""
+    fp8_table(device)
+    fp4_code_table(device)
+    fp4_grid(device)
+    fp4_byte_table(device)
+    for n in hadamard_sizes:
+        hadamard_matrix(n, torch.float32, device)
 
 
 def fp4_grid_round(x: torch.Tensor) -> torch.Tensor:
@@ -75,15 +106,33 @@ def fp4_grid_round(x: torch.Tensor) -> torch.Tensor:
 
 def fp4_codes(x: torch.Tensor) -> torch.Tensor:
     """Round float32 values (already scaled into [-6, 6]) to e2m1 codes 0..15, round-half-to-even."""
-    twice = torch.tensor((0, 1, 2, 3, 4, -1, 5, -1, 6, -1, -1, -1, 7), device=x.device)  # 2·value -> code
-    magnitude = twice[(fp4_grid_round(x).abs() * 2).long()]
+    magnitude = fp4_code_table(x.device)[(fp4_grid_round(x).abs() * 2).long()]
     return (magnitude + 8 * (x < 0).long()).to(torch.uint8)
 
 
+def fp4_code_table(device: torch.device) -> torch.Tensor:
+    """[13] long: the e2m1 code of each magnitude 0..6 indexed by twice the magnitude (-1: not on the grid)."""
+    return lookup_table(("fp4_codes", device),
+                        lambda: torch.tensor((0, 1, 2, 3, 4, -1, 5, -1, 6, -1, -1, -1, 7), device=device))
+
+
 def fp4_values(codes: torch.Tensor) -> torch.Tensor:
-    grid = torch.tensor(FP4_GRID, device=codes.device)
-    value = grid[(codes & 7).long()]
+    value = fp4_grid(codes.device)[(codes & 7).long()]
     return torch.where(codes >= 8, -value, value)
+
+
+def fp4_grid(device: torch.device) -> torch.Tensor:
+    """[8] float32: the e2m1 magnitudes, indexed by code & 7."""
+    return lookup_table(("fp4_grid", device), lambda: torch.tensor(FP4_GRID, device=device))
+
+
+def fp4_byte_table(device: torch.device) -> torch.Tensor:
+    """[256,2] float32: the two e2m1 values of each byte (low nibble first): decode unpacks keys every step."""
+    def build() -> torch.Tensor:
+        byte = torch.arange(256, device=device)
+        return fp4_values(torch.stack((byte & 0x0F, byte >> 4), dim=-1)).float()
+
+    return lookup_table(("fp4_bytes", device), build)
 
 
 def fp4_round(x: torch.Tensor, block: int = 32) -> torch.Tensor:
@@ -108,10 +157,12 @@ def hadamard(x: torch.Tensor) -> torch.Tensor:
     return (x.to(dtype) @ hadamard_matrix(n, dtype, x.device)).to(x.dtype)
 
 
-@functools.cache
 def hadamard_matrix(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The symmetric orthonormal Sylvester-Hadamard matrix of size n (a power of two)."""
-    h = torch.ones(1, 1, dtype=torch.float64)
-    while h.size(0) < n:
-        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
-    return (h * n**-0.5).to(dtype=dtype, device=device)
+    def build() -> torch.Tensor:
+        h = torch.ones(1, 1, dtype=torch.float64)
+        while h.size(0) < n:
+            h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+        return (h * n**-0.5).to(dtype=dtype, device=device)
+
+    return lookup_table(("hadamard", n, dtype, device), build)
