@@ -1,14 +1,16 @@
 """dsv4 against llama.cpp (the CPU peer to beat) on the same tiny DeepSeek-V4 checkpoint, in one sitting.
 
-The peer is built and measured by `../shared/peers/peer_llamacpp_bench.sh` (llama.cpp vendored in the
-llama-cpp-python 0.3.36 sdist, fetched here with pip); it writes the checkpoint in DeepSeek's inference layout,
-which dsv4 loads as is. Then dsv4's engine runs the same measurements on the same weights: prefill tokens/s at
-each context, ms/token for 32 decode steps after it, peak RSS and KV bytes. Each dsv4 measurement runs in its
-own process so its peak RSS is its own. Printed as ratios; asserts nothing.
+The peer is set up from this clone alone by `peers/llamacpp.py`: the llama.cpp vendored in the llama-cpp-python
+0.3.36 sdist (fetched with pip, sha256-checked), `llama-bench` built with cmake, the tiny checkpoint written by
+dsv4's own writer in DeepSeek's inference layout and converted by llama.cpp's converter (all cached in --workdir).
+Then llama-bench and dsv4's engine run the same measurements on the same weights: prefill tokens/s at each
+context, ms/token for 32 decode steps after it, peak RSS and KV bytes. Each measurement runs in its own process,
+so its peak RSS is its own. Printed as ratios; asserts nothing.
 
 Run: `.venv/bin/python benchmarks/peer_llamacpp.py [--contexts 4096,16384] [--threads 2] [--decode-threads 1]
-[--reuse]`
-(the first run builds llama.cpp: ~4 min on 2 cores; the peer's benchmarks take ~2 min per 16K context).
+[--reuse] [--workdir DIR] [--llama-bench BIN --gguf FILE --checkpoint DIR]`
+(the first run fetches the source and builds llama-bench: ~4-10 min on 2 cores, needs cmake and g++; the peer's
+benchmarks take ~2 min per 16K context).
 """
 
 import argparse
@@ -20,27 +22,19 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PEERS = Path(os.environ.get("DSV4_PEERS", ROOT.parent / "shared" / "peers"))
-WORK = ROOT / ".bench" / "llamacpp"
-SDIST = "llama-cpp-python==0.3.36"
+from peers.llamacpp import LlamaCpp, default_workdir
 
 
-def run_peer(contexts: list[int], threads: int) -> Path:
-    """Build llama.cpp if needed and run its benchmarks; returns the JSONL file it appended to."""
-    WORK.mkdir(parents=True, exist_ok=True)
-    sdists = sorted(WORK.glob("llama_cpp_python-0.3.36.tar.gz"))
-    if not sdists:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        SDIST, "-d", str(WORK)], check=True)
-        sdists = sorted(WORK.glob("llama_cpp_python-0.3.36.tar.gz"))
-    out = WORK / "results.jsonl"
-    out.unlink(missing_ok=True)
-    ctxs = " ".join(map(str, contexts))
-    env = {**os.environ, "SDIST": str(sdists[0]), "PY": sys.executable, "WORK": str(WORK), "OUT": str(out),
-           "THREADS": str(threads), "PP_CTXS": ctxs, "TG_DEPTHS": ctxs, "VARIANTS": "mxfp4", "PEER_TF": "0",
-           "BIG_CTX": str(max(contexts) + 1)}
-    subprocess.run(["bash", str(PEERS / "peer_llamacpp_bench.sh")], env=env, check=True)
+def run_peer(peer: LlamaCpp, contexts: list[int], threads: int) -> Path:
+    """llama-bench's prefill and decode at each context; returns the JSONL file of its rows."""
+    out = peer.workdir / "results.jsonl"
+    rows = []
+    for context in contexts:
+        for row in (peer.prefill(context, threads), peer.decode(context, threads)):
+            print(f"llama.cpp {row['what']} at {context}: {row['tokens_per_s']:.1f} tok/s, "
+                  f"peak RSS {row['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+            rows.append(row)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
 
 
@@ -65,14 +59,16 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decod
         t = time.perf_counter()
         engine.generate([prompt], params)
         compile_s = time.perf_counter() - t
-    request = engine.add_request(prompt, params)
+    output = engine.accumulator(engine.add_request(prompt, params))
     t = time.perf_counter()
-    while not engine.seqs[request].output_ids:
-        engine.step()
+    while not output.token_ids:  # the prefill's chunks; the last one samples the first token
+        for delta in engine.step():
+            output.add(delta)
     prefill = time.perf_counter() - t
     t = time.perf_counter()
-    while engine.has_unfinished():
-        engine.step()
+    while not output.finished:
+        for delta in engine.step():
+            output.add(delta)
     decode = (time.perf_counter() - t) / steps
     return {"ctx": context, "prefill_tokens_per_s": context / prefill, "ms_per_token": decode * 1e3,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -108,6 +104,16 @@ def report(peer: dict, ours: list[dict]) -> None:
               f"   | {r['kv_bytes'] / 1e6:6.1f} / {kv / 1e6:5.1f} = {r['kv_bytes'] / kv:4.2f}x")
 
 
+def parse_contexts(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    try:
+        contexts = [int(c) for c in text.split(",")]
+    except ValueError:
+        parser.error(f"--contexts must be comma-separated token counts, e.g. 4096,16384; got {text!r}")
+    if any(c <= 0 for c in contexts):
+        parser.error(f"--contexts must be positive token counts; got {text!r}")
+    return contexts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contexts", default="4096,16384")
@@ -117,6 +123,14 @@ def main() -> None:
                              "decode ops are too small to split); prefill uses --threads")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--reuse", action="store_true", help="reuse the peer results of the last run")
+    parser.add_argument("--workdir", type=Path, default=default_workdir(),
+                        help="the peer's source, build, checkpoint, GGUF and results (default: %(default)s)")
+    parser.add_argument("--llama-bench", type=Path, help="an existing llama-bench (DeepSeek-V4 support) instead of "
+                        "building one")
+    parser.add_argument("--gguf", type=Path, help="an existing GGUF instead of converting the tiny checkpoint "
+                        "(give --checkpoint too: the checkpoint it was converted from, which dsv4 runs)")
+    parser.add_argument("--checkpoint", type=Path, help="the checkpoint dsv4 runs (default: the tiny one in "
+                        "--workdir, written if missing)")
     parser.add_argument("--compile", action="store_true", help="dsv4's decode steps as one compiled graph "
                         "(EngineConfig.compile; compile time printed, not in the timings)")
     parser.add_argument("--measure-dsv4", nargs=2, metavar=("CHECKPOINT", "CTX"), help=argparse.SUPPRESS)
@@ -125,13 +139,17 @@ def main() -> None:
         print(json.dumps(measure_dsv4(Path(args.measure_dsv4[0]), int(args.measure_dsv4[1]), args.steps,
                                       args.threads, args.decode_threads, args.compile)))
         return
-    contexts = [int(c) for c in args.contexts.split(",")]
-    results = WORK / "results.jsonl"
+    contexts = parse_contexts(parser, args.contexts)
+    if args.gguf and not args.checkpoint:
+        parser.error("--gguf needs --checkpoint: the checkpoint the GGUF was converted from (dsv4 runs it)")
+    peer = LlamaCpp(args.workdir, llama_bench=args.llama_bench, gguf=args.gguf, checkpoint=args.checkpoint)
+    results = peer.workdir / "results.jsonl"
     if not (args.reuse and results.is_file()):
-        results = run_peer(contexts, args.threads)
-    ours = [dsv4_in_subprocess(WORK / "tiny-v4", c, args.threads, args.decode_threads, args.compile)
+        peer.setup(log=lambda msg: print(f"[peer] {msg}", file=sys.stderr, flush=True))
+        results = run_peer(peer, contexts, args.threads)
+    ours = [dsv4_in_subprocess(peer.checkpoint, c, args.threads, args.decode_threads, args.compile)
             for c in contexts]
-    print(f"same checkpoint ({WORK / 'tiny-v4'}), {args.threads} threads (dsv4 decode steps: "
+    print(f"same checkpoint ({peer.checkpoint}; llama.cpp: {peer.gguf}), {args.threads} threads (dsv4 decode steps: "
           f"{args.decode_threads}), {args.steps} decode steps")
     report(peer_rows(results), ours)
     if args.compile:
