@@ -9,6 +9,10 @@ CSA/HCA compressed caches, the lightning indexer, MXFP4 experts), fetched with p
 sha256. `llama-bench` is built with cmake (Release, -march=native, CPU only: ~4-10 min on 2 cores); the
 checkpoint is written by `tiny_v4` (dsv4's own writer) and converted by llama.cpp's own converter. Every step is
 skipped when its output exists, so a second run only benchmarks. Needs cmake >= 3.14, a C++17 compiler and make.
+
+Torch-free on purpose, and the checkpoint is written in a process of its own: Linux carries a process's peak RSS
+across exec, so a llama-bench (or dsv4) started from a process that once held torch and a model would report
+that process's peak as its own.
 """
 
 import hashlib
@@ -21,8 +25,6 @@ import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-
-from .tiny_v4 import write_tiny_checkpoint
 
 VERSION = "0.3.36"
 REQUIREMENT = f"llama-cpp-python=={VERSION}"
@@ -149,7 +151,8 @@ class LlamaCpp:
             log(f"writing the tiny V4 checkpoint to {self.checkpoint}")
             partial = self.checkpoint.with_name(self.checkpoint.name + ".partial")  # an interrupted write: redone
             shutil.rmtree(partial, ignore_errors=True)
-            write_tiny_checkpoint(partial).rename(self.checkpoint)
+            self._run([sys.executable, str(Path(__file__).with_name("tiny_v4.py")), str(partial)], "checkpoint")
+            partial.rename(self.checkpoint)
         if not self.gguf.is_file():
             log(f"converting it with llama.cpp's convert_hf_to_gguf.py to {self.gguf}")
             partial = self.gguf.with_name(self.gguf.name + ".partial")

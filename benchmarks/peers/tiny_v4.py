@@ -16,6 +16,7 @@ converter needs and dsv4 ignores:
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import torch
@@ -68,3 +69,9 @@ def _corpus(lines: int = 2000) -> list[str]:
     rng = random.Random(0)
     pool = words.NOUNS + words.KEYS + words.SUBJECTS + words.DIRS
     return [" ".join(rng.choice(pool) for _ in range(rng.randint(4, 12))) + "." for _ in range(lines)]
+
+
+if __name__ == "__main__":  # python tiny_v4.py OUT_DIR (how the peer set-up runs it: in a process of its own)
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tiny_v4.py OUT_DIR")
+    print(write_tiny_checkpoint(sys.argv[1]))

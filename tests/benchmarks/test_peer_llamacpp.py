@@ -4,6 +4,8 @@ the steps an existing build skips, the checkpoint's formats."""
 import hashlib
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -116,3 +118,11 @@ def test_tiny_checkpoint_loads_in_dsv4_with_float_dense_and_fp4_experts(tmp_path
         {"torch.float32"}
     assert tensors["layers.1.ffn.experts.0.w1.weight"].dtype == torch.int8
     assert load_model(out, dtype=torch.float32).config == tiny_v4.CONFIG
+
+
+def test_the_setup_module_keeps_torch_out_of_the_benchmarks_process():
+    """The peak RSS a child reports includes its parent's peak at exec: the parent must stay small."""
+    code = "import sys; import benchmarks.peers.llamacpp; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root).stdout
+    assert out.strip() == "False"
