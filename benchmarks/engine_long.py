@@ -58,24 +58,27 @@ def run_one(n: int, args) -> dict:
                                               max_model_len=n + args.decode + 1))
     prompt = torch.randint(2, args.vocab, (n,), generator=torch.Generator().manual_seed(1)).tolist()
     rid = engine.add_request(prompt, SamplingParams(temperature=0, max_tokens=args.decode + 1, ignore_eos=True))
-    seq, points, t0 = engine.seqs[rid], [], time.perf_counter()
-    while not seq.output_ids:
-        start, t = seq.num_computed, time.perf_counter()
-        engine.step()
+    output, points, t0 = engine.accumulator(rid), [], time.perf_counter()
+    done = 0  # prompt tokens computed: the engine's counter (this is its only request)
+    while not output.token_ids:
+        start, t = done, time.perf_counter()
+        for delta in engine.step():
+            output.add(delta)
         points.append((start, time.perf_counter() - t))
-        elapsed = time.perf_counter() - t0
-        progress(seq.num_computed, n, elapsed, seq.num_computed / elapsed)
-        if elapsed > 60 * args.max_minutes and not seq.output_ids:
+        done, elapsed = engine.stats().computed_tokens, time.perf_counter() - t0
+        progress(done, n, elapsed, done / elapsed)
+        if elapsed > 60 * args.max_minutes and not output.token_ids:
             break
     print(file=sys.stderr)
     prefill = time.perf_counter() - t0
-    out = {"n": n, "done": seq.num_computed, "prefill_s": prefill, "complete": bool(seq.output_ids),
+    out = {"n": n, "done": done, "prefill_s": prefill, "complete": bool(output.token_ids),
            "projected_s": projected_seconds(points, n, args.chunk),
            "cache_bytes": engine.runner.cache.nbytes(), "used_bytes": used_bytes(engine, rid)}
     if out["complete"]:
         t = time.perf_counter()
-        while engine.has_unfinished():
-            engine.step()
+        while not output.finished:
+            for delta in engine.step():
+                output.add(delta)
         out["decode_ms"] = 1e3 * (time.perf_counter() - t) / args.decode
     else:
         out["decode_ms"], out["used_bytes"] = synthetic_decode(engine, rid, n, args.decode)
