@@ -10,6 +10,7 @@ seconds. The inductor test (its C++ kernels, minutes to compile on a loaded mach
 
 import pytest
 import torch
+import torch._dynamo.testing
 
 from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.engine.decode_graph import DecodeGraph, bucket
@@ -89,6 +90,20 @@ def test_the_graph_reads_lookup_tables_as_constants(explained):
     for table in ("fp8", "fp4_bytes", "fp4_codes", "hadamard_128"):
         assert f"quant_tables_{table}" in inputs
     assert not any(n.target is torch.arange and 256 in n.args for n in nodes)  # the byte tables' construction
+
+
+@pytest.mark.slow
+def test_one_graph_serves_the_table_widths(model):
+    """The block table's width is a dynamic dimension of the graph: widths 2..32 blocks share one graph (up to the
+    indexer's one-tile 8,192 entries: 256 blocks), width 1 has its own (a size of 1 is always specialized). It
+    was one graph per power of two."""
+    counter = torch._dynamo.testing.CompileCounterWithBackend("eager")
+    engine = Engine(model, None, EngineConfig(num_blocks=32, max_num_seqs=1, compile=True))
+    graph = DecodeGraph(model, engine.memory.cache, 1, 1, 32, backend=counter)
+    for width in (1, 2, 3, 8, 32):
+        logits = graph([5], [width * 128 - 1], [0], [(torch.arange(width), width)])
+        assert logits.shape == (1, model.config.vocab_size)
+    assert counter.frame_count == 2
 
 
 def _scored(engine: Engine, prompts) -> list:

@@ -7,9 +7,14 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
 - the batch is padded to a bucket (1, 2, 4, ... up to `max_batch`), the padding rows running at position 0 in a
   spare request slot with a spare block (`spare_slot`, `spare_block`: one more of each than the engine hands out),
   so their writes land where no request reads;
-- the block table is a fixed [bucket, width] tensor, width a power of two of blocks (rows padded with the spare
-  block, never -1), and every row's compressed entries are read over the table's whole width with a visibility
-  mask (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have fixed sizes;
+- the block table is a [bucket, width] tensor, width a power of two of blocks (rows padded with the spare block,
+  never -1), and every row's compressed entries are read over the table's whole width with a visibility mask
+  (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have the table's size. The width is
+  the graph's one dynamic dimension (`maybe_mark_dynamic`): with static shapes every doubling of the context
+  compiled a new graph (10 graphs from 128 to 64K tokens); the step branches on the width nowhere below the
+  indexer's one tile of 8,192 keys, so one graph serves widths 2 to 256 blocks (32K tokens at 128 a block), with
+  width 1 apart (torch specializes sizes of 1) and one graph per doubling above (the indexer's tile loop fixes
+  the width there);
 - the window ring is the slot's fixed 128 entries; the compressor pools every row each step (masked tensor math, no
   branch on which rows close a block); the MoE sorts the batch's (token, expert) pairs by expert and runs each
   expert's rows through its matrix in the stacked bank in place (`dsv4::grouped_linear`, an opaque op: no expert
@@ -18,9 +23,10 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
 - the lookup tables the step reads (FP8 / e2m1 decoding, Hadamard matrices) are built before tracing
   (`quant.build_tables`) and enter the graph as constant inputs, not rebuilt by it at every step.
 
-Each (bucket, width) pair compiles once per process (the first step at a new context size pays it); inductor's
-on-disk caches (FX graph and AOT autograd caches, under `TORCHINDUCTOR_CACHE_DIR`, by default
-~/.cache/dsv4/inductor) keep a restart from recompiling the kernels, though dynamo still traces the Python.
+Each batch bucket compiles once per process for width 1, once for widths 2 to 256 and once per doubling beyond (the
+first step there pays it); inductor's on-disk caches (FX graph and AOT autograd caches, under
+`TORCHINDUCTOR_CACHE_DIR`, by default ~/.cache/dsv4/inductor) keep a restart from recompiling the kernels, though
+dynamo still traces the Python.
 
 CUDA graphs: the same structure is what a CUDA graph captures. With the inputs (ids, positions, slots, block table)
 copied into static buffers allocated once per bucket, a [max_batch, max_blocks] table and the pools allocated up
@@ -114,6 +120,8 @@ class DecodeGraph:
         table_t = torch.full((rows, width), self.spare_block, dtype=torch.long, device=self.device)
         for i, (table, n) in enumerate(tables):
             table_t[i, :n] = table[:n]
+        if width > 1:  # one graph for every width the step's code does not branch on (see the module's docstring)
+            torch._dynamo.maybe_mark_dynamic(table_t, 1)
         self.shapes.add((rows, width))
         return ids_t, pos_t, slot_t, table_t
 
