@@ -7,6 +7,7 @@ from dsv4.agent.sandbox_tools import sandbox_tools
 from dsv4.agent.tools import ToolRegistry
 from dsv4.sandbox import Sandbox
 from dsv4.train.episodes import FAMILIES, episode_request, make_task, prepare
+from dsv4.train.phrasing import CLOSERS, HELD_OUT_CLOSERS, HELD_OUT_OPENERS, OPENERS
 from dsv4.train.sample import chat_sample
 from dsv4.train.words import NOUNS, split
 
@@ -48,9 +49,12 @@ def test_held_out_tasks_use_unseen_names_and_phrasings():
     train_nouns, held_nouns = set(split(NOUNS, False)), set(split(NOUNS, True))
     assert not train_nouns & held_nouns
     rng = random.Random(0)
-    train = {make_task(rng, False, "read_value").prompt.split(" ")[0] for _ in range(50)}
+    train = [make_task(rng, False, "read_value").prompt for _ in range(200)]
     held = make_task(rng, True, "read_value")
-    assert held.prompt.split(" ")[0] not in train  # the held-out phrasing ("I need ...")
+    assert "I need the" in held.prompt and not any("I need the" in p for p in train)  # the held-out template
+    assert any(p.startswith(o) for p in train for o in OPENERS[:-HELD_OUT_OPENERS])  # openers vary the training side
+    assert not any(p.startswith(o) for p in train for o in OPENERS[-HELD_OUT_OPENERS:])
+    assert not any(p.endswith(c) for p in train for c in CLOSERS[-HELD_OUT_CLOSERS:])
     path = next(iter(held.files))
     assert path.split("/")[1].removesuffix(".txt") in held_nouns
 

@@ -18,6 +18,7 @@ from dsv4.agent.sandbox_tools import sandbox_tools
 from dsv4.agent.tools import ToolRegistry
 from dsv4.sandbox import Sandbox
 
+from .phrasing import phrase
 from .words import DIRS, KEYS, NOUNS, SUBJECTS, pick
 
 
@@ -45,20 +46,13 @@ def _value(rng: random.Random) -> str:
     return str(rng.randint(10, 99999))
 
 
-def _templates(rng: random.Random, pool: list[str], held_out: bool) -> str:
-    # the last phrasing of each family is held out for the eval
-    return pool[-1] if held_out else rng.choice(pool[:-1])
-
-
 def read_value(rng: random.Random, held_out: bool) -> AgentTask:
     d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
     keys = pick(rng, KEYS, held_out, rng.randint(2, 5))
     values = [_value(rng) for _ in keys]
     key, value = rng.choice(list(zip(keys, values, strict=True)))
     path = f"{d}/{noun}.txt"
-    prompt = _templates(rng, ["What is the {key} in {path}?", "Read {path} and tell me its {key}.",
-                              "Look up the {key} value stored in {path}.", "Which {key} does {path} give?",
-                              "I need the {key} from the file {path}. What is it?"], held_out)
+    prompt = phrase(rng, "read_value", held_out)
     return AgentTask(
         "read_value", prompt.format(key=key, path=path),
         {path: "".join(f"{k}: {v}\n" for k, v in zip(keys, values, strict=True))},
@@ -74,10 +68,7 @@ def find_file(rng: random.Random, held_out: bool) -> AgentTask:
     values = {s: _value(rng) for s in subjects}
     subject = rng.choice(subjects)
     path = f"{d}/{subject}.cfg"
-    prompt = _templates(rng, ["One of the files in {d} is for {s}. What {key} does it set?",
-                              "Find the {s} file in {d} and tell me its {key}.",
-                              "Somewhere in {d} there is a config for {s}; what is its {key}?",
-                              "Check the directory {d}: which {key} is configured for {s}?"], held_out)
+    prompt = phrase(rng, "find_file", held_out)
     return AgentTask(
         "find_file", prompt.format(d=d, s=subject, key=key),
         {f"{d}/{s}.cfg": f"{key}: {v}\n" for s, v in values.items()},
@@ -92,8 +83,7 @@ def compute(rng: random.Random, held_out: bool) -> AgentTask:
     op = rng.choice(["*", "+", "-"])
     expr = f"{a} {op} {b} + {c}"
     result = str(eval(expr))  # noqa: S307 - integers and operators built just above
-    prompt = _templates(rng, ["Use the shell to compute {e}.", "What is {e}? Compute it with bash.",
-                              "Run a shell command to work out {e}.", "Calculate {e} in the terminal."], held_out)
+    prompt = phrase(rng, "compute", held_out)
     return AgentTask(
         "compute", prompt.format(e=expr), {},
         [Call(f"I will let the shell evaluate {expr}.", "bash", {"command": f"echo $(({expr}))"})],
@@ -105,9 +95,7 @@ def count_lines(rng: random.Random, held_out: bool) -> AgentTask:
     n = rng.randint(1, 60)
     words = pick(rng, NOUNS, held_out, 5)
     path = f"{d}/{noun}.log"
-    prompt = _templates(rng, ["How many lines are in {path}?", "Count the lines of {path}.",
-                              "Tell me the number of lines in {path}.", "What is the line count of {path}?"],
-                        held_out)
+    prompt = phrase(rng, "count_lines", held_out)
     return AgentTask(
         "count_lines", prompt.format(path=path), {path: "".join(f"{rng.choice(words)} {i}\n" for i in range(n))},
         [Call(f"wc -l counts the lines of {path}.", "bash", {"command": f"wc -l < {path}"})],
@@ -118,8 +106,7 @@ def write_file(rng: random.Random, held_out: bool) -> AgentTask:
     d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
     content = f"{pick(rng, NOUNS, held_out)[0]} {_value(rng)}"
     path = f"{d}/{noun}.txt"
-    prompt = _templates(rng, ["Create the file {path} containing: {c}", "Write \"{c}\" into {path}.",
-                              "Save the text {c} to {path}.", "Put the line {c} in a new file {path}."], held_out)
+    prompt = phrase(rng, "write_file", held_out)
     size = len(content.encode())
     return AgentTask(
         "write_file", prompt.format(path=path, c=content), {},
@@ -134,9 +121,7 @@ def grep_file(rng: random.Random, held_out: bool) -> AgentTask:
     word, *others = pick(rng, SUBJECTS, held_out, 1 + len(names))
     target = rng.choice(names)
     files = {f"{d}/{n}.md": f"{word if n == target else others[i]} {_value(rng)}\n" for i, n in enumerate(names)}
-    prompt = _templates(rng, ["Which file in {d} mentions {w}?", "Find the file under {d} that contains {w}.",
-                              "Search {d} for the word {w}: which file has it?",
-                              "In {d}, what file includes {w}?"], held_out)
+    prompt = phrase(rng, "grep_file", held_out)
     return AgentTask(
         "grep_file", prompt.format(d=d, w=word), files,
         [Call(f"grep -l lists the files in {d} that contain {word}.", "bash", {"command": f"grep -l {word} {d}/*"})],

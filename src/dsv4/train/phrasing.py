@@ -1,0 +1,92 @@
+"""How an agent task is asked: a family's request templates, wrapped in an opener and a closer, each pool split
+into training and held-out parts.
+
+A small model that saw four phrasings of a request learns those four sentences, not where in a sentence the path
+or the key sits; with many phrasings and openers / closers around them, the held-out eval's phrasing (a template,
+opener and closer never trained on) is a new sentence of a familiar kind.
+"""
+
+import random
+
+TEMPLATES = {  # per family; the last template is held out
+    "read_value": [
+        "What is the {key} in {path}?",
+        "Read {path} and tell me its {key}.",
+        "Look up the {key} value stored in {path}.",
+        "Which {key} does {path} give?",
+        "Tell me the {key} that {path} holds.",
+        "{path} has a {key} entry. What does it say?",
+        "Get the {key} out of {path}.",
+        "What does {path} list as its {key}?",
+        "I need the {key} from the file {path}. What is it?",
+    ],
+    "find_file": [
+        "One of the files in {d} is for {s}. What {key} does it set?",
+        "Find the {s} file in {d} and tell me its {key}.",
+        "Somewhere in {d} there is a config for {s}; what is its {key}?",
+        "The {d} folder has a file for {s}. Report its {key}.",
+        "Look through {d} for the {s} config and give me the {key}.",
+        "What {key} is set for {s}? Its file is somewhere in {d}.",
+        "In {d}, find the file of {s}; I want the {key}.",
+        "Check the directory {d}: which {key} is configured for {s}?",
+    ],
+    "compute": [
+        "Use the shell to compute {e}.",
+        "What is {e}? Compute it with bash.",
+        "Run a shell command to work out {e}.",
+        "Compute {e} using a shell command.",
+        "Evaluate {e} with bash and tell me the result.",
+        "I want the value of {e}; use the shell.",
+        "Work out {e} by running it in bash.",
+        "Calculate {e} in the terminal.",
+    ],
+    "count_lines": [
+        "How many lines are in {path}?",
+        "Count the lines of {path}.",
+        "Tell me the number of lines in {path}.",
+        "Find out how many lines {path} has.",
+        "{path}: how many lines does it contain?",
+        "Give me the number of lines of {path}.",
+        "Report how many lines there are in {path}.",
+        "What is the line count of {path}?",
+    ],
+    "write_file": [
+        "Create the file {path} containing: {c}",
+        'Write "{c}" into {path}.',
+        "Save the text {c} to {path}.",
+        "Make a file {path} with the content {c}",
+        "Write the text {c} to the file {path}.",
+        'Store "{c}" in {path}.',
+        "I need {path} to contain exactly: {c}",
+        "Put the line {c} in a new file {path}.",
+    ],
+    "grep_file": [
+        "Which file in {d} mentions {w}?",
+        "Find the file under {d} that contains {w}.",
+        "Search {d} for the word {w}: which file has it?",
+        "Which file under {d} has the word {w}?",
+        "Look in {d} for {w}. Which file is it in?",
+        "Tell me the file in {d} that mentions {w}.",
+        "One file in {d} contains {w}; which one?",
+        "In {d}, what file includes {w}?",
+    ],
+}
+OPENERS = ["Please help. ", "Quick question: ", "Hi! ", "Hello. ", "I have a task for you. ", "Hey, ",
+           "Good morning! ", "Small request: "]
+CLOSERS = [" Thanks.", " Thank you!", " Be brief.", " Use the tools you have.", " Answer in one sentence.",
+           " Cheers.", " Keep it short, please."]
+HELD_OUT_OPENERS, HELD_OUT_CLOSERS = 2, 2  # the last ones of each pool
+
+
+def _part(pool: list[str], held_out: bool, held: int) -> list[str]:
+    return pool[-held:] if held_out else pool[:-held]
+
+
+def phrase(rng: random.Random, family: str, held_out: bool) -> str:
+    """A request template of `family`: its last template when held out, else one of the others; half the time
+    after an opener and half the time before a closer from the same side of the split."""
+    templates = TEMPLATES[family]
+    template = templates[-1] if held_out else rng.choice(templates[:-1])
+    opener = rng.choice(_part(OPENERS, held_out, HELD_OUT_OPENERS)) if rng.random() < 0.5 else ""
+    closer = rng.choice(_part(CLOSERS, held_out, HELD_OUT_CLOSERS)) if rng.random() < 0.5 else ""
+    return opener + template + closer
