@@ -152,11 +152,12 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor) 
     reads the runs to the host, as eager routing does (a GPU would run torch._grouped_mm here instead: BF16 only,
     which is also why it cannot serve a float32 model)."""
     out = x.new_empty(x.size(0), weight.size(1))
-    ids, counts = torch.unique_consecutive(groups, return_counts=True)
+    ids = groups.tolist()  # (one host read of t·k ids: fewer dispatched ops than unique_consecutive and two reads)
     start = 0
-    for g, n in zip(ids.tolist(), counts.tolist(), strict=True):
-        torch.mm(x[start:start + n], weight[g].t(), out=out[start:start + n])
-        start += n
+    for end in range(1, len(ids) + 1):
+        if end == len(ids) or ids[end] != ids[start]:
+            torch.mm(x[start:end], weight[ids[start]].t(), out=out[start:end])
+            start = end
     return out
 
 
