@@ -87,3 +87,13 @@ def test_hadamard_matches_sylvester_matrix():
         h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
     x = torch.randn(3, 5, 128, dtype=torch.float64)
     assert torch.allclose(hadamard(x), x @ h.T / math.sqrt(128), atol=1e-12)
+
+
+def test_a_lookup_table_first_needed_inside_a_compiled_graph_is_an_error():
+    """Tables are built before tracing (`build_tables`): traced, one would be rebuilt by the graph at every call."""
+    f = torch.compile(hadamard, backend="eager", fullgraph=True)
+    with pytest.raises(Exception, match="build_tables"):
+        f(torch.ones(2, 4, dtype=torch.float64))  # (no float64 matrix of size 4 built)
+    x = torch.ones(2, 4, dtype=torch.float64)
+    want = hadamard(x)  # built eagerly: then read by the graph
+    torch.testing.assert_close(f(x), want)
