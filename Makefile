@@ -36,7 +36,11 @@ $(HARBOR_VENV)/.installed: pyproject.toml $(VENV)/.installed
 	  { echo "its set-up failed (see $(HARBOR_VENV)/install.log): $$(tail -n 3 $(HARBOR_VENV)/install.log | tr '\n' ' ')" > $(HARBOR_VENV)/.failed; \
 	    cat $(HARBOR_VENV)/.failed; }
 
+# An agent episode on the built-in model (it lists settings/, reads the right file in the sandbox, answers), then a
+# 10K-token passkey question.
 run: $(VENV)/.installed
+	$(VENV)/bin/dsv4 agent "Find the tango file in settings and tell me its port." --upload examples/workspace \
+	  --trajectory build/make-run-trajectory.json
 	$(VENV)/bin/dsv4 chat --request examples/passkey_request.json --max-tokens 16
 
 test: $(VENV)/.installed $(HARBOR_VENV)/.installed

@@ -71,6 +71,7 @@ class Trajectory(BaseModel):
 
     def save(self, path: Path):
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)  # `--trajectory runs/x.json` on a fresh checkout
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(self.model_dump_json(indent=1), encoding="utf-8")
         os.replace(tmp, path)
