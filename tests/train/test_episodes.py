@@ -9,7 +9,7 @@ from dsv4.sandbox import Sandbox
 from dsv4.train.episodes import FAMILIES, episode_request, make_task, prepare
 from dsv4.train.phrasing import CLOSERS, HELD_OUT_CLOSERS, HELD_OUT_OPENERS, OPENERS
 from dsv4.train.sample import chat_sample
-from dsv4.train.words import NOUNS, split
+from dsv4.train.words import NOUNS, POOLED, Names, split
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,33 @@ def test_held_out_tasks_use_unseen_names_and_phrasings():
     assert not any(p.endswith(c) for p in train for c in CLOSERS[-HELD_OUT_CLOSERS:])
     path = next(iter(held.files))
     assert path.split("/")[1].removesuffix(".txt") in held_nouns
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_invented_names_solve_like_pool_names(sandbox, family):
+    """With every name made up, the plan still runs (the tools show what it expects) and no name is a pool's."""
+    rng = random.Random(11)
+    for _ in range(8):
+        task = make_task(rng, family=family, invented=1.0)
+        prepare(sandbox, task)
+        episode_request(task, sandbox)  # raises if a tool result misses what the plan expects (e.g. two grep hits)
+        names = {part for path in task.files for part in path.replace(".", "/").split("/")[:-1]}
+        assert not names & POOLED
+
+
+def test_invented_fraction_mixes_pool_and_made_up_names():
+    rng = random.Random(0)
+    picked = [w for _ in range(200) for w in Names(invented=0.5).pick(rng, NOUNS, 3)]
+    made_up = [w for w in picked if w not in POOLED]
+    assert 0.4 < len(made_up) / len(picked) < 0.6
+    assert set(picked) - set(made_up) <= set(split(NOUNS, False))
+    assert all(w.isalpha() and w.islower() for w in made_up)
+    assert all(len(set(Names(invented=1.0).pick(rng, NOUNS, 20))) == 20 for _ in range(50))  # distinct within a draw
+
+
+def test_held_out_tasks_invent_nothing():
+    with pytest.raises(ValueError, match="held-out tasks are named from the held-out pools only"):
+        make_task(random.Random(0), held_out=True, invented=0.5)
 
 
 def test_unknown_family():

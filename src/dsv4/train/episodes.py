@@ -5,7 +5,7 @@ A task is files to put in the workspace, a request, and a plan: the tool calls t
 reasoning before it, then the reasoning and answer after the last result. `episode_request` runs the plan in a real
 `Sandbox` through `sandbox_tools`, so every tool result is the exact text the tools return at serving time.
 Names, paths, values and phrasings are drawn at random; `held_out=True` draws them from pools (and phrasing
-templates) the training tasks never use: the eval's unseen tasks.
+templates) the training tasks never use: the eval's unseen tasks. Training tasks also make up some of their names.
 """
 
 import json
@@ -19,7 +19,7 @@ from dsv4.agent.tools import ToolRegistry
 from dsv4.sandbox import Sandbox
 
 from .phrasing import phrase
-from .words import DIRS, KEYS, NOUNS, SUBJECTS, pick
+from .words import DIRS, KEYS, NOUNS, SUBJECTS, Names
 
 
 @dataclass
@@ -46,13 +46,13 @@ def _value(rng: random.Random) -> str:
     return str(rng.randint(10, 99999))
 
 
-def read_value(rng: random.Random, held_out: bool) -> AgentTask:
-    d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
-    keys = pick(rng, KEYS, held_out, rng.randint(2, 5))
+def read_value(rng: random.Random, names: Names) -> AgentTask:
+    d, noun = names.pick(rng, DIRS)[0], names.pick(rng, NOUNS)[0]
+    keys = names.pick(rng, KEYS, rng.randint(2, 5))
     values = [_value(rng) for _ in keys]
     key, value = rng.choice(list(zip(keys, values, strict=True)))
     path = f"{d}/{noun}.txt"
-    prompt = phrase(rng, "read_value", held_out)
+    prompt = phrase(rng, "read_value", names.held_out)
     return AgentTask(
         "read_value", prompt.format(key=key, path=path),
         {path: "".join(f"{k}: {v}\n" for k, v in zip(keys, values, strict=True))},
@@ -61,14 +61,14 @@ def read_value(rng: random.Random, held_out: bool) -> AgentTask:
         expect_in_results=[f"{key}: {value}"])
 
 
-def find_file(rng: random.Random, held_out: bool) -> AgentTask:
-    d = pick(rng, DIRS, held_out)[0]
-    subjects = pick(rng, SUBJECTS, held_out, rng.randint(2, 5))
-    key = pick(rng, KEYS, held_out)[0]
+def find_file(rng: random.Random, names: Names) -> AgentTask:
+    d = names.pick(rng, DIRS)[0]
+    subjects = names.pick(rng, SUBJECTS, rng.randint(2, 5))
+    key = names.pick(rng, KEYS)[0]
     values = {s: _value(rng) for s in subjects}
     subject = rng.choice(subjects)
     path = f"{d}/{subject}.cfg"
-    prompt = phrase(rng, "find_file", held_out)
+    prompt = phrase(rng, "find_file", names.held_out)
     return AgentTask(
         "find_file", prompt.format(d=d, s=subject, key=key),
         {f"{d}/{s}.cfg": f"{key}: {v}\n" for s, v in values.items()},
@@ -78,35 +78,35 @@ def find_file(rng: random.Random, held_out: bool) -> AgentTask:
         values[subject], expect_in_results=[f"{subject}.cfg", f"{key}: {values[subject]}"])
 
 
-def compute(rng: random.Random, held_out: bool) -> AgentTask:
+def compute(rng: random.Random, names: Names) -> AgentTask:
     a, b, c = rng.randint(2, 999), rng.randint(2, 99), rng.randint(1, 9999)
     op = rng.choice(["*", "+", "-"])
     expr = f"{a} {op} {b} + {c}"
     result = str(eval(expr))  # noqa: S307 - integers and operators built just above
-    prompt = phrase(rng, "compute", held_out)
+    prompt = phrase(rng, "compute", names.held_out)
     return AgentTask(
         "compute", prompt.format(e=expr), {},
         [Call(f"I will let the shell evaluate {expr}.", "bash", {"command": f"echo $(({expr}))"})],
         f"The shell printed {result}.", f"{expr} = {result}.", result, expect_in_results=[result])
 
 
-def count_lines(rng: random.Random, held_out: bool) -> AgentTask:
-    d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
+def count_lines(rng: random.Random, names: Names) -> AgentTask:
+    d, noun = names.pick(rng, DIRS)[0], names.pick(rng, NOUNS)[0]
     n = rng.randint(1, 60)
-    words = pick(rng, NOUNS, held_out, 5)
+    words = names.pick(rng, NOUNS, 5)
     path = f"{d}/{noun}.log"
-    prompt = phrase(rng, "count_lines", held_out)
+    prompt = phrase(rng, "count_lines", names.held_out)
     return AgentTask(
         "count_lines", prompt.format(path=path), {path: "".join(f"{rng.choice(words)} {i}\n" for i in range(n))},
         [Call(f"wc -l counts the lines of {path}.", "bash", {"command": f"wc -l < {path}"})],
         f"wc printed {n}.", f"{path} has {n} lines.", str(n), expect_in_results=[str(n)])
 
 
-def write_file(rng: random.Random, held_out: bool) -> AgentTask:
-    d, noun = pick(rng, DIRS, held_out)[0], pick(rng, NOUNS, held_out)[0]
-    content = f"{pick(rng, NOUNS, held_out)[0]} {_value(rng)}"
+def write_file(rng: random.Random, names: Names) -> AgentTask:
+    d, noun = names.pick(rng, DIRS)[0], names.pick(rng, NOUNS)[0]
+    content = f"{names.pick(rng, NOUNS)[0]} {_value(rng)}"
     path = f"{d}/{noun}.txt"
-    prompt = phrase(rng, "write_file", held_out)
+    prompt = phrase(rng, "write_file", names.held_out)
     size = len(content.encode())
     return AgentTask(
         "write_file", prompt.format(path=path, c=content), {},
@@ -115,13 +115,15 @@ def write_file(rng: random.Random, held_out: bool) -> AgentTask:
         expect_file=(path, content), expect_in_results=[f"wrote {size} bytes"])
 
 
-def grep_file(rng: random.Random, held_out: bool) -> AgentTask:
-    d = pick(rng, DIRS, held_out)[0]
-    names = pick(rng, NOUNS, held_out, rng.randint(2, 4))
-    word, *others = pick(rng, SUBJECTS, held_out, 1 + len(names))
-    target = rng.choice(names)
-    files = {f"{d}/{n}.md": f"{word if n == target else others[i]} {_value(rng)}\n" for i, n in enumerate(names)}
-    prompt = phrase(rng, "grep_file", held_out)
+def grep_file(rng: random.Random, names: Names) -> AgentTask:
+    d = names.pick(rng, DIRS)[0]
+    stems = names.pick(rng, NOUNS, rng.randint(2, 4))
+    word, *others = names.pick(rng, SUBJECTS, 1 + len(stems))
+    while any(word in o for o in others):  # grep would also match another file whose word holds this one
+        word = names.pick(rng, SUBJECTS)[0]
+    target = rng.choice(stems)
+    files = {f"{d}/{n}.md": f"{word if n == target else others[i]} {_value(rng)}\n" for i, n in enumerate(stems)}
+    prompt = phrase(rng, "grep_file", names.held_out)
     return AgentTask(
         "grep_file", prompt.format(d=d, w=word), files,
         [Call(f"grep -l lists the files in {d} that contain {word}.", "bash", {"command": f"grep -l {word} {d}/*"})],
@@ -129,14 +131,19 @@ def grep_file(rng: random.Random, held_out: bool) -> AgentTask:
         expect_in_results=[f"{d}/{target}.md"])
 
 
-FAMILIES: dict[str, Callable[[random.Random, bool], AgentTask]] = {
+FAMILIES: dict[str, Callable[[random.Random, Names], AgentTask]] = {
     f.__name__: f for f in (read_value, find_file, compute, count_lines, write_file, grep_file)}
 
 
-def make_task(rng: random.Random, held_out: bool = False, family: str | None = None) -> AgentTask:
+def make_task(rng: random.Random, held_out: bool = False, family: str | None = None,
+              invented: float = 0.0) -> AgentTask:
+    """A task of `family` (else a random one), named from the held-out or training pools; a fraction `invented` of
+    a training task's names are made-up words."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown task family {family!r}; choose one of {sorted(FAMILIES)}")
-    return FAMILIES[family or rng.choice(list(FAMILIES))](rng, held_out)
+    if held_out and invented:
+        raise ValueError("held-out tasks are named from the held-out pools only; invented names are for training")
+    return FAMILIES[family or rng.choice(list(FAMILIES))](rng, Names(held_out, invented))
 
 
 def prepare(sandbox: Sandbox, task: AgentTask) -> None:

@@ -1,7 +1,9 @@
 """Word pools of the synthetic data, each split into a training part and a held-out part: held-out agent tasks
-and retrieval evals draw their names from words the model never saw in that role."""
+and retrieval evals draw their names from words the model never saw in that role. Training tasks may also use
+made-up words, so that a name is something to copy rather than one of a few hundred to remember."""
 
 import random
+from dataclasses import dataclass
 
 NOUNS = """
 apple anchor badge barrel beacon bison blossom boulder bramble bridge bucket cabin candle canyon carpet castle
@@ -38,3 +40,40 @@ def split(pool: list[str], held_out: bool, fraction: float = 0.25) -> list[str]:
 
 def pick(rng: random.Random, pool: list[str], held_out: bool, k: int = 1) -> list[str]:
     return rng.sample(split(pool, held_out), k)
+
+
+CONSONANTS, VOWELS = "bcdfghjklmnprstvwz", "aeiou"
+POOLED = frozenset(NOUNS + KEYS + SUBJECTS + DIRS)
+
+
+def invent(rng: random.Random) -> str:
+    """A made-up, pronounceable word of 2-3 syllables that no pool holds."""
+    while True:
+        word = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.randint(2, 3)))
+        word += rng.choice(CONSONANTS) if rng.random() < 0.4 else ""
+        if word not in POOLED:
+            return word
+
+
+@dataclass(frozen=True)
+class Names:
+    """Where a task draws its names: the training or held-out part of each pool, and in training a fraction
+    `invented` of them made up instead. Run v3 solved 9/12 tasks named from the training pools and 0/24 named
+    from the held-out ones: with ~100 nouns a small model learns the names themselves, not to copy them."""
+
+    held_out: bool = False
+    invented: float = 0.0
+
+    def pick(self, rng: random.Random, pool: list[str], k: int = 1) -> list[str]:
+        """k distinct names from `pool`'s part (each made up with probability `invented`)."""
+        names = pick(rng, pool, self.held_out, k)
+        if not self.invented:  # no draws: held-out and seen eval tasks stay as they were
+            return names
+        out: list[str] = []
+        for name in names:
+            if rng.random() < self.invented:
+                name = invent(rng)
+            while name in out:  # two made-up names alike (pool names are distinct and never made up)
+                name = invent(rng)
+            out.append(name)
+        return out
