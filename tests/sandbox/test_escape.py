@@ -29,7 +29,7 @@ def test_cannot_see_the_project_checkout(sb):
     assert "No such file or directory" in r.stderr
 
 
-OUTSIDE = ["/usr/evil", "/etc/evil", "/evil", "/dev/evil", "/run/dsv4/agent.py", "/proc/sys/kernel/hostname"]
+OUTSIDE = ["/usr/evil", "/etc/evil", "/evil", "/dev/evil", "/run/dsv4/agent.pyz", "/proc/sys/kernel/hostname"]
 
 
 @pytest.mark.parametrize("target", OUTSIDE)

@@ -11,6 +11,9 @@ import tarfile
 import zipfile
 
 from dsv4.sandbox import guest_bundle
+from dsv4.sandbox.backends.bwrap import AGENT, make_state_dir
+from dsv4.sandbox.backends.vm import SHARES, init_script
+from dsv4.sandbox.config import ProcessConfig, SandboxSpec, VMConfig
 
 
 def test_the_zipapp_holds_every_module_of_the_package():
@@ -30,6 +33,15 @@ def test_guest_modules_import_only_the_standard_library():
             else:
                 continue
             assert all(t in sys.stdlib_module_names for t in tops), f"{path.name} imports {tops}"
+
+
+def test_every_backend_runs_the_file_the_state_dir_holds(tmp_path):
+    """bwrap and runsc bind the state's guest/ at GUEST_DIR; the VM shares it over 9p at the same place."""
+    state = make_state_dir(ProcessConfig(state_dir=tmp_path), os.getuid())
+    assert (state / "guest" / guest_bundle.NAME).read_bytes() == guest_bundle.bundle()
+    assert AGENT == f"{dict((tag, d) for tag, d, _ in SHARES)['guest']}/{guest_bundle.NAME}"
+    script = init_script(SandboxSpec(backend=VMConfig()), ["python3"])
+    assert f"python3 {AGENT} --announce" in script
 
 
 def read_reply(out, rid):

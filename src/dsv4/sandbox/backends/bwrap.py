@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dsv4.sandbox import overlay, workspace_image
+from dsv4.sandbox import guest_bundle, overlay, workspace_image
 from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.cgroups import SandboxCgroup
 from dsv4.sandbox.channel import AgentChannel
@@ -28,8 +28,9 @@ from dsv4.sandbox.network import PROXY_VARS, NetworkRules, Relay
 from dsv4.sandbox.seccomp import build_filter
 from dsv4.sandbox.uids import UidLease, lease_uid
 
-AGENT_SOURCE = Path(__file__).resolve().parent.parent / "agent.py"
 GUEST_DIR = "/run/dsv4"
+AGENT = f"{GUEST_DIR}/{guest_bundle.NAME}"
+"""The guest agent inside every agent-driven sandbox (bubblewrap, runsc, the VM's 9p share): a zipapp."""
 AGENT_DIR = "/run/dsv4-agent"
 """The agent's own scratch space (session state files), apart from the /tmp that commands may fill."""
 STATE_PREFIX = "dsv4-sandbox-"
@@ -121,7 +122,7 @@ def make_state_dir(cfg: ProcessConfig, uid: int) -> Path:
     root.chmod(0o711)
     (root / "workspace").mkdir(mode=0o700)
     (root / "guest").mkdir(mode=0o755)
-    shutil.copyfile(AGENT_SOURCE, root / "guest" / "agent.py")
+    guest_bundle.install(root / "guest")
     if os.geteuid() == 0:
         os.chown(root / "workspace", uid, uid)
     return root
@@ -262,7 +263,7 @@ class BwrapBackend(GuestBackend):
             fd = self._seccomp_fd()
             argv += ["--seccomp", str(fd)]
             pass_fds += (fd,)
-        argv += [*self.agent_argv, f"{GUEST_DIR}/agent.py", f"--fds={guest_fds[0]},{guest_fds[1]}"]
+        argv += [*self.agent_argv, AGENT, f"--fds={guest_fds[0]},{guest_fds[1]}"]
         as_user = {"user": self.uid, "group": self.uid, "extra_groups": []} if os.geteuid() == 0 else {}
         self.log = LogTail()
         try:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import uuid
 
-from dsv4.sandbox.backends.bwrap import AGENT_DIR, GUEST_DIR, HOST_ENV, PATH, BwrapBackend, find_tool
+from dsv4.sandbox.backends.bwrap import AGENT, AGENT_DIR, GUEST_DIR, HOST_ENV, PATH, BwrapBackend, find_tool
 from dsv4.sandbox.backends.container import HOST_DIR, injected_python
 from dsv4.sandbox.channel import AgentChannel
 from dsv4.sandbox.config import ContainerConfig, SandboxSpec
@@ -78,7 +78,7 @@ class RunscBackend(BwrapBackend):
             mounts.append(bind(str(self.workspace), self.spec.workdir, False))
         process = {
             "terminal": False, "user": {"uid": self.uid, "gid": self.uid}, "cwd": self.spec.workdir,
-            "args": [*injected_python(self.cfg.python), f"{GUEST_DIR}/agent.py"], "env": [f"PATH={PATH}"],
+            "args": [*injected_python(self.cfg.python), AGENT], "env": [f"PATH={PATH}"],
             "noNewPrivileges": True,
         }
         namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]

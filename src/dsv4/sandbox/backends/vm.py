@@ -17,6 +17,7 @@ from pathlib import Path
 from dsv4.sandbox import workspace_image
 from dsv4.sandbox.backend import GuestBackend
 from dsv4.sandbox.backends.bwrap import (
+    AGENT,
     AGENT_DIR,
     HOST_ENV,
     PATH,
@@ -66,7 +67,7 @@ def init_script(spec: SandboxSpec, agent_argv: list[str], host_workspace: bool =
         f"mkdir -p {AGENT_DIR}; mount -t tmpfs -o size=4m tmpfs {AGENT_DIR}",
         "for m in $(cat /modules.order); do insmod /lib/modules/$m; done", *mounts, lo,
         "stty -F /dev/ttyS1 raw -echo", f"cd {spec.workdir}",
-        f"{' '.join(agent_argv)} /run/dsv4/agent.py --announce < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0",
+        f"{' '.join(agent_argv)} {AGENT} --announce < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS0",
         "poweroff -f", "",
     ])
 
