@@ -72,14 +72,24 @@ def test_the_host_reader_refuses_a_line_over_the_limit():
         except OSError:
             pass
 
-    threading.Thread(target=flood, daemon=True).start()
+    writer = threading.Thread(target=flood, daemon=True)
+    writer.start()
     channel = AgentChannel(host_r, host_w, lambda: "test agent")
     channel.start()
     with pytest.raises(AgentProtocolError, match="MAX_FRAME"):
         channel.request("scan", 30, path="/")
     time.sleep(0.2)
     assert written[0] < MAX_FRAME + (8 << 20)  # the flood stalled: nobody reads the rest
-    for fd in (host_r, agent_w, agent_r, host_w):
+    _close_pipes(writer, host_r, agent_w, agent_r, host_w)
+
+
+def _close_pipes(writer: threading.Thread, host_r: int, *others: int) -> None:
+    """The read end first, so the writer's blocked write fails (EPIPE) and it stops, then the rest: closed under a
+    live writer, its fd number would go to the next test's pipe and the writer's bytes with it."""
+    os.close(host_r)
+    writer.join(10)
+    assert not writer.is_alive()
+    for fd in others:
         os.close(fd)
 
 
@@ -98,14 +108,14 @@ def test_more_data_than_a_request_allows_is_a_protocol_error():
         except OSError:
             pass
 
-    threading.Thread(target=agent, daemon=True).start()
+    writer = threading.Thread(target=agent, daemon=True)
+    writer.start()
     channel = AgentChannel(host_r, host_w, lambda: "test agent")
     channel.start()
     with pytest.raises(AgentProtocolError, match="limit="):
         channel.request("read", 30, path="f", max_bytes=1024)
     assert isinstance(channel.broken, AgentProtocolError)
-    for fd in (host_r, agent_w, agent_r, host_w):
-        os.close(fd)
+    _close_pipes(writer, host_r, agent_w, agent_r, host_w)
 
 
 def test_download_refuses_a_chain_of_links_leading_out(sb, tmp_path):
