@@ -11,9 +11,10 @@ seconds. The inductor test (its C++ kernels, minutes to compile on a loaded mach
 import pytest
 import torch
 import torch._dynamo.testing
+from torch._dynamo.types import GuardFilterEntry
 
 from dsv4.engine import Engine, EngineConfig, SamplingParams
-from dsv4.engine.decode_graph import DecodeGraph, bucket
+from dsv4.engine.decode_graph import DecodeGraph, bucket, input_guards_only
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
 
@@ -158,3 +159,31 @@ def test_inductor_greedy_equals_eager():
     assert [o.token_ids for o in got] == [o.token_ids for o in want]
     for a, b in zip(got, want, strict=True):
         assert max(abs(x.logprob - y.logprob) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
+
+
+def test_tables_are_as_wide_as_the_longest_row_within_one_graph(model):
+    """Within the widths one graph serves, a table is as wide as its longest row (no power-of-two padding: every
+    row's entries are read over the whole width); past them, a power of two (one graph per doubling)."""
+    engine = Engine(model, None, EngineConfig(num_blocks=600, max_num_seqs=2, compile=True))
+    graph = DecodeGraph(model, engine.memory.cache, 2, 2, 600, backend="eager")
+    assert graph.one_graph_width == 256  # the indexer's 8,192-key tile over 32 CSA entries a block
+    for blocks, width in ((1, 1), (3, 3), (200, 200), (256, 256), (300, 512)):
+        *_, table = graph._inputs([5, 6], [0, blocks * 128 - 1], [0, 1], [(torch.arange(1), 1),
+                                                                          (torch.arange(blocks), blocks)])
+        assert table.shape == (2, width)
+        assert (table[0, 1:] == 600).all() and (table[1, blocks:] == 600).all()  # padded with the spare block
+
+
+def _guard(name: str, is_global: bool = False, guard_type: str = "TENSOR_MATCH") -> GuardFilterEntry:
+    return GuardFilterEntry(name=name, has_value=False, value=None, guard_type=guard_type, derived_guard_types=(),
+                            is_global=is_global, orig_guard=None)
+
+
+def test_only_the_step_inputs_are_guarded():
+    """The guards that pick a graph (the inputs' sizes and dtypes, the shape environment's width range, grad mode)
+    stay; those on the model, the cache and globals go (they never change under a DecodeGraph)."""
+    kept = ["ids", "pos", "slots", "tables", "tables.size()[1]", ""]
+    dropped = ["L['self'].model.layers[0].attn.wq_a.weight", "self.cache.layers[1].entries", "idsx",
+               "G['__import_dsv4_dot_model_dot_moe'].F"]
+    entries = [_guard(n) for n in kept] + [_guard(n, is_global=n.startswith("G[")) for n in dropped]
+    assert input_guards_only(entries) == [True] * len(kept) + [False] * len(dropped)

@@ -7,21 +7,24 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
 - the batch is padded to a bucket (1, 2, 4, ... up to `max_batch`), the padding rows running at position 0 in a
   spare request slot with a spare block (`spare_slot`, `spare_block`: one more of each than the engine hands out),
   so their writes land where no request reads;
-- the block table is a [bucket, width] tensor, width a power of two of blocks (rows padded with the spare block,
-  never -1), and every row's compressed entries are read over the table's whole width with a visibility mask
-  (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have the table's size. The width is
-  the graph's one dynamic dimension (`maybe_mark_dynamic`): with static shapes every doubling of the context
-  compiled a new graph (10 graphs from 128 to 64K tokens); the step branches on the width nowhere below the
-  indexer's one tile of 8,192 keys, so one graph serves widths 2 to 256 blocks (32K tokens at 128 a block), with
-  width 1 apart (torch specializes sizes of 1) and one graph per doubling above (the indexer's tile loop fixes
-  the width there);
+- the block table is a [bucket, width] tensor, width the longest row's blocks (a power of two past 256 blocks;
+  rows padded with the spare block, never -1), and every row's compressed entries are read over the table's whole
+  width with a visibility mask (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have the
+  table's size. The width is the graph's one dynamic dimension (`maybe_mark_dynamic`): with static shapes every
+  doubling of the context compiled a new graph (10 graphs from 128 to 64K tokens); the step branches on the width
+  nowhere below the indexer's one tile of 8,192 keys, so one graph serves widths 2 to 256 blocks (32K tokens at 128
+  a block), with width 1 apart (torch specializes sizes of 1) and one graph per doubling above (the indexer's tile
+  loop fixes the width there);
 - the window ring is the slot's fixed 128 entries; the compressor pools every row each step (masked tensor math, no
   branch on which rows close a block); the MoE sorts the batch's (token, expert) pairs by expert and runs each
   expert's rows through its matrix in the stacked bank in place (`dsv4::grouped_linear`, an opaque op: no expert
   weight copied per token); the host-side checks (positions within the blocks, table ends) run here before the
   call, not inside;
 - the lookup tables the step reads (FP8 / e2m1 decoding, Hadamard matrices) are built before tracing
-  (`quant.build_tables`) and enter the graph as constant inputs, not rebuilt by it at every step.
+  (`quant.build_tables`) and enter the graph as constant inputs, not rebuilt by it at every step;
+- before each call dynamo checks only the step's inputs (`input_guards_only`: 11 guards where it kept ~2,300 on
+  every parameter and pool tensor the graph reads), so the model and the cache must not be replaced under a
+  `DecodeGraph` (in-place weight updates are fine: the graph reads the same tensors).
 
 Each batch bucket compiles once per process for width 1, once for widths 2 to 256 and once per doubling beyond (the
 first step there pays it); inductor's on-disk caches (FX graph and AOT autograd caches, under
@@ -39,12 +42,14 @@ done or verified: no GPU here).
 """
 
 import os
+import re
 from pathlib import Path
 
 import torch
 
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer
+from dsv4.model.attention.indexer import Indexer
 from dsv4.model.moe import MoE
 from dsv4.model.quant import build_tables
 
@@ -60,6 +65,20 @@ def inductor_cache_dir() -> Path:
         home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(home / "dsv4" / "inductor")
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+
+
+STEP_INPUTS = frozenset({"ids", "pos", "slots", "tables"})  # the traced step's arguments, as guards name them
+
+
+def input_guards_only(entries) -> list[bool]:
+    """Dynamo's guards to keep: those on the step's own inputs (their dtypes, sizes and the width's range: what tells
+    one compiled graph from another), none on the model, the cache or module globals. A graph guards every
+    parameter, pool tensor and attribute it read (~900 checks, 0.4-1.8 ms before every decode step); those never
+    change while a `DecodeGraph` lives (the model and the cache are fixed at construction, weights are not swapped
+    under it), so checking them is pure cost. Guards without a source name (grad mode, the shape
+    environment's bounds such as `2 <= width <= 256`) are kept."""
+    return [not e.is_global and (not e.name or re.split(r"[.\[]", e.name, maxsplit=1)[0] in STEP_INPUTS)
+            for e in entries]
 
 
 def bucket(n: int, limit: int | None = None) -> int:
@@ -83,12 +102,20 @@ class DecodeGraph:
             if isinstance(m, MoE):
                 m.stack_experts()
         build_tables(self.device, (model.config.index_head_dim,))
+        # widths up to the indexer's one decode tile share a graph, so a table is only as wide as its longest row;
+        # past it each doubling compiles its own graph (see the module's docstring)
+        self.one_graph_width = min((m.decode_tile * m.ratio // cache.block_size for m in model.modules()
+                                    if isinstance(m, Indexer)), default=1 << 62)
         inductor_cache_dir()
         # one graph per (bucket, width); the default limit of 8 recompiles would fall back to eager at long contexts
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.backend = backend
-        self._compiled = torch.compile(self._step, backend=backend, dynamic=False, fullgraph=True)
+        self._compiled = self._compile(self._step)
         self._drafting = None  # compiled on first use (speculative decoding under load)
+
+    def _compile(self, step):
+        return torch.compile(step, backend=self.backend, dynamic=False, fullgraph=True,
+                             options={"guard_filter_fn": input_guards_only})
 
     def __call__(self, ids: list[int], positions: list[int], slots: list[int],
                  tables: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
@@ -102,7 +129,7 @@ class DecodeGraph:
         """As a call, and the MTP layer run on each row's greedy next token (its window kept complete for
         speculation) -> (logits [b, vocab], MTP logits [b, vocab]: the draft after the greedy token)."""
         if self._drafting is None:
-            self._drafting = torch.compile(self._draft_step, backend=self.backend, dynamic=False, fullgraph=True)
+            self._drafting = self._compile(self._draft_step)
         with torch.no_grad():
             logits, mtp = self._drafting(*self._inputs(ids, positions, slots, tables))
         return logits[:len(ids)], mtp[:len(ids)]
@@ -115,7 +142,8 @@ class DecodeGraph:
         for p, (_, n) in zip(positions, tables, strict=True):
             if p >= n * self.cache.block_size:
                 raise ValueError(f"position {p} is past the {n} blocks allocated ({n * self.cache.block_size} tokens)")
-        rows, width = bucket(b, self.max_batch), bucket(max(n for _, n in tables))
+        rows, blocks = bucket(b, self.max_batch), max(n for _, n in tables)
+        width = blocks if 1 < blocks <= self.one_graph_width else bucket(blocks)
         pad = rows - b
         ids_t = torch.tensor([[i] for i in ids] + [[0]] * pad, device=self.device)
         pos_t = torch.tensor(positions + [0] * pad, device=self.device)
