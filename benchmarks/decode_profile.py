@@ -5,7 +5,9 @@ One engine of each kind on the same model prefills the same prompt (`--context` 
   twice with the same TORCHINDUCTOR_CACHE_DIR for a warm start, with an empty one for a cold start) and the
   cache directory;
 - ms per decode step of each path over `--steps` steps and the ratio compiled / eager;
-- the torch profiler's top ops (self CPU time) of `--profile-steps` decode steps on each path.
+- the torch profiler's top ops (self CPU time) of `--profile-steps` decode steps on each path; with `--kernels`, the
+  compiled graph's own C++ kernels are listed too (inductor's kernel profiling: it changes the generated code, so
+  read the table, not that run's ms/step).
 
 Run on a quiet machine: `.venv/bin/python benchmarks/decode_profile.py [--model tiny|CHECKPOINT] [--context 4096]
 [--threads 2]`. Timings on a shared, loaded machine are noisy; the ratio is what to read.
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 from torch.profiler import ProfilerActivity, profile
 
 from dsv4.engine import Engine, EngineConfig, SamplingParams
@@ -49,11 +52,11 @@ def timed_steps(engine: Engine, n: int) -> float:
     return (time.perf_counter() - t) * 1e3 / n
 
 
-def top_ops(engine: Engine, n: int, rows: int) -> str:
+def top_ops(engine: Engine, n: int, rows: int, name_width: int = 55) -> str:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n):
             engine.step()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=name_width)
 
 
 def main():
@@ -64,7 +67,10 @@ def main():
     p.add_argument("--profile-steps", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=15, help="ops listed per profile")
+    p.add_argument("--kernels", action="store_true", help="profile the compiled graph's kernels one by one")
     args = p.parse_args()
+    if args.kernels:
+        torch._inductor.config.cpp.enable_kernel_profile = True
     torch.set_num_threads(args.threads)
     model = build_model(args.model)
     total = args.steps + args.profile_steps + 2
@@ -84,7 +90,7 @@ def main():
           f"compiled / eager {ms['compiled'] / ms['eager']:.2f}x")
     for name, engine in (("eager", eager), ("compiled", compiled)):
         print(f"\n--- top ops, {name}, {args.profile_steps} decode steps ---")
-        print(top_ops(engine, args.profile_steps, args.rows))
+        print(top_ops(engine, args.profile_steps, args.rows, 160 if args.kernels else 55))
 
 
 if __name__ == "__main__":
