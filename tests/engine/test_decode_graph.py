@@ -161,6 +161,22 @@ def test_inductor_greedy_equals_eager():
         assert max(abs(x.logprob - y.logprob) for x, y in zip(a.logprobs, b.logprobs, strict=True)) < 1e-4
 
 
+@pytest.mark.slow
+def test_the_compiled_step_copies_no_per_slot_pool(model):
+    """Inductor's generated step for 16 request slots allocates nothing the size of a per-slot pool (17 rows: the
+    slots and the spare): every slot's window ring and compressor state are written in place. Reading a pool before
+    writing it, or writing it twice with index_put, made inductor copy the whole pool at every step."""
+    from torch._inductor.utils import run_and_get_code
+
+    engine = Engine(model, None, EngineConfig(num_blocks=8, max_num_seqs=16, compile=True))
+    graph = DecodeGraph(model, engine.memory.cache, 16, 16, 8)
+    slot_pools = {tuple(t.shape) for t in engine.memory.cache.tensors() if t.size(0) == 17}
+    assert slot_pools  # (the window rings and compressor states)
+    _, code = run_and_get_code(graph, [5], [300], [0], [(torch.arange(3), 3)])
+    copies = [line.strip() for c in code for line in c.splitlines() if "empty_strided_cpu((17," in line]
+    assert copies == []
+
+
 def test_tables_are_as_wide_as_the_longest_row_within_one_graph(model):
     """Within the widths one graph serves, a table is as wide as its longest row (no power-of-two padding: every
     row's entries are read over the whole width); past them, a power of two (one graph per doubling)."""

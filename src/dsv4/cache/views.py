@@ -47,7 +47,27 @@ class SlotRows:
         return (self.codec.unpack(value, self.dtype) if self.codec else value).to(self.dtype)
 
     def __setitem__(self, key, value: torch.Tensor):
-        self.pool[self._index(key)] = self.codec.pack(value) if self.codec else value.to(self.pool.dtype)
+        index = self._index(key)
+        value = self.codec.pack(value) if self.codec else value.to(self.pool.dtype)
+        if torch.compiler.is_compiling() and len(index) == 2:
+            rows, cols = index
+            if isinstance(cols, slice):
+                cols = torch.arange(self.pool.size(1), device=rows.device)[cols]
+                rows = rows[:, None] if rows.ndim == 1 else rows
+            put_rows(self.pool, rows, cols, value.expand(torch.broadcast_shapes(rows.shape, cols.shape)
+                                                         + self.pool.shape[2:]))
+        else:
+            self.pool[index] = value
+
+
+@torch.library.custom_op("dsv4::put_rows", mutates_args=("pool",))
+def put_rows(pool: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, value: torch.Tensor) -> None:
+    """pool[rows, cols] = value, in place, as one opaque op of a compiled step. Written as a plain index_put, a
+    pool the step reads and then writes again (a compressor's state) is copied whole by inductor at every step
+    (it cannot prove the write in-placeable): a per-slot pool of every request slot, per layer, per token. An
+    opaque mutating op is written in place. (A pool must still not be read before the step's first write to it:
+    that copies it too, whichever op writes.)"""
+    pool[rows, cols] = value
 
 
 class PagedEntries:

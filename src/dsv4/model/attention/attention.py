@@ -125,9 +125,11 @@ class Attention(nn.Module):
         b = x.size(0)
         q, kv, qr = self._qkv(x, pos[:, None])
         rows = torch.arange(b, device=x.device)
+        # the ring is written before it is read: a compiled step that reads a pool before writing it copies the
+        # whole pool (every request slot's ring) at each step; the token itself attends to its unrounded kv
+        cache.window[rows[:, None], (pos % self.window_size)[:, None]] = kv.to(cache.window.dtype)
         keys = cache.window[:b].to(kv.dtype)  # [b,win,d]
         keys[rows, pos % self.window_size] = kv[:, 0]
-        cache.window[rows[:, None], (pos % self.window_size)[:, None]] = kv.to(cache.window.dtype)
         mask = torch.arange(self.window_size, device=x.device) <= pos[:, None]  # [b,win]: slots written so far
         if self.ratio:
             selected = self.indexer.step(x, qr, pos, cache.indexer) if self.ratio == 4 else None
