@@ -49,7 +49,7 @@ test: $(VENV)/.installed $(HARBOR_VENV)/.installed
 
 # The built-in trained model from scratch: ~2 hours on a 2-core CPU (the checkpoint files land in build/builtin).
 model: $(VENV)/.installed
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/dsv4 train --out build/builtin --minutes 115 --threads 2
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/dsv4 train --out build/builtin --minutes 110 --threads 2
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/encoding.py
