@@ -84,13 +84,24 @@ def test_the_graph_reads_expert_weights_in_place(explained, model):
 
 
 def test_the_graph_reads_lookup_tables_as_constants(explained):
-    """The FP8 / e2m1 decoding tables and the Hadamard matrix enter the graph as inputs (built once, before
+    """The FP8 / e2m1 coding tables and the Hadamard matrix enter the graph as inputs (built once, before
     tracing), not rebuilt by it at every step."""
     nodes = list(explained.graphs[0].graph.nodes)
     inputs = " ".join(n.name for n in nodes if n.op == "placeholder")
-    for table in ("fp8", "fp4_bytes", "fp4_codes", "hadamard_128"):
+    for table in ("fp8", "fp4_codes", "hadamard_128"):
         assert f"quant_tables_{table}" in inputs
     assert not any(n.target is torch.arange and 256 in n.args for n in nodes)  # the byte tables' construction
+
+
+def test_the_graph_decodes_indexer_keys_in_one_opaque_op(explained, model):
+    """Each CSA layer's indexer reads its MXFP4 keys through one `dsv4::gather_index_keys` (torch's vectorized
+    byte-table lookup at run time); the graph itself holds no e2m1 decoding, which inductor fused into a scalar
+    gather over every key of the table's width."""
+    nodes = list(explained.graphs[0].graph.nodes)
+    config = model.config
+    csa = sum(config.compress_ratio(i) == 4 for i in range(config.n_layers + config.n_mtp_layers))
+    assert csa and sum(str(n.target) == "dsv4.gather_index_keys.default" for n in nodes) == csa
+    assert not any("fp4_bytes" in n.name for n in nodes)
 
 
 @pytest.mark.slow

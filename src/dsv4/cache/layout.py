@@ -50,6 +50,10 @@ class MainEntryLayout:
     def nbytes(self) -> int:
         return self.nope_dim + 2 * self.rope_dim + self.n_scales + 1  # + 1 pad byte: 584 for V4
 
+    def gather(self, pool: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Entries at pool rows `rows` [...] of a packed pool [n, nbytes] -> [..., head_dim] in `dtype`."""
+        return self.unpack(pool.index_select(0, rows.flatten()).view(*rows.shape, pool.size(-1)), dtype)
+
     def pack(self, kv: torch.Tensor) -> torch.Tensor:
         """kv [..., head_dim] float -> uint8 [..., nbytes]."""
         _check_width(kv, self.head_dim, "main KV entry")
@@ -105,6 +109,25 @@ class IndexerKeyLayout:
         values = F.embedding(codes, fp4_byte_table(packed.device)).view(*packed.shape[:-1], self.n_scales, self.block)
         values.mul_(e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1))  # [..., n_scales, 1]
         return values.flatten(-2).to(dtype)
+
+    def gather(self, pool: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Keys at pool rows `rows` [...] of a packed pool [n, nbytes] -> [..., dim] in `dtype`: one opaque op, so
+        a compiled step decodes them with torch's vectorized lookup, as eager does (inductor's own fused decode of
+        every key the indexer scores, 4-lane gathers through the byte table, was ~40% of a compiled step)."""
+        _check_width(pool, self.nbytes, "packed indexer key pool")
+        return gather_index_keys(pool, rows, self.dim, self.block).to(dtype)
+
+
+@torch.library.custom_op("dsv4::gather_index_keys", mutates_args=())
+def gather_index_keys(pool: torch.Tensor, rows: torch.Tensor, dim: int, block: int) -> torch.Tensor:
+    """float32 [*rows.shape, dim]: the MXFP4 keys at `rows` of `pool` [n, nbytes], decoded."""
+    packed = pool.index_select(0, rows.flatten()).view(*rows.shape, pool.size(-1))
+    return IndexerKeyLayout(dim, block).unpack(packed)
+
+
+@gather_index_keys.register_fake
+def _(pool: torch.Tensor, rows: torch.Tensor, dim: int, block: int) -> torch.Tensor:
+    return pool.new_empty(*rows.shape, dim, dtype=torch.float32)
 
 
 def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:

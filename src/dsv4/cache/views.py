@@ -101,10 +101,7 @@ class PagedEntries:
         return blocks * self.per_block + offsets
 
     def __getitem__(self, key) -> torch.Tensor:
-        rows = self._rows(key)
-        width = self.pool.size(-1)
-        packed = self.pool.view(-1, width).index_select(0, rows.flatten())
-        return self.codec.unpack(packed.view(*rows.shape, width), self.dtype)  # [b,n,d]
+        return self.codec.gather(self.pool.view(-1, self.pool.size(-1)), self._rows(key), self.dtype)  # [b,n,d]
 
     def __setitem__(self, key, value: torch.Tensor):
         rows = self._rows(key)
