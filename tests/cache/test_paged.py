@@ -31,6 +31,9 @@ class RopeBF16:
     def unpack(self, x, dtype):
         return x.to(dtype)
 
+    def gather(self, pool, index, dtype):
+        return self.unpack(pool.index_select(0, index.flatten()).view(*index.shape, *pool.shape[1:]), dtype)
+
 
 def rounded_reference_cache(model, max_len: int, b: int = 1):
     cache = model.new_cache(b, max_len)

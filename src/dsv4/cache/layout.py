@@ -50,9 +50,11 @@ class MainEntryLayout:
     def nbytes(self) -> int:
         return self.nope_dim + 2 * self.rope_dim + self.n_scales + 1  # + 1 pad byte: 584 for V4
 
-    def gather(self, pool: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Entries at pool rows `rows` [...] of a packed pool [n, nbytes] -> [..., head_dim] in `dtype`."""
-        return self.unpack(pool.index_select(0, rows.flatten()).view(*rows.shape, pool.size(-1)), dtype)
+    def gather(self, pool: torch.Tensor, index: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Entries at `index` [...] along the first axis of a packed pool [n, ..., nbytes] -> [..., ..., head_dim]
+        in `dtype`, as one opaque op (see `IndexerKeyLayout.gather`)."""
+        _check_width(pool, self.nbytes, "packed main KV pool")
+        return gather_main_entries(pool, index, self.head_dim, self.rope_dim, self.block).to(dtype)
 
     def pack(self, kv: torch.Tensor) -> torch.Tensor:
         """kv [..., head_dim] float -> uint8 [..., nbytes]."""
@@ -110,24 +112,40 @@ class IndexerKeyLayout:
         values.mul_(e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1))  # [..., n_scales, 1]
         return values.flatten(-2).to(dtype)
 
-    def gather(self, pool: torch.Tensor, rows: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Keys at pool rows `rows` [...] of a packed pool [n, nbytes] -> [..., dim] in `dtype`: one opaque op, so
-        a compiled step decodes them with torch's vectorized lookup, as eager does (inductor's own fused decode of
-        every key the indexer scores, 4-lane gathers through the byte table, was ~40% of a compiled step)."""
+    def gather(self, pool: torch.Tensor, index: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Keys at `index` [...] along the first axis of a packed pool [n, ..., nbytes] -> [..., ..., dim] in
+        `dtype`, as one opaque op: a compiled step decodes them with torch's vectorized lookup, as eager does
+        (inductor fused the e2m1 decode of every key the indexer scores into scalar 4-lane gathers through the byte
+        table: ~40% of a compiled step at 4K, growing with the context)."""
         _check_width(pool, self.nbytes, "packed indexer key pool")
-        return gather_index_keys(pool, rows, self.dim, self.block).to(dtype)
+        return gather_index_keys(pool, index, self.dim, self.block).to(dtype)
+
+
+def _gathered(pool: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return pool.index_select(0, index.flatten()).view(*index.shape, *pool.shape[1:])
+
+
+@torch.library.custom_op("dsv4::gather_main_entries", mutates_args=())
+def gather_main_entries(pool: torch.Tensor, index: torch.Tensor, head_dim: int, rope_dim: int,
+                        block: int) -> torch.Tensor:
+    """float32 [*index.shape, ..., head_dim]: the packed main KV entries at `index` of `pool`, decoded."""
+    return MainEntryLayout(head_dim, rope_dim, block).unpack(_gathered(pool, index))
+
+
+@gather_main_entries.register_fake
+def _(pool: torch.Tensor, index: torch.Tensor, head_dim: int, rope_dim: int, block: int) -> torch.Tensor:
+    return pool.new_empty(*index.shape, *pool.shape[1:-1], head_dim, dtype=torch.float32)
 
 
 @torch.library.custom_op("dsv4::gather_index_keys", mutates_args=())
-def gather_index_keys(pool: torch.Tensor, rows: torch.Tensor, dim: int, block: int) -> torch.Tensor:
-    """float32 [*rows.shape, dim]: the MXFP4 keys at `rows` of `pool` [n, nbytes], decoded."""
-    packed = pool.index_select(0, rows.flatten()).view(*rows.shape, pool.size(-1))
-    return IndexerKeyLayout(dim, block).unpack(packed)
+def gather_index_keys(pool: torch.Tensor, index: torch.Tensor, dim: int, block: int) -> torch.Tensor:
+    """float32 [*index.shape, ..., dim]: the MXFP4 keys at `index` of `pool`, decoded."""
+    return IndexerKeyLayout(dim, block).unpack(_gathered(pool, index))
 
 
 @gather_index_keys.register_fake
-def _(pool: torch.Tensor, rows: torch.Tensor, dim: int, block: int) -> torch.Tensor:
-    return pool.new_empty(*rows.shape, dim, dtype=torch.float32)
+def _(pool: torch.Tensor, index: torch.Tensor, dim: int, block: int) -> torch.Tensor:
+    return pool.new_empty(*index.shape, *pool.shape[1:-1], dim, dtype=torch.float32)
 
 
 def e8m0_encode(scale: torch.Tensor) -> torch.Tensor:

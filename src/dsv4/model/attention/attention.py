@@ -134,11 +134,13 @@ class Attention(nn.Module):
         if self.ratio:
             selected = self.indexer.step(x, qr, pos, cache.indexer) if self.ratio == 4 else None
             n = self.compressor.step(x, pos, cache.compressor)  # [b]
-            if selected is None:
+            store = cache.compressor.entries
+            if selected is not None:
+                visible, entries = selected >= 0, store[rows[:, None], selected.clamp_min(0)]  # [b,k], [b,k,d]
+            else:  # HCA: all entries; over a fixed-width table (every column an address) read as one span
                 selected, visible = all_entries(n, cache.compressor.static_entries)
-            else:
-                visible = selected >= 0
-            entries = cache.compressor.entries[rows[:, None], selected.clamp_min(0)]  # [b,k,d]
+                static = cache.compressor.static_entries is not None
+                entries = store[:b, :selected.size(1)] if static else store[rows[:, None], selected]
             keys = torch.cat([keys, entries.to(keys.dtype)], dim=1)
             mask = torch.cat([mask, visible], dim=-1)
         return q, keys, mask[:, None]

@@ -91,14 +91,19 @@ class Indexer(nn.Module):
         n = self.compressor.step(x, pos, state)  # [b]
         entries, visible = all_entries(n, state.static_entries)  # [b,t]
         rows, weights = torch.arange(b, device=x.device)[:, None], self._weights(x)
+
+        def keys(a: int, e: int) -> torch.Tensor:  # entries a..e-1 of every row [b,e-a,d]
+            if state.static_entries is not None:  # a fixed-width table: every column an address, read as a span
+                return state.entries[:b, a:e]
+            return state.entries[rows, entries[:, a:e]]
+
         tile = self.decode_tile  # keys are dequantized a cache-sized tile at a time (1M context: 262K keys)
         if entries.size(1) <= tile:  # (one tile: no loop, whose trip count would fix a compiled step's width)
-            scores = index_scores(q, state.entries[rows, entries], weights)[:, 0]
+            scores = index_scores(q, keys(0, entries.size(1)), weights)[:, 0]
         else:
             scores = torch.empty(entries.shape, dtype=torch.float32, device=x.device)
             for a in range(0, entries.size(1), tile):
-                keys = state.entries[rows, entries[:, a:a + tile]]  # [b,tile,d]
-                scores[:, a:a + tile] = index_scores(q, keys, weights)[:, 0]
+                scores[:, a:a + tile] = index_scores(q, keys(a, a + tile), weights)[:, 0]
         scores.masked_fill_(~visible, float("-inf"))
         top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
         return top.indices.masked_fill(top.values == float("-inf"), -1)
