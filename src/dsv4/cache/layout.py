@@ -16,7 +16,6 @@ Packing quantizes exactly as `dsv4.model.quant` simulates (`fp8_round(x, 64)`, `
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_byte_table, fp4_codes, fp8_to_float, pow2_ceil
 
@@ -107,8 +106,10 @@ class IndexerKeyLayout:
     def unpack(self, packed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """uint8 [..., nbytes] -> key [..., dim] in `dtype`."""
         _check_width(packed, self.nbytes, "packed indexer key")
-        codes = packed[..., : self.dim // 2].int()  # int32 lookups: markedly faster than int64 on CPU
-        values = F.embedding(codes, fp4_byte_table(packed.device)).view(*packed.shape[:-1], self.n_scales, self.block)
+        codes = packed[..., : self.dim // 2].reshape(-1).int()  # int32 lookups: markedly faster than int64 on CPU
+        # each byte's two float32 values as one int64, looked up in a flat table: ~4x an embedding of [256,2] rows
+        pairs = fp4_byte_table(packed.device).view(torch.int64).view(-1).index_select(0, codes)
+        values = pairs.view(torch.float32).view(*packed.shape[:-1], self.n_scales, self.block)
         values.mul_(e8m0_decode(packed[..., self.dim // 2:]).unsqueeze(-1))  # [..., n_scales, 1]
         return values.flatten(-2).to(dtype)
 
