@@ -7,17 +7,7 @@ from dsv4.agent.sandbox_tools import sandbox_tools
 from dsv4.agent.tools import ToolRegistry
 from dsv4.sandbox import Sandbox
 from dsv4.train.episodes import FAMILIES, episode_request, make_task, prepare
-from dsv4.train.phrasing import (
-    CLOSERS,
-    FRAMES,
-    HELD_OUT_CLOSERS,
-    HELD_OUT_OPENERS,
-    OPENERS,
-    PARTS,
-    TEMPLATES,
-    expansions,
-    phrase,
-)
+from dsv4.train.phrasing import CLOSERS, HELD_OUT_CLOSERS, HELD_OUT_OPENERS, OPENERS
 from dsv4.train.sample import chat_sample
 from dsv4.train.words import NOUNS, POOLED, Names, split
 
@@ -106,20 +96,3 @@ def test_arguments_are_json(sandbox):
     prepare(sandbox, task)
     call = episode_request(task, sandbox)["messages"][2]["tool_calls"][0]["function"]
     assert json.loads(call["arguments"]) == task.calls[0].args
-
-
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_the_training_grammar_never_says_a_held_out_request(family):
-    """The grammar that varies training requests produces none of the held-out sentences: not the family's held-out
-    template, not a held-out opener or closer (every expansion enumerated)."""
-    said = {s for frame in FRAMES[family] for s in expansions(frame)}
-    assert len(said) > 100
-    assert TEMPLATES[family][-1] not in said
-    assert not set(TEMPLATES[family][-1:]) & set(TEMPLATES[family][:-1])
-    parts = {s.strip() for key in ("greet", "ask_help", "context", "close") for s in expansions(PARTS[key])}
-    held = {s.strip() for s in OPENERS[-HELD_OUT_OPENERS:] + CLOSERS[-HELD_OUT_CLOSERS:]}
-    assert not parts & held
-    rng = random.Random(5)
-    prompts = [phrase(rng, family, False) for _ in range(400)]
-    assert len(set(prompts)) > 200  # the training side rarely repeats a sentence
-    assert not any(TEMPLATES[family][-1] in p for p in prompts)

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .words import DIRS, KEYS, NOUNS, SUBJECTS, Names, invent, pick
+from .words import DIRS, KEYS, NOUNS, SUBJECTS, pick
 
 ADJECTIVES = "quiet bright heavy narrow ancient gentle hollow silent golden rapid distant humble".split()
 VERBS = "rests near|leans on|drifts past|waits by|hides under|glows above|turns toward|sleeps beside".split("|")
@@ -82,24 +82,21 @@ def copy_request(rng: random.Random) -> dict:
     pools, to be repeated verbatim. Every answer token is a copy, so the general copying that the agent tasks need
     (a path from the request into a tool call, a value from a tool result into the answer) gets a dense signal
     instead of a few tokens per episode; without it a small model learns the formats and writes likely names. Made-up
-    words (never a pool's: random letters, or pronounceable like the tasks' made-up names) make the copy one of letters,
-    which is what an unseen name needs."""
-    names, items = Names(invented=0.5), []  # names as the training tasks draw them: half made up
+    words (never a pool's) make the copy one of letters, which is what an unseen name needs."""
+    items = []
     for _ in range(rng.randint(3, 16)):
         kind = rng.randrange(5)
         if kind == 0:
-            items.append(names.pick(rng, NOUNS)[0])
+            items.append(pick(rng, NOUNS, False)[0])
         elif kind == 1:
             ext = rng.choice(["txt", "cfg", "md", "log"])
-            items.append(f"{names.pick(rng, DIRS)[0]}/{names.pick(rng, NOUNS)[0]}.{ext}")
+            items.append(f"{pick(rng, DIRS, False)[0]}/{pick(rng, NOUNS, False)[0]}.{ext}")
         elif kind == 2:
-            items.append(f"{names.pick(rng, KEYS)[0]}: {rng.randint(0, 99999)}")
+            items.append(f"{pick(rng, KEYS, False)[0]}: {rng.randint(0, 99999)}")
         elif kind == 3:
-            items.append(f"{names.pick(rng, SUBJECTS)[0]} {rng.randint(10, 99999)}")
-        elif rng.random() < 0.5:  # a made-up word: copying letters, not a pool of known names
+            items.append(f"{pick(rng, SUBJECTS, False)[0]} {rng.randint(10, 99999)}")
+        else:  # a made-up word: copying letters, not a pool of known names
             items.append("".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 9))))
-        else:
-            items.append(invent(rng))
     text = rng.choice([" ", ", ", "; "]).join(items)
     return {"messages": [{"role": "user", "content": rng.choice(COPY_PROMPTS).format(t=text)},
                          {"role": "assistant", "content": text}], "thinking": {"type": "disabled"}}
