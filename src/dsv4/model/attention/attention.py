@@ -16,7 +16,7 @@ from ..norm import RMSNorm, rms_normalize
 from ..quant import kv_entry_round
 from ..rope import Rope
 from .compressor import Compressor
-from .indexer import Indexer, all_entries, entry_visible
+from .indexer import Indexer, all_entries, entry_visible, read_entries
 from .sparse import gathered_sink_attention, sink_attention
 
 
@@ -134,13 +134,12 @@ class Attention(nn.Module):
         if self.ratio:
             selected = self.indexer.step(x, qr, pos, cache.indexer) if self.ratio == 4 else None
             n = self.compressor.step(x, pos, cache.compressor)  # [b]
-            store = cache.compressor.entries
             if selected is not None:
-                visible, entries = selected >= 0, store[rows[:, None], selected.clamp_min(0)]  # [b,k], [b,k,d]
-            else:  # HCA: all entries; over a fixed-width table (every column an address) read as one span
+                visible = selected >= 0
+                entries = cache.compressor.entries[rows[:, None], selected.clamp_min(0)]  # [b,k,d]
+            else:  # HCA: all entries
                 selected, visible = all_entries(n, cache.compressor.static_entries)
-                static = cache.compressor.static_entries is not None
-                entries = store[:b, :selected.size(1)] if static else store[rows[:, None], selected]
+                entries = read_entries(cache.compressor, selected)
             keys = torch.cat([keys, entries.to(keys.dtype)], dim=1)
             mask = torch.cat([mask, visible], dim=-1)
         return q, keys, mask[:, None]

@@ -86,24 +86,17 @@ class Indexer(nn.Module):
     def step(self, x: torch.Tensor, qr: torch.Tensor, pos: torch.Tensor, state: CompressorState) -> torch.Tensor:
         """One decode token per row: x [b,1,dim], qr [b,1,q_lora_rank] at positions pos [b] -> the top-k entries
         of each row [b,k] (k = min(index_topk, most entries of any row)), -1 where a row has fewer."""
-        b = x.size(0)
         q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
         entries, visible = all_entries(n, state.static_entries)  # [b,t]
-        rows, weights = torch.arange(b, device=x.device)[:, None], self._weights(x)
-
-        def keys(a: int, e: int) -> torch.Tensor:  # entries a..e-1 of every row [b,e-a,d]
-            if state.static_entries is not None:  # a fixed-width table: every column an address, read as a span
-                return state.entries[:b, a:e]
-            return state.entries[rows, entries[:, a:e]]
-
+        weights = self._weights(x)
         tile = self.decode_tile  # keys are dequantized a cache-sized tile at a time (1M context: 262K keys)
         if entries.size(1) <= tile:  # (one tile: no loop, whose trip count would fix a compiled step's width)
-            scores = index_scores(q, keys(0, entries.size(1)), weights)[:, 0]
+            scores = index_scores(q, read_entries(state, entries), weights)[:, 0]
         else:
             scores = torch.empty(entries.shape, dtype=torch.float32, device=x.device)
             for a in range(0, entries.size(1), tile):
-                scores[:, a:a + tile] = index_scores(q, keys(a, a + tile), weights)[:, 0]
+                scores[:, a:a + tile] = index_scores(q, read_entries(state, entries, a, a + tile), weights)[:, 0]
         scores.masked_fill_(~visible, float("-inf"))
         top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
         return top.indices.masked_fill(top.values == float("-inf"), -1)
@@ -135,6 +128,17 @@ def all_entries(n: torch.Tensor, width: int | None = None) -> tuple[torch.Tensor
     t = torch.arange(int(n.max()) if width is None else width, device=n.device).expand(n.size(0), -1)
     visible = t < n[:, None]
     return t.masked_fill(~visible, 0), visible
+
+
+def read_entries(state: CompressorState, entries: torch.Tensor, a: int = 0, e: int | None = None) -> torch.Tensor:
+    """Columns a..e-1 of every row's entry numbers `entries` [b,t] (from `all_entries`) -> [b,e-a,d]. Over a
+    fixed-width table (`static_entries`) every column is an address, so they are read as one span (whole blocks);
+    otherwise by number."""
+    e = entries.size(1) if e is None else e
+    if state.static_entries is not None:
+        return state.entries[:entries.size(0), a:e]
+    rows = torch.arange(entries.size(0), device=entries.device)[:, None]
+    return state.entries[rows, entries[:, a:e]]
 
 
 def entry_visible(positions: torch.Tensor, n: int, ratio: int, first: int = 0) -> torch.Tensor:
