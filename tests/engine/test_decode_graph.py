@@ -81,8 +81,8 @@ def test_the_graph_reads_expert_weights_in_place(explained, model):
     banks = [n for n in nodes if n.op == "placeholder" and "_ffn_bank_" in n.name]
     n_moe = model.config.n_layers + model.config.n_mtp_layers
     assert len(banks) == 3 * n_moe
-    assert {str(u.target) for b in banks for u in b.users} == {"dsv4.grouped_linear.default"}
-    assert sum(str(n.target) == "dsv4.grouped_linear.default" for n in nodes) == 3 * n_moe
+    assert {str(u.target) for b in banks for u in b.users} == {"dsv4_cpu.grouped_linear.default"}
+    assert sum(str(n.target) == "dsv4_cpu.grouped_linear.default" for n in nodes) == 3 * n_moe
 
 
 def test_the_graph_reads_lookup_tables_as_constants(explained):
@@ -96,13 +96,13 @@ def test_the_graph_reads_lookup_tables_as_constants(explained):
 
 
 def test_the_graph_decodes_indexer_keys_in_one_opaque_op(explained, model):
-    """Each CSA layer's indexer reads its MXFP4 keys through one `dsv4::gather_index_keys` (torch's vectorized
-    byte-table lookup at run time); the graph itself holds no e2m1 decoding, which inductor fused into a scalar
-    gather over every key of the table's width."""
+    """Each CSA layer's indexer reads its MXFP4 keys through one `dsv4_cpu::gather_index_keys` (the C++ kernel of
+    dsv4.kernels, which DecodeGraph builds); the graph itself holds no e2m1 decoding, which inductor fused into a
+    scalar gather over every key of the table's width."""
     nodes = list(explained.graphs[0].graph.nodes)
     config = model.config
     csa = sum(config.compress_ratio(i) == 4 for i in range(config.n_layers + config.n_mtp_layers))
-    assert csa and sum(str(n.target) == "dsv4.gather_index_keys.default" for n in nodes) == csa
+    assert csa and sum(str(n.target) == "dsv4_cpu.gather_index_keys.default" for n in nodes) == csa
     assert not any("fp4_bytes" in n.name for n in nodes)
 
 

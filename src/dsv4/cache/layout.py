@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dsv4 import kernels
 from dsv4.model.quant import FP4_MAX, FP8_MAX, fp4_byte_table, fp4_codes, fp8_to_float, pow2_ceil
 
 
@@ -53,7 +54,8 @@ class MainEntryLayout:
         """Entries at `index` [...] along the first axis of a packed pool [n, ..., nbytes] -> [..., ..., head_dim]
         in `dtype`, as one opaque op (see `IndexerKeyLayout.gather`)."""
         _check_width(pool, self.nbytes, "packed main KV pool")
-        return gather_main_entries(pool, index, self.head_dim, self.rope_dim, self.block).to(dtype)
+        gather = kernels.op("gather_main_entries") or gather_main_entries
+        return gather(pool, index, self.head_dim, self.rope_dim, self.block).to(dtype)
 
     def pack(self, kv: torch.Tensor) -> torch.Tensor:
         """kv [..., head_dim] float -> uint8 [..., nbytes]."""
@@ -119,7 +121,8 @@ class IndexerKeyLayout:
         (inductor fused the e2m1 decode of every key the indexer scores into scalar 4-lane gathers through the byte
         table: ~40% of a compiled step at 4K, growing with the context)."""
         _check_width(pool, self.nbytes, "packed indexer key pool")
-        return gather_index_keys(pool, index, self.dim, self.block).to(dtype)
+        gather = kernels.op("gather_index_keys") or gather_index_keys
+        return gather(pool, index, self.dim, self.block).to(dtype)
 
 
 def _gathered(pool: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,8 @@ index tensors, as in plain tensor indexing (`entries[rows[:, None], idx]` with r
 
 import torch
 
+from dsv4 import kernels
+
 
 class SlotRows:
     """Rows `slots` [b] of a per-request pool [max_requests, n, width] (packed bytes or float)."""
@@ -57,8 +59,9 @@ class SlotRows:
             if isinstance(cols, slice):
                 cols = torch.arange(self.pool.size(1), device=rows.device)[cols]
                 rows = rows[:, None] if rows.ndim == 1 else rows
-            put_rows(self.pool, rows, cols, value.expand(torch.broadcast_shapes(rows.shape, cols.shape)
-                                                         + self.pool.shape[2:]))
+            put = kernels.op("put_rows") or put_rows
+            shape = torch.broadcast_shapes(rows.shape, cols.shape) + self.pool.shape[2:]
+            put(self.pool, rows, cols, value.expand(shape))
         else:
             self.pool[index] = value
 

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from dsv4 import kernels
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer
 from dsv4.model.attention.indexer import Indexer
@@ -111,6 +112,7 @@ class DecodeGraph:
         self.one_graph_width = min((m.decode_tile * m.ratio // cache.block_size for m in model.modules()
                                     if isinstance(m, Indexer)), default=1 << 62)
         inductor_cache_dir()
+        kernels.enable()  # the opaque ops in C++: called from the compiled step without the interpreter
         # one graph per (bucket, width); the default limit of 8 recompiles would fall back to eager at long contexts
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.backend = backend

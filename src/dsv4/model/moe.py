@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dsv4 import kernels
+
 from .config import ModelConfig
 from .linear import Linear
 
@@ -138,10 +140,11 @@ class MoE(nn.Module):
         experts, token = flat[order], order // indices.size(1)
         first = self.experts[0]
         xs = first.w1.prepare(x)[token]  # [t·k,dim] (the rounding is per row: rows round as eager's x[token])
-        h = swiglu(grouped_linear(xs, w1, experts).float(), grouped_linear(xs, w3, experts).float(),
+        mm = kernels.op("grouped_linear") or grouped_linear
+        h = swiglu(mm(xs, w1, experts).float(), mm(xs, w3, experts).float(),
                    first.swiglu_limit)
         h = first.w2.prepare((weights.flatten()[order, None] * h).to(x.dtype))
-        out = grouped_linear(h, w2, experts).float()  # [t·k,dim]
+        out = mm(h, w2, experts).float()  # [t·k,dim]
         return torch.zeros_like(x, dtype=torch.float32).index_add_(0, token, out)
 
 

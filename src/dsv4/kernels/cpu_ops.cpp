@@ -1,0 +1,174 @@
+// CPU kernels of the compiled decode step's opaque ops (namespace dsv4_cpu), the same computations as the Python
+// custom ops of dsv4.cache.views / dsv4.cache.layout / dsv4.model.moe, bit for bit. A compiled step calls its
+// opaque ops from C++ (inductor's cpp_wrapper); a Python op there costs ~35 us of interpreter per call, ~40 calls a
+// step, where these cost a dispatcher call. Built on first use by torch.utils.cpp_extension (see __init__.py).
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Float8_e4m3fn.h>
+#include <torch/library.h>
+
+#include <array>
+#include <cstring>
+
+namespace {
+
+// The float value of every float8_e4m3fn byte (torch's own conversion, as the Python table is built).
+const std::array<float, 256>& fp8_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int b = 0; b < 256; ++b) t[b] = static_cast<float>(c10::Float8_e4m3fn(static_cast<uint8_t>(b), c10::Float8_e4m3fn::from_bits()));
+    return t;
+  }();
+  return table;
+}
+
+// e2m1 value of each 4-bit code: magnitude by code & 7, negative when bit 3 is set.
+const std::array<float, 16>& fp4_table() {
+  static const std::array<float, 16> table = [] {
+    const float grid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+    std::array<float, 16> t{};
+    for (int c = 0; c < 16; ++c) t[c] = (c & 8) ? -grid[c & 7] : grid[c & 7];
+    return t;
+  }();
+  return table;
+}
+
+// A UE8M0 byte as its power-of-two scale 2 ** (byte - 127); byte 0 reads as 2 ** -127, as e8m0_decode does.
+inline float e8m0(uint8_t byte) {
+  if (byte == 0) return 0x1p-127f;
+  uint32_t bits = static_cast<uint32_t>(byte) << 23;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+inline float bf16_at(const uint8_t* p) {
+  uint32_t bits = (static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8)) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Checks of a gather: a contiguous uint8 pool [n, ..., nbytes], int64 indices in [0, n) -> (index, entries a row).
+std::pair<at::Tensor, int64_t> gather_args(const at::Tensor& pool, const at::Tensor& index, int64_t nbytes,
+                                           const char* what) {
+  TORCH_CHECK(pool.scalar_type() == at::kByte && pool.dim() >= 2 && pool.size(-1) == nbytes, what,
+              ": a uint8 pool [n, ..., ", nbytes, "] is needed; got ", pool.sizes(), " ", pool.scalar_type());
+  TORCH_CHECK(pool.is_contiguous(), what, ": the pool must be contiguous");
+  at::Tensor idx = index.to(at::kLong).contiguous();
+  const int64_t n = pool.size(0);
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < idx.numel(); ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < n, what, ": index ", ip[i], " is out of range for a pool of ", n, " rows");
+  return {idx, pool[0].numel() / nbytes};
+}
+
+std::vector<int64_t> gathered_shape(const at::Tensor& pool, const at::Tensor& index, int64_t dim) {
+  std::vector<int64_t> shape(index.sizes().begin(), index.sizes().end());
+  for (int64_t d = 1; d < pool.dim() - 1; ++d) shape.push_back(pool.size(d));
+  shape.push_back(dim);
+  return shape;
+}
+
+at::Tensor gather_main_entries(const at::Tensor& pool, const at::Tensor& index, int64_t head_dim, int64_t rope_dim,
+                               int64_t block) {
+  const int64_t nope = head_dim - rope_dim, n_scales = nope / block, nbytes = nope + 2 * rope_dim + n_scales + 1;
+  auto [idx, per_row] = gather_args(pool, index, nbytes, "gather_main_entries");
+  at::Tensor out = at::empty(gathered_shape(pool, index, head_dim), pool.options().dtype(at::kFloat));
+  const uint8_t* src = pool.data_ptr<uint8_t>();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  float* dst = out.data_ptr<float>();
+  const float* lut = fp8_table().data();
+  at::parallel_for(0, idx.numel() * per_row, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      const uint8_t* p = src + (ip[e / per_row] * per_row + e % per_row) * nbytes;
+      float* o = dst + e * head_dim;
+      for (int64_t s = 0; s < n_scales; ++s) {
+        const float scale = e8m0(p[nope + 2 * rope_dim + s]);
+        for (int64_t k = s * block; k < (s + 1) * block; ++k) o[k] = lut[p[k]] * scale;
+      }
+      for (int64_t k = 0; k < rope_dim; ++k) o[nope + k] = bf16_at(p + nope + 2 * k);
+    }
+  });
+  return out;
+}
+
+at::Tensor gather_index_keys(const at::Tensor& pool, const at::Tensor& index, int64_t dim, int64_t block) {
+  const int64_t n_scales = dim / block, nbytes = dim / 2 + n_scales;
+  auto [idx, per_row] = gather_args(pool, index, nbytes, "gather_index_keys");
+  at::Tensor out = at::empty(gathered_shape(pool, index, dim), pool.options().dtype(at::kFloat));
+  const uint8_t* src = pool.data_ptr<uint8_t>();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  float* dst = out.data_ptr<float>();
+  const float* lut = fp4_table().data();
+  at::parallel_for(0, idx.numel() * per_row, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      const uint8_t* p = src + (ip[e / per_row] * per_row + e % per_row) * nbytes;
+      float* o = dst + e * dim;
+      for (int64_t s = 0; s < n_scales; ++s) {
+        const float scale = e8m0(p[dim / 2 + s]);
+        for (int64_t k = s * block / 2; k < (s + 1) * block / 2; ++k) {
+          o[2 * k] = lut[p[k] & 0x0F] * scale;
+          o[2 * k + 1] = lut[p[k] >> 4] * scale;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// pool[rows, cols] = value: rows and cols broadcast to value's leading shape; each written row is a copy of bytes.
+void put_rows(at::Tensor pool, const at::Tensor& rows, const at::Tensor& cols, const at::Tensor& value) {
+  TORCH_CHECK(pool.is_contiguous() && pool.dim() >= 2, "put_rows: the pool must be contiguous, [slots, n, ...]");
+  TORCH_CHECK(value.scalar_type() == pool.scalar_type(), "put_rows: value dtype ", value.scalar_type(),
+              " differs from the pool's ", pool.scalar_type());
+  const int64_t n = pool.size(1), slots = pool.size(0);
+  at::Tensor at_ = (rows * n + cols).to(at::kLong).contiguous().view(-1);
+  at::Tensor v = value.contiguous();
+  const int64_t row_bytes = pool[0][0].numel() * pool.element_size();
+  TORCH_CHECK(v.numel() * v.element_size() == at_.numel() * row_bytes, "put_rows: value ", value.sizes(),
+              " does not hold one pool row per (row, col) pair of ", at_.numel());
+  const int64_t* ap = at_.data_ptr<int64_t>();
+  auto* dst = static_cast<uint8_t*>(pool.data_ptr());
+  const auto* src = static_cast<const uint8_t*>(v.data_ptr());
+  for (int64_t i = 0; i < at_.numel(); ++i) {
+    TORCH_CHECK(ap[i] >= 0 && ap[i] < slots * n, "put_rows: row ", ap[i], " is out of range for a pool of ",
+                slots * n, " rows");
+    std::memcpy(dst + ap[i] * row_bytes, src + i * row_bytes, row_bytes);
+  }
+}
+
+// x [n,in] whose rows come in runs of one group each (groups [n], non-decreasing), weight [g,out,in] -> [n,out].
+at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& groups) {
+  at::Tensor out = at::empty({x.size(0), weight.size(1)}, x.options());
+  at::Tensor ids = groups.to(at::kLong).contiguous();
+  const int64_t* g = ids.data_ptr<int64_t>();
+  const int64_t len = ids.numel();
+  for (int64_t start = 0, end = 1; end <= len; ++end) {
+    if (end == len || g[end] != g[start]) {
+      TORCH_CHECK(g[start] >= 0 && g[start] < weight.size(0), "grouped_linear: group ", g[start],
+                  " is out of range for ", weight.size(0), " matrices");
+      at::Tensor o = out.narrow(0, start, end - start);
+      at::mm_out(o, x.narrow(0, start, end - start), weight[g[start]].t());
+      start = end;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(dsv4_cpu, m) {
+  m.def("put_rows(Tensor(a!) pool, Tensor rows, Tensor cols, Tensor value) -> ()");
+  m.def("gather_main_entries(Tensor pool, Tensor index, int head_dim, int rope_dim, int block) -> Tensor");
+  m.def("gather_index_keys(Tensor pool, Tensor index, int dim, int block) -> Tensor");
+  m.def("grouped_linear(Tensor x, Tensor weight, Tensor groups) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(dsv4_cpu, CPU, m) {
+  m.impl("put_rows", &put_rows);
+  m.impl("gather_main_entries", &gather_main_entries);
+  m.impl("gather_index_keys", &gather_index_keys);
+  m.impl("grouped_linear", &grouped_linear);
+}

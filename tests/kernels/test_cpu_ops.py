@@ -1,0 +1,83 @@
+"""The C++ CPU kernels (dsv4.kernels) against the Python ops they stand in for: the same values bit for bit, the
+same errors for bad input."""
+
+import pytest
+import torch
+
+from dsv4 import kernels
+from dsv4.cache.layout import IndexerKeyLayout, MainEntryLayout, gather_index_keys, gather_main_entries
+from dsv4.cache.views import put_rows
+from dsv4.model.moe import grouped_linear
+
+
+@pytest.fixture(scope="module")
+def ops():
+    if not kernels.enable():
+        pytest.fail("the C++ kernels did not build (is a C++ compiler installed?)")
+    return torch.ops.dsv4_cpu
+
+
+def _bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:  # NaNs and signed zeros compared too
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_main_entries_decode_as_the_python_op(ops):
+    layout = MainEntryLayout()
+    g = torch.Generator().manual_seed(0)
+    # magnitudes from 1e-30 to 1e4 per 64-dim block: tiny scales, FP8 subnormals and the full exponent range
+    x = torch.randn(7, 16, 512, generator=g) * torch.logspace(-30, 4, 512)[torch.randperm(512, generator=g)]
+    pool = layout.pack(x)
+    pool[0, 0, 448 + 128] = 0  # a zero scale byte reads 2**-127
+    pool[1, 2, :448] = torch.arange(256, dtype=torch.uint8).repeat(2)[:448]  # every FP8 byte, NaNs included
+    for index in (torch.tensor([3]), torch.tensor([[6, 0], [1, 1]]), torch.tensor([], dtype=torch.long)):
+        want = gather_main_entries(pool, index, 512, 64, 64)
+        assert _bits_equal(ops.gather_main_entries(pool, index, 512, 64, 64), want)
+    flat = pool.view(-1, 584)  # a pool of single entries (the paged pool seen entry by entry)
+    index = torch.randint(0, flat.size(0), (3, 5), generator=g)
+    assert _bits_equal(ops.gather_main_entries(flat, index, 512, 64, 64), gather_main_entries(flat, index, 512, 64, 64))
+
+
+def test_index_keys_decode_as_the_python_op(ops):
+    layout = IndexerKeyLayout()
+    g = torch.Generator().manual_seed(1)
+    pool = layout.pack(torch.randn(9, 4, 128, generator=g) * torch.logspace(-20, 10, 128))
+    pool[2, 1, :64] = torch.arange(256, dtype=torch.uint8)[::4]  # every nibble in both halves
+    pool[3, 0, 64] = 0
+    index = torch.tensor([[8, 2, 3], [0, 0, 5]])
+    assert _bits_equal(ops.gather_index_keys(pool, index, 128, 32), gather_index_keys(pool, index, 128, 32))
+
+
+def test_gathers_name_a_bad_index_or_pool(ops):
+    pool = MainEntryLayout().pack(torch.randn(4, 512))
+    with pytest.raises(RuntimeError, match="index 4 is out of range for a pool of 4 rows"):
+        ops.gather_main_entries(pool, torch.tensor([0, 4]), 512, 64, 64)
+    with pytest.raises(RuntimeError, match=r"a uint8 pool \[n, \.\.\., 68\] is needed"):
+        ops.gather_index_keys(pool, torch.tensor([0]), 128, 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_put_rows_writes_as_the_python_op(ops, dtype):
+    g = torch.Generator().manual_seed(2)
+    pool = (torch.rand(5, 8, 3, 6, generator=g) * 200).to(dtype)
+    rows, cols = torch.tensor([[4], [0]]), torch.tensor([[7, 2], [0, 5]])  # broadcast to [2,2]
+    value = (torch.rand(2, 2, 3, 6, generator=g) * 200).to(dtype)
+    want, got = pool.clone(), pool.clone()
+    put_rows(want, rows, cols, value)
+    ops.put_rows(got, rows, cols, value.expand(2, 2, 3, 6))
+    assert torch.equal(got, want) and not torch.equal(got, pool)
+    with pytest.raises(RuntimeError, match="row 40 is out of range for a pool of 40 rows"):
+        ops.put_rows(got, torch.tensor([5]), torch.tensor([0]), value[:1, 0])
+    with pytest.raises(RuntimeError, match="does not hold one pool row per"):
+        ops.put_rows(got, torch.tensor([1]), torch.tensor([0]), value[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_linear_as_the_python_op(ops, dtype):
+    g = torch.Generator().manual_seed(3)
+    x, weight = torch.randn(9, 16, generator=g).to(dtype), torch.randn(4, 24, 16, generator=g).to(dtype)
+    groups = torch.tensor([0, 0, 1, 3, 3, 3, 3, 2, 2])  # runs, one group skipped... in any order of runs
+    assert torch.equal(ops.grouped_linear(x, weight, groups), grouped_linear(x, weight, groups))
+    empty = torch.empty(0, dtype=torch.long)
+    assert ops.grouped_linear(x[:0], weight, empty).shape == (0, 24)
+    with pytest.raises(RuntimeError, match="group 4 is out of range for 4 matrices"):
+        ops.grouped_linear(x[:1], weight, torch.tensor([4]))
