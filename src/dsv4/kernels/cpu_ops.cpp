@@ -50,20 +50,6 @@ inline float bf16_at(const uint8_t* p) {
   return f;
 }
 
-// Checks of a gather: a contiguous uint8 pool [n, ..., nbytes], int64 indices in [0, n) -> (index, entries a row).
-std::pair<at::Tensor, int64_t> gather_args(const at::Tensor& pool, const at::Tensor& index, int64_t nbytes,
-                                           const char* what) {
-  TORCH_CHECK(pool.scalar_type() == at::kByte && pool.dim() >= 2 && pool.size(-1) == nbytes, what,
-              ": a uint8 pool [n, ..., ", nbytes, "] is needed; got ", pool.sizes(), " ", pool.scalar_type());
-  TORCH_CHECK(pool.is_contiguous(), what, ": the pool must be contiguous");
-  at::Tensor idx = index.to(at::kLong).contiguous();
-  const int64_t n = pool.size(0);
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < idx.numel(); ++i)
-    TORCH_CHECK(ip[i] >= 0 && ip[i] < n, what, ": index ", ip[i], " is out of range for a pool of ", n, " rows");
-  return {idx, pool[0].numel() / nbytes};
-}
-
 std::vector<int64_t> gathered_shape(const at::Tensor& pool, const at::Tensor& index, int64_t dim) {
   std::vector<int64_t> shape(index.sizes().begin(), index.sizes().end());
   for (int64_t d = 1; d < pool.dim() - 1; ++d) shape.push_back(pool.size(d));
@@ -71,51 +57,54 @@ std::vector<int64_t> gathered_shape(const at::Tensor& pool, const at::Tensor& in
   return shape;
 }
 
-at::Tensor gather_main_entries(const at::Tensor& pool, const at::Tensor& index, int64_t head_dim, int64_t rope_dim,
-                               int64_t block) {
-  const int64_t nope = head_dim - rope_dim, n_scales = nope / block, nbytes = nope + 2 * rope_dim + n_scales + 1;
-  auto [idx, per_row] = gather_args(pool, index, nbytes, "gather_main_entries");
-  at::Tensor out = at::empty(gathered_shape(pool, index, head_dim), pool.options().dtype(at::kFloat));
-  const uint8_t* src = pool.data_ptr<uint8_t>();
+// The entries of a packed pool [n, ..., nbytes] at rows `index` (int64 in [0, n)), each decoded by
+// decode(entry bytes, `dim` output floats) -> float32 [*index.shape, ..., dim].
+template <typename Decode>
+at::Tensor gather(const at::Tensor& pool, const at::Tensor& index, int64_t nbytes, int64_t dim, const char* what,
+                  Decode decode) {
+  TORCH_CHECK(pool.scalar_type() == at::kByte && pool.dim() >= 2 && pool.size(-1) == nbytes, what,
+              ": a uint8 pool [n, ..., ", nbytes, "] is needed; got ", pool.sizes(), " ", pool.scalar_type());
+  TORCH_CHECK(pool.is_contiguous(), what, ": the pool must be contiguous");
+  const at::Tensor idx = index.to(at::kLong).contiguous();
+  const int64_t n = pool.size(0), per_row = pool[0].numel() / nbytes;
   const int64_t* ip = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < idx.numel(); ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < n, what, ": index ", ip[i], " is out of range for a pool of ", n, " rows");
+  at::Tensor out = at::empty(gathered_shape(pool, index, dim), pool.options().dtype(at::kFloat));
+  const uint8_t* src = pool.data_ptr<uint8_t>();
   float* dst = out.data_ptr<float>();
-  const float* lut = fp8_table().data();
   at::parallel_for(0, idx.numel() * per_row, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      const uint8_t* p = src + (ip[e / per_row] * per_row + e % per_row) * nbytes;
-      float* o = dst + e * head_dim;
-      for (int64_t s = 0; s < n_scales; ++s) {
-        const float scale = e8m0(p[nope + 2 * rope_dim + s]);
-        for (int64_t k = s * block; k < (s + 1) * block; ++k) o[k] = lut[p[k]] * scale;
-      }
-      for (int64_t k = 0; k < rope_dim; ++k) o[nope + k] = bf16_at(p + nope + 2 * k);
-    }
+    for (int64_t e = begin; e < end; ++e)
+      decode(src + (ip[e / per_row] * per_row + e % per_row) * nbytes, dst + e * dim);
   });
   return out;
 }
 
+at::Tensor gather_main_entries(const at::Tensor& pool, const at::Tensor& index, int64_t head_dim, int64_t rope_dim,
+                               int64_t block) {
+  const int64_t nope = head_dim - rope_dim, n_scales = nope / block, nbytes = nope + 2 * rope_dim + n_scales + 1;
+  const float* lut = fp8_table().data();
+  return gather(pool, index, nbytes, head_dim, "gather_main_entries", [=](const uint8_t* p, float* o) {
+    for (int64_t s = 0; s < n_scales; ++s) {
+      const float scale = e8m0(p[nope + 2 * rope_dim + s]);
+      for (int64_t k = s * block; k < (s + 1) * block; ++k) o[k] = lut[p[k]] * scale;
+    }
+    for (int64_t k = 0; k < rope_dim; ++k) o[nope + k] = bf16_at(p + nope + 2 * k);
+  });
+}
+
 at::Tensor gather_index_keys(const at::Tensor& pool, const at::Tensor& index, int64_t dim, int64_t block) {
   const int64_t n_scales = dim / block, nbytes = dim / 2 + n_scales;
-  auto [idx, per_row] = gather_args(pool, index, nbytes, "gather_index_keys");
-  at::Tensor out = at::empty(gathered_shape(pool, index, dim), pool.options().dtype(at::kFloat));
-  const uint8_t* src = pool.data_ptr<uint8_t>();
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  float* dst = out.data_ptr<float>();
   const float* lut = fp4_table().data();
-  at::parallel_for(0, idx.numel() * per_row, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      const uint8_t* p = src + (ip[e / per_row] * per_row + e % per_row) * nbytes;
-      float* o = dst + e * dim;
-      for (int64_t s = 0; s < n_scales; ++s) {
-        const float scale = e8m0(p[dim / 2 + s]);
-        for (int64_t k = s * block / 2; k < (s + 1) * block / 2; ++k) {
-          o[2 * k] = lut[p[k] & 0x0F] * scale;
-          o[2 * k + 1] = lut[p[k] >> 4] * scale;
-        }
+  return gather(pool, index, nbytes, dim, "gather_index_keys", [=](const uint8_t* p, float* o) {
+    for (int64_t s = 0; s < n_scales; ++s) {
+      const float scale = e8m0(p[dim / 2 + s]);
+      for (int64_t k = s * block / 2; k < (s + 1) * block / 2; ++k) {
+        o[2 * k] = lut[p[k] & 0x0F] * scale;
+        o[2 * k + 1] = lut[p[k] >> 4] * scale;
       }
     }
   });
-  return out;
 }
 
 // pool[rows, cols] = value: rows and cols broadcast to value's leading shape; each written row is a copy of bytes.
