@@ -219,3 +219,23 @@ def test_only_the_step_inputs_are_guarded():
                "G['__import_dsv4_dot_model_dot_moe'].F"]
     entries = [_guard(n) for n in kept] + [_guard(n, is_global=n.startswith("G[")) for n in dropped]
     assert input_guards_only(entries) == [True] * len(kept) + [False] * len(dropped)
+
+
+def test_a_compile_settles_the_heap_once(model, monkeypatch):
+    """After a call that compiled a graph, one full collection and `gc.freeze`: compiling leaves ~1.2M long-lived
+    objects that every later full collection would walk (1-2 s pauses mid-decode). A call that compiles nothing
+    collects nothing."""
+    import gc
+
+    from dsv4.engine import decode_graph
+
+    collections, settle = [], decode_graph.settle_heap
+    monkeypatch.setattr(decode_graph, "settle_heap", lambda: collections.append(1) or settle())
+    engine = Engine(model, None, EngineConfig(num_blocks=8, max_num_seqs=2, compile=True))
+    graph = DecodeGraph(model, engine.memory.cache, 2, 2, 8, backend="aot_eager")
+    frozen = gc.get_freeze_count()
+    graph([5], [3], [0], [(torch.arange(1), 1)])
+    assert len(collections) == 1 and gc.get_freeze_count() > frozen
+    graph([6], [4], [0], [(torch.arange(1), 1)])
+    assert len(collections) == 1
+    gc.unfreeze()

@@ -45,6 +45,7 @@ the step allocates by data or reads a value back to the host, which is what capt
 done or verified: no GPU here).
 """
 
+import gc
 import os
 import re
 from pathlib import Path
@@ -73,6 +74,15 @@ def inductor_cache_dir() -> Path:
 
 
 STEP_INPUTS = frozenset({"ids", "pos", "slots", "tables"})  # the traced step's arguments, as guards name them
+
+
+def settle_heap():
+    """One full garbage collection, then what survives is frozen out of the collector's sight (`gc.freeze`).
+    Compiling leaves ~1.2M long-lived Python objects (dynamo's and inductor's); every full collection then walked
+    them all, a pause of 1-2 s that perf put at ~55% of a decode run's CPU on a loaded machine. Called after each
+    compile (rare): objects frozen here that die later in a cycle are not reclaimed."""
+    gc.collect()
+    gc.freeze()
 
 
 def input_guards_only(entries) -> list[bool]:
@@ -129,8 +139,7 @@ class DecodeGraph:
                  tables: list[tuple[torch.Tensor, int]]) -> torch.Tensor:
         """One token per request: ids, positions and slots [b], tables (each request's block-table tensor and its
         length) -> logits [b, vocab] float32."""
-        with torch.no_grad():  # (inference mode's tensors cannot be traced by AOT autograd: no version counters)
-            return self._compiled(*self._inputs(ids, positions, slots, tables))[:len(ids)]
+        return self._run(self._compiled, ids, positions, slots, tables)[:len(ids)]
 
     def drafting(self, ids: list[int], positions: list[int], slots: list[int],
                  tables: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,9 +147,16 @@ class DecodeGraph:
         speculation) -> (logits [b, vocab], MTP logits [b, vocab]: the draft after the greedy token)."""
         if self._drafting is None:
             self._drafting = self._compile(self._draft_step)
-        with torch.no_grad():
-            logits, mtp = self._drafting(*self._inputs(ids, positions, slots, tables))
+        logits, mtp = self._run(self._drafting, ids, positions, slots, tables)
         return logits[:len(ids)], mtp[:len(ids)]
+
+    def _run(self, compiled, ids, positions, slots, tables):
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        with torch.no_grad():  # (inference mode's tensors cannot be traced by AOT autograd: no version counters)
+            out = compiled(*self._inputs(ids, positions, slots, tables))
+        if torch._dynamo.utils.counters["stats"]["unique_graphs"] != graphs:  # this call compiled a graph
+            settle_heap()
+        return out
 
     def _inputs(self, ids: list[int], positions: list[int], slots: list[int], tables: list[tuple[torch.Tensor, int]]):
         """The step's inputs padded to their bucket: ids [B,1], positions [B], slots [B], tables [B,width]."""
