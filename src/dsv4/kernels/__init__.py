@@ -9,8 +9,10 @@ op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels c
 compiler (which inductor needs as well) `enable()` warns and the Python ops stay.
 """
 
+import hashlib
 import logging
 import os
+import platform
 import shutil
 import threading
 from pathlib import Path
@@ -31,8 +33,9 @@ def enable() -> bool:
                 from torch.utils.cpp_extension import load
 
                 _ninja_on_path()
-                load(name="dsv4_cpu_ops", sources=[str(Path(__file__).with_name("cpu_ops.cpp"))],
-                     extra_cflags=["-O3"], is_python_module=False, verbose=False)
+                # -march=native: the build is this machine's (its cache keyed by the CPU's features below)
+                load(name=f"dsv4_cpu_ops_{_cpu_key()}", sources=[str(Path(__file__).with_name("cpu_ops.cpp"))],
+                     extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
                 _register_fakes()
                 _state["enabled"] = True
             except Exception as e:  # (no compiler, no headers: the Python ops serve, slower)
@@ -47,6 +50,16 @@ def _ninja_on_path():
         import ninja
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _cpu_key() -> str:
+    """A short digest of the CPU's feature flags: a build for one CPU is never loaded on another (a shared home
+    directory, a copied cache) where its instructions might not exist."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.machine() + platform.processor()
+    return hashlib.sha256(flags.encode()).hexdigest()[:10]
 
 
 def op(name: str):
