@@ -8,8 +8,6 @@ opener and closer never trained on) is a new sentence of a familiar kind.
 
 import random
 
-from .words import invent
-
 TEMPLATES = {  # per family; the last template is held out
     "read_value": [
         "What is the {key} in {path}?",
@@ -84,24 +82,11 @@ def _part(pool: list[str], held_out: bool, held: int) -> list[str]:
     return pool[-held:] if held_out else pool[:-held]
 
 
-def noise(rng: random.Random, end: str) -> str:
-    """One to three made-up words ending in `end`: a greeting or aside of words the vocabulary never learned, so
-    they are spelled letter by letter like the held-out openers. Without it the only spelled words of a training
-    request were its names, and run v4 copied the held-out opener into its paths ("Good morning!" -> nobning/)."""
-    words = [invent(rng) for _ in range(rng.randint(1, 3))]
-    return " ".join(words).capitalize() + end
-
-
 def phrase(rng: random.Random, family: str, held_out: bool) -> str:
     """A request template of `family`: its last template when held out, else one of the others; half the time
-    after an opener and half the time before a closer from the same side of the split. A training opener or closer
-    is made of made-up words a third of the time."""
+    after an opener and half the time before a closer from the same side of the split."""
     templates = TEMPLATES[family]
     template = templates[-1] if held_out else rng.choice(templates[:-1])
     opener = rng.choice(_part(OPENERS, held_out, HELD_OUT_OPENERS)) if rng.random() < 0.5 else ""
     closer = rng.choice(_part(CLOSERS, held_out, HELD_OUT_CLOSERS)) if rng.random() < 0.5 else ""
-    if not held_out and opener and rng.random() < 1 / 3:
-        opener = noise(rng, rng.choice(["! ", ". ", ": ", ", "]))
-    if not held_out and closer and rng.random() < 1 / 3:
-        closer = " " + noise(rng, rng.choice([".", "!"]))
     return opener + template + closer

@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 0
     tokens_per_batch: int = 3072
     agent_fraction: float = 0.5
-    copy_fraction: float = 0.2
+    copy_fraction: float = 0.15
     invented: float = 0.5  # of agent tasks' names: made up, so names are copied rather than remembered
     mtp_weight: float = 0.3
     balance_speed: float = 1e-3

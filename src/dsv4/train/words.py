@@ -43,22 +43,14 @@ def pick(rng: random.Random, pool: list[str], held_out: bool, k: int = 1) -> lis
 
 
 CONSONANTS, VOWELS = "bcdfghjklmnprstvwz", "aeiou"
-CLUSTERS = ("br", "cr", "dr", "fl", "gr", "pl", "pr", "st", "tr", "sp", "ch", "th", "sh")
 POOLED = frozenset(NOUNS + KEYS + SUBJECTS + DIRS)
 
 
 def invent(rng: random.Random) -> str:
-    """A made-up, pronounceable word of 2-3 syllables that no pool holds. Some start a syllable with a cluster or
-    double a letter, as real names do ("cypress", "spruce"): run v4 copied CV-syllable names and dropped the
-    second s of the held-out "cypress"."""
+    """A made-up, pronounceable word of 2-3 syllables that no pool holds."""
     while True:
-        sylls = [rng.choice(CLUSTERS) if rng.random() < 0.15 else rng.choice(CONSONANTS)
-                 for _ in range(rng.randint(2, 3))]
-        word = "".join(c + rng.choice(VOWELS) for c in sylls)
+        word = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.randint(2, 3)))
         word += rng.choice(CONSONANTS) if rng.random() < 0.4 else ""
-        if rng.random() < 0.25:  # one letter doubled
-            i = rng.randrange(1, len(word))
-            word = word[:i] + word[i] + word[i:]
         if word not in POOLED:
             return word
 
