@@ -22,8 +22,10 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   call, not inside;
 - the lookup tables the step reads (FP8 / e2m1 decoding, Hadamard matrices) are built before tracing
   (`quant.build_tables`) and enter the graph as constant inputs, not rebuilt by it at every step; cached entries
-  are gathered and decoded by opaque ops (`dsv4::gather_index_keys`, `dsv4::gather_main_entries`: torch's
-  vectorized lookups), where inductor's own fused decode gathered every key of the width a few lanes at a time;
+  are gathered and decoded by opaque ops (`gather_index_keys`, `gather_main_entries`), where inductor's own fused
+  decode gathered every key of the width a few lanes at a time; the step's opaque ops run as the C++ kernels of
+  `dsv4.kernels` (built when a DecodeGraph is made), which the C++ wrapper calls without the interpreter;
+- after a call that compiled a graph the heap is settled (`settle_heap`: one collection, then `gc.freeze`);
 - inductor generates the wrapper that calls the kernels in C++ (`cpp_wrapper`): its Python wrapper's own time was
   the largest item of a compiled step's profile (~40% at 16K on the tiny model);
 - before each call dynamo checks only the step's inputs (`input_guards_only`: 11 guards where it kept ~2,300 on
