@@ -71,6 +71,15 @@ def test_invented_names_solve_like_pool_names(sandbox, family):
         assert not names & POOLED
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_unfamiliar_words_leave_the_plan_solvable(sandbox, family):
+    rng = random.Random(12)
+    for _ in range(6):
+        task = make_task(rng, family=family, invented=0.5, unfamiliar=1.0)
+        prepare(sandbox, task)
+        episode_request(task, sandbox)
+
+
 def test_invented_fraction_mixes_pool_and_made_up_names():
     rng = random.Random(0)
     picked = [w for _ in range(200) for w in Names(invented=0.5).pick(rng, NOUNS, 3)]
@@ -82,8 +91,9 @@ def test_invented_fraction_mixes_pool_and_made_up_names():
 
 
 def test_held_out_tasks_invent_nothing():
-    with pytest.raises(ValueError, match="held-out tasks are named from the held-out pools only"):
-        make_task(random.Random(0), held_out=True, invented=0.5)
+    for made_up in ({"invented": 0.5}, {"unfamiliar": 0.5}):
+        with pytest.raises(ValueError, match="held-out tasks are named and phrased from the held-out pools only"):
+            make_task(random.Random(0), held_out=True, **made_up)
 
 
 def test_unknown_family():

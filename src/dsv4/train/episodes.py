@@ -52,7 +52,7 @@ def read_value(rng: random.Random, names: Names) -> AgentTask:
     values = [_value(rng) for _ in keys]
     key, value = rng.choice(list(zip(keys, values, strict=True)))
     path = f"{d}/{noun}.txt"
-    prompt = phrase(rng, "read_value", names.held_out)
+    prompt = phrase(rng, "read_value", names.held_out, names.unfamiliar)
     return AgentTask(
         "read_value", prompt.format(key=key, path=path),
         {path: "".join(f"{k}: {v}\n" for k, v in zip(keys, values, strict=True))},
@@ -68,7 +68,7 @@ def find_file(rng: random.Random, names: Names) -> AgentTask:
     values = {s: _value(rng) for s in subjects}
     subject = rng.choice(subjects)
     path = f"{d}/{subject}.cfg"
-    prompt = phrase(rng, "find_file", names.held_out)
+    prompt = phrase(rng, "find_file", names.held_out, names.unfamiliar)
     return AgentTask(
         "find_file", prompt.format(d=d, s=subject, key=key),
         {f"{d}/{s}.cfg": f"{key}: {v}\n" for s, v in values.items()},
@@ -83,7 +83,7 @@ def compute(rng: random.Random, names: Names) -> AgentTask:
     op = rng.choice(["*", "+", "-"])
     expr = f"{a} {op} {b} + {c}"
     result = str(eval(expr))  # noqa: S307 - integers and operators built just above
-    prompt = phrase(rng, "compute", names.held_out)
+    prompt = phrase(rng, "compute", names.held_out, names.unfamiliar)
     return AgentTask(
         "compute", prompt.format(e=expr), {},
         [Call(f"I will let the shell evaluate {expr}.", "bash", {"command": f"echo $(({expr}))"})],
@@ -95,7 +95,7 @@ def count_lines(rng: random.Random, names: Names) -> AgentTask:
     n = rng.randint(1, 60)
     words = names.pick(rng, NOUNS, 5)
     path = f"{d}/{noun}.log"
-    prompt = phrase(rng, "count_lines", names.held_out)
+    prompt = phrase(rng, "count_lines", names.held_out, names.unfamiliar)
     return AgentTask(
         "count_lines", prompt.format(path=path), {path: "".join(f"{rng.choice(words)} {i}\n" for i in range(n))},
         [Call(f"wc -l counts the lines of {path}.", "bash", {"command": f"wc -l < {path}"})],
@@ -106,7 +106,7 @@ def write_file(rng: random.Random, names: Names) -> AgentTask:
     d, noun = names.pick(rng, DIRS)[0], names.pick(rng, NOUNS)[0]
     content = f"{names.pick(rng, NOUNS)[0]} {_value(rng)}"
     path = f"{d}/{noun}.txt"
-    prompt = phrase(rng, "write_file", names.held_out)
+    prompt = phrase(rng, "write_file", names.held_out, names.unfamiliar)
     size = len(content.encode())
     return AgentTask(
         "write_file", prompt.format(path=path, c=content), {},
@@ -123,7 +123,7 @@ def grep_file(rng: random.Random, names: Names) -> AgentTask:
         word = names.pick(rng, SUBJECTS)[0]
     target = rng.choice(stems)
     files = {f"{d}/{n}.md": f"{word if n == target else others[i]} {_value(rng)}\n" for i, n in enumerate(stems)}
-    prompt = phrase(rng, "grep_file", names.held_out)
+    prompt = phrase(rng, "grep_file", names.held_out, names.unfamiliar)
     return AgentTask(
         "grep_file", prompt.format(d=d, w=word), files,
         [Call(f"grep -l lists the files in {d} that contain {word}.", "bash", {"command": f"grep -l {word} {d}/*"})],
@@ -136,14 +136,15 @@ FAMILIES: dict[str, Callable[[random.Random, Names], AgentTask]] = {
 
 
 def make_task(rng: random.Random, held_out: bool = False, family: str | None = None,
-              invented: float = 0.0) -> AgentTask:
+              invented: float = 0.0, unfamiliar: float = 0.0) -> AgentTask:
     """A task of `family` (else a random one), named from the held-out or training pools; a fraction `invented` of
-    a training task's names are made-up words."""
+    a training task's names are made-up words, a fraction `unfamiliar` of its requests hold made-up words."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown task family {family!r}; choose one of {sorted(FAMILIES)}")
-    if held_out and invented:
-        raise ValueError("held-out tasks are named from the held-out pools only; invented names are for training")
-    return FAMILIES[family or rng.choice(list(FAMILIES))](rng, Names(held_out, invented))
+    if held_out and (invented or unfamiliar):
+        raise ValueError("held-out tasks are named and phrased from the held-out pools only; invented names and "
+                         "unfamiliar words are for training")
+    return FAMILIES[family or rng.choice(list(FAMILIES))](rng, Names(held_out, invented, unfamiliar))
 
 
 def prepare(sandbox: Sandbox, task: AgentTask) -> None:

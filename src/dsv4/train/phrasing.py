@@ -7,6 +7,9 @@ opener and closer never trained on) is a new sentence of a familiar kind.
 """
 
 import random
+import re
+
+from .words import invent
 
 TEMPLATES = {  # per family; the last template is held out
     "read_value": [
@@ -82,11 +85,53 @@ def _part(pool: list[str], held_out: bool, held: int) -> list[str]:
     return pool[-held:] if held_out else pool[:-held]
 
 
-def phrase(rng: random.Random, family: str, held_out: bool) -> str:
+def phrase(rng: random.Random, family: str, held_out: bool, unfamiliar: float = 0.0) -> str:
     """A request template of `family`: its last template when held out, else one of the others; half the time
-    after an opener and half the time before a closer from the same side of the split."""
+    after an opener and half the time before a closer from the same side of the split. A fraction `unfamiliar`
+    of the (training) templates get one or two made-up words (see `with_unfamiliar_words`)."""
     templates = TEMPLATES[family]
     template = templates[-1] if held_out else rng.choice(templates[:-1])
+    if not held_out and rng.random() < unfamiliar:
+        template = with_unfamiliar_words(rng, template, rng.randint(1, 2))
     opener = rng.choice(_part(OPENERS, held_out, HELD_OUT_OPENERS)) if rng.random() < 0.5 else ""
     closer = rng.choice(_part(CLOSERS, held_out, HELD_OUT_CLOSERS)) if rng.random() < 0.5 else ""
     return opener + template + closer
+
+
+# A slot whose name is bare words (a key, a directory, a subject, a word, a file's line): a made-up word beside it
+# would make the name ambiguous. A path or an expression has its own shape.
+_BARE_SLOT = re.compile(r"\{(key|d|s|w|c)\}")
+_PHRASING_WORDS = frozenset(w.lower() for pool in (*TEMPLATES.values(), OPENERS, CLOSERS) for text in pool
+                            for w in re.findall(r"[A-Za-z]+", text))
+
+
+def _made_up(rng: random.Random) -> str:
+    """A made-up word that no phrasing uses (`invent` can make `give`)."""
+    while (word := invent(rng)) in _PHRASING_WORDS:
+        pass
+    return word
+
+
+def with_unfamiliar_words(rng: random.Random, template: str, n: int) -> str:
+    """`template` with `n` made-up words, each inserted between two words or put in place of one, never next to a
+    bare-word name slot. The tokenizer spells a word it never saw letter by letter, as it spells names; a model that
+    only ever saw spelled words in name slots copies any unseen word of a request as a name (run v4 wrote
+    "Good morning! ... inbox/tiger.txt" as `nobning/tiger.txt`). Requests whose unseen words are not names teach it
+    to find a name by its slot, which is what a new phrasing needs."""
+    words = template.split(" ")
+    bare = lambda i: 0 <= i < len(words) and _BARE_SLOT.search(words[i]) is not None  # noqa: E731
+    for _ in range(n):
+        swaps = [i for i, w in enumerate(words)
+                 if re.fullmatch(r"[A-Za-z]+[.,:;?!]?", w) and not bare(i - 1) and not bare(i + 1)]
+        if swaps and rng.random() < 0.5:
+            i = rng.choice(swaps)
+            core = re.match(r"[A-Za-z]+", words[i]).group()
+            made = _made_up(rng)
+            words[i] = (made.capitalize() if core[0].isupper() else made) + words[i][len(core):]
+            continue
+        i = rng.choice([i for i in range(len(words) + 1) if not bare(i - 1) and not bare(i)])
+        made = _made_up(rng)
+        if i == 0 and words[0][:1].isupper() and words[0] != "I" and "{" not in words[0]:
+            words[0] = words[0][0].lower() + words[0][1:]
+        words.insert(i, made.capitalize() if i == 0 else made)
+    return " ".join(words)

@@ -42,9 +42,10 @@ class TrainConfig:
     steps: int | None = None
     seed: int = 0
     tokens_per_batch: int = 3072
-    agent_fraction: float = 0.5
+    agent_fraction: float = 0.55
     copy_fraction: float = 0.15
     invented: float = 0.5  # of agent tasks' names: made up, so names are copied rather than remembered
+    unfamiliar: float = 0.5  # of agent requests: with made-up words that are not names (phrasing.py)
     mtp_weight: float = 0.3
     balance_speed: float = 1e-3
     save_minutes: float = 10.0
@@ -92,7 +93,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, vocab {config.vocab_size}, "
             f"{cfg.minutes and str(cfg.minutes) + ' min' or str(cfg.steps) + ' steps'} -> {cfg.out}")
         stream = BatchStream(tokenizer, sandbox, cfg.seed + progress.step, cfg.tokens_per_batch, cfg.agent_fraction,
-                             cfg.copy_fraction, cfg.invented)
+                             cfg.copy_fraction, cfg.invented, cfg.unfamiliar)
         balancer = ExpertBalancer(model, cfg.balance_speed)
         _loop(cfg, model, tokenizer, opts, stream, balancer, progress, log)
     return cfg.out

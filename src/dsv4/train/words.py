@@ -63,6 +63,7 @@ class Names:
 
     held_out: bool = False
     invented: float = 0.0
+    unfamiliar: float = 0.0  # of training requests: phrased with made-up words (phrasing.with_unfamiliar_words)
 
     def pick(self, rng: random.Random, pool: list[str], k: int = 1) -> list[str]:
         """k distinct names from `pool`'s part (each made up with probability `invented`)."""
