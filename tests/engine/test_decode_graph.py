@@ -15,6 +15,7 @@ import torch
 import torch._dynamo.testing
 from torch._dynamo.types import GuardFilterEntry
 
+from dsv4 import kernels
 from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.engine.decode_graph import DecodeGraph, bucket, input_guards_only
 from dsv4.model import Transformer, preset
@@ -95,21 +96,22 @@ def test_the_graph_reads_lookup_tables_as_constants(explained):
     assert not any(n.target is torch.arange and 256 in n.args for n in nodes)  # the byte tables' construction
 
 
-def test_the_graph_decodes_indexer_keys_in_one_opaque_op(explained, model):
-    """Each CSA layer's indexer reads its MXFP4 keys through one `dsv4_cpu::gather_index_keys` (the C++ kernel of
-    dsv4.kernels, which DecodeGraph builds); the graph itself holds no e2m1 decoding, which inductor fused into a
-    scalar gather over every key of the table's width."""
+def test_the_graph_scores_indexer_keys_in_one_opaque_op(explained, model):
+    """Each CSA layer's indexer scores its packed MXFP4 keys through one `dsv4_cpu::index_scores_packed` (the C++
+    kernel of dsv4.kernels, which DecodeGraph builds): no decoded copy of the keys, and no e2m1 decoding in the
+    graph itself, which inductor fused into a scalar gather over every key of the table's width."""
     nodes = list(explained.graphs[0].graph.nodes)
     config = model.config
     csa = sum(config.compress_ratio(i) == 4 for i in range(config.n_layers + config.n_mtp_layers))
-    assert csa and sum(str(n.target) == "dsv4_cpu.gather_index_keys.default" for n in nodes) == csa
+    assert csa and sum(str(n.target) == "dsv4_cpu.index_scores_packed.default" for n in nodes) == csa
+    assert not any(str(n.target) == "dsv4_cpu.gather_index_keys.default" for n in nodes)
     assert not any("fp4_bytes" in n.name for n in nodes)
 
 
 @pytest.mark.slow
 def test_one_graph_serves_the_table_widths(model):
-    """The block table's width is a dynamic dimension of the graph: widths 2..32 blocks share one graph (up to the
-    indexer's one-tile 8,192 entries: 256 blocks), width 1 has its own (a size of 1 is always specialized). It
+    """The block table's width is a dynamic dimension of the graph: widths 2..32 blocks share one graph (every
+    width, with the indexer scoring packed keys in C++), width 1 has its own (a size of 1 is always specialized). It
     was one graph per power of two."""
     counter = torch._dynamo.testing.CompileCounterWithBackend("eager")
     engine = Engine(model, None, EngineConfig(num_blocks=32, max_num_seqs=1, compile=True))
@@ -193,13 +195,19 @@ def test_the_compiled_step_copies_no_per_slot_pool(model):
     assert copies == []
 
 
-def test_tables_are_as_wide_as_the_longest_row_within_one_graph(model):
+@pytest.mark.parametrize("packed_scores", [True, False])
+def test_tables_are_as_wide_as_the_longest_row_within_one_graph(model, monkeypatch, packed_scores):
     """Within the widths one graph serves, a table is as wide as its longest row (no power-of-two padding: every
-    row's entries are read over the whole width); past them, a power of two (one graph per doubling)."""
+    row's entries are read over the whole width). With the indexer scoring packed keys in C++ that is every width;
+    without, up to its one decode tile, and past it a power of two (one graph per doubling)."""
+    if not packed_scores:
+        op = kernels.op
+        monkeypatch.setattr(kernels, "op", lambda name: None if name == "index_scores_packed" else op(name))
     engine = Engine(model, None, EngineConfig(num_blocks=600, max_num_seqs=2, compile=True))
     graph = DecodeGraph(model, engine.memory.cache, 2, 2, 600, backend="eager")
-    assert graph.one_graph_width == 256  # the indexer's 8,192-key tile over 32 CSA entries a block
-    for blocks, width in ((1, 1), (3, 3), (200, 200), (256, 256), (300, 512)):
+    # (without: the indexer's 8,192-key tile over 32 CSA entries a block)
+    assert graph.one_graph_width == (1 << 62 if packed_scores else 256)
+    for blocks, width in ((1, 1), (3, 3), (200, 200), (256, 256), (300, 300 if packed_scores else 512)):
         *_, table = graph._inputs([5, 6], [0, blocks * 128 - 1], [0, 1], [(torch.arange(1), 1),
                                                                           (torch.arange(blocks), blocks)])
         assert table.shape == (2, width)

@@ -1,5 +1,5 @@
-"""The C++ CPU kernels (dsv4.kernels) against the Python ops they stand in for: the same values bit for bit, the
-same errors for bad input."""
+"""The C++ CPU kernels (dsv4.kernels) against the Python ops they stand in for: the same values bit for bit (the
+fused indexer scores: the same sums to float32 rounding), the same errors for bad input."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ import torch
 from dsv4 import kernels
 from dsv4.cache.layout import IndexerKeyLayout, MainEntryLayout, gather_index_keys, gather_main_entries
 from dsv4.cache.views import put_rows
+from dsv4.model.attention.indexer import index_scores
 from dsv4.model.moe import grouped_linear
 
 
@@ -45,6 +46,35 @@ def test_index_keys_decode_as_the_python_op(ops):
     pool[3, 0, 64] = 0
     index = torch.tensor([[8, 2, 3], [0, 0, 5]])
     assert _bits_equal(ops.gather_index_keys(pool, index, 128, 32), gather_index_keys(pool, index, 128, 32))
+
+
+@pytest.mark.parametrize("block", [32, 16])  # 32: decoded in vector registers (AVX-512), 16: the scalar loop
+def test_index_scores_from_packed_keys_as_decode_then_score(ops, block):
+    layout = IndexerKeyLayout(128, block)
+    g = torch.Generator().manual_seed(3)
+    pool = layout.pack(torch.randn(9, 4, 128, generator=g) * torch.logspace(-3, 3, 128))
+    pool[2, 1, :64] = torch.arange(256, dtype=torch.uint8)[::4]  # every nibble in both halves
+    pool[3, 0, 64] = 0  # a zero scale byte
+    q, w = torch.randn(2, 5, 128, generator=g), torch.randn(2, 5, generator=g)
+    for store, index in ((pool, torch.tensor([[8, 2, 3], [0, 0, 5]])),  # blocks of 4 entries
+                         (pool.view(-1, layout.nbytes), torch.tensor([[30, 9], [0, 35]]))):  # single entries
+        keys = gather_index_keys(store, index, 128, block).flatten(1, -2)  # [rows, t·per_row, 128]
+        want = index_scores(q[:, None], keys, w[:, None])[:, 0]
+        got = ops.index_scores_packed(q, w, store, index, 128, block)
+        bound = index_scores(q[:, None].abs(), keys.abs(), w[:, None].abs())[:, 0]  # Σ|terms|: float32 rounding
+        assert got.shape == want.shape and (got - want).abs().le(bound * 1e-5 + 1e-30).all()
+        assert (want != 0).float().mean() > 0.3  # ReLU leaves enough nonzero scores to compare
+
+
+def test_index_scores_name_bad_input(ops):
+    pool = IndexerKeyLayout().pack(torch.randn(4, 128))
+    q, w = torch.randn(1, 2, 128), torch.randn(1, 2)
+    with pytest.raises(RuntimeError, match="index 4 is out of range for a pool of 4 rows"):
+        ops.index_scores_packed(q, w, pool, torch.tensor([[0, 4]]), 128, 32)
+    with pytest.raises(RuntimeError, match=r"q must be float32 \[rows, heads, 128\]"):
+        ops.index_scores_packed(q.double(), w, pool, torch.tensor([[0]]), 128, 32)
+    with pytest.raises(RuntimeError, match=r"weights must be float32 \[1, 2\]"):
+        ops.index_scores_packed(q, w[:, :1], pool, torch.tensor([[0]]), 128, 32)
 
 
 def test_gathers_name_a_bad_index_or_pool(ops):

@@ -14,6 +14,8 @@ import torch
 
 from dsv4 import kernels
 
+from .layout import IndexerKeyLayout
+
 
 class SlotRows:
     """Rows `slots` [b] of a per-request pool [max_requests, n, width] (packed bytes or float)."""
@@ -124,6 +126,25 @@ class PagedEntries:
             raise IndexError(f"entries {a}..{c} reach past a request's block table")
         skip = a - first * self.per_block  # entries of the first block before a
         return self.codec.gather(self.pool, blocks, self.dtype).flatten(1, 2)[:, skip: skip + c - a]
+
+    def index_scores(self, key, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+        """Σ_h w·ReLU(q·k) [b,n] over the indexer keys at `key` (as `self[key]` reads them), q [b,h,d] float32,
+        weights [b,h]: one C++ op scores each packed key where it decodes it, with no decoded copy of the keys.
+        None where that op is not built or the pool holds other entries (the caller decodes, then scores)."""
+        score = kernels.op("index_scores_packed")
+        if score is None or not isinstance(self.codec, IndexerKeyLayout):
+            return None
+        dim, block = self.codec.dim, self.codec.block
+        rows, entries = key
+        if isinstance(rows, slice) and isinstance(entries, slice) and entries.stop is not None and not entries.step:
+            a, c = entries.start or 0, entries.stop
+            first = a // self.per_block
+            blocks = self.tables[rows, first: -(-c // self.per_block)]
+            if not torch.compiler.is_compiling() and (blocks < 0).any():  # (a host read: checked in eager only)
+                raise IndexError(f"entries {a}..{c} reach past a request's block table")
+            skip = a - first * self.per_block
+            return score(q, weights, self.pool, blocks, dim, block)[:, skip: skip + c - a]
+        return score(q, weights, self.pool.view(-1, self.pool.size(-1)), self._rows(key), dim, block)
 
     def __setitem__(self, key, value: torch.Tensor):
         rows = self._rows(key)

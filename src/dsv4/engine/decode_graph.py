@@ -12,9 +12,9 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   width with a visibility mask (`CompressorState.static_entries`): the indexer's top-k and the HCA gather have the
   table's size. The width is the graph's one dynamic dimension (`maybe_mark_dynamic`): with static shapes every
   doubling of the context compiled a new graph (10 graphs from 128 to 64K tokens); the step branches on the width
-  nowhere below the indexer's one tile of 8,192 keys, so one graph serves widths 2 to 256 blocks (32K tokens at 128
-  a block), with width 1 apart (torch specializes sizes of 1) and one graph per doubling above (the indexer's tile
-  loop fixes the width there);
+  nowhere, so one graph serves every width from 2 blocks up, with width 1 apart (torch specializes sizes of 1).
+  (Without the C++ kernels the indexer decodes keys a tile of 8,192 at a time, and that loop's trip count fixes
+  the width past 256 blocks: one graph per doubling there.);
 - the window ring is the slot's fixed 128 entries; the compressor pools every row each step (masked tensor math, no
   branch on which rows close a block); the MoE sorts the batch's (token, expert) pairs by expert and runs each
   expert's rows through its matrix in the stacked bank in place (`dsv4::grouped_linear`, an opaque op: no expert
@@ -24,7 +24,9 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   (`quant.build_tables`) and enter the graph as constant inputs, not rebuilt by it at every step; cached entries
   are gathered and decoded by opaque ops (`gather_index_keys`, `gather_main_entries`), where inductor's own fused
   decode gathered every key of the width a few lanes at a time; the step's opaque ops run as the C++ kernels of
-  `dsv4.kernels` (built when a DecodeGraph is made), which the C++ wrapper calls without the interpreter;
+  `dsv4.kernels` (built when a DecodeGraph is made), which the C++ wrapper calls without the interpreter, and
+  there the indexer scores its packed keys where it decodes them (`index_scores_packed`: no decoded copy of the
+  keys, the step's main growth with the context);
 - after a call that compiled a graph the heap is settled (`settle_heap`: one collection, then `gc.freeze`);
 - inductor generates the wrapper that calls the kernels in C++ (`cpp_wrapper`): its Python wrapper's own time was
   the largest item of a compiled step's profile (~40% at 16K on the tiny model);
@@ -32,10 +34,9 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   every parameter and pool tensor the graph reads), so the model and the cache must not be replaced under a
   `DecodeGraph` (in-place weight updates are fine: the graph reads the same tensors).
 
-Each batch bucket compiles once per process for width 1, once for widths 2 to 256 and once per doubling beyond (the
-first step there pays it); inductor's on-disk caches (FX graph and AOT autograd caches, under
-`TORCHINDUCTOR_CACHE_DIR`, by default ~/.cache/dsv4/inductor) keep a restart from recompiling the kernels, though
-dynamo still traces the Python.
+Each batch bucket compiles once per process for width 1 and once for wider tables (the first step there pays it);
+inductor's on-disk caches (FX graph and AOT autograd caches, under `TORCHINDUCTOR_CACHE_DIR`, by default
+~/.cache/dsv4/inductor) keep a restart from recompiling the kernels, though dynamo still traces the Python.
 
 CUDA graphs: the same structure is what a CUDA graph captures. With the inputs (ids, positions, slots, block table)
 copied into static buffers allocated once per bucket, a [max_batch, max_blocks] table and the pools allocated up
@@ -119,12 +120,13 @@ class DecodeGraph:
             if isinstance(m, MoE):
                 m.stack_experts()
         build_tables(self.device, (model.config.index_head_dim,))
-        # widths up to the indexer's one decode tile share a graph, so a table is only as wide as its longest row;
-        # past it each doubling compiles its own graph (see the module's docstring)
-        self.one_graph_width = min((m.decode_tile * m.ratio // cache.block_size for m in model.modules()
-                                    if isinstance(m, Indexer)), default=1 << 62)
         inductor_cache_dir()
         kernels.enable()  # the opaque ops in C++: called from the compiled step without the interpreter
+        # a table is only as wide as its longest row where widths share a graph: every width when the indexer scores
+        # packed keys in C++, else up to its one decode tile, past which each doubling compiles its own graph
+        self.one_graph_width = 1 << 62 if kernels.op("index_scores_packed") else min(
+            (m.decode_tile * m.ratio // cache.block_size for m in model.modules() if isinstance(m, Indexer)),
+            default=1 << 62)
         # one graph per (bucket, width); the default limit of 8 recompiles would fall back to eager at long contexts
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.backend = backend

@@ -85,3 +85,8 @@ def _register_fakes():
     @torch.library.register_fake("dsv4_cpu::grouped_linear")
     def _(x, weight, groups):
         return x.new_empty(x.size(0), weight.size(1))
+
+    @torch.library.register_fake("dsv4_cpu::index_scores_packed")
+    def _(q, weights, pool, index, dim, block):
+        per_row = pool[0].numel() // pool.size(-1)
+        return q.new_empty(q.size(0), index.size(1) * per_row)

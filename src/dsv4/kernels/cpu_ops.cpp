@@ -1,5 +1,6 @@
 // CPU kernels of the compiled decode step's opaque ops (namespace dsv4_cpu), the same computations as the Python
-// custom ops of dsv4.cache.views / dsv4.cache.layout / dsv4.model.moe, bit for bit. A compiled step calls its
+// custom ops of dsv4.cache.views / dsv4.cache.layout / dsv4.model.moe, bit for bit (index_scores_packed: the same
+// products, summed in its own order). A compiled step calls its
 // opaque ops from C++ (inductor's cpp_wrapper); a Python op there costs ~35 us of interpreter per call, ~40 calls a
 // step, where these cost a dispatcher call. Built on first use by torch.utils.cpp_extension (see __init__.py).
 
@@ -8,8 +9,14 @@
 #include <c10/util/Float8_e4m3fn.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -107,6 +114,121 @@ at::Tensor gather_index_keys(const at::Tensor& pool, const at::Tensor& index, in
   });
 }
 
+// The indexer's decode scores straight from packed MXFP4 keys: scores[i, j * per_row + e] = Σ_h w[i,h] ·
+// ReLU(q[i,h] · k) for the key k at entry e of pool row index[i,j]. Each key is decoded into a few registers and
+// scored there; gathering every key into a float buffer first (gather_index_keys, then a matmul) moved 4x the bytes
+// and cost ~0.1 us a key, the step's main growth with the context (16K keys per CSA layer at 64K tokens).
+// A key block's scale is a power of two, so code value x scale is exact and each product q x k is the reference's.
+class KeyScorer {
+ public:
+  KeyScorer(const float* q, int64_t heads, int64_t dim, int64_t block)
+      : heads_(heads), dim_(dim), block_(block), qd_(q, q + heads * dim) {
+#if defined(__AVX512F__)
+    simd_ = dim % 32 == 0 && block % 32 == 0;
+    if (simd_)  // per 32-dim chunk: its 16 even dims, then its 16 odd ones (a byte's low, then high, nibble)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t c = 0; c < dim; c += 32)
+          for (int64_t k = 0; k < 16; ++k) {
+            qd_[h * dim + c + k] = q[h * dim + c + 2 * k];
+            qd_[h * dim + c + 16 + k] = q[h * dim + c + 2 * k + 1];
+          }
+    lut_ = _mm512_loadu_ps(fp4_table().data());
+#endif
+    key_.resize(dim);
+  }
+
+  float score(const uint8_t* p, const float* w) {
+    decode(p);
+    float total = 0.0f;
+    for (int64_t h = 0; h < heads_; ++h) total += w[h] * std::max(dot(qd_.data() + h * dim_), 0.0f);
+    return total;
+  }
+
+ private:
+  void decode(const uint8_t* p) {
+    float* k = key_.data();
+#if defined(__AVX512F__)
+    if (simd_) {
+      for (int64_t c = 0; c < dim_ / 32; ++c) {
+        const __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c * 16)));
+        const __m512 scale = _mm512_set1_ps(e8m0(p[dim_ / 2 + c * 32 / block_]));
+        // permutexvar reads an index's low 4 bits: the low nibble as it stands, the high one shifted down
+        _mm512_storeu_ps(k + c * 32, _mm512_mul_ps(_mm512_permutexvar_ps(codes, lut_), scale));
+        _mm512_storeu_ps(k + c * 32 + 16,
+                         _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), lut_), scale));
+      }
+      return;
+    }
+#endif
+    const float* lut = fp4_table().data();
+    for (int64_t j = 0; j < dim_ / 2; ++j) {
+      const float scale = e8m0(p[dim_ / 2 + 2 * j / block_]);
+      k[2 * j] = lut[p[j] & 0x0F] * scale;
+      k[2 * j + 1] = lut[p[j] >> 4] * scale;
+    }
+  }
+
+  float dot(const float* q) const {
+    const float* k = key_.data();
+#if defined(__AVX512F__)
+    if (simd_) {
+      __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+      for (int64_t j = 0; j < dim_; j += 32) {
+        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_loadu_ps(k + j), a);
+        b = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), _mm512_loadu_ps(k + j + 16), b);
+      }
+      return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+    }
+#endif
+    float total = 0.0f;
+    for (int64_t j = 0; j < dim_; ++j) total += q[j] * k[j];
+    return total;
+  }
+
+  int64_t heads_, dim_, block_;
+  std::vector<float> qd_, key_;
+#if defined(__AVX512F__)
+  bool simd_ = false;
+  __m512 lut_;
+#endif
+};
+
+at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, const at::Tensor& pool,
+                               const at::Tensor& index, int64_t dim, int64_t block) {
+  const int64_t nbytes = dim / 2 + dim / block;
+  TORCH_CHECK(block > 0 && block % 2 == 0 && dim % block == 0, "index_scores_packed: dim ", dim,
+              " must be a multiple of an even block, got block ", block);
+  TORCH_CHECK(pool.scalar_type() == at::kByte && pool.dim() >= 2 && pool.size(-1) == nbytes && pool.is_contiguous(),
+              "index_scores_packed: a contiguous uint8 pool [n, ..., ", nbytes, "] is needed; got ", pool.sizes(), " ",
+              pool.scalar_type());
+  TORCH_CHECK(q.scalar_type() == at::kFloat && q.dim() == 3 && q.size(2) == dim,
+              "index_scores_packed: q must be float32 [rows, heads, ", dim, "]; got ", q.sizes(), " ", q.scalar_type());
+  const int64_t rows = q.size(0), heads = q.size(1);
+  TORCH_CHECK(weights.scalar_type() == at::kFloat && weights.dim() == 2 && weights.size(0) == rows &&
+              weights.size(1) == heads, "index_scores_packed: weights must be float32 [", rows, ", ", heads, "]; got ",
+              weights.sizes(), " ", weights.scalar_type());
+  TORCH_CHECK(index.dim() == 2 && index.size(0) == rows, "index_scores_packed: index must be [", rows,
+              ", t]; got ", index.sizes());
+  const at::Tensor qc = q.contiguous(), wc = weights.contiguous(), idx = index.to(at::kLong).contiguous();
+  const int64_t n = pool.size(0), per_row = pool[0].numel() / nbytes, t = idx.size(1);
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  for (int64_t i = 0; i < idx.numel(); ++i)
+    TORCH_CHECK(ip[i] >= 0 && ip[i] < n, "index_scores_packed: index ", ip[i], " is out of range for a pool of ", n,
+                " rows");
+  at::Tensor out = at::empty({rows, t * per_row}, q.options());
+  const uint8_t* src = pool.data_ptr<uint8_t>();
+  float* dst = out.data_ptr<float>();
+  for (int64_t i = 0; i < rows; ++i) {
+    KeyScorer scorer(qc.data_ptr<float>() + i * heads * dim, heads, dim, block);
+    const float* w = wc.data_ptr<float>() + i * heads;
+    for (int64_t j = 0; j < t; ++j) {
+      const uint8_t* row = src + ip[i * t + j] * per_row * nbytes;
+      for (int64_t e = 0; e < per_row; ++e) dst[(i * t + j) * per_row + e] = scorer.score(row + e * nbytes, w);
+    }
+  }
+  return out;
+}
+
 // pool[rows, cols] = value: rows and cols broadcast to value's leading shape; each written row is a copy of bytes.
 void put_rows(at::Tensor pool, const at::Tensor& rows, const at::Tensor& cols, const at::Tensor& value) {
   TORCH_CHECK(pool.is_contiguous() && pool.dim() >= 2, "put_rows: the pool must be contiguous, [slots, n, ...]");
@@ -153,6 +275,7 @@ TORCH_LIBRARY(dsv4_cpu, m) {
   m.def("gather_main_entries(Tensor pool, Tensor index, int head_dim, int rope_dim, int block) -> Tensor");
   m.def("gather_index_keys(Tensor pool, Tensor index, int dim, int block) -> Tensor");
   m.def("grouped_linear(Tensor x, Tensor weight, Tensor groups) -> Tensor");
+  m.def("index_scores_packed(Tensor q, Tensor weights, Tensor pool, Tensor index, int dim, int block) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(dsv4_cpu, CPU, m) {
@@ -160,4 +283,5 @@ TORCH_LIBRARY_IMPL(dsv4_cpu, CPU, m) {
   m.impl("gather_main_entries", &gather_main_entries);
   m.impl("gather_index_keys", &gather_index_keys);
   m.impl("grouped_linear", &grouped_linear);
+  m.impl("index_scores_packed", &index_scores_packed);
 }

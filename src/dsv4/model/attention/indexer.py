@@ -28,7 +28,7 @@ class Indexer(nn.Module):
         self.compressor = Compressor(config, ratio, self.head_dim, rotate=True)
         self.rope = Rope(config, compressed=True)
         self.softmax_scale = self.head_dim**-0.5
-        self.decode_tile = 8192  # keys scored per tile in a decode step
+        self.decode_tile = 8192  # keys decoded and scored per tile in a decode step (without packed_scores)
 
     def forward(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState) -> torch.Tensor:
         """Dense reference: x [b,s,dim], qr [b,s,q_lora_rank] -> selected [b,s,n] bool over the n entries
@@ -91,7 +91,10 @@ class Indexer(nn.Module):
         entries, visible = all_entries(n, state.static_entries)  # [b,t]
         weights = self._weights(x)
         tile = self.decode_tile  # keys are dequantized a cache-sized tile at a time (1M context: 262K keys)
-        if entries.size(1) <= tile:  # (one tile: no loop, whose trip count would fix a compiled step's width)
+        fused = packed_scores(state, entries, q[:, 0].float(), weights[:, 0])
+        if fused is not None:
+            scores = fused
+        elif entries.size(1) <= tile:  # (one tile: no loop, whose trip count would fix a compiled step's width)
             scores = index_scores(q, read_entries(state, entries), weights)[:, 0]
         else:
             scores = torch.empty(entries.shape, dtype=torch.float32, device=x.device)
@@ -139,6 +142,19 @@ def read_entries(state: CompressorState, entries: torch.Tensor, a: int = 0, e: i
         return state.entries[:entries.size(0), a:e]
     rows = torch.arange(entries.size(0), device=entries.device)[:, None]
     return state.entries[rows, entries[:, a:e]]
+
+
+def packed_scores(state: CompressorState, entries: torch.Tensor, q: torch.Tensor,
+                  weights: torch.Tensor) -> torch.Tensor | None:
+    """`index_scores` of one query per row, q [b,h,d] and weights [b,h], over every row's entries [b,t] (from
+    `all_entries`) -> [b,t], scored from the packed cache where it offers that (`PagedEntries.index_scores`),
+    else None."""
+    score = getattr(state.entries, "index_scores", None)
+    if score is None:
+        return None
+    if state.static_entries is not None:
+        return score((slice(None, entries.size(0)), slice(0, entries.size(1))), q, weights)
+    return score((torch.arange(entries.size(0), device=entries.device)[:, None], entries), q, weights)
 
 
 def entry_visible(positions: torch.Tensor, n: int, ratio: int, first: int = 0) -> torch.Tensor:
