@@ -8,6 +8,7 @@ compressor, gathered MoE) run by eager kernels, so it agrees with eager to float
 seconds. The inductor test (its C++ kernels, minutes to compile on a loaded machine) is marked slow.
 """
 
+import copy
 import re
 
 import pytest
@@ -20,6 +21,7 @@ from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.engine.decode_graph import DecodeGraph, bucket, input_guards_only
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
+from dsv4.model.linear import Linear
 
 # decoding at different positions; the first crosses a 128-token HCA block while decoding, all cross CSA blocks
 PROMPTS = [list(range(3, 123)), list(range(7, 207)), [9, 8, 7, 6]]
@@ -247,3 +249,22 @@ def test_a_compile_settles_the_heap_once(model, monkeypatch):
     graph([6], [4], [0], [(torch.arange(1), 1)])
     assert len(collections) == 1
     gc.unfreeze()
+
+
+def test_compact_weights_decode_as_the_float32_ones():
+    """A model whose weights BF16 holds exactly (as dequantized FP8 / FP4 checkpoints' are): a DecodeGraph holds its
+    dense projections in BF16 (multiplied by `dsv4_cpu::linear_bf16`), its routed experts as they were, and decodes
+    greedily as an eager engine on a float32 copy does."""
+    config = preset("test").replace(simulate_act_quant=False)
+    exact = init_random_(Transformer(config, torch.float32), seed=5).eval()
+    with torch.no_grad():
+        for p in exact.parameters():
+            p.copy_(p.bfloat16().float())
+    reference = copy.deepcopy(exact)
+    compiled = _compiled(exact)
+    dense = [m for n, m in exact.named_modules() if isinstance(m, Linear) and ".experts." not in n]
+    assert dense and all(m.weight.dtype == torch.bfloat16 for m in dense)
+    assert all(p.dtype == torch.float32 for n, p in exact.named_parameters() if ".experts." in n)
+    want = Engine(reference, None, EngineConfig(**CONFIG)).generate(PROMPTS, GREEDY)
+    got = compiled.generate(PROMPTS, GREEDY)
+    assert [o.token_ids for o in got] == [o.token_ids for o in want]

@@ -111,3 +111,19 @@ def test_grouped_linear_as_the_python_op(ops, dtype):
     assert ops.grouped_linear(x[:0], weight, empty).shape == (0, 24)
     with pytest.raises(RuntimeError, match="group 4 is out of range for 4 matrices"):
         ops.grouped_linear(x[:1], weight, torch.tensor([4]))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 6])
+def test_linear_bf16_as_a_float32_product(ops, rows):
+    g = torch.Generator().manual_seed(4)
+    weight = (torch.randn(37, 72, generator=g) * torch.logspace(-8, 8, 72)).bfloat16()  # 72: a 16-wide tail of 8
+    x = torch.randn(rows, 72, generator=g)
+    want = x.double() @ weight.double().T
+    got = ops.linear_bf16(x, weight)
+    bound = x.double().abs() @ weight.double().abs().T  # Σ|terms|: float32 rounding of the sums
+    assert got.dtype == torch.float32 and got.shape == (rows, 37)
+    assert ((got.double() - want).abs() <= bound * 1e-6).all()
+    with pytest.raises(RuntimeError, match=r"weight must be bfloat16 \[out, 72\]"):
+        ops.linear_bf16(x, weight.float())
+    with pytest.raises(RuntimeError, match=r"x must be float32 \[n, in\]"):
+        ops.linear_bf16(x.double(), weight)

@@ -27,6 +27,8 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   `dsv4.kernels` (built when a DecodeGraph is made), which the C++ wrapper calls without the interpreter, and
   there the indexer scores its packed keys where it decodes them (`index_scores_packed`: no decoded copy of the
   keys, the step's main growth with the context);
+- dense weights are held in BF16 where that is exact (`compact_weights`: a dequantized FP8 / FP4 / BF16 weight is),
+  multiplied by the C++ kernel `linear_bf16` (float32 products and sums): half the bytes a step streams;
 - after a call that compiled a graph the heap is settled (`settle_heap`: one collection, then `gc.freeze`);
 - inductor generates the wrapper that calls the kernels in C++ (`cpp_wrapper`): its Python wrapper's own time was
   the largest item of a compiled step's profile (~40% at 16K on the tiny model);
@@ -59,6 +61,7 @@ from dsv4 import kernels
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer
 from dsv4.model.attention.indexer import Indexer
+from dsv4.model.linear import Linear
 from dsv4.model.moe import MoE
 from dsv4.model.quant import build_tables
 
@@ -77,6 +80,15 @@ def inductor_cache_dir() -> Path:
 
 
 STEP_INPUTS = frozenset({"ids", "pos", "slots", "tables"})  # the traced step's arguments, as guards name them
+
+
+def compact_weights(model: Transformer) -> int:
+    """Every dense projection's weight held in BF16 where that keeps its values exactly (`Linear.compact_`), the
+    routed experts' aside (their stacked bank is multiplied by `grouped_linear`) -> how many were. A decode step
+    streams each dense weight once, bound by memory: float32 copies of the tiny peer checkpoint's FP8 weights were
+    ~16 MB of the ~22 MB a step reads."""
+    routed = {id(lin) for m in model.modules() if isinstance(m, MoE) for e in m.experts for lin in (e.w1, e.w2, e.w3)}
+    return sum(m.compact_() for m in model.modules() if isinstance(m, Linear) and id(m) not in routed)
 
 
 def settle_heap():
@@ -122,6 +134,8 @@ class DecodeGraph:
         build_tables(self.device, (model.config.index_head_dim,))
         inductor_cache_dir()
         kernels.enable()  # the opaque ops in C++: called from the compiled step without the interpreter
+        if kernels.op("linear_bf16") is not None:
+            compact_weights(model)
         # a table is only as wide as its longest row where widths share a graph: every width when the indexer scores
         # packed keys in C++, else up to its one decode tile, past which each doubling compiles its own graph
         self.one_graph_width = 1 << 62 if kernels.op("index_scores_packed") else min(

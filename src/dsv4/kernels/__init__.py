@@ -86,6 +86,10 @@ def _register_fakes():
     def _(x, weight, groups):
         return x.new_empty(x.size(0), weight.size(1))
 
+    @torch.library.register_fake("dsv4_cpu::linear_bf16")
+    def _(x, weight):
+        return x.new_empty(x.size(0), weight.size(0))
+
     @torch.library.register_fake("dsv4_cpu::index_scores_packed")
     def _(q, weights, pool, index, dim, block):
         per_row = pool[0].numel() // pool.size(-1)

@@ -229,6 +229,49 @@ at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, c
   return out;
 }
 
+// x [n,in] float32 times a weight [out,in] held in BF16 (values that BF16 holds exactly: dequantized FP8 / FP4 /
+// BF16 checkpoint weights) -> [n,out] float32: each product is the float32 one, the sums are this kernel's order.
+// A decode step streams every dense weight once; in BF16 it moves half the bytes of a float32 copy.
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& weight) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2, "linear_bf16: x must be float32 [n, in]; got ", x.sizes(),
+              " ", x.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == at::kBFloat16 && weight.dim() == 2 && weight.size(1) == x.size(1),
+              "linear_bf16: weight must be bfloat16 [out, ", x.size(1), "]; got ", weight.sizes(), " ",
+              weight.scalar_type());
+  const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
+  const int64_t n = x.size(0), in = x.size(1), out_features = weight.size(0);
+  at::Tensor out = at::empty({n, out_features}, x.options());
+  const float* xp = xc.data_ptr<float>();
+  const auto* wp = reinterpret_cast<const uint16_t*>(wc.data_ptr());
+  float* op = out.data_ptr<float>();
+  for (int64_t r0 = 0; r0 < n; r0 += 4) {  // up to 4 rows share each weight row's load
+    const int64_t rows = std::min<int64_t>(4, n - r0);
+    for (int64_t o = 0; o < out_features; ++o) {
+      const uint16_t* w = wp + o * in;
+      float sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      int64_t k = 0;
+#if defined(__AVX512F__)
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (; k + 16 <= in; k += 16) {
+        const __m512i bits = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k)));
+        const __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(bits, 16));
+        for (int64_t r = 0; r < rows; ++r)
+          acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(xp + (r0 + r) * in + k), wv, acc[r]);
+      }
+      for (int64_t r = 0; r < rows; ++r) sums[r] = _mm512_reduce_add_ps(acc[r]);
+#endif
+      for (; k < in; ++k) {
+        uint32_t bits = static_cast<uint32_t>(w[k]) << 16;
+        float wk;
+        std::memcpy(&wk, &bits, 4);
+        for (int64_t r = 0; r < rows; ++r) sums[r] += xp[(r0 + r) * in + k] * wk;
+      }
+      for (int64_t r = 0; r < rows; ++r) op[(r0 + r) * out_features + o] = sums[r];
+    }
+  }
+  return out;
+}
+
 // pool[rows, cols] = value: rows and cols broadcast to value's leading shape; each written row is a copy of bytes.
 void put_rows(at::Tensor pool, const at::Tensor& rows, const at::Tensor& cols, const at::Tensor& value) {
   TORCH_CHECK(pool.is_contiguous() && pool.dim() >= 2, "put_rows: the pool must be contiguous, [slots, n, ...]");
@@ -275,6 +318,7 @@ TORCH_LIBRARY(dsv4_cpu, m) {
   m.def("gather_main_entries(Tensor pool, Tensor index, int head_dim, int rope_dim, int block) -> Tensor");
   m.def("gather_index_keys(Tensor pool, Tensor index, int dim, int block) -> Tensor");
   m.def("grouped_linear(Tensor x, Tensor weight, Tensor groups) -> Tensor");
+  m.def("linear_bf16(Tensor x, Tensor weight) -> Tensor");
   m.def("index_scores_packed(Tensor q, Tensor weights, Tensor pool, Tensor index, int dim, int block) -> Tensor");
 }
 
@@ -284,4 +328,5 @@ TORCH_LIBRARY_IMPL(dsv4_cpu, CPU, m) {
   m.impl("gather_index_keys", &gather_index_keys);
   m.impl("grouped_linear", &grouped_linear);
   m.impl("index_scores_packed", &index_scores_packed);
+  m.impl("linear_bf16", &linear_bf16);
 }

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..cache import LayerCache
 from ..config import ModelConfig
-from ..linear import Linear
+from ..linear import Linear, linear
 from ..norm import RMSNorm, rms_normalize
 from ..quant import kv_entry_round
 from ..rope import Rope
@@ -150,7 +150,11 @@ class Attention(nn.Module):
         o = self.rope(o, positions, inverse=True)
         o = o.view(b, s, self.n_groups, -1)  # [b,s,g,h/g·d]
         wo_a = self.wo_a.weight.view(self.n_groups, self.o_lora_rank, -1)
-        o = torch.einsum("bsgd,grd->bsgr", o.to(wo_a.dtype), wo_a)
+        o = o.to(self.wo_a.compute_dtype)
+        if wo_a.dtype != o.dtype:  # a compact weight (Linear.compact_): one product per group
+            o = torch.stack([linear(o[:, :, g], wo_a[g]) for g in range(self.n_groups)], dim=2)
+        else:
+            o = torch.einsum("bsgd,grd->bsgr", o, wo_a)
         return self.wo_b(o.flatten(2))
 
     def _window(self, kv: torch.Tensor, start_pos: int, cache: LayerCache):
