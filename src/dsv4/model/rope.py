@@ -53,7 +53,8 @@ class Rope(nn.Module):
         return self._inv_freq
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, inverse: bool = False) -> torch.Tensor:
-        # x: [b,s,h,d] or [b,s,d]; positions: [s] (shared by the rows) or [b,s] -> same shape as x
+        # x: [b,s,h,d] or [b,s,d]; positions: [s] (shared by the rows) or [b,s] -> same shape as x. Without grad
+        # (inference) x itself is rotated and returned: callers pass a temporary they do not read again
         rd = self.rope_head_dim
         angles = positions.to(torch.float32)[..., None] * self.inv_freq().to(positions.device)  # [(b,)s,rd/2]
         if torch.compiler.is_compiling():  # real arithmetic: inductor generates no kernels for complex tensors
@@ -63,6 +64,9 @@ class Rope(nn.Module):
             rotation = rotation.unsqueeze(-2)
         pairs = torch.view_as_complex(x[..., -rd:].float().unflatten(-1, (-1, 2)))  # (even, odd) dims as complex
         rotated = torch.view_as_real(pairs * rotation).flatten(-2)
+        if not torch.is_grad_enabled():  # inference: x is the caller's fresh temporary, rotated in place (a whole
+            x[..., -rd:] = rotated.to(x.dtype)  # copy of a prefill chunk's queries per layer saved)
+            return x
         return torch.cat([x[..., :-rd], rotated.to(x.dtype)], dim=-1)
 
     def _rotated_real(self, x: torch.Tensor, angles: torch.Tensor, inverse: bool) -> torch.Tensor:
