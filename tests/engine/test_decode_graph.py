@@ -22,6 +22,7 @@ from dsv4.engine.decode_graph import DecodeGraph, bucket, input_guards_only
 from dsv4.model import Transformer, preset
 from dsv4.model.init import init_random_
 from dsv4.model.linear import Linear
+from dsv4.model.moe import MoE
 
 # decoding at different positions; the first crosses a 128-token HCA block while decoding, all cross CSA blocks
 PROMPTS = [list(range(3, 123)), list(range(7, 207)), [9, 8, 7, 6]]
@@ -253,8 +254,8 @@ def test_a_compile_settles_the_heap_once(model, monkeypatch):
 
 def test_compact_weights_decode_as_the_float32_ones():
     """A model whose weights BF16 holds exactly (as dequantized FP8 / FP4 checkpoints' are): a DecodeGraph holds its
-    dense projections in BF16 (multiplied by `dsv4_cpu::linear_bf16`), its routed experts as they were, and decodes
-    greedily as an eager engine on a float32 copy does."""
+    projections in BF16 (dense ones multiplied by `dsv4_cpu::linear_bf16`, the experts' banks by `grouped_linear`)
+    and decodes greedily as an eager engine on a float32 copy does."""
     config = preset("test").replace(simulate_act_quant=False)
     exact = init_random_(Transformer(config, torch.float32), seed=5).eval()
     with torch.no_grad():
@@ -262,9 +263,12 @@ def test_compact_weights_decode_as_the_float32_ones():
             p.copy_(p.bfloat16().float())
     reference = copy.deepcopy(exact)
     compiled = _compiled(exact)
-    dense = [m for n, m in exact.named_modules() if isinstance(m, Linear) and ".experts." not in n]
-    assert dense and all(m.weight.dtype == torch.bfloat16 for m in dense)
-    assert all(p.dtype == torch.float32 for n, p in exact.named_parameters() if ".experts." in n)
+    linears = [m for m in exact.modules() if isinstance(m, Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    banks = [m.bank for m in exact.modules() if isinstance(m, MoE)]
+    assert banks and all(w.dtype == torch.bfloat16 for bank in banks for w in bank)
+    moe = next(m for m in exact.modules() if isinstance(m, MoE))  # each expert's weight still a view of the bank
+    assert moe.experts[1].w2.weight.data_ptr() == moe.bank[1][1].data_ptr()
     want = Engine(reference, None, EngineConfig(**CONFIG)).generate(PROMPTS, GREEDY)
     got = compiled.generate(PROMPTS, GREEDY)
     assert [o.token_ids for o in got] == [o.token_ids for o in want]

@@ -127,3 +127,12 @@ def test_linear_bf16_as_a_float32_product(ops, rows):
         ops.linear_bf16(x, weight.float())
     with pytest.raises(RuntimeError, match=r"x must be float32 \[n, in\]"):
         ops.linear_bf16(x.double(), weight)
+
+
+def test_grouped_linear_over_a_bf16_bank(ops):
+    g = torch.Generator().manual_seed(5)
+    bank = torch.randn(4, 24, 40, generator=g).bfloat16()
+    x, groups = torch.randn(9, 40, generator=g), torch.tensor([0, 0, 0, 0, 0, 2, 3, 3, 3])  # runs of 5, 1 and 3 rows
+    want = grouped_linear(x, bank.float(), groups)
+    torch.testing.assert_close(ops.grouped_linear(x, bank, groups), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grouped_linear(x, bank, groups), want, rtol=1e-5, atol=1e-5)  # the Python op too

@@ -27,8 +27,9 @@ graph with static shapes: no graph break, no host synchronization inside. To kee
   `dsv4.kernels` (built when a DecodeGraph is made), which the C++ wrapper calls without the interpreter, and
   there the indexer scores its packed keys where it decodes them (`index_scores_packed`: no decoded copy of the
   keys, the step's main growth with the context);
-- dense weights are held in BF16 where that is exact (`compact_weights`: a dequantized FP8 / FP4 / BF16 weight is),
-  multiplied by the C++ kernel `linear_bf16` (float32 products and sums): half the bytes a step streams;
+- weights are held in BF16 where that is exact (`compact_weights`: a dequantized FP8 / FP4 / BF16 weight is), dense
+  ones multiplied by the C++ kernel `linear_bf16`, the experts' banks by `grouped_linear` (float32 products and
+  sums): half the bytes a step streams;
 - after a call that compiled a graph the heap is settled (`settle_heap`: one collection, then `gc.freeze`);
 - inductor generates the wrapper that calls the kernels in C++ (`cpp_wrapper`): its Python wrapper's own time was
   the largest item of a compiled step's profile (~40% at 16K on the tiny model);
@@ -83,12 +84,13 @@ STEP_INPUTS = frozenset({"ids", "pos", "slots", "tables"})  # the traced step's 
 
 
 def compact_weights(model: Transformer) -> int:
-    """Every dense projection's weight held in BF16 where that keeps its values exactly (`Linear.compact_`), the
-    routed experts' aside (their stacked bank is multiplied by `grouped_linear`) -> how many were. A decode step
-    streams each dense weight once, bound by memory: float32 copies of the tiny peer checkpoint's FP8 weights were
-    ~16 MB of the ~22 MB a step reads."""
+    """Every projection's weight held in BF16 where that keeps its values exactly (`Linear.compact_`; the routed
+    experts' stacked banks by `MoE.compact_experts_`) -> how many were. A decode step streams each dense weight and
+    its tokens' experts once, bound by memory: float32 copies of the tiny peer checkpoint's FP8 / FP4 weights were
+    ~19 MB of the ~22 MB a step reads."""
     routed = {id(lin) for m in model.modules() if isinstance(m, MoE) for e in m.experts for lin in (e.w1, e.w2, e.w3)}
-    return sum(m.compact_() for m in model.modules() if isinstance(m, Linear) and id(m) not in routed)
+    banks = sum(m.compact_experts_() for m in model.modules() if isinstance(m, MoE))
+    return banks + sum(m.compact_() for m in model.modules() if isinstance(m, Linear) and id(m) not in routed)
 
 
 def settle_heap():

@@ -307,6 +307,18 @@ void linear_rows(const float* x, const uint16_t* w, float* out, int64_t in, int6
   for (; o < out_features; ++o) linear_block<R, 1>(x, w + o * in, out + o, in, out_features);
 }
 
+// out [n,out_features] = x [n,in] · w [out_features,in]ᵀ (w BF16 bits), rows in blocks of 4.
+void linear_bf16_into(const float* x, int64_t n, const uint16_t* w, int64_t in, int64_t out_features, float* out) {
+  int64_t r = 0;
+  for (; r + 4 <= n; r += 4) linear_rows<4>(x + r * in, w, out + r * out_features, in, out_features);
+  switch (n - r) {
+    case 3: linear_rows<3>(x + r * in, w, out + r * out_features, in, out_features); break;
+    case 2: linear_rows<2>(x + r * in, w, out + r * out_features, in, out_features); break;
+    case 1: linear_rows<1>(x + r * in, w, out + r * out_features, in, out_features); break;
+    default: break;
+  }
+}
+
 at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 2, "linear_bf16: x must be float32 [n, in]; got ", x.sizes(),
               " ", x.scalar_type());
@@ -314,19 +326,9 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& weight) {
               "linear_bf16: weight must be bfloat16 [out, ", x.size(1), "]; got ", weight.sizes(), " ",
               weight.scalar_type());
   const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
-  const int64_t n = x.size(0), in = x.size(1), out_features = weight.size(0);
-  at::Tensor out = at::empty({n, out_features}, x.options());
-  const float* xp = xc.data_ptr<float>();
-  const auto* wp = reinterpret_cast<const uint16_t*>(wc.data_ptr());
-  float* op = out.data_ptr<float>();
-  int64_t r = 0;
-  for (; r + 4 <= n; r += 4) linear_rows<4>(xp + r * in, wp, op + r * out_features, in, out_features);
-  switch (n - r) {
-    case 3: linear_rows<3>(xp + r * in, wp, op + r * out_features, in, out_features); break;
-    case 2: linear_rows<2>(xp + r * in, wp, op + r * out_features, in, out_features); break;
-    case 1: linear_rows<1>(xp + r * in, wp, op + r * out_features, in, out_features); break;
-    default: break;
-  }
+  at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
+  linear_bf16_into(xc.data_ptr<float>(), x.size(0), reinterpret_cast<const uint16_t*>(wc.data_ptr()), x.size(1),
+                   weight.size(0), out.data_ptr<float>());
   return out;
 }
 
@@ -352,17 +354,27 @@ void put_rows(at::Tensor pool, const at::Tensor& rows, const at::Tensor& cols, c
 }
 
 // x [n,in] whose rows come in runs of one group each (groups [n], non-decreasing), weight [g,out,in] -> [n,out].
+// A BF16 bank (compact experts, values it holds exactly) runs through linear_bf16's blocks, float32 through mm.
 at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& groups) {
   at::Tensor out = at::empty({x.size(0), weight.size(1)}, x.options());
   at::Tensor ids = groups.to(at::kLong).contiguous();
+  const bool compact = weight.scalar_type() == at::kBFloat16 && x.scalar_type() == at::kFloat;
+  TORCH_CHECK(!compact || weight.is_contiguous(), "grouped_linear: a bfloat16 bank must be contiguous");
+  const at::Tensor xc = compact ? x.contiguous() : x;
   const int64_t* g = ids.data_ptr<int64_t>();
-  const int64_t len = ids.numel();
+  const int64_t len = ids.numel(), in = x.size(1), out_features = weight.size(1);
   for (int64_t start = 0, end = 1; end <= len; ++end) {
     if (end == len || g[end] != g[start]) {
       TORCH_CHECK(g[start] >= 0 && g[start] < weight.size(0), "grouped_linear: group ", g[start],
                   " is out of range for ", weight.size(0), " matrices");
-      at::Tensor o = out.narrow(0, start, end - start);
-      at::mm_out(o, x.narrow(0, start, end - start), weight[g[start]].t());
+      if (compact) {
+        const auto* w = reinterpret_cast<const uint16_t*>(weight.data_ptr()) + g[start] * out_features * in;
+        linear_bf16_into(xc.data_ptr<float>() + start * in, end - start, w, in, out_features,
+                         out.data_ptr<float>() + start * out_features);
+      } else {
+        at::Tensor o = out.narrow(0, start, end - start);
+        at::mm_out(o, x.narrow(0, start, end - start), weight[g[start]].t());
+      }
       start = end;
     }
   }

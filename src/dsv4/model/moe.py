@@ -21,7 +21,7 @@ from torch import nn
 from dsv4 import kernels
 
 from .config import ModelConfig
-from .linear import Linear
+from .linear import Linear, linear
 
 
 class Gate(nn.Module):
@@ -110,6 +110,20 @@ class MoE(nn.Module):
             bank.append(stacked)
         self.bank = tuple(bank)
 
+    def compact_experts_(self) -> bool:
+        """The stacked bank held in BF16 when that keeps every value exactly (dequantized FP4 / FP8 experts: see
+        Linear.compact_), each expert's weights views of it again; True if it was."""
+        if self.bank is None or any(w.dtype != torch.float32 for w in self.bank):
+            return False
+        half = tuple(w.to(torch.bfloat16) for w in self.bank)
+        if not all(torch.equal(h.float(), w) for h, w in zip(half, self.bank, strict=True)):
+            return False
+        for name, stacked in zip(("w1", "w2", "w3"), half, strict=True):
+            for e, w in zip(self.experts, stacked, strict=True):
+                getattr(e, name).weight = nn.Parameter(w, requires_grad=False)
+        self.bank = half
+        return True
+
     def forward(self, x: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         # x: [b,s,dim], input_ids: [b,s] -> [b,s,dim]
         shape = x.shape
@@ -159,7 +173,10 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor) 
     start = 0
     for end in range(1, len(ids) + 1):
         if end == len(ids) or ids[end] != ids[start]:
-            torch.mm(x[start:end], weight[ids[start]].t(), out=out[start:end])
+            if weight.dtype == x.dtype:
+                torch.mm(x[start:end], weight[ids[start]].t(), out=out[start:end])
+            else:  # a compact (BF16) bank: see compact_experts_
+                out[start:end] = linear(x[start:end], weight[ids[start]])
             start = end
     return out
 
