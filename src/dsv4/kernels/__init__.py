@@ -5,8 +5,13 @@
 step calls its opaque ops from C++ (inductor's cpp_wrapper), and a Python op there pays ~35 us of interpreter a
 call, about 40 calls a step. `enable()` builds `cpu_ops.cpp` (torch.utils.cpp_extension, cached under
 torch's extensions directory: a minute once per machine, then a load) and from then on `op(name)` answers the C++
-op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them). Without a C++
-compiler (which inductor needs as well) `enable()` warns and the Python ops stay.
+op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them).
+
+Two kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
+but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the
+packed MXFP4 keys, where the Python path decodes every key and then multiplies) and `linear_bf16` (x times a weight
+held in BF16 that holds its values exactly: `Linear.compact_`). Without a C++ compiler (which inductor needs as
+well) `enable()` warns and the Python ops stay.
 """
 
 import hashlib
