@@ -27,8 +27,7 @@ class Linear(nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.act_quant = act_quant and in_features % 128 == 0
         self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=dtype), requires_grad=False)
-
-        self.compute_dtype = dtype or torch.get_default_dtype()
+        self.compute_dtype = dtype or torch.get_default_dtype()  # the weight's dtype, unless compact_ changed it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [..., in] -> [..., out]

@@ -28,7 +28,7 @@ class Indexer(nn.Module):
         self.compressor = Compressor(config, ratio, self.head_dim, rotate=True)
         self.rope = Rope(config, compressed=True)
         self.softmax_scale = self.head_dim**-0.5
-        self.decode_tile = 8192  # keys decoded and scored per tile in a decode step (without packed_scores)
+        self.decode_tile = 8192  # keys decoded and scored per tile in a decode step (see _decoded_scores)
 
     def forward(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState) -> torch.Tensor:
         """Dense reference: x [b,s,dim], qr [b,s,q_lora_rank] -> selected [b,s,n] bool over the n entries
@@ -90,19 +90,24 @@ class Indexer(nn.Module):
         n = self.compressor.step(x, pos, state)  # [b]
         entries, visible = all_entries(n, state.static_entries)  # [b,t]
         weights = self._weights(x)
-        tile = self.decode_tile  # keys are dequantized a cache-sized tile at a time (1M context: 262K keys)
-        fused = packed_scores(state, entries, q[:, 0].float(), weights[:, 0])
-        if fused is not None:
-            scores = fused
-        elif entries.size(1) <= tile:  # (one tile: no loop, whose trip count would fix a compiled step's width)
-            scores = index_scores(q, read_entries(state, entries), weights)[:, 0]
-        else:
-            scores = torch.empty(entries.shape, dtype=torch.float32, device=x.device)
-            for a in range(0, entries.size(1), tile):
-                scores[:, a:a + tile] = index_scores(q, read_entries(state, entries, a, a + tile), weights)[:, 0]
+        scores = packed_scores(state, entries, q[:, 0].float(), weights[:, 0])
+        if scores is None:  # no C++ scorer: the keys decoded first, then scored
+            scores = self._decoded_scores(q, weights, state, entries)
         scores.masked_fill_(~visible, float("-inf"))
         top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
         return top.indices.masked_fill(top.values == float("-inf"), -1)
+
+    def _decoded_scores(self, q: torch.Tensor, weights: torch.Tensor, state: CompressorState,
+                        entries: torch.Tensor) -> torch.Tensor:
+        # q [b,1,h,d], weights [b,1,h], entries [b,t] -> scores [b,t]; keys are dequantized a cache-sized tile at a
+        # time (1M context: 262K keys); one tile runs no loop, whose trip count would fix a compiled step's width
+        tile = self.decode_tile
+        if entries.size(1) <= tile:
+            return index_scores(q, read_entries(state, entries), weights)[:, 0]
+        scores = torch.empty(entries.shape, dtype=torch.float32, device=q.device)
+        for a in range(0, entries.size(1), tile):
+            scores[:, a:a + tile] = index_scores(q, read_entries(state, entries, a, a + tile), weights)[:, 0]
+        return scores
 
     def _queries(self, qr: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # qr [b,s,q_lora_rank], positions [s] or [b,s] -> q [b,s,h,d] rotated, Hadamard, MXFP4-simulated
