@@ -98,3 +98,12 @@ def test_reasoning_retention_counts_tool_call_turns_whose_reasoning_the_next_pro
     stripped = {k: v for k, v in turn.items() if k != "reasoning_content"}  # an agent that drops it
     assert reasoning_retained([convo[0], stripped, *convo[2:]], tools) == (1, 0)
     assert reasoning_retained(convo[:1], tools) == (0, 0)
+
+
+def test_the_eval_tasks_stay_the_ones_every_checkpoint_was_measured_on():
+    """Options of the training stream at their eval values (no invented names, no unfamiliar words) draw nothing,
+    so the held-out and seen-kind tasks are the same across runs and checkpoints compare."""
+    held, seen = held_out_tasks(6), held_out_tasks(6, held_out=False)
+    assert held[0].prompt == "Calculate 262 * 9 + 6677 in the terminal."
+    assert seen[0].prompt == "What is 262 * 9 + 6677? Compute it with bash. Thanks."
+    assert seen[1].prompt == "Find out how many lines settings/oyster.log has."

@@ -91,7 +91,7 @@ def phrase(rng: random.Random, family: str, held_out: bool, unfamiliar: float = 
     of the (training) templates get one or two made-up words (see `with_unfamiliar_words`)."""
     templates = TEMPLATES[family]
     template = templates[-1] if held_out else rng.choice(templates[:-1])
-    if not held_out and rng.random() < unfamiliar:
+    if not held_out and unfamiliar and rng.random() < unfamiliar:  # (no draw at 0: the evals' tasks stay put)
         template = with_unfamiliar_words(rng, template, rng.randint(1, 2))
     opener = rng.choice(_part(OPENERS, held_out, HELD_OUT_OPENERS)) if rng.random() < 0.5 else ""
     closer = rng.choice(_part(CLOSERS, held_out, HELD_OUT_CLOSERS)) if rng.random() < 0.5 else ""
