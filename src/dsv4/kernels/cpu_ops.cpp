@@ -161,6 +161,18 @@ class KeyScorer {
 
   float score(const uint8_t* p, const float* w) {
     decode(p);
+#if defined(__AVX512F__)
+    if (simd_ && heads_ % 4 == 0) {  // four heads' dot products reduced together: one shuffle tree, not four
+      __m128 total = _mm_setzero_ps();
+      for (int64_t h = 0; h < heads_; h += 4) {
+        const __m128 dots = reduce4(lanes(qd_.data() + h * dim_), lanes(qd_.data() + (h + 1) * dim_),
+                                    lanes(qd_.data() + (h + 2) * dim_), lanes(qd_.data() + (h + 3) * dim_));
+        total = _mm_add_ps(total, _mm_mul_ps(_mm_max_ps(dots, _mm_setzero_ps()), _mm_loadu_ps(w + h)));
+      }
+      total = _mm_add_ps(total, _mm_movehl_ps(total, total));
+      return _mm_cvtss_f32(_mm_add_ss(total, _mm_shuffle_ps(total, total, 1)));
+    }
+#endif
     float total = 0.0f;
     for (int64_t h = 0; h < heads_; ++h) total += w[h] * std::max(dot(qd_.data() + h * dim_), 0.0f);
     return total;
@@ -189,6 +201,30 @@ class KeyScorer {
       k[2 * j + 1] = lut[p[j] >> 4] * scale;
     }
   }
+
+#if defined(__AVX512F__)
+  // q · key as 16 lane partial sums
+  __m512 lanes(const float* q) const {
+    const float* k = key_.data();
+    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+    for (int64_t j = 0; j < dim_; j += 32) {
+      a = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_loadu_ps(k + j), a);
+      b = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), _mm512_loadu_ps(k + j + 16), b);
+    }
+    return _mm512_add_ps(a, b);
+  }
+
+  // four vectors' sums as one [s0, s1, s2, s3]
+  static __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));  // per 128: a0 a1 a0 a1
+    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));  // per 128: a0 a1 a2 a3
+    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  }
+#endif
 
   float dot(const float* q) const {
     const float* k = key_.data();
