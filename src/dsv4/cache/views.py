@@ -118,14 +118,19 @@ class PagedEntries:
     def _span(self, rows: slice, a: int, c: int) -> torch.Tensor:
         """[:b, a:c]: every row's entries a..c-1, read as whole blocks (a block's entries copied at once, where a
         gather by entry copies each entry's bytes apart: several times faster) -> [b,c-a,d]."""
+        blocks, skip = self._span_blocks(rows, a, c)
+        return self.codec.gather(self.pool, blocks, self.dtype).flatten(1, 2)[:, skip: skip + c - a]
+
+    def _span_blocks(self, rows: slice, a: int, c: int) -> tuple[torch.Tensor, int]:
+        """[:b, a:c] -> the blocks holding entries a..c-1 of every row [b, blocks], and how many entries of the first
+        block come before a."""
         if rows.start or rows.step:
             raise IndexError(f"paged entries are indexed [:b, a:c]; got rows {rows!r}")
         first = a // self.per_block
-        blocks = self.tables[rows, first: -(-c // self.per_block)]  # [b, blocks]
+        blocks = self.tables[rows, first: -(-c // self.per_block)]
         if not torch.compiler.is_compiling() and (blocks < 0).any():  # (a host read: checked in eager only)
             raise IndexError(f"entries {a}..{c} reach past a request's block table")
-        skip = a - first * self.per_block  # entries of the first block before a
-        return self.codec.gather(self.pool, blocks, self.dtype).flatten(1, 2)[:, skip: skip + c - a]
+        return blocks, a - first * self.per_block
 
     def index_scores(self, key, q: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
         """Σ_h w·ReLU(q·k) [b,n] over the indexer keys at `key` (as `self[key]` reads them), q [b,h,d] float32,
@@ -138,11 +143,7 @@ class PagedEntries:
         rows, entries = key
         if isinstance(rows, slice) and isinstance(entries, slice) and entries.stop is not None and not entries.step:
             a, c = entries.start or 0, entries.stop
-            first = a // self.per_block
-            blocks = self.tables[rows, first: -(-c // self.per_block)]
-            if not torch.compiler.is_compiling() and (blocks < 0).any():  # (a host read: checked in eager only)
-                raise IndexError(f"entries {a}..{c} reach past a request's block table")
-            skip = a - first * self.per_block
+            blocks, skip = self._span_blocks(rows, a, c)
             return score(q, weights, self.pool, blocks, dim, block)[:, skip: skip + c - a]
         return score(q, weights, self.pool.view(-1, self.pool.size(-1)), self._rows(key), dim, block)
 

@@ -67,11 +67,15 @@ inline __m512 fp8_x16(const uint8_t* p, const float* lut) {
 }
 #endif
 
-inline float bf16_at(const uint8_t* p) {
-  uint32_t bits = (static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8)) << 16;
+inline float bf16_bits(uint16_t b) {
+  const uint32_t bits = static_cast<uint32_t>(b) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
+}
+
+inline float bf16_at(const uint8_t* p) {
+  return bf16_bits(static_cast<uint16_t>(p[0] | (p[1] << 8)));
 }
 
 std::vector<int64_t> gathered_shape(const at::Tensor& pool, const at::Tensor& index, int64_t dim) {
@@ -229,14 +233,7 @@ class KeyScorer {
   float dot(const float* q) const {
     const float* k = key_.data();
 #if defined(__AVX512F__)
-    if (simd_) {
-      __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
-      for (int64_t j = 0; j < dim_; j += 32) {
-        a = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_loadu_ps(k + j), a);
-        b = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), _mm512_loadu_ps(k + j + 16), b);
-      }
-      return _mm512_reduce_add_ps(_mm512_add_ps(a, b));
-    }
+    if (simd_) return _mm512_reduce_add_ps(lanes(q));
 #endif
     float total = 0.0f;
     for (int64_t j = 0; j < dim_; ++j) total += q[j] * k[j];
@@ -290,13 +287,6 @@ at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, c
 // x [n,in] float32 times a weight [out,in] held in BF16 (values that BF16 holds exactly: dequantized FP8 / FP4 /
 // BF16 checkpoint weights) -> [n,out] float32: each product is the float32 one, the sums are this kernel's order.
 // A decode step streams every dense weight once; in BF16 it moves half the bytes of a float32 copy.
-inline float bf16_bits(uint16_t b) {
-  const uint32_t bits = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 // R rows of x times O weight rows, from column k on (the SIMD part, if any, done by the caller), into out.
 template <int R, int O>
 void linear_tail(const float* x, const uint16_t* w, float* out, int64_t in, int64_t out_features, int64_t k,
