@@ -42,16 +42,28 @@ def pick(rng: random.Random, pool: list[str], held_out: bool, k: int = 1) -> lis
     return rng.sample(split(pool, held_out), k)
 
 
-CONSONANTS, VOWELS = "bcdfghjklmnprstvwz", "aeiou"
 POOLED = frozenset(NOUNS + KEYS + SUBJECTS + DIRS)
+# Syllable parts with the clusters real words have (st, ng, io, ...). Run v7's made-up words were strict
+# consonant-vowel alternations, and in agent turns it wrote unseen real names in that shape even a few tokens from
+# the request (`jungle` -> `julll`, `freya` -> `feee`, `stash` -> `stsh`, `tundra` -> `tetr`), while it copied
+# them exactly in copy turns, whose words are random letters. Run v6's clusters came without random letters.
+ONSETS = "b bl br c ch cl cr d dr f fl fr g gl gr h j k l m n p ph pl pr qu r s sc sh sk sl sn sp st str sw t th " \
+         "tr v w wh z".split()
+NUCLEI = "a e i o u a e i o u y ai au ea ee ei eo ia ie io oa oi oo ou ue".split()
+CODAS = "b ck d f g k l ll lt m n nd ng nk nt p r rd rk rn rt s sh sk sp ss st t th x".split()
+LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 
 def invent(rng: random.Random) -> str:
-    """A made-up, pronounceable word of 2-3 syllables that no pool holds."""
+    """A made-up word of 4-10 letters that no pool holds: half are letters at random (nothing but a copy
+    reproduces them), half 1-3 syllables with real words' clusters."""
     while True:
-        word = "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(rng.randint(2, 3)))
-        word += rng.choice(CONSONANTS) if rng.random() < 0.4 else ""
-        if word not in POOLED:
+        if rng.random() < 0.5:
+            word = "".join(rng.choice(LOWER) for _ in range(rng.randint(4, 9)))
+        else:
+            word = "".join((rng.choice(ONSETS) if rng.random() < 0.8 else "") + rng.choice(NUCLEI)
+                           + (rng.choice(CODAS) if rng.random() < 0.45 else "") for _ in range(rng.randint(1, 3)))
+        if 4 <= len(word) <= 10 and word not in POOLED:
             return word
 
 
