@@ -66,6 +66,22 @@ def test_index_scores_from_packed_keys_as_decode_then_score(ops, block):
         assert (want != 0).float().mean() > 0.3  # ReLU leaves enough nonzero scores to compare
 
 
+@pytest.mark.parametrize("per_row", [4, 1])  # blocks of 4 entries, single entries
+def test_index_scores_shared_between_threads_as_alone(ops, per_row):
+    # past 8,192 scores a call, pool threads score chunks of keys beside the caller: each score as alone, bit for bit
+    layout = IndexerKeyLayout(128, 32)
+    g = torch.Generator().manual_seed(4)
+    pool = layout.pack(torch.randn(3000 // per_row, per_row, 128, generator=g)).view(-1, per_row, layout.nbytes)
+    q, w = torch.randn(2, 4, 128, generator=g), torch.randn(2, 4, generator=g)
+    index = torch.randint(0, pool.size(0), (2, 12000 // per_row), generator=g)  # 24,000 scores: shared
+    shared = ops.index_scores_packed(q, w, pool, index, 128, 32)
+    for row in range(2):
+        for a in range(0, index.size(1), 1500 // per_row):  # 1,500 scores a call: scored by the caller alone
+            part = index[row: row + 1, a: a + 1500 // per_row]
+            alone = ops.index_scores_packed(q[row: row + 1], w[row: row + 1], pool, part, 128, 32)
+            assert _bits_equal(shared[row: row + 1, a * per_row: a * per_row + alone.size(1)], alone)
+
+
 def test_index_scores_name_bad_input(ops):
     pool = IndexerKeyLayout().pack(torch.randn(4, 128))
     q, w = torch.randn(1, 2, 128), torch.randn(1, 2)

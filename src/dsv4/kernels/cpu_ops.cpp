@@ -11,7 +11,11 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -248,6 +252,28 @@ class KeyScorer {
 #endif
 };
 
+// A decode step runs torch's own ops on one thread, so the other cores idle while one indexer scores every key of a
+// long context (a 64K-token CSA layer: 16,384). Past kShareScores scores a call, the inter-op pool's threads take
+// chunks of keys beside the calling thread; every score is computed as it would be alone, so the values are the same.
+constexpr int64_t kShareScores = 8192, kChunkScores = 1024;
+
+// work(c) for every c in [0, chunks), taken from a shared counter by the calling thread and, when `share`, by up to
+// (inter-op threads - 1) pool tasks; returns once every chunk is done. A task that starts late finds no chunk left
+// and touches only the counters, which it keeps alive.
+void share_chunks(int64_t chunks, bool share, const std::function<void(int64_t)>& work) {
+  struct Counters {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  auto counters = std::make_shared<Counters>();
+  auto run = [counters, chunks, fn = &work] {
+    for (int64_t c; (c = counters->next.fetch_add(1)) < chunks; counters->done.fetch_add(1)) (*fn)(c);
+  };
+  const int64_t helpers = share ? std::min<int64_t>(at::get_num_interop_threads(), chunks) - 1 : 0;
+  for (int64_t i = 0; i < helpers; ++i) at::launch(run);
+  run();
+  while (counters->done.load() < chunks) std::this_thread::yield();  // chunks a helper took and is finishing
+}
+
 at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, const at::Tensor& pool,
                                const at::Tensor& index, int64_t dim, int64_t block) {
   const int64_t nbytes = dim / 2 + dim / block;
@@ -273,14 +299,16 @@ at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, c
   at::Tensor out = at::empty({rows, t * per_row}, q.options());
   const uint8_t* src = pool.data_ptr<uint8_t>();
   float* dst = out.data_ptr<float>();
-  for (int64_t i = 0; i < rows; ++i) {
+  const int64_t per_chunk = std::max<int64_t>(1, kChunkScores / per_row), chunks_a_row = (t + per_chunk - 1) / per_chunk;
+  share_chunks(rows * chunks_a_row, rows * t * per_row >= kShareScores, [&](int64_t c) {
+    const int64_t i = c / chunks_a_row, a = c % chunks_a_row * per_chunk, b = std::min(t, a + per_chunk);
     KeyScorer scorer(qc.data_ptr<float>() + i * heads * dim, heads, dim, block);
     const float* w = wc.data_ptr<float>() + i * heads;
-    for (int64_t j = 0; j < t; ++j) {
+    for (int64_t j = a; j < b; ++j) {
       const uint8_t* row = src + ip[i * t + j] * per_row * nbytes;
       for (int64_t e = 0; e < per_row; ++e) dst[(i * t + j) * per_row + e] = scorer.score(row + e * nbytes, w);
     }
-  }
+  });
   return out;
 }
 
