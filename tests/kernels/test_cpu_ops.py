@@ -68,7 +68,7 @@ def test_index_scores_from_packed_keys_as_decode_then_score(ops, block):
 
 @pytest.mark.parametrize("per_row", [4, 1])  # blocks of 4 entries, single entries
 def test_index_scores_shared_between_threads_as_alone(ops, per_row):
-    # past 8,192 scores a call, pool threads score chunks of keys beside the caller: each score as alone, bit for bit
+    # past 4,096 scores a call, pool threads score chunks of keys beside the caller: each score as alone, bit for bit
     layout = IndexerKeyLayout(128, 32)
     g = torch.Generator().manual_seed(4)
     pool = layout.pack(torch.randn(3000 // per_row, per_row, 128, generator=g)).view(-1, per_row, layout.nbytes)

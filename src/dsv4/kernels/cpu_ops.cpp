@@ -253,9 +253,9 @@ class KeyScorer {
 };
 
 // A decode step runs torch's own ops on one thread, so the other cores idle while one indexer scores every key of a
-// long context (a 64K-token CSA layer: 16,384). Past kShareScores scores a call, the inter-op pool's threads take
+// long context (a 64K-token CSA layer: 16,384; 16K tokens: 4,096). Past kShareScores scores a call, the inter-op pool's threads take
 // chunks of keys beside the calling thread; every score is computed as it would be alone, so the values are the same.
-constexpr int64_t kShareScores = 8192, kChunkScores = 1024;
+constexpr int64_t kShareScores = 4096, kChunkScores = 1024;
 
 // work(c) for every c in [0, chunks), taken from a shared counter by the calling thread and, when `share`, by up to
 // (inter-op threads - 1) pool tasks; returns once every chunk is done. A task that starts late finds no chunk left
