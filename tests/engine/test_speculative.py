@@ -16,7 +16,9 @@ GREEDY = SamplingParams(temperature=0, max_tokens=16)
 
 @pytest.fixture(scope="module")
 def model():
-    return init_random_(Transformer(preset("test"), torch.float32), seed=4).eval()
+    # seed: a model whose greedy top-2 gaps all exceed 0.01 (the premise below) on the CPUs this ran on; seed 4
+    # had one of 0.0025 on an AMD EPYC (MKL's float32 kernels round differently there)
+    return init_random_(Transformer(preset("test"), torch.float32), seed=8).eval()
 
 
 @pytest.fixture(scope="module")

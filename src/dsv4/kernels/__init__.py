@@ -10,9 +10,7 @@ op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels c
 Two kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
 but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the
 packed MXFP4 keys, where the Python path decodes every key and then multiplies) and `linear_bf16` (x times a weight
-held in BF16 that holds its values exactly: `Linear.compact_`). `top_entries` (top_entries.cpp) is the indexer's
-decode-time top-k: the same entries as torch.topk over the masked scores, of equal scores the lower entry number
-first. Without a C++ compiler (which inductor needs as
+held in BF16 that holds its values exactly: `Linear.compact_`). Without a C++ compiler (which inductor needs as
 well) `enable()` warns and the Python ops stay.
 """
 
@@ -27,7 +25,6 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
-SOURCES = ("cpu_ops.cpp", "top_entries.cpp")
 _lock = threading.Lock()
 _state = {"enabled": False, "tried": False}
 
@@ -42,7 +39,7 @@ def enable() -> bool:
 
                 _ninja_on_path()
                 # -march=native: the build is this machine's (its cache keyed by the CPU's features below)
-                load(name=f"dsv4_cpu_ops_{_cpu_key()}", sources=[str(Path(__file__).with_name(f)) for f in SOURCES],
+                load(name=f"dsv4_cpu_ops_{_cpu_key()}", sources=[str(Path(__file__).with_name("cpu_ops.cpp"))],
                      extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
                 _register_fakes()
                 _state["enabled"] = True
@@ -102,7 +99,3 @@ def _register_fakes():
     def _(q, weights, pool, index, dim, block):
         per_row = pool[0].numel() // pool.size(-1)
         return q.new_empty(q.size(0), index.size(1) * per_row)
-
-    @torch.library.register_fake("dsv4_cpu::top_entries")
-    def _(scores, counts, k):
-        return scores.new_empty(scores.size(0), min(k, scores.size(1)), dtype=torch.long)

@@ -9,8 +9,6 @@ for the query are excluded, then top-k with k = min(index_topk, #entries).
 import torch
 from torch import nn
 
-from dsv4 import kernels
-
 from ..cache import CompressorState
 from ..config import ModelConfig
 from ..linear import Linear
@@ -90,12 +88,14 @@ class Indexer(nn.Module):
         of each row [b,k] (k = min(index_topk, most entries of any row)), -1 where a row has fewer."""
         q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
-        entries, _ = all_entries(n, state.static_entries)  # [b,t]
+        entries, visible = all_entries(n, state.static_entries)  # [b,t]
         weights = self._weights(x)
         scores = packed_scores(state, entries, q[:, 0].float(), weights[:, 0])
         if scores is None:  # no C++ scorer: the keys decoded first, then scored
             scores = self._decoded_scores(q, weights, state, entries)
-        return top_entries(scores, n, self.index_topk)
+        scores.masked_fill_(~visible, float("-inf"))
+        top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
+        return top.indices.masked_fill(top.values == float("-inf"), -1)
 
     def _decoded_scores(self, q: torch.Tensor, weights: torch.Tensor, state: CompressorState,
                         entries: torch.Tensor) -> torch.Tensor:
@@ -160,18 +160,6 @@ def packed_scores(state: CompressorState, entries: torch.Tensor, q: torch.Tensor
     if state.static_entries is not None:
         return score((slice(None, entries.size(0)), slice(0, entries.size(1))), q, weights)
     return score((torch.arange(entries.size(0), device=entries.device)[:, None], entries), q, weights)
-
-
-def top_entries(scores: torch.Tensor, n: torch.Tensor, k: int) -> torch.Tensor:
-    """The best k (at most) of each row's visible entries, the first n [b] of scores [b,t] -> [b,min(k,t)] entry
-    numbers, best first, -1 where a row has fewer. The C++ op where it is built (one pass a row with a running bar,
-    equal scores: the lower number first), else torch.topk over the masked scores."""
-    select = kernels.op("top_entries") if scores.device.type == "cpu" else None
-    if select is not None:
-        return select(scores, n, k)
-    visible = torch.arange(scores.size(1), device=scores.device) < n[:, None]
-    top = scores.masked_fill(~visible, float("-inf")).topk(min(k, scores.size(1)), dim=-1)
-    return top.indices.masked_fill(top.values == float("-inf"), -1)
 
 
 def entry_visible(positions: torch.Tensor, n: int, ratio: int, first: int = 0) -> torch.Tensor:
