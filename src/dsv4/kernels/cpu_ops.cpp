@@ -253,8 +253,8 @@ class KeyScorer {
 };
 
 // A decode step runs torch's own ops on one thread, so the other cores idle while one indexer scores every key of a
-// long context (a 64K-token CSA layer: 16,384; 16K tokens: 4,096). Past kShareScores scores a call, the inter-op pool's threads take
-// chunks of keys beside the calling thread; every score is computed as it would be alone, so the values are the same.
+// long context (a 64K-token CSA layer: 16,384; 16K tokens: 4,096). Past kShareScores scores a call, the inter-op
+// pool's threads take chunks of keys beside the calling thread; each score is computed as alone: the same values.
 constexpr int64_t kShareScores = 4096, kChunkScores = 1024;
 
 // work(c) for every c in [0, chunks), taken from a shared counter by the calling thread and, when `share`, by up to
@@ -299,7 +299,8 @@ at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, c
   at::Tensor out = at::empty({rows, t * per_row}, q.options());
   const uint8_t* src = pool.data_ptr<uint8_t>();
   float* dst = out.data_ptr<float>();
-  const int64_t per_chunk = std::max<int64_t>(1, kChunkScores / per_row), chunks_a_row = (t + per_chunk - 1) / per_chunk;
+  const int64_t per_chunk = std::max<int64_t>(1, kChunkScores / per_row);
+  const int64_t chunks_a_row = (t + per_chunk - 1) / per_chunk;
   share_chunks(rows * chunks_a_row, rows * t * per_row >= kShareScores, [&](int64_t c) {
     const int64_t i = c / chunks_a_row, a = c % chunks_a_row * per_chunk, b = std::min(t, a + per_chunk);
     KeyScorer scorer(qc.data_ptr<float>() + i * heads * dim, heads, dim, block);
