@@ -48,19 +48,22 @@ def test_index_keys_decode_as_the_python_op(ops):
     assert _bits_equal(ops.gather_index_keys(pool, index, 128, 32), gather_index_keys(pool, index, 128, 32))
 
 
-@pytest.mark.parametrize("block", [32, 16])  # 32: decoded in vector registers (AVX-512), 16: the scalar loop
-def test_index_scores_from_packed_keys_as_decode_then_score(ops, block):
-    layout = IndexerKeyLayout(128, block)
+# (128, 32), (128, 16), (256, 32): sixteen keys a pass in vector lanes (AVX-512); (128, 64): two scale bytes a key, the
+# one-key-at-a-time loop
+@pytest.mark.parametrize("dim,block", [(128, 32), (128, 16), (256, 32), (128, 64)])
+def test_index_scores_from_packed_keys_as_decode_then_score(ops, dim, block):
+    layout = IndexerKeyLayout(dim, block)
     g = torch.Generator().manual_seed(3)
-    pool = layout.pack(torch.randn(9, 4, 128, generator=g) * torch.logspace(-3, 3, 128))
+    pool = layout.pack(torch.randn(9, 4, dim, generator=g) * torch.logspace(-3, 3, dim))
     pool[2, 1, :64] = torch.arange(256, dtype=torch.uint8)[::4]  # every nibble in both halves
-    pool[3, 0, 64] = 0  # a zero scale byte
-    q, w = torch.randn(2, 5, 128, generator=g), torch.randn(2, 5, generator=g)
-    for store, index in ((pool, torch.tensor([[8, 2, 3], [0, 0, 5]])),  # blocks of 4 entries
+    pool[3, 0, dim // 2] = 0  # a zero scale byte
+    q, w = torch.randn(2, 5, dim, generator=g), torch.randn(2, 5, generator=g)  # 5 heads: a pass of 4, one of 1
+    for store, index in ((pool, torch.tensor([[8, 2, 3], [0, 0, 5]])),  # blocks of 4 entries: 12 keys a row
+                         (pool.view(-1, layout.nbytes), torch.randint(0, 36, (2, 37), generator=g)),  # 16 + 16 + 5
                          (pool.view(-1, layout.nbytes), torch.tensor([[30, 9], [0, 35]]))):  # single entries
-        keys = gather_index_keys(store, index, 128, block).flatten(1, -2)  # [rows, t·per_row, 128]
+        keys = gather_index_keys(store, index, dim, block).flatten(1, -2)  # [rows, t·per_row, dim]
         want = index_scores(q[:, None], keys, w[:, None])[:, 0]
-        got = ops.index_scores_packed(q, w, store, index, 128, block)
+        got = ops.index_scores_packed(q, w, store, index, dim, block)
         bound = index_scores(q[:, None].abs(), keys.abs(), w[:, None].abs())[:, 0]  # Σ|terms|: float32 rounding
         assert got.shape == want.shape and (got - want).abs().le(bound * 1e-5 + 1e-30).all()
         assert (want != 0).float().mean() > 0.3  # ReLU leaves enough nonzero scores to compare

@@ -3,9 +3,9 @@
 `dsv4.cache` and `dsv4.model` define their opaque ops in Python (`dsv4::put_rows`, `dsv4::gather_main_entries`,
 `dsv4::gather_index_keys`, `dsv4::grouped_linear`): they are the reference, and what an eager step runs. A compiled
 step calls its opaque ops from C++ (inductor's cpp_wrapper), and a Python op there pays ~35 us of interpreter a
-call, about 40 calls a step. `enable()` builds `cpu_ops.cpp` (torch.utils.cpp_extension, cached under
-torch's extensions directory: a minute once per machine, then a load) and from then on `op(name)` answers the C++
-op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them).
+call, about 40 calls a step. `enable()` builds `cpu_ops.cpp` and `index_scores.cpp` (torch.utils.cpp_extension,
+cached under torch's extensions directory: a minute once per machine, then a load) and from then on `op(name)`
+answers the C++ op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them).
 
 Two kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
 but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the
@@ -39,7 +39,9 @@ def enable() -> bool:
 
                 _ninja_on_path()
                 # -march=native: the build is this machine's (its cache keyed by the CPU's features below)
-                load(name=f"dsv4_cpu_ops_{_cpu_key()}", sources=[str(Path(__file__).with_name("cpu_ops.cpp"))],
+                here = Path(__file__).parent
+                load(name=f"dsv4_cpu_ops_{_cpu_key()}_{_sources_key(here)}",
+                     sources=[str(here / "cpu_ops.cpp"), str(here / "index_scores.cpp")],
                      extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
                 _register_fakes()
                 _state["enabled"] = True
@@ -65,6 +67,15 @@ def _cpu_key() -> str:
     except (OSError, StopIteration):
         flags = platform.machine() + platform.processor()
     return hashlib.sha256(flags.encode()).hexdigest()[:10]
+
+
+def _sources_key(here: Path) -> str:
+    """A digest of the kernels' sources and header: cpp_extension rebuilds on a changed .cpp but not on a changed
+    header, so a new header gets a new build of its own."""
+    digest = hashlib.sha256()
+    for path in sorted([*here.glob("*.cpp"), *here.glob("*.h")]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:8]
 
 
 def op(name: str):

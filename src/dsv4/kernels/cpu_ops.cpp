@@ -11,12 +11,10 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <cstring>
-#include <functional>
-#include <memory>
-#include <thread>
 #include <vector>
+
+#include "packed_formats.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -34,25 +32,8 @@ const std::array<float, 256>& fp8_table() {
   return table;
 }
 
-// e2m1 value of each 4-bit code: magnitude by code & 7, negative when bit 3 is set.
-const std::array<float, 16>& fp4_table() {
-  static const std::array<float, 16> table = [] {
-    const float grid[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
-    std::array<float, 16> t{};
-    for (int c = 0; c < 16; ++c) t[c] = (c & 8) ? -grid[c & 7] : grid[c & 7];
-    return t;
-  }();
-  return table;
-}
-
-// A UE8M0 byte as its power-of-two scale 2 ** (byte - 127); byte 0 reads as 2 ** -127, as e8m0_decode does.
-inline float e8m0(uint8_t byte) {
-  if (byte == 0) return 0x1p-127f;
-  uint32_t bits = static_cast<uint32_t>(byte) << 23;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+using dsv4_kernels::e8m0;
+using dsv4_kernels::fp4_table;
 
 #if defined(__AVX512F__)
 // 16 float8_e4m3fn bytes -> 16 floats, as the table holds them: exponent field 0 is m·2^-9, else the bits move into
@@ -142,175 +123,6 @@ at::Tensor gather_index_keys(const at::Tensor& pool, const at::Tensor& index, in
       }
     }
   });
-}
-
-// The indexer's decode scores straight from packed MXFP4 keys: scores[i, j * per_row + e] = Σ_h w[i,h] ·
-// ReLU(q[i,h] · k) for the key k at entry e of pool row index[i,j]. Each key is decoded into a few registers and
-// scored there; gathering every key into a float buffer first (gather_index_keys, then a matmul) moved 4x the bytes
-// and cost ~0.1 us a key, the step's main growth with the context (16K keys per CSA layer at 64K tokens).
-// A key block's scale is a power of two, so code value x scale is exact and each product q x k is the reference's.
-class KeyScorer {
- public:
-  KeyScorer(const float* q, int64_t heads, int64_t dim, int64_t block)
-      : heads_(heads), dim_(dim), block_(block), qd_(q, q + heads * dim) {
-#if defined(__AVX512F__)
-    simd_ = dim % 32 == 0 && block % 32 == 0;
-    if (simd_)  // per 32-dim chunk: its 16 even dims, then its 16 odd ones (a byte's low, then high, nibble)
-      for (int64_t h = 0; h < heads; ++h)
-        for (int64_t c = 0; c < dim; c += 32)
-          for (int64_t k = 0; k < 16; ++k) {
-            qd_[h * dim + c + k] = q[h * dim + c + 2 * k];
-            qd_[h * dim + c + 16 + k] = q[h * dim + c + 2 * k + 1];
-          }
-    lut_ = _mm512_loadu_ps(fp4_table().data());
-#endif
-    key_.resize(dim);
-  }
-
-  float score(const uint8_t* p, const float* w) {
-    decode(p);
-#if defined(__AVX512F__)
-    if (simd_ && heads_ % 4 == 0) {  // four heads' dot products reduced together: one shuffle tree, not four
-      __m128 total = _mm_setzero_ps();
-      for (int64_t h = 0; h < heads_; h += 4) {
-        const __m128 dots = reduce4(lanes(qd_.data() + h * dim_), lanes(qd_.data() + (h + 1) * dim_),
-                                    lanes(qd_.data() + (h + 2) * dim_), lanes(qd_.data() + (h + 3) * dim_));
-        total = _mm_add_ps(total, _mm_mul_ps(_mm_max_ps(dots, _mm_setzero_ps()), _mm_loadu_ps(w + h)));
-      }
-      total = _mm_add_ps(total, _mm_movehl_ps(total, total));
-      return _mm_cvtss_f32(_mm_add_ss(total, _mm_shuffle_ps(total, total, 1)));
-    }
-#endif
-    float total = 0.0f;
-    for (int64_t h = 0; h < heads_; ++h) total += w[h] * std::max(dot(qd_.data() + h * dim_), 0.0f);
-    return total;
-  }
-
- private:
-  void decode(const uint8_t* p) {
-    float* k = key_.data();
-#if defined(__AVX512F__)
-    if (simd_) {
-      for (int64_t c = 0; c < dim_ / 32; ++c) {
-        const __m512i codes = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + c * 16)));
-        const __m512 scale = _mm512_set1_ps(e8m0(p[dim_ / 2 + c * 32 / block_]));
-        // permutexvar reads an index's low 4 bits: the low nibble as it stands, the high one shifted down
-        _mm512_storeu_ps(k + c * 32, _mm512_mul_ps(_mm512_permutexvar_ps(codes, lut_), scale));
-        _mm512_storeu_ps(k + c * 32 + 16,
-                         _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(codes, 4), lut_), scale));
-      }
-      return;
-    }
-#endif
-    const float* lut = fp4_table().data();
-    for (int64_t j = 0; j < dim_ / 2; ++j) {
-      const float scale = e8m0(p[dim_ / 2 + 2 * j / block_]);
-      k[2 * j] = lut[p[j] & 0x0F] * scale;
-      k[2 * j + 1] = lut[p[j] >> 4] * scale;
-    }
-  }
-
-#if defined(__AVX512F__)
-  // q · key as 16 lane partial sums
-  __m512 lanes(const float* q) const {
-    const float* k = key_.data();
-    __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
-    for (int64_t j = 0; j < dim_; j += 32) {
-      a = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_loadu_ps(k + j), a);
-      b = _mm512_fmadd_ps(_mm512_loadu_ps(q + j + 16), _mm512_loadu_ps(k + j + 16), b);
-    }
-    return _mm512_add_ps(a, b);
-  }
-
-  // four vectors' sums as one [s0, s1, s2, s3]
-  static __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));  // per 128: a0 a1 a0 a1
-    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-    const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(1, 0, 1, 0)),
-                                   _mm512_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 2, 3, 2)));  // per 128: a0 a1 a2 a3
-    const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(u),
-                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(u), 1)));
-    return _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  }
-#endif
-
-  float dot(const float* q) const {
-    const float* k = key_.data();
-#if defined(__AVX512F__)
-    if (simd_) return _mm512_reduce_add_ps(lanes(q));
-#endif
-    float total = 0.0f;
-    for (int64_t j = 0; j < dim_; ++j) total += q[j] * k[j];
-    return total;
-  }
-
-  int64_t heads_, dim_, block_;
-  std::vector<float> qd_, key_;
-#if defined(__AVX512F__)
-  bool simd_ = false;
-  __m512 lut_;
-#endif
-};
-
-// A decode step runs torch's own ops on one thread, so the other cores idle while one indexer scores every key of a
-// long context (a 64K-token CSA layer: 16,384; 16K tokens: 4,096). Past kShareScores scores a call, the inter-op
-// pool's threads take chunks of keys beside the calling thread; each score is computed as alone: the same values.
-constexpr int64_t kShareScores = 4096, kChunkScores = 1024;
-
-// work(c) for every c in [0, chunks), taken from a shared counter by the calling thread and, when `share`, by up to
-// (inter-op threads - 1) pool tasks; returns once every chunk is done. A task that starts late finds no chunk left
-// and touches only the counters, which it keeps alive.
-void share_chunks(int64_t chunks, bool share, const std::function<void(int64_t)>& work) {
-  struct Counters {
-    std::atomic<int64_t> next{0}, done{0};
-  };
-  auto counters = std::make_shared<Counters>();
-  auto run = [counters, chunks, fn = &work] {
-    for (int64_t c; (c = counters->next.fetch_add(1)) < chunks; counters->done.fetch_add(1)) (*fn)(c);
-  };
-  const int64_t helpers = share ? std::min<int64_t>(at::get_num_interop_threads(), chunks) - 1 : 0;
-  for (int64_t i = 0; i < helpers; ++i) at::launch(run);
-  run();
-  while (counters->done.load() < chunks) std::this_thread::yield();  // chunks a helper took and is finishing
-}
-
-at::Tensor index_scores_packed(const at::Tensor& q, const at::Tensor& weights, const at::Tensor& pool,
-                               const at::Tensor& index, int64_t dim, int64_t block) {
-  const int64_t nbytes = dim / 2 + dim / block;
-  TORCH_CHECK(block > 0 && block % 2 == 0 && dim % block == 0, "index_scores_packed: dim ", dim,
-              " must be a multiple of an even block, got block ", block);
-  TORCH_CHECK(pool.scalar_type() == at::kByte && pool.dim() >= 2 && pool.size(-1) == nbytes && pool.is_contiguous(),
-              "index_scores_packed: a contiguous uint8 pool [n, ..., ", nbytes, "] is needed; got ", pool.sizes(), " ",
-              pool.scalar_type());
-  TORCH_CHECK(q.scalar_type() == at::kFloat && q.dim() == 3 && q.size(2) == dim,
-              "index_scores_packed: q must be float32 [rows, heads, ", dim, "]; got ", q.sizes(), " ", q.scalar_type());
-  const int64_t rows = q.size(0), heads = q.size(1);
-  TORCH_CHECK(weights.scalar_type() == at::kFloat && weights.dim() == 2 && weights.size(0) == rows &&
-              weights.size(1) == heads, "index_scores_packed: weights must be float32 [", rows, ", ", heads, "]; got ",
-              weights.sizes(), " ", weights.scalar_type());
-  TORCH_CHECK(index.dim() == 2 && index.size(0) == rows, "index_scores_packed: index must be [", rows,
-              ", t]; got ", index.sizes());
-  const at::Tensor qc = q.contiguous(), wc = weights.contiguous(), idx = index.to(at::kLong).contiguous();
-  const int64_t n = pool.size(0), per_row = pool[0].numel() / nbytes, t = idx.size(1);
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  for (int64_t i = 0; i < idx.numel(); ++i)
-    TORCH_CHECK(ip[i] >= 0 && ip[i] < n, "index_scores_packed: index ", ip[i], " is out of range for a pool of ", n,
-                " rows");
-  at::Tensor out = at::empty({rows, t * per_row}, q.options());
-  const uint8_t* src = pool.data_ptr<uint8_t>();
-  float* dst = out.data_ptr<float>();
-  const int64_t per_chunk = std::max<int64_t>(1, kChunkScores / per_row);
-  const int64_t chunks_a_row = (t + per_chunk - 1) / per_chunk;
-  share_chunks(rows * chunks_a_row, rows * t * per_row >= kShareScores, [&](int64_t c) {
-    const int64_t i = c / chunks_a_row, a = c % chunks_a_row * per_chunk, b = std::min(t, a + per_chunk);
-    KeyScorer scorer(qc.data_ptr<float>() + i * heads * dim, heads, dim, block);
-    const float* w = wc.data_ptr<float>() + i * heads;
-    for (int64_t j = a; j < b; ++j) {
-      const uint8_t* row = src + ip[i * t + j] * per_row * nbytes;
-      for (int64_t e = 0; e < per_row; ++e) dst[(i * t + j) * per_row + e] = scorer.score(row + e * nbytes, w);
-    }
-  });
-  return out;
 }
 
 // x [n,in] float32 times a weight [out,in] held in BF16 (values that BF16 holds exactly: dequantized FP8 / FP4 /
@@ -452,6 +264,6 @@ TORCH_LIBRARY_IMPL(dsv4_cpu, CPU, m) {
   m.impl("gather_main_entries", &gather_main_entries);
   m.impl("gather_index_keys", &gather_index_keys);
   m.impl("grouped_linear", &grouped_linear);
-  m.impl("index_scores_packed", &index_scores_packed);
+  m.impl("index_scores_packed", &dsv4_kernels::index_scores_packed);
   m.impl("linear_bf16", &linear_bf16);
 }
