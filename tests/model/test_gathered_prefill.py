@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dsv4.model import Transformer, preset
-from dsv4.model.attention import gathered_sink_attention, sink_attention
+from dsv4.model.attention import gathered_sink_attention, indexer, sink_attention
 from dsv4.model.init import init_random_
 
 from .test_parity_hf import _antisymmetric_indexer_heads_
@@ -47,6 +47,28 @@ def test_gathered_prefill_equals_the_dense_reference_path(model, budget):
     err = (_prefill(model, ids, True, budget) - dense).abs().max().item()
     assert dense.std() > 0.3
     assert err < 1e-4, err
+
+
+def test_tied_scores_select_alike_in_both_paths(monkeypatch):
+    # without the antisymmetric heads a quarter of the scores are exactly 0, and a query whose two head weights are
+    # both negative ranks its zeros first: its selection is decided by the tie rule alone (lower entry first in
+    # both paths, however the gathered path tiles the entries)
+    config = preset("test").replace(index_topk=16, index_n_heads=2, simulate_kv_quant=False, simulate_act_quant=False)
+    tied = init_random_(Transformer(config, torch.float32), seed=5)
+    ids = torch.randint(0, 512, (2, sum(n for _, n in CHUNKS)), generator=torch.Generator().manual_seed(0))
+    dense = _prefill(tied, ids, False)
+    for budget in (1 << 22, 1 << 13):
+        assert (_prefill(tied, ids, True, budget) - dense).abs().max().item() < 1e-4
+    ranked = indexer.ranked
+
+    def higher_first(scores, k, counts=None):  # the opposite rule: equal scores, the higher entry first
+        if counts is not None:  # (a decode step's rows: only the first counts[i] entries compete)
+            scores = scores.masked_fill(torch.arange(scores.size(-1)) >= counts[:, None], float("-inf"))
+        top = ranked(scores.flip(-1), k)
+        return torch.where(top < 0, top, scores.size(-1) - 1 - top)
+
+    monkeypatch.setattr(indexer, "ranked", higher_first)
+    assert (_prefill(tied, ids, False) - dense).abs().max().item() > 1e-3  # the rule decides: not vacuous
 
 
 def test_selection_is_not_vacuous(model):

@@ -10,7 +10,9 @@ answers the C++ op `dsv4_cpu::name`, which computes the same values bit for bit 
 Two kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
 but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the
 packed MXFP4 keys, where the Python path decodes every key and then multiplies) and `linear_bf16` (x times a weight
-held in BF16 that holds its values exactly: `Linear.compact_`). Without a C++ compiler (which inductor needs as
+held in BF16 that holds its values exactly: `Linear.compact_`). `top_entries` (top_entries.cpp) is the indexer's
+top-k in one pass a row: the entries of `dsv4.model.attention.indexer.ranked`'s rule (equal scores: the lower
+entry first), which its Python path takes with a stable sort. Without a C++ compiler (which inductor needs as
 well) `enable()` warns and the Python ops stay.
 """
 
@@ -41,7 +43,7 @@ def enable() -> bool:
                 # -march=native: the build is this machine's (its cache keyed by the CPU's features below)
                 here = Path(__file__).parent
                 load(name=f"dsv4_cpu_ops_{_cpu_key()}_{_sources_key(here)}",
-                     sources=[str(here / "cpu_ops.cpp"), str(here / "index_scores.cpp")],
+                     sources=[str(here / f) for f in ("cpu_ops.cpp", "index_scores.cpp", "top_entries.cpp")],
                      extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
                 _register_fakes()
                 _state["enabled"] = True
@@ -105,6 +107,10 @@ def _register_fakes():
     @torch.library.register_fake("dsv4_cpu::linear_bf16")
     def _(x, weight):
         return x.new_empty(x.size(0), weight.size(0))
+
+    @torch.library.register_fake("dsv4_cpu::top_entries")
+    def _(scores, counts, k):
+        return scores.new_empty(scores.size(0), min(k, scores.size(1)), dtype=torch.long)
 
     @torch.library.register_fake("dsv4_cpu::index_scores_packed")
     def _(q, weights, pool, index, dim, block):

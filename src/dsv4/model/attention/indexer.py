@@ -3,11 +3,14 @@
 Queries come from the attention's query latent: q = wq_b(qr) [b,s,h,128], RoPE on the last 64 dims, Hadamard,
 MXFP4 simulation. Keys come from the indexer's own compressor (Hadamard + MXFP4 inside). Score of entry t for
 query s: Σ_h w[s,h] · ReLU(q[s,h] · k[t]) with w = weights_proj(x) · 128^-0.5 · h^-0.5; entries not yet complete
-for the query are excluded, then top-k with k = min(index_topk, #entries).
+for the query are excluded, then top-k with k = min(index_topk, #entries), equal scores ranked lower entry first
+(`ranked`).
 """
 
 import torch
 from torch import nn
+
+from dsv4 import kernels
 
 from ..cache import CompressorState
 from ..config import ModelConfig
@@ -45,8 +48,8 @@ class Indexer(nn.Module):
         scores = scores.masked_fill(~visible, float("-inf"))
         k = min(self.index_topk, n)
         selected = torch.zeros_like(scores, dtype=torch.bool)
-        if k:
-            selected.scatter_(-1, scores.topk(k, dim=-1).indices, True)
+        if k:  # (a -1 pick: a query seeing fewer than k entries, all of them picked anyway)
+            selected.scatter_(-1, ranked(scores, k).clamp(min=0), True)
         return selected & visible
 
     def select(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState,
@@ -77,9 +80,12 @@ class Indexer(nn.Module):
                 scores = index_scores(q[:, i:i + step], keys[:, a:e], weights[:, i:i + step])  # [b,q,e-a]
                 if e > all_see:  # only tiles reaching the newest entries need the mask
                     scores.masked_fill_(~entry_visible(pos, e, self.ratio, first=a), float("-inf"))
-                kept = torch.cat([best, scores], dim=-1).topk(min(k, best.size(-1) + e - a), dim=-1)
-                best_idx = merged_indices(best_idx, kept.indices, a)
-                best = kept.values
+                # the running best precede the tile's entries, rank order then entry order: ranking the two side by
+                # side keeps the lower entry first among equal scores, as ranking every entry at once would
+                merged = torch.cat([best, scores], dim=-1)
+                picked = ranked(merged, k)
+                best_idx = merged_indices(best_idx, picked.clamp(min=0), a)
+                best = merged.gather(-1, picked.clamp(min=0)).masked_fill(picked < 0, float("-inf"))
             top[:, i:i + step, :best.size(-1)] = best_idx.masked_fill(best == float("-inf"), -1)
         return top
 
@@ -88,14 +94,12 @@ class Indexer(nn.Module):
         of each row [b,k] (k = min(index_topk, most entries of any row)), -1 where a row has fewer."""
         q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
-        entries, visible = all_entries(n, state.static_entries)  # [b,t]
+        entries, _ = all_entries(n, state.static_entries)  # [b,t]
         weights = self._weights(x)
         scores = packed_scores(state, entries, q[:, 0].float(), weights[:, 0])
         if scores is None:  # no C++ scorer: the keys decoded first, then scored
             scores = self._decoded_scores(q, weights, state, entries)
-        scores.masked_fill_(~visible, float("-inf"))
-        top = scores.topk(min(self.index_topk, scores.size(1)), dim=-1)
-        return top.indices.masked_fill(top.values == float("-inf"), -1)
+        return ranked(scores, self.index_topk, n)
 
     def _decoded_scores(self, q: torch.Tensor, weights: torch.Tensor, state: CompressorState,
                         entries: torch.Tensor) -> torch.Tensor:
@@ -118,6 +122,30 @@ class Indexer(nn.Module):
     def _weights(self, x: torch.Tensor) -> torch.Tensor:
         # x [b,s,dim] -> head weights [b,s,h] float32
         return self.weights_proj(x).float() * (self.softmax_scale * self.n_heads**-0.5)
+
+
+def ranked(scores: torch.Tensor, k: int, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """The positions of the k best scores along the last dim: [..., t] -> [..., min(k, t)], best first, -1 past the
+    finite ones (-inf: masked; NaN ranks as -inf). Equal scores rank the lower position first in every path:
+    torch.topk leaves their order to its algorithm and ReLU leaves many scores at exactly 0, and a multi-token verify
+    step (prefill's path) must select what decode selects. counts [rows] (2-D scores): only each row's first
+    counts[i] positions compete. The C++ op where it is built (one pass a row with a running bar), else a stable
+    sort."""
+    t = scores.size(-1)
+    k = min(k, t)
+    if not k:  # (no entries yet: nothing to reshape by)
+        return torch.empty(*scores.shape[:-1], 0, dtype=torch.long, device=scores.device)
+    flat = scores.reshape(-1, t)
+    if counts is None:
+        counts = torch.full((flat.size(0),), t, dtype=torch.long, device=scores.device)
+    select = kernels.op("top_entries") if scores.device.type == "cpu" else None
+    if select is not None:
+        top = select(flat, counts, k)
+    else:
+        hidden = (torch.arange(t, device=scores.device) >= counts[:, None]) | flat.isnan()
+        values, top = flat.masked_fill(hidden, float("-inf")).sort(dim=-1, descending=True, stable=True)
+        top = top[:, :k].masked_fill(values[:, :k] == float("-inf"), -1)
+    return top.view(*scores.shape[:-1], k)
 
 
 def merged_indices(best_idx: torch.Tensor, picked: torch.Tensor, first: int) -> torch.Tensor:
