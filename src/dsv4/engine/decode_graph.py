@@ -45,10 +45,10 @@ CUDA graphs: the same structure is what a CUDA graph captures. With the inputs (
 copied into static buffers allocated once per bucket, a [max_batch, max_blocks] table and the pools allocated up
 front, the step launches the same kernels on the same addresses every time: `torch.compile(mode="reduce-overhead")`
 (inductor's cudagraph trees) or a manual `torch.cuda.CUDAGraph` capture of `_step` per bucket replays it. Nothing in
-the step allocates by data or reads a value back to the host, which is what capture requires -- except
-`grouped_linear`, which reads the sorted expert ids to find each expert's rows: on a GPU that op must become
-`torch._grouped_mm` (per-expert offsets read on the device; BF16 operands) before the step can be captured (not
-done or verified: no GPU here).
+the step allocates by data or reads a value back to the host, which is what capture requires: on a GPU the MoE's
+runs go to `moe.grouped_mm` (torch._grouped_mm, BF16, each expert's end row found on the device by searchsorted)
+in place of `grouped_linear`, whose CPU op reads the sorted expert ids. Tested on CPU (the same products; traced
+whole with no graph break); a capture itself is not verified: no GPU here.
 """
 
 import gc

@@ -154,7 +154,7 @@ class MoE(nn.Module):
         experts, token = flat[order], order // indices.size(1)
         first = self.experts[0]
         xs = first.w1.prepare(x)[token]  # [t·k,dim] (the rounding is per row: rows round as eager's x[token])
-        mm = kernels.op("grouped_linear") or grouped_linear
+        mm = grouped_mm if x.is_cuda and xs.dtype == w1.dtype else kernels.op("grouped_linear") or grouped_linear
         h = swiglu(mm(xs, w1, experts).float(), mm(xs, w3, experts).float(),
                    first.swiglu_limit)
         h = first.w2.prepare((weights.flatten()[order, None] * h).to(x.dtype))
@@ -179,6 +179,14 @@ def grouped_linear(x: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor) 
                 out[start:end] = linear(x[start:end], weight[ids[start]])
             start = end
     return out
+
+
+def grouped_mm(x: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """`grouped_linear`'s product with no host read, the MoE's path on a GPU: each group's end row is found on the
+    device (searchsorted over the sorted ids) and torch._grouped_mm multiplies the runs, so a CUDA graph can
+    capture the step. x and the bank in one dtype (on a GPU: BF16)."""
+    ends = torch.searchsorted(groups, torch.arange(weight.size(0), device=groups.device), right=True)
+    return torch._grouped_mm(x, weight.transpose(1, 2), offs=ends.to(torch.int32))
 
 
 @grouped_linear.register_fake
