@@ -205,7 +205,8 @@ def test_tables_are_as_wide_as_the_longest_row_within_one_graph(model, monkeypat
     without, up to its one decode tile, and past it a power of two (one graph per doubling)."""
     if not packed_scores:
         op = kernels.op
-        monkeypatch.setattr(kernels, "op", lambda name: None if name == "index_scores_packed" else op(name))
+        monkeypatch.setattr(kernels, "op",
+                            lambda name, on=None: None if name == "index_scores_packed" else op(name, on))
     engine = Engine(model, None, EngineConfig(num_blocks=600, max_num_seqs=2, compile=True))
     graph = DecodeGraph(model, engine.memory.cache, 2, 2, 600, backend="eager")
     # (without: the indexer's 8,192-key tile over 32 CSA entries a block)

@@ -19,15 +19,15 @@ def test_packed_scores_decode_as_decoded_keys(monkeypatch):
     prompts = [torch.randint(3, 500, (n,), generator=g).tolist() for n in (700, 515)]  # 175 / 128 CSA entries
     op, calls = kernels.op, []
 
-    def counted(name):
+    def counted(name, on=None):
         if name != "index_scores_packed":
-            return op(name)
-        return lambda *args: calls.append(1) or op(name)(*args)
+            return op(name, on)
+        return lambda *args: calls.append(1) or op(name, on)(*args)
 
     monkeypatch.setattr(kernels, "op", counted)
     packed = Engine(model, None, EngineConfig(num_blocks=24, max_num_seqs=2)).generate(prompts, SCORED)
     assert len(calls) >= 9 * 2  # every decode step's CSA indexers (the test preset has two)
-    monkeypatch.setattr(kernels, "op", lambda name: None if name == "index_scores_packed" else op(name))
+    monkeypatch.setattr(kernels, "op", lambda name, on=None: None if name == "index_scores_packed" else op(name, on))
     decoded = Engine(model, None, EngineConfig(num_blocks=24, max_num_seqs=2)).generate(prompts, SCORED)
     for a, b in zip(packed, decoded, strict=True):
         assert a.token_ids == b.token_ids

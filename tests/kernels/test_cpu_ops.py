@@ -155,3 +155,9 @@ def test_grouped_linear_over_a_bf16_bank(ops):
     want = grouped_linear(x, bank.float(), groups)
     torch.testing.assert_close(ops.grouped_linear(x, bank, groups), want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(grouped_linear(x, bank, groups), want, rtol=1e-5, atol=1e-5)  # the Python op too
+
+
+def test_ops_serve_cpu_tensors_only(ops):
+    # the kernels are CPU code: for a tensor elsewhere (a GPU's; here the meta device) the Python ops serve
+    assert kernels.op("index_scores_packed", torch.empty(1)) is ops.index_scores_packed.default
+    assert kernels.op("index_scores_packed", torch.empty(1, device="meta")) is None

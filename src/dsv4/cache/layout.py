@@ -54,7 +54,7 @@ class MainEntryLayout:
         """Entries at `index` [...] along the first axis of a packed pool [n, ..., nbytes] -> [..., ..., head_dim]
         in `dtype`, as one opaque op (see `IndexerKeyLayout.gather`)."""
         _check_width(pool, self.nbytes, "packed main KV pool")
-        gather = kernels.op("gather_main_entries") or gather_main_entries
+        gather = kernels.op("gather_main_entries", pool) or gather_main_entries
         return gather(pool, index, self.head_dim, self.rope_dim, self.block).to(dtype)
 
     def pack(self, kv: torch.Tensor) -> torch.Tensor:
@@ -121,7 +121,7 @@ class IndexerKeyLayout:
         (inductor fused the e2m1 decode of every key the indexer scores into scalar 4-lane gathers through the byte
         table: ~40% of a compiled step at 4K, growing with the context)."""
         _check_width(pool, self.nbytes, "packed indexer key pool")
-        gather = kernels.op("gather_index_keys") or gather_index_keys
+        gather = kernels.op("gather_index_keys", pool) or gather_index_keys
         return gather(pool, index, self.dim, self.block).to(dtype)
 
 

@@ -61,7 +61,7 @@ class SlotRows:
             if isinstance(cols, slice):
                 cols = torch.arange(self.pool.size(1), device=rows.device)[cols]
                 rows = rows[:, None] if rows.ndim == 1 else rows
-            put = kernels.op("put_rows") or put_rows
+            put = kernels.op("put_rows", self.pool) or put_rows
             shape = torch.broadcast_shapes(rows.shape, cols.shape) + self.pool.shape[2:]
             put(self.pool, rows, cols, value.expand(shape))
         else:
@@ -136,7 +136,7 @@ class PagedEntries:
         """Σ_h w·ReLU(q·k) [b,n] over the indexer keys at `key` (as `self[key]` reads them), q [b,h,d] float32,
         weights [b,h]: one C++ op scores each packed key where it decodes it, with no decoded copy of the keys.
         None where that op is not built or the pool holds other entries (the caller decodes, then scores)."""
-        score = kernels.op("index_scores_packed")
+        score = kernels.op("index_scores_packed", self.pool)
         if score is None or not isinstance(self.codec, IndexerKeyLayout):
             return None
         dim, block = self.codec.dim, self.codec.block

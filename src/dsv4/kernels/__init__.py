@@ -80,9 +80,12 @@ def _sources_key(here: Path) -> str:
     return digest.hexdigest()[:8]
 
 
-def op(name: str):
-    """The C++ op `dsv4_cpu::name` once `enable()` built it, else None (the caller's Python op serves)."""
-    return getattr(torch.ops.dsv4_cpu, name).default if _state["enabled"] else None
+def op(name: str, on: torch.Tensor | None = None):
+    """The C++ op `dsv4_cpu::name` once `enable()` built it, else None (the caller's Python op serves); None as well
+    for `on`, a tensor the op would run on, outside the CPU (the kernels are CPU code; the Python ops run anywhere)."""
+    if not _state["enabled"] or (on is not None and on.device.type != "cpu"):
+        return None
+    return getattr(torch.ops.dsv4_cpu, name).default
 
 
 def _register_fakes():

@@ -58,7 +58,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if weight.dtype == x.dtype:
         return F.linear(x, weight)
     rows = x.reshape(-1, x.size(-1))
-    stream = kernels.op("linear_bf16") if weight.dtype == torch.bfloat16 and x.dtype == torch.float32 else None
+    stream = kernels.op("linear_bf16", x) if weight.dtype == torch.bfloat16 and x.dtype == torch.float32 else None
     if stream is not None and rows.size(0) <= SMALL_ROWS:
         return stream(rows, weight).view(*x.shape[:-1], weight.size(0))
     return F.linear(x, weight.to(x.dtype))

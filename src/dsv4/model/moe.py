@@ -154,7 +154,7 @@ class MoE(nn.Module):
         experts, token = flat[order], order // indices.size(1)
         first = self.experts[0]
         xs = first.w1.prepare(x)[token]  # [t·k,dim] (the rounding is per row: rows round as eager's x[token])
-        mm = grouped_mm if x.is_cuda and xs.dtype == w1.dtype else kernels.op("grouped_linear") or grouped_linear
+        mm = grouped_mm if x.is_cuda and xs.dtype == w1.dtype else kernels.op("grouped_linear", xs) or grouped_linear
         h = swiglu(mm(xs, w1, experts).float(), mm(xs, w3, experts).float(),
                    first.swiglu_limit)
         h = first.w2.prepare((weights.flatten()[order, None] * h).to(x.dtype))

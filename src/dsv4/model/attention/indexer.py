@@ -138,7 +138,7 @@ def ranked(scores: torch.Tensor, k: int, counts: torch.Tensor | None = None) -> 
     flat = scores.reshape(-1, t)
     if counts is None:
         counts = torch.full((flat.size(0),), t, dtype=torch.long, device=scores.device)
-    select = kernels.op("top_entries") if scores.device.type == "cpu" else None
+    select = kernels.op("top_entries", scores)
     if select is not None:
         top = select(flat, counts, k)
     else:
