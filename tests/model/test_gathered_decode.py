@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dsv4.model import Transformer, preset
+from dsv4.model.attention import Indexer
 from dsv4.model.init import init_random_
 
 PROMPT = 515  # 128 CSA entries (> index_topk 16), 4 HCA entries; decode closes a CSA block every 4 steps
@@ -89,3 +90,28 @@ def _copy_row(src, dst, row: int):
             if sa is not None:
                 sb.entries[row, :sa.entries.size(1)] = sa.entries[0]
                 sb.kv_state[row], sb.score_state[row] = sa.kv_state[0], sa.score_state[0]
+
+
+def test_decode_selects_the_entries_prefill_selects_where_scores_tie(monkeypatch):
+    # two indexer heads, no antisymmetry: a quarter of the scores are exactly 0, and a query whose head weights are
+    # both negative ranks its zeros first. Decode (Indexer.step) and prefill (Indexer.select, the path of an MTP
+    # verify step) keep the same ones (equal scores: the lower entries) and list them alike
+    config = preset("test").replace(index_topk=16, index_n_heads=2, simulate_kv_quant=False,
+                                    simulate_act_quant=False)
+    model = init_random_(Transformer(config, torch.float32), seed=5)
+    seen: dict[str, list[torch.Tensor]] = {"step": [], "select": []}
+    for name in seen:
+        method = getattr(Indexer, name)
+        monkeypatch.setattr(Indexer, name, lambda self, *a, _m=method, _n=name, **k: seen[_n].append(
+            _m(self, *a, **k)) or seen[_n][-1])
+    ids = torch.randint(0, 512, (2, PROMPT + 8), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        _decode(model, ids, True, steps=8)
+        seen["select"].clear()  # (the decode run's prompt)
+        model(ids, cache=model.new_cache(2, PROMPT + 8), start_pos=0)
+    layers = len(seen["select"])
+    assert layers and len(seen["step"]) == 8 * layers
+    for i, step in enumerate(seen["step"]):
+        prefill = seen["select"][i % layers][:, PROMPT + i // layers]  # [b,k]: that layer, that position
+        assert step.size(1) == 16 and (step >= 0).all() and torch.equal(step, prefill), (i, step, prefill)
+    # (decode keeping the higher of equal entries instead fails this: checked when the rule was written)
