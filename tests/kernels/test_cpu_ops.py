@@ -8,6 +8,7 @@ from dsv4 import kernels
 from dsv4.cache.layout import IndexerKeyLayout, MainEntryLayout, gather_index_keys, gather_main_entries
 from dsv4.cache.views import put_rows
 from dsv4.model.attention.indexer import index_scores
+from dsv4.model.hyper import sinkhorn_split
 from dsv4.model.moe import grouped_linear
 
 
@@ -161,3 +162,17 @@ def test_ops_serve_cpu_tensors_only(ops):
     # the kernels are CPU code: for a tensor elsewhere (a GPU's; here the meta device) the Python ops serve
     assert kernels.op("index_scores_packed", torch.empty(1)) is ops.index_scores_packed.default
     assert kernels.op("index_scores_packed", torch.empty(1, device="meta")) is None
+
+
+@pytest.mark.parametrize("n", [1, 37, 2048])
+def test_sinkhorn_as_the_torch_ops(ops, n):
+    # sinkhorn_split without gradients runs the C++ op; with them, the batched torch ops: the same values
+    g = torch.Generator().manual_seed(n)
+    mixes, scale = torch.randn(1, n, 24, generator=g) * 3, torch.rand(3, generator=g)
+    base = torch.randn(24, generator=g)
+    with torch.no_grad():
+        fast = sinkhorn_split(mixes, scale, base, 4, 20, 1e-6)
+    for a, b in zip(fast, sinkhorn_split(mixes, scale, base, 4, 20, 1e-6), strict=True):
+        assert _bits_equal(a, b)
+    with pytest.raises(RuntimeError, match=r"comb must be float32 \[n, hc, hc\]"):
+        ops.sinkhorn(torch.rand(2, 4, 3), 20, 1e-6)

@@ -220,6 +220,44 @@ void put_rows(at::Tensor pool, const at::Tensor& rows, const at::Tensor& cols, c
   }
 }
 
+// mHC's Sinkhorn normalization of comb [n,hc,hc] (positive): columns to sum 1 (each divided by its sum + eps), then
+// iters - 1 times rows, then columns. Each matrix is a few registers' worth: one pass over the batch, where the
+// torch ops (two a half-iteration) made 80 passes over a prefill chunk's 2,048 matrices. Sums in index order, then
+// + eps: the batched products' values (tests/kernels compare them bit for bit).
+at::Tensor sinkhorn(const at::Tensor& comb, int64_t iters, double eps) {
+  TORCH_CHECK(comb.scalar_type() == at::kFloat && comb.dim() == 3 && comb.size(1) == comb.size(2) && iters >= 1,
+              "sinkhorn: comb must be float32 [n, hc, hc] and iters >= 1; got ", comb.sizes(), " ",
+              comb.scalar_type(), ", iters ", iters);
+  at::Tensor m = comb.contiguous().clone();
+  const int64_t n = m.size(0), hc = m.size(1);
+  const float e = static_cast<float>(eps);
+  float* p = m.data_ptr<float>();
+  auto columns = [hc, e](float* a) {
+    for (int64_t k = 0; k < hc; ++k) {
+      float s = 0.0f;
+      for (int64_t j = 0; j < hc; ++j) s += a[j * hc + k];
+      s += e;
+      for (int64_t j = 0; j < hc; ++j) a[j * hc + k] /= s;
+    }
+  };
+  auto rows = [hc, e](float* a) {
+    for (int64_t j = 0; j < hc; ++j) {
+      float s = 0.0f;
+      for (int64_t k = 0; k < hc; ++k) s += a[j * hc + k];
+      s += e;
+      for (int64_t k = 0; k < hc; ++k) a[j * hc + k] /= s;
+    }
+  };
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float* a = p + i * hc * hc;
+      columns(a);
+      for (int64_t it = 1; it < iters; ++it) rows(a), columns(a);
+    }
+  });
+  return m;
+}
+
 // x [n,in] whose rows come in runs of one group each (groups [n], non-decreasing), weight [g,out,in] -> [n,out].
 // A BF16 bank (compact experts, values it holds exactly) runs through linear_bf16's blocks, float32 through mm.
 at::Tensor grouped_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& groups) {
@@ -256,6 +294,7 @@ TORCH_LIBRARY(dsv4_cpu, m) {
   m.def("gather_index_keys(Tensor pool, Tensor index, int dim, int block) -> Tensor");
   m.def("grouped_linear(Tensor x, Tensor weight, Tensor groups) -> Tensor");
   m.def("linear_bf16(Tensor x, Tensor weight) -> Tensor");
+  m.def("sinkhorn(Tensor comb, int iters, float eps) -> Tensor");
   m.def("index_scores_packed(Tensor q, Tensor weights, Tensor pool, Tensor index, int dim, int block) -> Tensor");
 }
 
@@ -266,4 +305,5 @@ TORCH_LIBRARY_IMPL(dsv4_cpu, CPU, m) {
   m.impl("grouped_linear", &grouped_linear);
   m.impl("index_scores_packed", &dsv4_kernels::index_scores_packed);
   m.impl("linear_bf16", &linear_bf16);
+  m.impl("sinkhorn", &sinkhorn);
 }

@@ -9,6 +9,8 @@ stochastic) mixes the old streams: new_k = post_k · out + Σ_j comb[j,k] · old
 import torch
 import torch.nn.functional as F
 
+from dsv4 import kernels
+
 
 def hc_mixes(x: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:
     # x: [b,s,hc,d] -> mixes [b,s,m] float32, from the RMS-normalized flattened streams
@@ -29,6 +31,9 @@ def sinkhorn_split(mixes: torch.Tensor, scale: torch.Tensor, base: torch.Tensor,
             m = m / (m.sum(dim=-1, keepdim=True) + eps)
             m = m / (m.sum(dim=-2, keepdim=True) + eps)
         return pre, post, m
+    sinkhorn = None if torch.is_grad_enabled() else kernels.op("sinkhorn", comb)  # (the C++ op has no backward)
+    if sinkhorn is not None:  # every iteration of a matrix in one C++ pass: the values of the ops below, ~2x faster
+        return pre, post, sinkhorn(comb.reshape(-1, hc, hc), iters, eps).view(comb.shape)
     # Each normalization divides by (row or column sums + eps); the sums + eps come from one batched product with
     # a ones vector (baddbmm), 2 tensor ops per half-iteration instead of 3, with bit-identical sums. Decode
     # is bound by the number of ops, and these 20 iterations run at every hyper-connection site.
