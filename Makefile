@@ -10,6 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -c 'from dsv4 import kernels; kernels.enable()'  # the C++ CPU kernels, built once (cached by torch)
 	touch $@
 
 # Harbor's side (PyPI `harbor`, which needs Python >= 3.12; dsv4 runs on 3.11) in a venv of its own: harbor and dsv4

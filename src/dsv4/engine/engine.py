@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
+from dsv4 import kernels
 from dsv4.cache.block_manager import BlockManager, CacheFull
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import PRESETS, Transformer, load_model
@@ -116,6 +117,8 @@ class Engine:
                  eos_token_id: int = DEFAULT_EOS):
         self.config = config = sized_config(config or EngineConfig(), model)
         self.model, self.tokenizer, self.eos_token_id = model, tokenizer, eos_token_id
+        if model.embed.weight.device.type == "cpu":  # eager steps take the C++ CPU ops too (the indexer's packed
+            kernels.enable()  # scores and top-k, Sinkhorn, gathers): built once per machine (`make` does), then loaded
         spare = 1 if config.compile else 0  # a compiled step's padding rows write a slot and block no request holds
         cache = PagedKVCache(model.config, config.num_blocks + spare, config.block_size, config.max_num_seqs + spare,
                              dtype=model.dtype, device=model.embed.weight.device, mtp=config.speculative)

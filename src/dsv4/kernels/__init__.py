@@ -1,11 +1,14 @@
-"""C++ CPU kernels of the compiled decode step's opaque ops, built on first use.
+"""C++ CPU kernels of the decode step's opaque ops and a few hot loops, built on first use (an Engine on the CPU
+enables them; `make` builds them at install).
 
 `dsv4.cache` and `dsv4.model` define their opaque ops in Python (`dsv4::put_rows`, `dsv4::gather_main_entries`,
-`dsv4::gather_index_keys`, `dsv4::grouped_linear`): they are the reference, and what an eager step runs. A compiled
-step calls its opaque ops from C++ (inductor's cpp_wrapper), and a Python op there pays ~35 us of interpreter a
-call, about 40 calls a step. `enable()` builds `cpu_ops.cpp` and `index_scores.cpp` (torch.utils.cpp_extension,
-cached under torch's extensions directory: a minute once per machine, then a load) and from then on `op(name)`
-answers the C++ op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them).
+`dsv4::gather_index_keys`, `dsv4::grouped_linear`): they are the reference, and what a step runs without the
+kernels (no C++ compiler, a GPU, a bare model outside an Engine). A compiled step calls its opaque ops from C++
+(inductor's cpp_wrapper), and a Python op there pays ~35 us of interpreter a call, about 40 calls a step.
+`enable()` builds `cpu_ops.cpp`, `index_scores.cpp` and `top_entries.cpp` (torch.utils.cpp_extension, cached under
+torch's extensions directory: a minute once per machine, then a load) and from then on `op(name)` answers the C++
+op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them; `sinkhorn` those of
+mHC's batched ops).
 
 Two kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
 but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the

@@ -30,7 +30,7 @@ inline bool ranks_before(const Scored& a, const Scored& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
-// The best k of s[0..m) (k <= m) into heap, in entry order. NaN scores count as -inf.
+// The best k of s[0..m) (k <= m) into heap, best first (equal scores: the lower entry first). NaN counts as -inf.
 void best_of_row(const float* s, int64_t m, int64_t k, std::vector<Scored>& heap) {
   heap.clear();
   auto value = [&](int64_t j) { return std::isnan(s[j]) ? -std::numeric_limits<float>::infinity() : s[j]; };
@@ -54,12 +54,12 @@ void best_of_row(const float* s, int64_t m, int64_t k, std::vector<Scored>& heap
   }
 #endif
   for (; j < m; ++j) offer(j);
-  std::sort(heap.begin(), heap.end(), [](const Scored& a, const Scored& b) { return a.second < b.second; });
+  std::sort(heap.begin(), heap.end(), ranks_before);
 }
 
 // scores [b,t] float32, counts [b] (row i's visible entries are 0..counts[i]-1), k -> [b, min(k,t)] int64: each
-// row's best entries in entry order, then -1 where it has fewer visible entries (or their score is -inf): the set
-// torch.topk takes over the masked scores (up to which of equal scores it keeps).
+// row's best entries, best first, then -1 where it has fewer visible entries (or their score is -inf): what
+// torch.topk takes over the masked scores, up to which of equal scores it keeps and lists first.
 at::Tensor top_entries(const at::Tensor& scores, const at::Tensor& counts, int64_t k) {
   TORCH_CHECK(scores.scalar_type() == at::kFloat && scores.dim() == 2, "top_entries: scores must be float32 [b, t]; got ",
               scores.sizes(), " ", scores.scalar_type());
@@ -79,9 +79,8 @@ at::Tensor top_entries(const at::Tensor& scores, const at::Tensor& counts, int64
       const int64_t m = std::clamp<int64_t>(count[i], 0, t), kept = std::min(width, m);
       if (!kept) continue;
       best_of_row(src + i * t, m, kept, heap);
-      int64_t* row = dst + i * width;
-      for (const Scored& e : heap)
-        if (e.first != -std::numeric_limits<float>::infinity()) *row++ = e.second;
+      for (int64_t j = 0; j < kept && heap[j].first != -std::numeric_limits<float>::infinity(); ++j)
+        dst[i * width + j] = heap[j].second;
     }
   });
   return out;

@@ -55,7 +55,7 @@ class Indexer(nn.Module):
     def select(self, x: torch.Tensor, qr: torch.Tensor, start_pos: int, state: CompressorState,
                budget: int = 1 << 22) -> torch.Tensor:
         """Prefill: x [b,s,dim], qr [b,s,q_lora_rank] -> each query's top-k entry numbers [b,s,k]
-        (k = min(index_topk, n)) in entry order, -1 after them where a query sees fewer. Up to 256 queries at a
+        (k = min(index_topk, n)) best first, -1 after them where a query sees fewer. Up to 256 queries at a
         time are scored against tiles of the entries complete for them, merging a running top-k: the scores stay
         under `budget` elements ([b,q,h,tile]) and a tile of keys stays in cache while the queries pass over it."""
         b, s, _ = x.shape
@@ -80,8 +80,9 @@ class Indexer(nn.Module):
                 scores = index_scores(q[:, i:i + step], keys[:, a:e], weights[:, i:i + step])  # [b,q,e-a]
                 if e > all_see:  # only tiles reaching the newest entries need the mask
                     scores.masked_fill_(~entry_visible(pos, e, self.ratio, first=a), float("-inf"))
-                # the running best (in entry order) precede the tile's entries: positions here follow entry numbers,
-                # so keeping the lower positions of equal scores keeps the lower entries, as one pass over all would
+                # the running best (best first, equal ones lower entry first) precede the tile's entries: among equal
+                # scores positions here follow entry numbers, so ranking the two side by side keeps and lists the
+                # lower entries first, as one pass over all entries would
                 merged = torch.cat([best, scores], dim=-1)
                 picked = ranked(merged, k)
                 best_idx = merged_indices(best_idx, picked.clamp(min=0), a)
@@ -91,7 +92,7 @@ class Indexer(nn.Module):
 
     def step(self, x: torch.Tensor, qr: torch.Tensor, pos: torch.Tensor, state: CompressorState) -> torch.Tensor:
         """One decode token per row: x [b,1,dim], qr [b,1,q_lora_rank] at positions pos [b] -> the top-k entries
-        of each row [b,k] (k = min(index_topk, most entries of any row)) in entry order, -1 after them where a row
+        of each row [b,k] (k = min(index_topk, most entries of any row)) best first, -1 after them where a row
         has fewer."""
         q = self._queries(qr, pos[:, None])
         n = self.compressor.step(x, pos, state)  # [b]
@@ -126,12 +127,15 @@ class Indexer(nn.Module):
 
 
 def ranked(scores: torch.Tensor, k: int, counts: torch.Tensor | None = None) -> torch.Tensor:
-    """The positions of the k best scores along the last dim: [..., t] -> [..., min(k, t)], in position order, -1
-    after them where fewer are finite (-inf: masked; NaN counts as -inf). Of equal scores the lower positions are
-    kept, in every path: torch.topk leaves that choice to its algorithm and ReLU leaves many scores at exactly 0,
-    and a multi-token verify step (prefill's path) must select, and sum over, what decode does. counts [rows]
+    """The positions of the k best scores along the last dim: [..., t] -> [..., min(k, t)], best first, -1 after
+    them where fewer are finite (-inf: masked; NaN counts as -inf). Of equal scores the lower positions are kept
+    and listed first, in every path: torch.topk leaves that to its algorithm and ReLU leaves many scores at exactly
+    0, and a multi-token verify step (prefill's path) must select, and sum over in the same order, what decode
+    does. (Listed in position order instead, the engine's FP8-simulated logits left the model's direct forward by
+    0.69 on tests/engine/test_engine_fp8's checkpoint: a summation order FP8 rounding amplifies.) counts [rows]
     (2-D scores): only each row's first counts[i] positions compete. The C++ op where it is built (one pass a row
-    with a running bar), else torch ops: the k-th best score by topk, the equal ones kept from the left."""
+    with a running bar), else torch ops: the k-th best score by topk, the equal ones kept from the left, the k kept
+    then ordered by a stable sort."""
     t = scores.size(-1)
     k = min(k, t)
     if not k:  # (no entries yet: nothing to reshape by)
@@ -149,7 +153,9 @@ def ranked(scores: torch.Tensor, k: int, counts: torch.Tensor | None = None) -> 
     room = k - (flat > kth).sum(-1, keepdim=True)
     kept = ((flat > kth) | (ties & (ties.cumsum(-1) <= room))) & (flat > float("-inf"))
     top = torch.where(kept, t - at, 0).topk(k, dim=-1).indices  # the kept positions, lowest first
-    return top.masked_fill(~kept.gather(-1, top), -1).view(*scores.shape[:-1], k)
+    values = flat.gather(-1, top).masked_fill_(~kept.gather(-1, top), float("-inf"))
+    values, order = values.sort(dim=-1, descending=True, stable=True)  # best first, equal ones lowest first
+    return top.gather(-1, order).masked_fill_(values == float("-inf"), -1).view(*scores.shape[:-1], k)
 
 
 def merged_indices(best_idx: torch.Tensor, picked: torch.Tensor, first: int) -> torch.Tensor:
