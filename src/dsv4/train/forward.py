@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from dsv4.model import Transformer
 from dsv4.model.attention.attention import Attention
 from dsv4.model.attention.compressor import Compressor
-from dsv4.model.attention.indexer import Indexer, entry_visible, index_scores
+from dsv4.model.attention.indexer import Indexer, entry_visible, index_scores, ranked
 from dsv4.model.block import Block
 from dsv4.model.hyper import hc_head, hc_post
 from dsv4.model.mtp import MTPBlock
@@ -310,12 +310,13 @@ def indexer_scores(idx: Indexer, x: torch.Tensor, qr: torch.Tensor, positions: t
 
 @torch.no_grad()
 def top_k_mask(scores: torch.Tensor, visible: torch.Tensor, k: int) -> torch.Tensor:
-    """The indexer's selection [b,s,n]: each query's top-k visible entries (no gradient flows through it)."""
+    """The indexer's selection [b,s,n]: each query's top-k visible entries (no gradient flows through it), equal
+    scores ranked as inference ranks them (`indexer.ranked`); a -1 pick (a query seeing fewer than k entries, all
+    of them picked anyway) marks entry 0, which the caller's mask keeps only where visible."""
     k = min(k, scores.size(-1))
     selected = torch.zeros_like(visible)
     if k:
-        top = scores.masked_fill(~visible, float("-inf")).topk(k, dim=-1).indices
-        selected.scatter_(-1, top, True)
+        selected.scatter_(-1, ranked(scores.masked_fill(~visible, float("-inf")), k).clamp(min=0), True)
     return selected
 
 
