@@ -232,27 +232,21 @@ at::Tensor sinkhorn(const at::Tensor& comb, int64_t iters, double eps) {
   const int64_t n = m.size(0), hc = m.size(1);
   const float e = static_cast<float>(eps);
   float* p = m.data_ptr<float>();
-  auto columns = [hc, e](float* a) {
-    for (int64_t k = 0; k < hc; ++k) {
+  // each of the hc lines (columns: stride 1 between lines, hc along one; rows: the reverse) divided by its sum + eps
+  auto normalize = [hc, e](float* a, int64_t between, int64_t along) {
+    for (int64_t o = 0; o < hc; ++o) {
+      float* line = a + o * between;
       float s = 0.0f;
-      for (int64_t j = 0; j < hc; ++j) s += a[j * hc + k];
+      for (int64_t i = 0; i < hc; ++i) s += line[i * along];
       s += e;
-      for (int64_t j = 0; j < hc; ++j) a[j * hc + k] /= s;
-    }
-  };
-  auto rows = [hc, e](float* a) {
-    for (int64_t j = 0; j < hc; ++j) {
-      float s = 0.0f;
-      for (int64_t k = 0; k < hc; ++k) s += a[j * hc + k];
-      s += e;
-      for (int64_t k = 0; k < hc; ++k) a[j * hc + k] /= s;
+      for (int64_t i = 0; i < hc; ++i) line[i * along] /= s;
     }
   };
   at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       float* a = p + i * hc * hc;
-      columns(a);
-      for (int64_t it = 1; it < iters; ++it) rows(a), columns(a);
+      normalize(a, 1, hc);  // columns
+      for (int64_t it = 1; it < iters; ++it) normalize(a, hc, 1), normalize(a, 1, hc);  // rows, columns
     }
   });
   return m;
