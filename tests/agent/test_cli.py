@@ -19,9 +19,11 @@ def test_agent_command_runs_a_task_to_its_answer(real_tokenizer, make_sandbox, t
     backend = ScriptedBackend(real_tokenizer, scripts)
     path = tmp_path / "run.json"
     with serving(create_app(backend)) as url:
-        rc = main(["agent", "Write done to out.txt.", "--endpoint", f"{url}/v1", "--trajectory", str(path)])
+        rc = main(["agent", "Write done to out.txt.", "--endpoint", f"{url}/v1", "--trajectory", str(path),
+                   "--temperature", "0.5", "--seed", "11"])
     out = capsys.readouterr().out
     assert rc == 0 and "status: finished, 3 steps" in out and out.rstrip().endswith("out.txt says done.")
+    assert {(p.temperature, p.seed) for _, p in backend.calls} == {(0.5, 11)}  # every model call samples alike
     assert "-> bash ok: exit code: 0 stdout: done" in out
     t = Trajectory.load(path)
     assert t.model == "dsv4-test" and t.status == "finished" and len(t.steps) == 3

@@ -37,6 +37,7 @@ class ScriptedBackend:
         self.max_prompt_chars = max_prompt_chars(tok, max_model_len)
         self.token_bytes = TokenBytes(tok)
         self.control_tokens = ControlTokens.of(tok)
+        self.sampling_defaults: dict = {}  # the checkpoint's generation_config.json defaults (tests set some)
         self.calls: list[tuple[list[int], SamplingParams]] = []
 
     def encode(self, prompt: str | list[int]) -> list[int]:

@@ -154,6 +154,21 @@ def test_sampling_fields_reach_the_engine(real_tokenizer):
     assert default.max_tokens == backend.max_model_len - len(backend.calls[1][0])  # all the room left (< 32768)
 
 
+def test_the_checkpoints_sampling_defaults_fill_what_a_request_leaves_out(real_tokenizer):
+    # a checkpoint's generation_config.json (the built-in model ships do_sample false: greedy) sets the defaults;
+    # a field the request names still wins, and top_k 0 there means all tokens, not the default's 40
+    backend = ScriptedBackend(real_tokenizer, ["a", "b", "c"])
+    backend.sampling_defaults = {"temperature": 0.0, "top_k": 40}
+    client = openai_client(backend)
+    run(client.chat.completions.create(model=backend.model_name, messages=USER))
+    run(client.chat.completions.create(model=backend.model_name, messages=USER, temperature=0.7, top_p=0.5))
+    run(client.chat.completions.create(model=backend.model_name, messages=USER, extra_body={"top_k": 0}))
+    (_, default), (_, named), (_, all_tokens) = backend.calls
+    assert (default.temperature, default.top_p, default.top_k) == (0.0, 1.0, 40)
+    assert (named.temperature, named.top_p, named.top_k) == (0.7, 0.5, 40)
+    assert (all_tokens.temperature, all_tokens.top_k) == (0.0, 0)
+
+
 def test_length_limit(real_tokenizer):
     backend = ScriptedBackend(real_tokenizer, SCRIPTS["answer"])
     for stream in (False, True):

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from dsv4.cli import main
+from dsv4.engine.generation_config import sampling_defaults
 from dsv4.model import load_model
 from dsv4.train.schedule import Schedule
 from dsv4.train.trainer import TrainConfig, train
@@ -18,6 +19,7 @@ def test_a_run_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     assert json.loads((tmp_path / "train_progress.json").read_text())["step"] == 2
     assert load_model(tmp_path).config.vocab_size == len(json.loads((tmp_path / "tokenizer.json").read_text())[
         "model"]["vocab"])
+    assert sampling_defaults(tmp_path) == {"temperature": 0.0}  # served greedy, as it is measured
     assert lines[0].startswith("new model") and "step 2 |" in lines[-2] and lines[-1].startswith("done: 2 steps")
     train(TrainConfig(steps=3, **cfg), log=lines.append)
     assert lines[-3].startswith("resumed at step 2") and lines[-1].startswith("done: 3 steps")

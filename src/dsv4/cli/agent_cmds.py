@@ -21,6 +21,9 @@ def _model_args(p) -> None:
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--max-tokens", type=int, default=None, help="completion tokens per model call")
     p.add_argument("--reasoning-effort", default=None, help="none, low, high or max")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature, 0 = greedy (default: the endpoint's; the built-in model's is greedy)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed of every model call")
 
 
 def register(sub) -> None:
@@ -141,8 +144,8 @@ def _endpoint_agent(args: argparse.Namespace, stack: contextlib.ExitStack):
     url = args.endpoint or stack.enter_context(local_server(args.checkpoint)) + "/v1"
     key = os.environ.get(args.api_key_env)
     model, context = listed_model(url, key, args.model)
-    extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort))
-             if v is not None}
+    extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort),
+                                ("temperature", args.temperature), ("seed", args.seed)) if v is not None}
     return EndpointAgent(url, model, key, extra, args.max_steps, context)
 
 

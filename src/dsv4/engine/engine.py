@@ -32,6 +32,7 @@ from .config import EngineConfig
 from .constraint import Constraint, GrammarTokenizer
 from .decode_graph import DecodeGraph
 from .detokenizer import Detokenizer, decode_ids
+from .generation_config import sampling_defaults
 from .model_runner import ModelRunner
 from .output import OutputAccumulator, RequestDelta, RequestOutput
 from .prefix_cache import PrefixCache
@@ -143,6 +144,7 @@ class Engine:
             self._grammar_tokens.warm()
         self._user_token = tokenizer.token_to_id(USER_TOKEN) if tokenizer is not None else None
         self._next_id = itertools.count()
+        self.sampling_defaults: dict = {}  # the checkpoint's generation_config.json (from_pretrained reads it)
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path, config: EngineConfig | None = None,
@@ -153,7 +155,10 @@ class Engine:
         path = Path(path_or_preset)
         tokenizer, eos = load_tokenizer(path_or_preset)
         if path.is_dir():
-            return cls(load_model(path, dtype=config.torch_dtype), tokenizer, config, eos)
+            defaults = sampling_defaults(path)  # before the weights load: a bad file fails fast
+            engine = cls(load_model(path, dtype=config.torch_dtype), tokenizer, config, eos)
+            engine.sampling_defaults = defaults
+            return engine
         from dsv4.model.init import init_random_
 
         model = init_random_(Transformer(PRESETS[str(path_or_preset)], config.torch_dtype), seed=seed).eval()

@@ -14,6 +14,7 @@ from tokenizers import Tokenizer
 from dsv4.engine import AsyncEngine, Engine, EngineConfig, RequestDelta, SamplingParams
 from dsv4.engine.detokenizer import TokenBytes
 from dsv4.engine.engine import encode_prompt, load_tokenizer
+from dsv4.engine.generation_config import sampling_defaults
 from dsv4.engine.process import EngineProcess
 
 from .control_tokens import ControlTokens
@@ -25,6 +26,7 @@ class Backend(Protocol):
     max_model_len: int  # prompt + completion tokens of one request at most
     max_prompt_chars: int | None  # a longer text prompt cannot fit (refused untokenized); None: unknown
     control_tokens: ControlTokens  # the tokenizer's special tokens, neutralised in chat text
+    sampling_defaults: dict  # temperature / top_p / top_k for requests that leave them out (the checkpoint's own)
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         """Text -> token ids; token ids are checked (ValueError naming the bad ones)."""
@@ -56,6 +58,7 @@ class EngineBackend:
         self.max_model_len = min(c.max_model_len, c.num_blocks * c.block_size)  # a request must fit in the cache
         self.max_prompt_chars = max_prompt_chars(engine.tokenizer, self.max_model_len)
         self.control_tokens = ControlTokens.of(engine.tokenizer)
+        self.sampling_defaults = engine.sampling_defaults
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         return encode_text(self.engine.tokenizer, prompt) if isinstance(prompt, str) else self.engine.encode(prompt)
@@ -77,6 +80,7 @@ class ProcessBackend:
         if tokenizer is None:
             raise ValueError("serving chat needs the checkpoint's tokenizer.json; there is none")
         self.tokenizer, self.model_name = tokenizer, model_name
+        self.sampling_defaults = sampling_defaults(path_or_preset)
         self.token_bytes = TokenBytes(tokenizer)
         self.process = EngineProcess(path_or_preset, config, seed)
         self.max_model_len = self.process.info["max_model_len"]

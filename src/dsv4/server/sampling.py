@@ -16,11 +16,13 @@ def sampling_params(request: SamplingFields, n_prompt: int, backend: Backend, *,
         asked = f"; you asked for {n_prompt} in the {where} and {limit} in the completion" if limit else ""
         raise RequestError(f"this model's maximum context length is {backend.max_model_len} tokens; the {where} "
                            f"take {n_prompt}{asked}", code="context_length_exceeded", param=where)
+    # what the request leaves out: the checkpoint's generation_config.json, else temperature 1, all tokens
+    defaults = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, **backend.sampling_defaults}
+    top_k = defaults["top_k"] if request.top_k is None else max(request.top_k, 0)
     try:
         return SamplingParams(
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p,
-            top_k=request.top_k if request.top_k and request.top_k > 0 else 0, seed=request.seed,
+            temperature=defaults["temperature"] if request.temperature is None else request.temperature,
+            top_p=defaults["top_p"] if request.top_p is None else request.top_p, top_k=top_k, seed=request.seed,
             max_tokens=limit or min(default_max_tokens, room), stop=request.stop_strings(),
             ignore_eos=request.ignore_eos, logprobs=request.n_logprobs)
     except ValueError as e:

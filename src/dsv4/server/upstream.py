@@ -114,6 +114,7 @@ class UpstreamBackend:
         self.affinity = PrefixAffinity()
         self.token_bytes = TokenBytes(tokenizer)
         self.control_tokens = ControlTokens.of(tokenizer)
+        self.sampling_defaults: dict = {}  # the upstreams' own are not listed by /v1/models
         self.eos_id = tokenizer.token_to_id(EOS)
         self.headers = {"authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._transport = transport

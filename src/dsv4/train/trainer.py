@@ -1,6 +1,6 @@
 """`train`: builds (or resumes) a model, trains it on the synthetic stream, and keeps a usable checkpoint in the
-released layout in `out` (config.json, model.safetensors, tokenizer.json), rewritten every `save_minutes`, plus
-`train_state.pt` (float32 weights, optimizer states, progress) to resume from.
+released layout in `out` (config.json, model.safetensors, tokenizer.json, generation_config.json), rewritten every
+`save_minutes`, plus `train_state.pt` (float32 weights, optimizer states, progress) to resume from.
 
 The run's length is `steps`, or a time budget in `minutes`; the schedules follow its progress either way.
 """
@@ -153,6 +153,8 @@ def save(out: Path, model: Transformer, tokenizer: Tokenizer, opts, progress: Pr
     shutil.rmtree(tmp, ignore_errors=True)
     write_checkpoint(tmp, model)
     tokenizer.save(str(tmp / "tokenizer.json"))
+    # its measurements are greedy; sampled at temperature 1 a model this small misspells what it copies
+    (tmp / "generation_config.json").write_text(json.dumps({"do_sample": False}) + "\n")
     (tmp / "train_progress.json").write_text(json.dumps(asdict(progress)) + "\n")
     torch.save({"model": model.state_dict(), "optimizers": [o.state_dict() for o in opts],
                 "progress": asdict(progress)}, tmp / STATE)
