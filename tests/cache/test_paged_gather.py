@@ -7,7 +7,7 @@ import torch
 
 from dsv4.cache.paged import PagedKVCache
 from dsv4.model import Transformer, preset
-from dsv4.model.attention.attention import gather_entries
+from dsv4.model.attention.attention import distinct_entries
 from dsv4.model.init import init_random_
 
 LENGTHS = [127, 260, 300]  # 65-75 CSA entries each (> index_topk 16), 1-2 HCA entries; 3 blocks of 128 at most
@@ -78,4 +78,6 @@ def test_prefill_gathers_each_distinct_packed_entry_as_direct_indexing_does(mode
     entries = cache.view([0, 1], [[3, 1], [0, 2]]).layers[1].compressor.entries  # CSA: 32 entries per block
     idx = torch.randint(-1, 64, (2, 5, 6), generator=torch.Generator().manual_seed(4))  # -1: none, read entry 0
     direct = entries[torch.arange(2)[:, None, None], idx.clamp_min(0)]  # [2,5,6,512]
-    assert torch.equal(gather_entries(entries, idx), direct)
+    rows, index = distinct_entries(entries, idx)
+    assert torch.equal(rows[index], direct) and rows.size(0) == len(set(idx.clamp_min(0)[0].flatten().tolist())) + \
+        len(set(idx.clamp_min(0)[1].flatten().tolist()))  # each distinct entry of each row read once

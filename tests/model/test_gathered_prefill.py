@@ -11,6 +11,7 @@ import torch
 
 from dsv4.model import Transformer, preset
 from dsv4.model.attention import gathered_sink_attention, indexer, sink_attention
+from dsv4.model.attention.sparse import OwnKeys
 from dsv4.model.init import init_random_
 
 from .test_parity_hf import _antisymmetric_indexer_heads_
@@ -86,7 +87,8 @@ def test_gathered_sink_attention_equals_the_dense_kernel_per_query():
     shared_mask, own_mask = torch.rand(2, 5, 7, generator=g) > 0.4, torch.rand(2, 5, 4, generator=g) > 0.3
     shared_mask[..., 0] = True  # every query sees a key
     sink = torch.randn(3, generator=g)
-    got = gathered_sink_attention(q, shared, shared_mask, own, own_mask, sink, 0.25)
+    table = OwnKeys(own.flatten(0, 2), torch.arange(2 * 5 * 4).view(2, 5, 4), own_mask)
+    got = gathered_sink_attention(q, shared, shared_mask, table, sink, 0.25)
     for t in range(5):  # one query at a time: its keys = the shared ones ++ its own
         keys = torch.cat([shared, own[:, t]], dim=1)  # [b,7+4,d]
         mask = torch.cat([shared_mask[:, t], own_mask[:, t]], dim=-1)[:, None]  # [b,1,11]

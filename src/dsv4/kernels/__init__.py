@@ -5,15 +5,16 @@ enables them; `make` builds them at install).
 `dsv4::gather_index_keys`, `dsv4::grouped_linear`): they are the reference, and what a step runs without the
 kernels (no C++ compiler, a GPU, a bare model outside an Engine). A compiled step calls its opaque ops from C++
 (inductor's cpp_wrapper), and a Python op there pays ~35 us of interpreter a call, about 40 calls a step.
-`enable()` builds `cpu_ops.cpp`, `index_scores.cpp` and `top_entries.cpp` (torch.utils.cpp_extension, cached under
-torch's extensions directory: a minute once per machine, then a load) and from then on `op(name)` answers the C++
-op `dsv4_cpu::name`, which computes the same values bit for bit (tests/kernels compare them; `sinkhorn` those of
-mHC's batched ops).
+`enable()` builds the SOURCES (torch.utils.cpp_extension, cached under torch's extensions directory: a minute once
+per machine, then a load) and from then on `op(name)` answers the C++ op `dsv4_cpu::name`, which computes the same
+values bit for bit (tests/kernels compare them; `sinkhorn` those of mHC's batched ops).
 
-Two kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
+Some kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
 but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the
-packed MXFP4 keys, where the Python path decodes every key and then multiplies) and `linear_bf16` (x times a weight
-held in BF16 that holds its values exactly: `Linear.compact_`). `top_entries` (top_entries.cpp) is the indexer's
+packed MXFP4 keys, where the Python path decodes every key and then multiplies), `linear_bf16` (x times a weight
+held in BF16 that holds its values exactly: `Linear.compact_`), and `indexed_logits` / `indexed_values`
+(indexed_attention.cpp: prefill's attention to each query's own CSA entries, read in place from a table of the
+distinct ones, where the Python path copies them out per query). `top_entries` (top_entries.cpp) is the indexer's
 top-k in one pass a row: the entries of `dsv4.model.attention.indexer.ranked`'s rule (equal scores: the lower
 entry first), which its Python path takes with a stable sort. Without a C++ compiler (which inductor needs as
 well) `enable()` warns and the Python ops stay.
@@ -32,6 +33,7 @@ import torch
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state = {"enabled": False, "tried": False}
+SOURCES = ("cpu_ops.cpp", "index_scores.cpp", "top_entries.cpp", "indexed_attention.cpp")
 
 
 def enable() -> bool:
@@ -43,11 +45,14 @@ def enable() -> bool:
                 from torch.utils.cpp_extension import load
 
                 _ninja_on_path()
-                # -march=native: the build is this machine's (its cache keyed by the CPU's features below)
+                # -march=native: the build is this machine's (its cache keyed by the CPU's features below).
+                # -fopenmp: at::parallel_for is OpenMP in the headers, a serial loop without it; the library it
+                # links (libgomp.so.1) is the one torch already loaded, so both share one pool and its thread count
                 here = Path(__file__).parent
                 load(name=f"dsv4_cpu_ops_{_cpu_key()}_{_sources_key(here)}",
-                     sources=[str(here / f) for f in ("cpu_ops.cpp", "index_scores.cpp", "top_entries.cpp")],
-                     extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
+                     sources=[str(here / f) for f in SOURCES],
+                     extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"],
+                     is_python_module=False, verbose=False)
                 _register_fakes()
                 _state["enabled"] = True
             except Exception as e:  # (no compiler, no headers: the Python ops serve, slower)
@@ -117,6 +122,14 @@ def _register_fakes():
     @torch.library.register_fake("dsv4_cpu::top_entries")
     def _(scores, counts, k):
         return scores.new_empty(scores.size(0), min(k, scores.size(1)), dtype=torch.long)
+
+    @torch.library.register_fake("dsv4_cpu::indexed_logits")
+    def _(q, rows, index):
+        return q.new_empty(q.size(0), q.size(1), index.size(1))
+
+    @torch.library.register_fake("dsv4_cpu::indexed_values")
+    def _(p, rows, index):
+        return p.new_empty(p.size(0), p.size(1), rows.size(1))
 
     @torch.library.register_fake("dsv4_cpu::index_scores_packed")
     def _(q, weights, pool, index, dim, block):

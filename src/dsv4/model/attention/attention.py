@@ -17,7 +17,7 @@ from ..quant import kv_entry_round
 from ..rope import Rope
 from .compressor import Compressor
 from .indexer import Indexer, all_entries, entry_visible, read_entries
-from .sparse import gathered_sink_attention, sink_attention
+from .sparse import OwnKeys, gathered_sink_attention, sink_attention
 
 
 class Attention(nn.Module):
@@ -100,12 +100,12 @@ class Attention(nn.Module):
                 m = (start_pos + j) // self.ratio  # entries complete for the last of these queries
                 keys = torch.cat([keys, hca[:, :m]], dim=1)
                 mask = torch.cat([mask, entry_visible(positions[i:j], m, self.ratio).expand(b, -1, -1)], dim=-1)
-            own = own_mask = None
+            own = None
             if top is not None and top.size(-1):
                 idx = top[:, i:j]  # [b,q,k]
-                own, own_mask = gather_entries(cache.compressor.entries, idx).to(kv.dtype), idx >= 0  # [b,q,k,d]
-            out.append(gathered_sink_attention(q[:, i:j], keys, mask, own, own_mask, self.attn_sink,
-                                               self.softmax_scale))
+                rows, index = distinct_entries(cache.compressor.entries, idx)
+                own = OwnKeys(rows.to(kv.dtype), index, idx >= 0)
+            out.append(gathered_sink_attention(q[:, i:j], keys, mask, own, self.attn_sink, self.softmax_scale))
         return torch.cat(out, dim=1)
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
@@ -177,13 +177,12 @@ def window_mask(q_pos: torch.Tensor, key_pos: torch.Tensor, window: int) -> torc
     return (dist >= 0) & (dist < window)
 
 
-def gather_entries(entries, idx: torch.Tensor) -> torch.Tensor:
+def distinct_entries(entries, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """entries: a batch's compressed entries (tensor or packed view) [b,n,d]; idx [b,q,k] entry numbers (-1:
-    none, read as entry 0) -> [b,q,k,d]. Neighbouring queries pick mostly the same entries: each distinct one
-    is read (dequantized) once."""
+    none, read as entry 0) -> (rows [u,d], index [b,q,k]): each distinct entry read (dequantized) once, and
+    rows[index] = the entries idx names. Neighbouring queries pick mostly the same entries."""
     b = idx.size(0)
     span = max(1, int(idx.max()) + 1)
     flat = idx.clamp_min(0) + torch.arange(b, device=idx.device)[:, None, None] * span  # row-major entry ids
     distinct, inverse = torch.unique(flat, return_inverse=True)  # [u], [b,q,k]
-    unique = entries[distinct // span, distinct % span]  # [u,d]
-    return unique.index_select(0, inverse.flatten()).view(*idx.shape, -1)  # (index_select: 5x advanced indexing)
+    return entries[distinct // span, distinct % span], inverse

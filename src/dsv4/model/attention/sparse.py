@@ -1,11 +1,48 @@
 """Attention with a sink over keys that differ per query: the gathered form of V4's `sparse_attn`.
 
 Each query attends to keys shared by its chunk (its window slice, HCA entries) under a mask, plus keys of its
-own (the CSA entries the indexer picked for it, gathered). K = V; the per-head sink logit joins the softmax
+own (the CSA entries the indexer picked for it: `OwnKeys`). K = V; the per-head sink logit joins the softmax
 denominator only. `sink_attention` is the dense form with shared keys alone.
 """
 
+from dataclasses import dataclass
+
 import torch
+
+from dsv4 import kernels
+
+
+@dataclass
+class OwnKeys:
+    """Each query's own keys as rows of one table: neighbouring queries pick mostly the same entries, so each
+    distinct one is held once (rows [u,d]) and every query lists its keys by row (index [b,s,t]); mask [b,s,t]
+    is False where a query has no key (its index then names any row)."""
+
+    rows: torch.Tensor
+    index: torch.Tensor
+    mask: torch.Tensor
+
+    def logits(self, q32: torch.Tensor) -> torch.Tensor:
+        """q [b,s,h,d] float32 -> q·key [b,s,h,t]. The C++ op reads the rows in place; the Python path copies
+        every query's keys out first ([b,s,t,d])."""
+        b, s, h, d = q32.shape
+        rows, index = self.rows.float(), self.index.reshape(b * s, -1)
+        op = kernels.op("indexed_logits", q32)
+        if op is not None:
+            return op(q32.reshape(b * s, h, d), rows, index).view(b, s, h, -1)
+        return torch.einsum("bshd,bstd->bsht", q32, self._keys(rows))
+
+    def values(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs [b,s,h,t] float32 -> Σ_t probs·key [b,s,h,d]."""
+        b, s, h, t = probs.shape
+        rows, index = self.rows.float(), self.index.reshape(b * s, t)
+        op = kernels.op("indexed_values", probs)
+        if op is not None:
+            return op(probs.reshape(b * s, h, t), rows, index).view(b, s, h, -1)
+        return torch.einsum("bsht,bstd->bshd", probs, self._keys(rows))
+
+    def _keys(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.index_select(0, self.index.flatten()).view(*self.index.shape, -1)  # (5x advanced indexing)
 
 
 def sink_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor,
@@ -23,22 +60,19 @@ def sink_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, sink: 
     return torch.cat(out, dim=1).to(q.dtype)
 
 
-def gathered_sink_attention(q: torch.Tensor, shared: torch.Tensor, shared_mask: torch.Tensor,
-                            own: torch.Tensor | None, own_mask: torch.Tensor | None, sink: torch.Tensor,
-                            scale: float) -> torch.Tensor:
-    """q [b,s,h,d]; shared keys [b,k,d] with shared_mask [b,s,k]; each query's own keys own [b,s,t,d] with
-    own_mask [b,s,t] (or None) -> o [b,s,h,d]. Every query must see at least one key."""
+def gathered_sink_attention(q: torch.Tensor, shared: torch.Tensor, shared_mask: torch.Tensor, own: OwnKeys | None,
+                            sink: torch.Tensor, scale: float) -> torch.Tensor:
+    """q [b,s,h,d]; shared keys [b,k,d] with shared_mask [b,s,k]; each query's own keys (or None) -> o [b,s,h,d].
+    Every query must see at least one key."""
     q32, shared32 = q.float(), shared.float()
     k = shared.size(1)
     logits = [torch.einsum("bshd,bkd->bshk", q32, shared32).mul_(scale)
               .masked_fill_(~shared_mask[:, :, None], float("-inf"))]
     if own is not None:
-        own32 = own.float()
-        logits.append(torch.einsum("bshd,bstd->bsht", q32, own32).mul_(scale)
-                      .masked_fill_(~own_mask[:, :, None], float("-inf")))
+        logits.append(own.logits(q32).mul_(scale).masked_fill_(~own.mask[:, :, None], float("-inf")))
     sink_logit = sink.float()[None, None, :, None].expand(*logits[0].shape[:-1], 1)
     probs = torch.cat(logits + [sink_logit], dim=-1).softmax(dim=-1)  # [b,s,h,k+t+1]
     o = torch.einsum("bshk,bkd->bshd", probs[..., :k], shared32)
     if own is not None:
-        o += torch.einsum("bsht,bstd->bshd", probs[..., k:-1], own32)
+        o += own.values(probs[..., k:-1].contiguous())
     return o.to(q.dtype)
