@@ -162,42 +162,42 @@ void check_table(const char* op, const at::Tensor& rows, const at::Tensor& index
                 " rows");
 }
 
+// One query's kernel, fn(x_i, rows, index_i, heads, dim, t, out_i), over n queries of x [n, heads, x_width] ->
+// out [n, heads, width], the queries split between threads (each computed as alone).
+template <class Fn>
+at::Tensor each_query(Fn fn, const at::Tensor& x, const at::Tensor& rows, const at::Tensor& index, int64_t dim,
+                      int64_t width) {
+  const at::Tensor xc = x.contiguous(), rc = rows.contiguous(), idx = index.contiguous();
+  const int64_t n = x.size(0), heads = x.size(1), t = idx.size(1), x_width = x.size(2);
+  at::Tensor out = at::empty({n, heads, width}, x.options());
+  const float *xp = xc.data_ptr<float>(), *rp = rc.data_ptr<float>();
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, n, 4, [&](int64_t a, int64_t b) {
+    for (int64_t i = a; i < b; ++i) fn(xp + i * heads * x_width, rp, ip + i * t, heads, dim, t, op + i * heads * width);
+  });
+  return out;
+}
+
 }  // namespace
 
 // q [n, heads, dim], rows [u, dim], index [n, t] -> logits [n, heads, t]
 at::Tensor indexed_logits(const at::Tensor& q, const at::Tensor& rows, const at::Tensor& index) {
   TORCH_CHECK(q.scalar_type() == at::kFloat && q.dim() == 3, "indexed_logits: q must be float32 [n, heads, dim]; got ",
               q.sizes(), " ", q.scalar_type());
-  const int64_t n = q.size(0), heads = q.size(1), dim = q.size(2);
-  check_table("indexed_logits", rows, index, n, dim);
-  const at::Tensor qc = q.contiguous(), rc = rows.contiguous(), idx = index.contiguous();
-  const int64_t t = idx.size(1);
-  at::Tensor out = at::empty({n, heads, t}, q.options());
-  const float *qp = qc.data_ptr<float>(), *rp = rc.data_ptr<float>();
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  float* op = out.data_ptr<float>();
-  at::parallel_for(0, n, 4, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) query_logits(qp + i * heads * dim, rp, ip + i * t, heads, dim, t, op + i * heads * t);
-  });
-  return out;
+  check_table("indexed_logits", rows, index, q.size(0), q.size(2));
+  return each_query(query_logits, q, rows, index, q.size(2), index.size(1));
 }
 
 // p [n, heads, t], rows [u, dim], index [n, t] -> values [n, heads, dim]
 at::Tensor indexed_values(const at::Tensor& p, const at::Tensor& rows, const at::Tensor& index) {
   TORCH_CHECK(p.scalar_type() == at::kFloat && p.dim() == 3, "indexed_values: p must be float32 [n, heads, t]; got ",
               p.sizes(), " ", p.scalar_type());
-  const int64_t n = p.size(0), heads = p.size(1), t = p.size(2), dim = rows.dim() == 2 ? rows.size(1) : -1;
-  check_table("indexed_values", rows, index, n, dim);
-  TORCH_CHECK(index.size(1) == t, "indexed_values: index must be [", n, ", ", t, "]; got ", index.sizes());
-  const at::Tensor pc = p.contiguous(), rc = rows.contiguous(), idx = index.contiguous();
-  at::Tensor out = at::empty({n, heads, dim}, p.options());
-  const float *pp = pc.data_ptr<float>(), *rp = rc.data_ptr<float>();
-  const int64_t* ip = idx.data_ptr<int64_t>();
-  float* op = out.data_ptr<float>();
-  at::parallel_for(0, n, 4, [&](int64_t a, int64_t b) {
-    for (int64_t i = a; i < b; ++i) query_values(pp + i * heads * t, rp, ip + i * t, heads, dim, t, op + i * heads * dim);
-  });
-  return out;
+  const int64_t dim = rows.dim() == 2 ? rows.size(1) : -1;
+  check_table("indexed_values", rows, index, p.size(0), dim);
+  TORCH_CHECK(index.size(1) == p.size(2), "indexed_values: index must be [", p.size(0), ", ", p.size(2), "]; got ",
+              index.sizes());
+  return each_query(query_values, p, rows, index, dim, dim);
 }
 
 TORCH_LIBRARY_FRAGMENT(dsv4_cpu, m) {
