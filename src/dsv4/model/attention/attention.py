@@ -90,7 +90,7 @@ class Attention(nn.Module):
         # a step's queries share one window slice of step + 127 keys: more queries per step would make each
         # score keys it cannot see (2048 queries: 2175 keys each, 17x the window)
         step = max(1, min(s, self.window_size, self.budget // (b * per_query)))
-        out = []
+        out = q.new_empty(q.shape)  # each step's output written while it is in cache (a cat at the end: 1.5%)
         for i in range(0, s, step):
             j = min(s, i + step)
             lo = max(0, old + i - self.window_size + 1)  # first window key any of these queries sees
@@ -105,8 +105,8 @@ class Attention(nn.Module):
                 idx = top[:, i:j]  # [b,q,k]
                 rows, index = distinct_entries(cache.compressor.entries, idx)
                 own = OwnKeys(rows.to(kv.dtype), index, idx >= 0)
-            out.append(gathered_sink_attention(q[:, i:j], keys, mask, own, self.attn_sink, self.softmax_scale))
-        return torch.cat(out, dim=1)
+            out[:, i:j] = gathered_sink_attention(q[:, i:j], keys, mask, own, self.attn_sink, self.softmax_scale)
+        return out
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
         # x [b,s,dim], positions [s] or [b,s] -> q [b,s,h,d], kv [b,s,d], qr [b,s,q_lora_rank]
@@ -184,5 +184,10 @@ def distinct_entries(entries, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     b = idx.size(0)
     span = max(1, int(idx.max()) + 1)
     flat = idx.clamp_min(0) + torch.arange(b, device=idx.device)[:, None, None] * span  # row-major entry ids
-    distinct, inverse = torch.unique(flat, return_inverse=True)  # [u], [b,q,k]
+    # ids are below b·span: marks and a running count number the distinct ones in order (torch.unique sorted
+    # all q·k ids, 1.6% of a 4K prefill)
+    seen = torch.zeros(b * span, dtype=torch.long, device=idx.device)
+    seen[flat.flatten()] = 1
+    distinct = seen.nonzero().squeeze(1)  # [u], ascending
+    inverse = (seen.cumsum(0) - 1)[flat]  # [b,q,k]
     return entries[distinct // span, distinct % span], inverse
