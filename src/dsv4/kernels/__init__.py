@@ -12,9 +12,10 @@ values bit for bit (tests/kernels compare them; `sinkhorn` those of mHC's batche
 Some kernels have no Python op of their own, only the computation they replace, whose products they compute exactly
 but sum in their own order (float32 roundoff): `index_scores_packed` (the indexer's decode scores straight from the
 packed MXFP4 keys, where the Python path decodes every key and then multiplies), `linear_bf16` (x times a weight
-held in BF16 that holds its values exactly: `Linear.compact_`), and `indexed_logits` / `indexed_values`
+held in BF16 that holds its values exactly: `Linear.compact_`), `indexed_logits` / `indexed_values`
 (indexed_attention.cpp: prefill's attention to each query's own CSA entries, read in place from a table of the
-distinct ones, where the Python path copies them out per query). `top_entries` (top_entries.cpp) is the indexer's
+distinct ones, where the Python path copies them out per query) and `rms_rows` (rms_rows.cpp: the per-head query
+norm in one visit of each row). `top_entries` (top_entries.cpp) is the indexer's
 top-k in one pass a row: the entries of `dsv4.model.attention.indexer.ranked`'s rule (equal scores: the lower
 entry first), which its Python path takes with a stable sort. Without a C++ compiler (which inductor needs as
 well) `enable()` warns and the Python ops stay.
@@ -33,7 +34,7 @@ import torch
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state = {"enabled": False, "tried": False}
-SOURCES = ("cpu_ops.cpp", "index_scores.cpp", "top_entries.cpp", "indexed_attention.cpp")
+SOURCES = ("cpu_ops.cpp", "index_scores.cpp", "top_entries.cpp", "indexed_attention.cpp", "rms_rows.cpp")
 
 
 def enable() -> bool:
@@ -122,6 +123,10 @@ def _register_fakes():
     @torch.library.register_fake("dsv4_cpu::top_entries")
     def _(scores, counts, k):
         return scores.new_empty(scores.size(0), min(k, scores.size(1)), dtype=torch.long)
+
+    @torch.library.register_fake("dsv4_cpu::rms_rows")
+    def _(x, eps):
+        return torch.empty_like(x)
 
     @torch.library.register_fake("dsv4_cpu::indexed_logits")
     def _(q, rows, index):
