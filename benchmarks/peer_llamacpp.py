@@ -4,8 +4,10 @@ The peer is set up from this clone alone by `peers/llamacpp.py`: the llama.cpp v
 0.3.36 sdist (fetched with pip, sha256-checked), `llama-bench` built with cmake, the tiny checkpoint written by
 dsv4's own writer in DeepSeek's inference layout and converted by llama.cpp's converter (all cached in --workdir).
 Then llama-bench and dsv4's engine run the same measurements on the same weights: prefill tokens/s at each
-context, ms/token for 32 decode steps after it, peak RSS and KV bytes. Each measurement runs in its own process,
-so its peak RSS is its own. Printed as ratios; asserts nothing.
+context, ms/token for 32 decode steps after it (averages: llama-bench repeats a prefill 3 times at 4K, 2 at 16K, once
+from 64K, and a decode 5 times; dsv4 repeats its prefill and decode as often as llama-bench its prefill), peak RSS
+and KV bytes. Each measurement runs in its own process, so its peak RSS is its own. Printed as ratios; asserts
+nothing.
 
 Run: `.venv/bin/python benchmarks/peer_llamacpp.py [--contexts 4096,16384] [--threads 2] [--decode-threads 1]
 [--reuse] [--workdir DIR] [--llama-bench BIN --gguf FILE --checkpoint DIR]`
@@ -22,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from peers.llamacpp import LlamaCpp, default_workdir
+from peers.llamacpp import LlamaCpp, default_workdir, repetitions
 
 
 def run_peer(peer: LlamaCpp, contexts: list[int], threads: int) -> Path:
@@ -59,17 +61,20 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decod
         t = time.perf_counter()
         engine.generate([prompt], params)
         compile_s = time.perf_counter() - t
-    output = engine.accumulator(engine.add_request(prompt, params))
-    t = time.perf_counter()
-    while not output.token_ids:  # the prefill's chunks; the last one samples the first token
-        for delta in engine.step():
-            output.add(delta)
-    prefill = time.perf_counter() - t
-    t = time.perf_counter()
-    while not output.finished:
-        for delta in engine.step():
-            output.add(delta)
-    decode = (time.perf_counter() - t) / steps
+    prefills, decodes = [], []
+    for _ in range(repetitions(context)):  # as many as llama-bench runs, averaged as it averages them
+        output = engine.accumulator(engine.add_request(prompt, params))
+        t = time.perf_counter()
+        while not output.token_ids:  # the prefill's chunks; the last one samples the first token
+            for delta in engine.step():
+                output.add(delta)
+        prefills.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        while not output.finished:
+            for delta in engine.step():
+                output.add(delta)
+        decodes.append((time.perf_counter() - t) / steps)
+    prefill, decode = sum(prefills) / len(prefills), sum(decodes) / len(decodes)
     return {"ctx": context, "prefill_tokens_per_s": context / prefill, "ms_per_token": decode * 1e3,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "kv_bytes": engine.runner.cache.nbytes(), "compile_s": compile_s}

@@ -38,6 +38,11 @@ DECODE_TOKENS = 32
 BIG_CONTEXT = 65536  # from here a prefill is timed once, without llama-bench's warmup (a second full prefill)
 
 
+def repetitions(context: int) -> int:
+    """How many times a prefill at `context` is timed (llama-bench's -r; dsv4's benchmark repeats as many)."""
+    return 1 if context >= BIG_CONTEXT else 2 if context >= 16384 else 3
+
+
 class PeerError(RuntimeError):
     pass
 
@@ -77,7 +82,7 @@ def bench_command(llama_bench: Path, gguf: Path, what: str, context: int, thread
     """One llama-bench run, JSON lines out, verbose (the log states the cache sizes). prefill: `context` prompt
     tokens; decode: DECODE_TOKENS tokens after an untimed prefill of `context` (-d)."""
     if what == "prefill":
-        reps = 1 if context >= BIG_CONTEXT else 2 if context >= 16384 else 3
+        reps = repetitions(context)
         args = ["-p", str(context), "-n", "0", "-r", str(reps)] + (["--no-warmup"] if context >= BIG_CONTEXT else [])
     elif what == "decode":
         args = ["-p", "0", "-n", str(DECODE_TOKENS), "-d", str(context), "-r", "5"]
