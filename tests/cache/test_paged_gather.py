@@ -81,3 +81,14 @@ def test_prefill_gathers_each_distinct_packed_entry_as_direct_indexing_does(mode
     rows, index = distinct_entries(entries, idx)
     assert torch.equal(rows[index], direct) and rows.size(0) == len(set(idx.clamp_min(0)[0].flatten().tolist())) + \
         len(set(idx.clamp_min(0)[1].flatten().tolist()))  # each distinct entry of each row read once
+
+
+def test_distinct_entries_alike_over_few_and_many_entries():
+    # few entries: numbered by marks over every entry id; many (a long context's): by sorting the picked ids
+    g = torch.Generator().manual_seed(5)
+    for n in (40, 5000):
+        entries = torch.randn(2, n, 4, generator=g)
+        idx = torch.randint(-1, n, (2, 3, 6), generator=g)
+        rows, index = distinct_entries(entries, idx)
+        assert torch.equal(rows[index], entries[torch.arange(2)[:, None, None], idx.clamp_min(0)])
+        assert rows.size(0) == sum(len(set(idx.clamp_min(0)[r].flatten().tolist())) for r in range(2))
