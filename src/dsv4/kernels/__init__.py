@@ -15,10 +15,10 @@ packed MXFP4 keys, where the Python path decodes every key and then multiplies),
 held in BF16 that holds its values exactly: `Linear.compact_`), `indexed_logits` / `indexed_values`
 (indexed_attention.cpp: prefill's attention to each query's own CSA entries, read in place from a table of the
 distinct ones, where the Python path copies them out per query) and `rms_rows` (rms_rows.cpp: the per-head query
-norm in one visit of each row). `top_entries` (top_entries.cpp) is the indexer's
-top-k in one pass a row: the entries of `dsv4.model.attention.indexer.ranked`'s rule (equal scores: the lower
-entry first), which its Python path takes with a stable sort. Without a C++ compiler (which inductor needs as
-well) `enable()` warns and the Python ops stay.
+norm in one visit of each row). `top_entries` (top_entries.cpp) is the indexer's top-k in one pass a row: the
+entries of `dsv4.model.attention.indexer.ranked`'s rule (equal scores: the lower entry first), which its Python
+path takes with a stable sort. Without a C++ compiler (which inductor needs as well) `enable()` warns and the
+Python ops stay.
 """
 
 import hashlib

@@ -104,7 +104,7 @@ class Attention(nn.Module):
             if top is not None and top.size(-1):
                 idx = top[:, i:j]  # [b,q,k]
                 rows, index = distinct_entries(cache.compressor.entries, idx)
-                own = OwnKeys(rows.to(kv.dtype), index, idx >= 0)
+                own = OwnKeys(rows.to(kv.dtype).float(), index, idx >= 0)  # (kv's rounding, once a step)
             out[:, i:j] = gathered_sink_attention(q[:, i:j], keys, mask, own, self.attn_sink, self.softmax_scale)
         return out
 

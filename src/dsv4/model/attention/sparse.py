@@ -15,8 +15,8 @@ from dsv4 import kernels
 @dataclass
 class OwnKeys:
     """Each query's own keys as rows of one table: neighbouring queries pick mostly the same entries, so each
-    distinct one is held once (rows [u,d]) and every query lists its keys by row (index [b,s,t]); mask [b,s,t]
-    is False where a query has no key (its index then names any row)."""
+    distinct one is held once (rows [u,d] float32) and every query lists its keys by row (index [b,s,t]); mask
+    [b,s,t] is False where a query has no key (its index then names any row)."""
 
     rows: torch.Tensor
     index: torch.Tensor
@@ -26,23 +26,21 @@ class OwnKeys:
         """q [b,s,h,d] float32 -> q·key [b,s,h,t]. The C++ op reads the rows in place; the Python path copies
         every query's keys out first ([b,s,t,d])."""
         b, s, h, d = q32.shape
-        rows, index = self.rows.float(), self.index.reshape(b * s, -1)
         op = kernels.op("indexed_logits", q32)
         if op is not None:
-            return op(q32.reshape(b * s, h, d), rows, index).view(b, s, h, -1)
-        return torch.einsum("bshd,bstd->bsht", q32, self._keys(rows))
+            return op(q32.reshape(b * s, h, d), self.rows, self.index.reshape(b * s, -1)).view(b, s, h, -1)
+        return torch.einsum("bshd,bstd->bsht", q32, self._keys())
 
     def values(self, probs: torch.Tensor) -> torch.Tensor:
         """probs [b,s,h,t] float32 -> Σ_t probs·key [b,s,h,d]."""
         b, s, h, t = probs.shape
-        rows, index = self.rows.float(), self.index.reshape(b * s, t)
         op = kernels.op("indexed_values", probs)
         if op is not None:
-            return op(probs.reshape(b * s, h, t), rows, index).view(b, s, h, -1)
-        return torch.einsum("bsht,bstd->bshd", probs, self._keys(rows))
+            return op(probs.reshape(b * s, h, t), self.rows, self.index.reshape(b * s, t)).view(b, s, h, -1)
+        return torch.einsum("bsht,bstd->bshd", probs, self._keys())
 
-    def _keys(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows.index_select(0, self.index.flatten()).view(*self.index.shape, -1)  # (5x advanced indexing)
+    def _keys(self) -> torch.Tensor:
+        return self.rows.index_select(0, self.index.flatten()).view(*self.index.shape, -1)  # (5x adv. indexing)
 
 
 def sink_attention(q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor, sink: torch.Tensor,
