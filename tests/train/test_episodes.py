@@ -1,12 +1,13 @@
 import json
 import random
+from collections import Counter
 
 import pytest
 
 from dsv4.agent.sandbox_tools import sandbox_tools
 from dsv4.agent.tools import ToolRegistry
 from dsv4.sandbox import Sandbox
-from dsv4.train.episodes import FAMILIES, episode_request, make_task, prepare
+from dsv4.train.episodes import FAMILIES, TRAINING_WEIGHTS, episode_request, make_task, prepare
 from dsv4.train.phrasing import CLOSERS, HELD_OUT_CLOSERS, HELD_OUT_OPENERS, OPENERS
 from dsv4.train.sample import chat_sample
 from dsv4.train.words import NOUNS, POOLED, Names, split
@@ -106,3 +107,12 @@ def test_arguments_are_json(sandbox):
     prepare(sandbox, task)
     call = episode_request(task, sandbox)["messages"][2]["tool_calls"][0]["function"]
     assert json.loads(call["arguments"]) == task.calls[0].args
+
+
+def test_training_draws_families_by_their_weights():
+    assert set(TRAINING_WEIGHTS) == set(FAMILIES)
+    rng = random.Random(5)
+    drawn = Counter(make_task(rng).family for _ in range(1500))
+    total = sum(TRAINING_WEIGHTS.values())
+    for family, weight in TRAINING_WEIGHTS.items():
+        assert abs(drawn[family] / 1500 - weight / total) < 0.04, (family, drawn)
