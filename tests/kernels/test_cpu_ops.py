@@ -10,6 +10,7 @@ from dsv4.cache.views import put_rows
 from dsv4.model.attention.indexer import index_scores
 from dsv4.model.hyper import sinkhorn_split
 from dsv4.model.moe import grouped_linear
+from dsv4.model.quant import fp4_round
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,52 @@ def test_index_scores_from_packed_keys_as_decode_then_score(ops, dim, block):
         bound = index_scores(q[:, None].abs(), keys.abs(), w[:, None].abs())[:, 0]  # Σ|terms|: float32 rounding
         assert got.shape == want.shape and (got - want).abs().le(bound * 1e-5 + 1e-30).all()
         assert (want != 0).float().mean() > 0.3  # ReLU leaves enough nonzero scores to compare
+
+
+def _vnni() -> bool:
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "").split()
+    return {"avx512f", "avx512bw", "avx512_vnni"} <= set(flags)
+
+
+def _block_order_scores(q: torch.Tensor, keys: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Σ_h w·ReLU(q·k) with each 32-dim block's sum exact (float64 holds it), the blocks then added in float32 in
+    order: q [rows,h,d], keys [rows,t,d], w [rows,h] -> [rows,t]."""
+    blocks = (q.double()[:, :, None] * keys.double()[:, None]).unflatten(-1, (-1, 32)).sum(-1).float()
+    dot = blocks[..., 0]
+    for b in range(1, blocks.size(-1)):
+        dot = dot + blocks[..., b]
+    total = torch.zeros(dot.shape[0], dot.shape[2])
+    for h in range(dot.size(1)):
+        total = total + dot[:, h].relu() * w[:, h, None]
+    return total
+
+
+@pytest.mark.parametrize("dim", [128, 256])
+def test_index_scores_of_mxfp4_queries_sum_each_block_exactly(ops, dim):
+    # the indexer's queries are MXFP4 (fp4_round): each key block's dot product is an integer sum, exact, then the
+    # blocks are added in order. A key whose first block is large and the others small tells that order from a
+    # running float sum over every dimension (GroupScorer's), which rounds at each small term.
+    layout = IndexerKeyLayout(dim, 32)
+    g = torch.Generator().manual_seed(8)
+    keys = torch.randn(40, dim, generator=g)
+    keys[:, :32] *= 2.0**22
+    pool = layout.pack(keys).view(-1, layout.nbytes)
+    q = fp4_round(torch.randn(2, 6, dim, generator=g), 32)
+    q[1, 2, 32:64] = 0  # a zero block
+    w = 2.0 ** torch.randint(-3, 3, (2, 6), generator=g).float()  # powers of two: w·ReLU(dot) exact, FMA or not
+    index = torch.randint(0, 40, (2, 29), generator=g)
+    decoded = gather_index_keys(pool, index, dim, 32)
+    got = ops.index_scores_packed(q, w, pool, index, dim, 32)
+    want = index_scores(q[:, None], decoded, w[:, None])[:, 0]
+    bound = index_scores(q[:, None].abs(), decoded.abs(), w[:, None].abs())[:, 0]
+    assert (got - want).abs().le(bound * 1e-5).all()
+    if _vnni():  # the integer path's order, bit for bit
+        assert _bits_equal(got, _block_order_scores(q, decoded, w))
+    off_grid = q.clone()
+    off_grid[0, 0, 0] = 0.3  # one block that is not e2m1 codes x a power of two: the float path scores the row
+    got = ops.index_scores_packed(off_grid, w, pool, index, dim, 32)
+    bound = index_scores(off_grid[:, None].abs(), decoded.abs(), w[:, None].abs())[:, 0]
+    assert (got - index_scores(off_grid[:, None], decoded, w[:, None])[:, 0]).abs().le(bound * 1e-5).all()
 
 
 @pytest.mark.parametrize("per_row", [4, 1])  # blocks of 4 entries, single entries
