@@ -12,8 +12,8 @@ import torch
 
 from dsv4.encoding import FORCED_TOOL_CALLS, encode_messages, parse_completion
 from dsv4.encoding.dsml import render_tool_calls
-from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, tool_call_grammar
-from dsv4.encoding.tokens import DSML, EOS, PARAM_CLOSE, THINK_END
+from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, strict_tools_grammar, tool_call_grammar
+from dsv4.encoding.tokens import DSML, EOS, PARAM_CLOSE, THINK_END, TOOL_CALLS_OPEN
 from dsv4.engine import Engine, EngineConfig, SamplingParams
 from dsv4.engine.constraint import Constraint, GrammarTokenizer, grammar_error
 from dsv4.engine.sampling_params import Grammar
@@ -179,6 +179,68 @@ def test_a_small_tokenizer_model_finishes_a_forced_call_with_its_own_dsml_token(
             break
     assert c.matcher.is_stopped() and tok.token_to_id(DSML) in ids
     assert parse_completion(tok.decode(ids, skip_special_tokens=False)).tool_calls[0].name == "get_weather"
+
+
+@pytest.mark.parametrize("thinking", [False, True], ids=["non-think", "thinking"])
+@pytest.mark.parametrize("kind", ["v4", "small"])
+def test_the_strict_tools_grammar_accepts_content_or_valid_calls(engine, tokenizer, kind, thinking):
+    # tool_choice "auto" with strict tools: the model may answer or call; a block it opens holds valid calls only
+    tok = tokenizer if kind == "v4" else small_tokenizer()
+    tokens = engine._grammar_tokens if kind == "v4" else GrammarTokenizer(tok, tok.get_vocab_size(), 1)
+    lark = strict_tools_grammar(TOOLS, thinking=thinking, single_tokens=single(tok))
+    head = "The user wants weather." + THINK_END if thinking else ""
+    block = render_tool_calls(CALLS, empty_line=False)
+
+    def accepts(completion: str) -> bool:
+        c = Constraint(Grammar(lark, THINK_END if thinking else None), tokens, 10_000)
+        return c.replay(tok.encode(head + completion, add_special_tokens=False).ids) and c.matcher.is_stopped()
+
+    assert accepts("It is sunny in <b>Paris</b>.\n\nBye." + EOS) and accepts(EOS)  # an answer, an empty one
+    assert accepts("Let me check." + block + EOS) and accepts(block + EOS)  # calls after content, calls alone
+    assert not accepts("Let me check." + block.replace('name="search"', 'name="fetch"') + EOS)  # undeclared tool
+    assert not accepts("Let me check." + block.replace('"unit" string="true">F', '"unit" string="true">K') + EOS)
+    assert not accepts("Let me check." + block[:-len("</｜DSML｜tool_calls>")] + EOS)  # a block left open
+    assert not accepts("Let me check." + block[2:] + EOS)  # the block without its blank line: not a V4 call
+    assert not accepts("A stray " + DSML + "invoke marker." + EOS)  # parsers take any marker as markup
+    assert not accepts(block + "\nmore text" + EOS)  # nothing after the block but EOS
+
+
+def test_strict_tools_calls_sampled_under_the_grammar_parse_and_finish_in_time():
+    # random logits (the small tokenizer's model stand-in) once the reply has opened a block: whatever is sampled
+    # parses strictly as calls that validate, closed by the engine's finish plan before max_tokens
+    tok = small_tokenizer()
+    tokens = GrammarTokenizer(tok, tok.get_vocab_size(), 1)
+    lark = strict_tools_grammar(TOOLS, thinking=False, single_tokens=single(tok))
+    for seed in range(3):
+        c = Constraint(Grammar(lark, raw_spans=SPANS, finish_from=TOOL_CALLS_OPEN), tokens, 150)
+        ids = tok.encode("Checking.\n\n<" + DSML + "tool_calls>\n", add_special_tokens=False).ids
+        assert c.replay(ids)
+        g = torch.Generator().manual_seed(seed)
+        while len(ids) < 150 and ids[-1] != 1:
+            logits = torch.randn(tok.get_vocab_size(), generator=g).masked_fill(~c.allowed(), float("-inf"))
+            ids.append(int(torch.multinomial(logits.softmax(-1), 1, generator=g)))
+            assert c.advance(ids[-1])
+        assert ids[-1] == 1 and c.matcher.is_stopped()
+        message = parse_completion(tok.decode(ids, skip_special_tokens=False), thinking_mode="chat")
+        assert message.content == "Checking." and message.tool_calls
+        for call in message.tool_calls:
+            schema = next(t for t in TOOLS if t["name"] == call.name)["parameters"]
+            jsonschema.validate(json.loads(call.arguments), schema)
+
+
+def test_free_text_under_strict_tools_is_not_finished_by_the_engine():
+    # near max_tokens a forced reply is finished by the engine's plan; a reply that may stay free text is not
+    # (an EOS of the engine's would make cut-off content read as a whole answer) until it opens a tool-call block
+    tok = small_tokenizer()
+    tokens = GrammarTokenizer(tok, tok.get_vocab_size(), 1)
+    lark = strict_tools_grammar(TOOLS, thinking=False, single_tokens=single(tok))
+    content = tok.encode("hello world " * 6, add_special_tokens=False).ids
+    limit = len(content) + 2
+    finishing = Constraint(Grammar(lark), tokens, limit)
+    free = Constraint(Grammar(lark, finish_from=TOOL_CALLS_OPEN), tokens, limit)
+    assert finishing.replay(content) and free.replay(content)
+    assert finishing.allowed().sum() == 1  # the plan: EOS now
+    assert free.allowed().sum() > 100
 
 
 def test_an_unsupported_schema_is_named_before_anything_runs():

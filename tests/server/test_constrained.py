@@ -1,6 +1,7 @@
 """Enforced structured output and forced tool calls on the engine-backed server (random-weight tiny model), read
 by the unmodified `openai` and `anthropic` clients: `tool_choice` required / named and Anthropic's `any` / `tool`
-return a valid call of the right tool in thinking and non-think modes; `response_format` json_schema replies parse
+return a valid call of the right tool in thinking and non-think modes; strict tools under tool_choice "auto" get
+the strict-tools grammar; `response_format` json_schema replies parse
 (`chat.completions.parse`, LangChain's `with_structured_output` by json_schema and by function calling) and
 validate; an unenforceable schema is a 400 naming the field."""
 
@@ -14,8 +15,11 @@ import openai
 import pydantic
 import pytest
 
+from dsv4.encoding.tokens import TOOL_CALLS_OPEN
 from dsv4.engine import Engine, EngineConfig
 from dsv4.server import EngineBackend, create_app
+from dsv4.server.constrained import reply_grammar
+from dsv4.server.protocol import ChatCompletionRequest
 
 from .conftest import client_for
 
@@ -128,3 +132,32 @@ def test_langchain_with_structured_output_returns_the_pydantic_object(backend, m
     structured = chat.with_structured_output(Forecast, method=method)
     forecast = asyncio.run(structured.ainvoke("Forecast for Paris."))  # thinking mode (the server's default)
     assert isinstance(forecast, Forecast)
+
+
+def test_strict_tools_under_auto_are_enforced_and_others_left_free(backend):
+    strict = [{"type": "function", "function": {**t["function"], "strict": True}} for t in TOOLS]
+
+    def grammar(tools, choice="auto"):
+        request = ChatCompletionRequest(model="tiny", messages=USER, tools=tools, tool_choice=choice)
+        return reply_grammar(request, thinking=True, backend=backend, max_tokens=100)
+
+    enforced = grammar(strict)
+    assert enforced is not None and enforced.finish_from == TOOL_CALLS_OPEN  # free text is never cut by the engine
+    assert "get_weather" in enforced.lark and "CONTENT" in enforced.lark
+    assert grammar(TOOLS) is None and grammar(strict, "none") is None  # non-strict tools, or no call allowed
+    assert grammar(strict, "required").finish_from == ""  # a forced call: finished within max_tokens throughout
+
+
+def test_a_strict_tools_request_answers_through_the_server(backend):
+    # random weights answer in text here (they open no block); the reply is whole and parses
+    strict = [{"type": "function", "function": {**t["function"], "strict": True}} for t in TOOLS]
+
+    async def main():
+        return await openai_client(backend).chat.completions.create(
+            model="tiny", messages=USER, tools=strict, max_tokens=40, seed=3, extra_body=NO_THINKING)
+
+    choice = asyncio.run(main()).choices[0]
+    assert choice.finish_reason in ("stop", "length", "tool_calls")
+    for call in choice.message.tool_calls or []:
+        jsonschema.validate(pydantic.TypeAdapter(dict).validate_json(call.function.arguments),
+                            SCHEMAS[call.function.name])

@@ -145,6 +145,14 @@ def raw_value_rules(spell: Spelling) -> list[str]:
     return [f"raw_value[lazy]: /(?s:.*){PARAM_CLOSE.replace('/', chr(92) + '/')}/"]
 
 
+def invoke_rules(offered: list[dict], spell: Spelling) -> list[str]:
+    """`invoke`: a call of any of `offered`, each tool's parameters following its schema."""
+    rules = ["invoke: " + " | ".join(f"invoke_{i}" for i in range(len(offered)))]
+    values: list[str] = []
+    rules += [f"invoke_{i}: {invoke_rule(t, values, spell)}" for i, t in enumerate(offered)]
+    return rules + values + raw_value_rules(spell)
+
+
 def tool_call_grammar(tools: list[dict], name: str | None, *, thinking: bool,
                       single_tokens: Mapping[str, int]) -> str:
     """The grammar of a forced tool call: one call of `name`, or one or more calls of any of `tools` (OpenAI
@@ -156,9 +164,24 @@ def tool_call_grammar(tools: list[dict], name: str | None, *, thinking: bool,
                             f"{[t.get('name') for t in tools]}", field="tool_choice")
     invokes = 'invoke "\\n"' if name is not None else '(invoke "\\n")+'
     opener = f"reasoning {spell(TOOL_CALLS_LEAD + chr(10))} " if thinking else ""
-    rules = [f"start: {opener}{invokes} {spell(TOOL_CALLS_CLOSE)} {spell(EOS)}",
-             "invoke: " + " | ".join(f"invoke_{i}" for i in range(len(offered)))]
-    values: list[str] = []
-    rules += [f"invoke_{i}: {invoke_rule(t, values, spell)}" for i, t in enumerate(offered)]
-    rules += values + raw_value_rules(spell)
+    rules = [f"start: {opener}{invokes} {spell(TOOL_CALLS_CLOSE)} {spell(EOS)}"] + invoke_rules(offered, spell)
+    return "\n".join(rules + (reasoning_rules(spell) if thinking else [])) + "\n"
+
+
+def strict_tools_grammar(tools: list[dict], *, thinking: bool, single_tokens: Mapping[str, int]) -> str:
+    """The grammar of a reply that may call strict tools (OpenAI's `"strict": true` functions under tool_choice
+    "auto"): free content (no DSML marker in it), or content and then one or more calls that follow the tools'
+    schemas, as `tool_call_grammar` spells them. Whether to call stays the model's choice; once it opens the block,
+    every call it writes is valid (vLLM's structural tag does the same for strict tools)."""
+    spell = Spelling(single_tokens)
+    head = "reasoning " if thinking else ""
+    no_marker = f"~/(?s:.*){DSML}(?s:.*)/"
+    if DSML in spell.single_tokens:  # the content before the block ends with its "\n\n<", then the marker token
+        lead = [f"calls_lead: CALLS_LEAD {spell(TOOL_CALLS_LEAD[3:] + chr(10))}",
+                f"CALLS_LEAD: /(?s:.*)\\n\\n</ & {no_marker}"]
+    else:  # lazy: the content ends at the first block opener (the regex includes it)
+        lead = [f"calls_lead[lazy]: /(?s:.*)\\n\\n<{DSML}tool_calls>\\n/"]
+    rules = [f"start: {head}reply {spell(EOS)}", "reply: CONTENT | calls",
+             f'calls: calls_lead (invoke "\\n")+ {spell(TOOL_CALLS_CLOSE)}', f"CONTENT: /(?s:.*)/ & {no_marker}"]
+    rules += lead + invoke_rules(tools, spell)
     return "\n".join(rules + (reasoning_rules(spell) if thinking else [])) + "\n"

@@ -93,6 +93,7 @@ class Constraint:
         self.generated = 0
         self.plan: deque[int] = deque()
         self.estimate = 0  # length of the last finish plan looked for
+        self.finishing = not grammar.finish_from  # finished within max_tokens from here on (Grammar.finish_from)
         self._bitmask = llguidance.torch.allocate_token_bitmask(1, tokens.vocab_size)
         self._future: Future | None = None
         self.prefetch()
@@ -194,7 +195,7 @@ class Constraint:
                 candidates = [[quote]]
             else:
                 candidates = closers
-            step = m.compute_ff_tokens() or next((c for c in candidates if m.validate_tokens(c) == len(c)), None)
+            step = m.compute_ff_tokens() or next((c for c in candidates if self._takes(m, c)), None)
             if not step:  # a single character, else the lowest allowed token (a whole mask: the costly way)
                 step = next(([t] for t in self.tokens.char_ids() if m.validate_tokens([t]) == 1), None)
             if not step:
@@ -209,10 +210,20 @@ class Constraint:
             text += self.tokens.text(step)
         return out if m.is_stopped() else None
 
+    def _takes(self, m: llguidance.LLMatcher, tokens: list[int]) -> bool:
+        if tokens == [self.tokens.eos]:  # validate_tokens never counts EOS, even where the grammar allows it
+            return m.deep_copy().consume_token(self.tokens.eos)
+        return m.validate_tokens(tokens) == len(tokens)
+
     def _maybe_plan(self):
         """Adopts a finish plan once the tokens left come near its length (a margin covers the jump one token
         can make: opening an object with several required properties). Plans are looked for only near the limit:
         every 8 tokens from twice the last plan's length, every token from its length + margin + 8."""
+        if not self.finishing:
+            if self.grammar.finish_from.encode() not in self.text:
+                return
+            self.finishing = True  # the output just reached where finishing starts: its shortest finish from here
+            self._first_estimate()
         left = self.max_tokens - self.generated
         reasoning = self.in_reasoning(self.text)
         near = left <= self.estimate + margin(self.estimate) + 8 or (reasoning and left <= self.grammar.reasoning_room)

@@ -19,6 +19,10 @@ class Grammar:
     """Tokens of max_tokens kept for what follows the reasoning: it is closed once only this many are left."""
     raw_spans: tuple[tuple[str, str], ...] = ()
     """(opener, closer) of free-text spans in the grammar: an open one is finished by writing its closer."""
+    finish_from: str = ""
+    """The engine finishes the output within max_tokens once it holds this text ("": from the start). A reply
+    that may stay free text (strict tools under tool_choice "auto") is finished only inside its tool-call block:
+    free text cut short by an EOS of the engine's would read as a complete answer."""
 
     def __post_init__(self):
         object.__setattr__(self, "raw_spans", tuple(tuple(s) for s in self.raw_spans))

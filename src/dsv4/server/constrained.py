@@ -8,13 +8,17 @@ time: once only `reasoning_room(max_tokens)` = min(max_tokens // 2, 4096) tokens
 finish: a required call or a JSON reply is never cut off by the length limit (`finish_reason` "length" cannot
 happen to it).
 
+Strict tools (every offered function `"strict": true`, as deepseek-recipe requires them all or none) under
+tool_choice "auto" leave the choice to call to the model, and once it opens a tool-call block every call follows
+the tools' schemas; the engine finishes an open block within the length limit, never free text.
+
 A `response_format` is enforced when no tool can be called instead (no tools, or `tool_choice` "none"); with
 tools offered and `tool_choice` "auto" the model may call one, so the format is only in the prompt then.
 """
 
 from dsv4.encoding import EncodingError
-from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, tool_call_grammar
-from dsv4.encoding.tokens import DSML, EOS, PARAM_CLOSE, THINK_END
+from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, strict_tools_grammar, tool_call_grammar
+from dsv4.encoding.tokens import DSML, EOS, PARAM_CLOSE, THINK_END, TOOL_CALLS_OPEN
 from dsv4.encoding.tool_choice import forced_name
 from dsv4.engine.constraint import grammar_error
 from dsv4.engine.sampling_params import Grammar
@@ -46,6 +50,10 @@ def reply_grammar(request: ChatCompletionRequest, *, thinking: bool, backend: Ba
             lark = tool_call_grammar(tools, forced_name(choice), thinking=thinking,
                                      single_tokens=single_tokens(backend))
             grammar, where = Grammar(lark, end, room, ((RAW_VALUE_OPEN, PARAM_CLOSE),)), "tools"
+        elif tools and choice in (None, "auto") and all(t.get("strict") for t in tools):
+            lark = strict_tools_grammar(tools, thinking=thinking, single_tokens=single_tokens(backend))
+            grammar = Grammar(lark, end, room, ((RAW_VALUE_OPEN, PARAM_CLOSE),), finish_from=TOOL_CALLS_OPEN)
+            where = "tools"
         elif request.response_format and (not tools or choice == "none"):
             lark = response_grammar(request.response_format, thinking=thinking, single_tokens=single_tokens(backend))
             if lark is None:
