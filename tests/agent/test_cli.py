@@ -5,6 +5,7 @@ import sys
 
 from dsv4.agent import Trajectory
 from dsv4.cli import main
+from dsv4.encoding.tokens import TOOL_CALLS_OPEN
 from dsv4.server import create_app
 from dsv4.server.background import serving
 from tests.encoding.test_parse_strategies import render_calls
@@ -27,6 +28,20 @@ def test_agent_command_runs_a_task_to_its_answer(real_tokenizer, make_sandbox, t
     assert "-> bash ok: exit code: 0 stdout: done" in out
     t = Trajectory.load(path)
     assert t.model == "dsv4-test" and t.status == "finished" and len(t.steps) == 3
+
+
+def test_agent_command_offers_strict_tools_that_the_server_enforces(real_tokenizer, make_sandbox, tmp_path, capsys):
+    make_sandbox("process")
+    scripts = ["Look.</think>" + render_calls([("bash", {"command": "echo hi"})]), "Done.</think>It printed hi."]
+    backend = ScriptedBackend(real_tokenizer, scripts)
+    with serving(create_app(backend)) as url:
+        rc = main(["agent", "Say hi.", "--endpoint", f"{url}/v1", "--trajectory", str(tmp_path / "t.json"),
+                   "--strict-tools"])
+    assert rc == 0 and len(backend.calls) == 2
+    for prompt, params in backend.calls:  # each call: the tools' strict form in the prompt, the server's grammar
+        text = real_tokenizer.decode(prompt, skip_special_tokens=False)
+        assert text.count('"additionalProperties": false') == 3 and '{"type": "null"}' in text
+        assert params.grammar is not None and params.grammar.finish_from == TOOL_CALLS_OPEN
 
 
 def test_agent_command_with_an_mcp_server(real_tokenizer, make_sandbox, tmp_path, capsys):

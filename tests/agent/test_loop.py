@@ -105,3 +105,21 @@ def test_tool_names_are_unique_and_output_is_elided():
     short = elide(text, 20)
     assert short.startswith("a" * 10) and short.endswith("b" * 10) and "80 characters elided" in short
     assert elide("abc", 20) == "abc"
+
+
+def test_strict_tools_take_every_property_and_a_null_leaves_an_optional_one_out():
+    seen = []
+    tool = Tool("grep", "Search.", {"type": "object", "properties": {
+        "pattern": {"type": "string"}, "limit": {"type": "integer", "minimum": 1}}, "required": ["pattern"]},
+        lambda pattern, limit=None: seen.append((pattern, limit)) or "ok")
+    registry = ToolRegistry([tool])
+    params = registry.schemas(strict=True)[0]["function"]["parameters"]
+    assert registry.schemas(strict=True)[0]["function"]["strict"] is True
+    assert params["required"] == ["pattern", "limit"] and params["additionalProperties"] is False
+    assert params["properties"]["limit"] == {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
+    assert "strict" not in registry.schemas()[0]["function"]  # the plain form unchanged
+    assert registry.call("grep", '{"pattern": "x", "limit": null}').ok  # null: not given
+    assert registry.call("grep", '{"pattern": "x", "limit": 3}').ok
+    assert seen == [("x", None), ("x", 3)]
+    out = registry.call("grep", '{"pattern": null}')  # a required one is never dropped: the check names it
+    assert not out.ok and "pattern" in out.text

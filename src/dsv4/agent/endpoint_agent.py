@@ -25,6 +25,8 @@ class EndpointAgent:
     max_steps: int = 100
     context_tokens: int | None = None
     """The model's context where the endpoint lists it."""
+    strict_tools: bool = False
+    """The tools as strict functions (`AgentConfig.strict_tools`)."""
     _client: OpenAIClient | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -34,7 +36,8 @@ class EndpointAgent:
         return self._client
 
     def __call__(self, sb: Sandbox) -> Agent:
-        config = AgentConfig(max_steps=self.max_steps, context_tokens=self.context_tokens)
+        config = AgentConfig(max_steps=self.max_steps, context_tokens=self.context_tokens,
+                             strict_tools=self.strict_tools)
         return Agent(self.client, ToolRegistry(sandbox_tools(sb)), config, sandbox=sb)
 
     def __getstate__(self) -> dict:

@@ -49,6 +49,10 @@ class AgentConfig(BaseModel):
     """... down to this fraction (see `dsv4.agent.context`)."""
     keep_recent: int = Field(4, ge=1)
     """Steps whose tool outputs and reasoning are never elided."""
+    strict_tools: bool = False
+    """Offer the tools as strict functions (`"strict": true`): a server that enforces them (dsv4's does, under
+    tool_choice auto) makes every call the model writes match its tool's parameters. The flag is in the tools'
+    JSON, so the model sees it in its prompt."""
     salvage_tool_calls: bool = True
     """A reply without tool calls whose content holds one written as text (a declared tool, valid arguments, on
     lines of its own outside code: `dsv4.encoding.salvage`) runs it as a call; the step records a warning."""
@@ -126,7 +130,7 @@ class Agent:
         calls before it in the trajectory (`AgentRun` saves it there)."""
         start = time.monotonic()
         sent = chars(trajectory.messages)
-        schemas = self.tools.schemas()
+        schemas = self.tools.schemas(self.config.strict_tools)
         completion = self.client.complete(trajectory.messages, schemas)
         warnings = list(completion.warnings)
         if self.config.salvage_tool_calls:

@@ -24,6 +24,9 @@ def _model_args(p) -> None:
     p.add_argument("--temperature", type=float, default=None,
                    help="sampling temperature, 0 = greedy (default: the endpoint's; the built-in model's is greedy)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed of every model call")
+    p.add_argument("--strict-tools", action="store_true",
+                   help="offer the tools as strict functions: a server that enforces them (dsv4 serve does) makes "
+                        "every call match its tool's parameters")
 
 
 def register(sub) -> None:
@@ -91,7 +94,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         try:
             client, context = _client(args, stack)
-            config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds, context_tokens=context)
+            config = AgentConfig(max_steps=args.max_steps, max_seconds=args.max_seconds, context_tokens=context,
+                                 strict_tools=args.strict_tools)
             mcp = stack.enter_context(McpTools(servers)) if servers else None
 
             def tools_for(sb: Sandbox) -> ToolRegistry:
@@ -146,7 +150,7 @@ def _endpoint_agent(args: argparse.Namespace, stack: contextlib.ExitStack):
     model, context = listed_model(url, key, args.model)
     extra = {k: v for k, v in (("max_tokens", args.max_tokens), ("reasoning_effort", args.reasoning_effort),
                                 ("temperature", args.temperature), ("seed", args.seed)) if v is not None}
-    return EndpointAgent(url, model, key, extra, args.max_steps, context)
+    return EndpointAgent(url, model, key, extra, args.max_steps, context, args.strict_tools)
 
 
 @contextlib.contextmanager

@@ -58,6 +58,8 @@ def register_eval(sub) -> None:
     a.add_argument("--seen", action="store_true",
                    help="tasks from the training pools and phrasings (fresh values) instead of held-out ones")
     a.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
+    a.add_argument("--strict-tools", action="store_true",
+                   help="the tools as strict functions, which the server enforces (valid DSML by construction)")
     _checkpoint_arg(a)
     a.set_defaults(func=cmd_eval_agent)
 
@@ -142,7 +144,7 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
             with Sandbox.create(args.sandbox) as sb:
                 prepare(sb, task)
                 # no salvage of calls written as text: the model's own DSML is what is measured
-                config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False)
+                config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False, strict_tools=args.strict_tools)
                 registry = ToolRegistry(sandbox_tools(sb))
                 t = Agent(client, registry, config).run(task.prompt)
                 n, kept = reasoning_retained([m.wire() for m in t.messages], registry.schemas())
