@@ -51,10 +51,11 @@ def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, caps
     assert main(["eval", "agent", "--checkpoint", str(checkpoint), "--tasks", "1", "--max-steps", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"agent success: \d+\.\d% \(\d/1\)", lines[-1])
-    assert lines[-2].startswith("valid DSML: ")
+    assert re.fullmatch(r"by family: compute [01]/1", lines[-2])
+    assert lines[-3].startswith("valid DSML: ")
     assert re.fullmatch(r"reasoning retained: \d+ of \d+ tool-call turns' reasoning in the next request's prompt",
-                        lines[-3])
-    assert lines[-4].startswith("compute ") and " steps 1 " in lines[-4]  # the task's row
+                        lines[-4])
+    assert lines[-5].startswith("compute ") and " steps 1 " in lines[-5]  # the task's row
 
 
 def test_a_held_out_task_is_solved_by_its_own_plan():

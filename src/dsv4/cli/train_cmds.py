@@ -167,6 +167,10 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
     print(f"reasoning retained: {retained} of {turns} tool-call turns' reasoning in the next request's prompt")
     print(f"valid DSML: {100 * valid / calls if calls else 0:.1f}% of {calls} tool calls; "
           f"mean steps {sum(r.steps for r in results) / len(results):.1f}")
+    families = dict.fromkeys(t.family for t in tasks)
+    print("by family: " + ", ".join(
+        f"{f} {sum(r.solved for t, r in zip(tasks, results, strict=True) if t.family == f)}/"
+        f"{sum(t.family == f for t in tasks)}" for f in families))
     solved = sum(r.solved for r in results)
     print(f"agent success: {100 * solved / len(results):.1f}% ({solved}/{len(results)})")
     return 0
