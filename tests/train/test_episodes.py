@@ -6,10 +6,16 @@ import pytest
 
 from dsv4.agent.sandbox_tools import sandbox_tools
 from dsv4.agent.tools import ToolRegistry
+from dsv4.encoding.grammar import strict_tools_grammar
+from dsv4.encoding.tokens import DSML, EOS, THINK_END
+from dsv4.engine.constraint import Constraint, GrammarTokenizer
+from dsv4.engine.sampling_params import Grammar
 from dsv4.sandbox import Sandbox
+from dsv4.train.data import agent_sample
 from dsv4.train.episodes import FAMILIES, TRAINING_WEIGHTS, episode_request, make_task, prepare
 from dsv4.train.phrasing import CLOSERS, HELD_OUT_CLOSERS, HELD_OUT_OPENERS, OPENERS
 from dsv4.train.sample import chat_sample
+from dsv4.train.tokenizer import train_tokenizer
 from dsv4.train.words import NOUNS, POOLED, Names, split
 
 
@@ -116,3 +122,37 @@ def test_training_draws_families_by_their_weights():
     total = sum(TRAINING_WEIGHTS.values())
     for family, weight in TRAINING_WEIGHTS.items():
         assert abs(drawn[family] / 1500 - weight / total) < 0.04, (family, drawn)
+
+
+def test_a_strict_form_episode_is_what_the_strict_tools_grammar_enforces(sandbox):
+    # episodes whose tools are in strict form teach the calls the server's strict grammar lets through: every
+    # parameter of the tool in its order, null for those the plan leaves out, and the same tool results
+    for family in sorted(FAMILIES):
+        task = make_task(random.Random(5), family=family)
+        prepare(sandbox, task)
+        request = episode_request(task, sandbox, thinking=True, strict=True)
+        tools = [t["function"] for t in request["tools"]]
+        assert all(t["strict"] for t in tools)
+        prepare(sandbox, task)
+        plain = episode_request(task, sandbox, thinking=True)
+        assert [m["content"] for m in request["messages"] if m["role"] == "tool"] == \
+            [m["content"] for m in plain["messages"] if m["role"] == "tool"]
+        sample = chat_sample(request, family)
+        tok = train_tokenizer([sample.text] * 3, vocab_size=400)
+        lark = strict_tools_grammar(tools, thinking=True,
+                                    single_tokens={t: tok.token_to_id(t) for t in (THINK_END, EOS, DSML)})
+        tokens = GrammarTokenizer(tok, tok.get_vocab_size(), tok.token_to_id(EOS))
+        for a, b in sample.spans:  # every assistant turn: reasoning, then calls or the answer, then EOS
+            c = Constraint(Grammar(lark, THINK_END), tokens, 10_000)
+            assert c.replay(tok.encode(sample.text[a:b], add_special_tokens=False).ids) and c.matcher.is_stopped()
+        for m in request["messages"]:
+            for call in m.get("tool_calls", []):
+                tool = next(t for t in tools if t["name"] == call["function"]["name"])
+                assert list(json.loads(call["function"]["arguments"])) == list(tool["parameters"]["properties"])
+
+
+def test_agent_samples_offer_strict_tools_by_the_fraction_asked(sandbox):
+    strict = [('"additionalProperties": false' in agent_sample(random.Random(i), sandbox, strict=0.5).text)
+              for i in range(16)]
+    assert 3 <= sum(strict) <= 13
+    assert not any('"additionalProperties"' in agent_sample(random.Random(i), sandbox).text for i in range(4))

@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--save-minutes", type=float, default=10.0, help="checkpoint interval")
     p.add_argument("--window-only", action="store_true", help="the control: every layer window-only")
+    p.add_argument("--strict-fraction", type=float, default=0.0, metavar="F",
+                   help="of agent episodes, those offering the tools in strict form (as `dsv4 agent --strict-tools`)")
     p.set_defaults(func=cmd_train)
     register_eval(sub)
 
@@ -36,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(out=args.out, model=window_only(BUILTIN) if args.window_only else BUILTIN,
                           minutes=args.minutes, steps=args.steps, seed=args.seed,
                           tokens_per_batch=args.tokens_per_batch, save_minutes=args.save_minutes,
+                          strict_tools=args.strict_fraction,
                           schedule=Schedule(lr=args.lr, max_len=args.max_len))
     except ValueError as e:
         raise SystemExit(f"dsv4 train: {e}") from e
@@ -144,7 +147,8 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
             with Sandbox.create(args.sandbox) as sb:
                 prepare(sb, task)
                 # no salvage of calls written as text: the model's own DSML is what is measured
-                config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False, strict_tools=args.strict_tools)
+                config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False,
+                                     strict_tools=args.strict_tools)
                 registry = ToolRegistry(sandbox_tools(sb))
                 t = Agent(client, registry, config).run(task.prompt)
                 n, kept = reasoning_retained([m.wire() for m in t.messages], registry.schemas())

@@ -36,11 +36,15 @@ class Batch:
 
 
 def agent_sample(rng: random.Random, sandbox: Sandbox, held_out: bool = False, think_fraction: float = 0.8,
-                 family: str | None = None, invented: float = 0.0, unfamiliar: float = 0.0) -> Sample:
+                 family: str | None = None, invented: float = 0.0, unfamiliar: float = 0.0,
+                 strict: float = 0.0) -> Sample:
+    """An agent episode; a fraction `strict` of them offer the tools in strict form (no draw at 0: the stream
+    stays as it was)."""
     task = make_task(rng, held_out, family, invented, unfamiliar)
     prepare(sandbox, task)
-    return trimmed(chat_sample(episode_request(task, sandbox, thinking=rng.random() < think_fraction),
-                               f"agent/{task.family}"))
+    thinking = rng.random() < think_fraction
+    strict_form = strict > 0 and rng.random() < strict
+    return trimmed(chat_sample(episode_request(task, sandbox, thinking, strict_form), f"agent/{task.family}"))
 
 
 def retrieval_sample(rng: random.Random, n_tokens: int, count) -> Sample:
@@ -97,18 +101,19 @@ class BatchStream:
     """Batches costing about `tokens_per_batch` tokens of forward: agent episodes (a fraction `agent_fraction` of
     them; their shared system prompt runs once, so a batch holds several times more of them), short exact-copy turns
     (a fraction `copy_fraction`), or retrieval samples of the length asked for. A fraction `invented` of the agent
-    tasks' names are made up, and a fraction `unfamiliar` of their requests hold made-up words."""
+    tasks' names are made up, a fraction `unfamiliar` of their requests hold made-up words, and a fraction `strict`
+    offer the tools in strict form."""
 
     def __init__(self, tokenizer: Tokenizer, sandbox: Sandbox, seed: int = 0, tokens_per_batch: int = 4096,
                  agent_fraction: float = 0.5, copy_fraction: float = 0.0, invented: float = 0.0,
-                 unfamiliar: float = 0.0):
+                 unfamiliar: float = 0.0, strict: float = 0.0):
         if not (0 <= agent_fraction and 0 <= copy_fraction and agent_fraction + copy_fraction <= 1):
             raise ValueError(f"agent_fraction={agent_fraction} and copy_fraction={copy_fraction} must be >= 0 and "
                              f"sum to at most 1")
         self.tokenizer, self.sandbox = tokenizer, sandbox  # the caller owns (and closes) the sandbox
         self.rng, self.count = random.Random(seed), TokenCounter(tokenizer).count
         self.tokens_per_batch, self.agent_fraction, self.copy_fraction = tokens_per_batch, agent_fraction, copy_fraction
-        self.invented, self.unfamiliar = invented, unfamiliar
+        self.invented, self.unfamiliar, self.strict = invented, unfamiliar, strict
 
     def next(self, length: int) -> Batch:
         rng = self.rng
@@ -139,8 +144,10 @@ class BatchStream:
 
     def _agent_sample(self) -> Sample:
         try:
-            return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar)
+            return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar,
+                                strict=self.strict)
         except SandboxError:  # a long run outlives a sandbox that broke: one fresh sandbox, one retry
             self.sandbox.close()
             self.sandbox = Sandbox.create("process")
-            return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar)
+            return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar,
+                                strict=self.strict)

@@ -160,24 +160,28 @@ def prepare(sandbox: Sandbox, task: AgentTask) -> None:
         sandbox.write_file(path, content)
 
 
-def episode_request(task: AgentTask, sandbox: Sandbox, thinking: bool = True) -> dict:
+def episode_request(task: AgentTask, sandbox: Sandbox, thinking: bool = True, strict: bool = False) -> dict:
     """Runs the task's plan in `sandbox` (prepared for it) with the real tools -> the chat-completions request of
-    the solved conversation, as `dsv4 agent` builds it (thinking off: no reasoning, `thinking` disabled)."""
+    the solved conversation, as `dsv4 agent` builds it (thinking off: no reasoning, `thinking` disabled; strict:
+    the tools in OpenAI's strict form, as `dsv4 agent --strict-tools` offers them, and every call naming all of its
+    tool's parameters in their order, null for those it leaves out: what the server's strict grammar enforces)."""
     registry = ToolRegistry(sandbox_tools(sandbox))
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": task.prompt}]
     for i, call in enumerate(task.calls):
-        out = registry.call(call.tool, json.dumps(call.args))
+        args = {k: call.args.get(k) for k in registry.tools[call.tool].parameters["properties"]} if strict \
+            else call.args
+        out = registry.call(call.tool, json.dumps(args))
         expected = task.expect_in_results[i] if i < len(task.expect_in_results) else ""
         if not out.ok or expected not in out.text:
             raise RuntimeError(f"{task.family}: {call.tool}({call.args}) returned {out.text!r}; expected it to "
                                f"succeed and show {expected!r}")
         turn = {"role": "assistant", "content": "", "tool_calls": [
             {"id": f"call_{i}", "type": "function",
-             "function": {"name": call.tool, "arguments": json.dumps(call.args)}}]}
+             "function": {"name": call.tool, "arguments": json.dumps(args)}}]}
         messages += [_reasoned(turn, call.reasoning, thinking),
                      {"role": "tool", "tool_call_id": f"call_{i}", "content": out.text}]
     messages.append(_reasoned({"role": "assistant", "content": task.answer}, task.final_reasoning, thinking))
-    request = {"messages": messages, "tools": registry.schemas()}
+    request = {"messages": messages, "tools": registry.schemas(strict)}
     return request if thinking else {**request, "thinking": {"type": "disabled"}}
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     copy_fraction: float = 0.15
     invented: float = 0.5  # of agent tasks' names: made up, so names are copied rather than remembered
     unfamiliar: float = 0.5  # of agent requests: with made-up words that are not names (phrasing.py)
+    strict_tools: float = 0.0  # of agent episodes: tools in OpenAI's strict form (`dsv4 agent --strict-tools`)
     mtp_weight: float = 0.3
     balance_speed: float = 1e-3
     save_minutes: float = 10.0
@@ -54,6 +55,8 @@ class TrainConfig:
     schedule: Schedule = field(default_factory=Schedule)
 
     def __post_init__(self):
+        if not 0 <= self.strict_tools <= 1:
+            raise ValueError(f"strict_tools is a fraction of agent episodes in [0, 1]; got {self.strict_tools}")
         if (self.minutes is None) == (self.steps is None):
             raise ValueError("give exactly one of minutes (a time budget) or steps")
         if self.model.dtype != "bf16" or self.model.expert_dtype is not None:
@@ -75,7 +78,7 @@ def build_tokenizer(cfg: TrainConfig, sandbox: Sandbox) -> Tokenizer:
     """The vocabulary learned from a sample of the training stream's texts (agent episodes and retrieval filler),
     the word pools' names left spelled letter by letter."""
     rng = random.Random(cfg.seed + 1)
-    texts = [agent_sample(rng, sandbox).text for _ in range(cfg.tokenizer_samples * 3 // 4)]
+    texts = [agent_sample(rng, sandbox, strict=cfg.strict_tools).text for _ in range(cfg.tokenizer_samples * 3 // 4)]
     texts += [retrieval_sample(rng, 1024, lambda s: len(s) // 4).text for _ in range(cfg.tokenizer_samples // 4)]
     return train_tokenizer(texts, cfg.model.vocab_size, spelled=NOUNS + KEYS + SUBJECTS + DIRS)
 
@@ -93,7 +96,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, vocab {config.vocab_size}, "
             f"{cfg.minutes and str(cfg.minutes) + ' min' or str(cfg.steps) + ' steps'} -> {cfg.out}")
         stream = BatchStream(tokenizer, sandbox, cfg.seed + progress.step, cfg.tokens_per_batch, cfg.agent_fraction,
-                             cfg.copy_fraction, cfg.invented, cfg.unfamiliar)
+                             cfg.copy_fraction, cfg.invented, cfg.unfamiliar, cfg.strict_tools)
         balancer = ExpertBalancer(model, cfg.balance_speed)
         _loop(cfg, model, tokenizer, opts, stream, balancer, progress, log)
     return cfg.out
