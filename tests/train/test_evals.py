@@ -11,7 +11,14 @@ from dsv4.cli import main
 from dsv4.model import Transformer
 from dsv4.sandbox import Sandbox
 from dsv4.train.data import agent_sample
-from dsv4.train.evals import held_out_tasks, passkey_correct, passkey_digits, reasoning_retained, score_run
+from dsv4.train.evals import (
+    held_out_tasks,
+    passkey_correct,
+    passkey_digits,
+    reasoning_retained,
+    score_run,
+    states,
+)
 from dsv4.train.init import init_for_training_
 from dsv4.train.optim import optimizers
 from dsv4.train.tokenizer import train_tokenizer
@@ -69,6 +76,17 @@ def test_a_held_out_task_is_solved_by_its_own_plan():
     assert not wrong_file.solved
 
 
+def test_an_answer_counts_only_where_it_states_the_value_whole():
+    # run v9 answered "201 - 10 + 7607 = 77988." for 7798: a substring match had scored it solved
+    assert states("201 - 10 + 7607 = 7798.", "7798") and states("stash/acorn.md mentions acorn.", "acorn.md")
+    assert not states("201 - 10 + 7607 = 77988.", "7798") and not states("it has 55 lines", "5")
+    assert not states("stash/bacorn.md", "acorn.md") and not states("The port is 17365", "1736")
+    task = next(t for t in held_out_tasks(6) if t.family == "compute")
+    wrong = SimpleNamespace(role="assistant", content=task.answer.replace(task.expect_in_answer,
+                                                                          task.expect_in_answer + "8"))
+    assert not score_run(task, "finished", [wrong], [], lambda p: None).solved
+
+
 def test_calls_the_tools_refused_are_not_valid_dsml():
     task = held_out_tasks(1)[0]
     msgs = [SimpleNamespace(role="assistant", content="<｜DSML｜invoke name=\"x\">"),
@@ -106,5 +124,6 @@ def test_the_eval_tasks_stay_the_ones_every_checkpoint_was_measured_on():
     so the held-out and seen-kind tasks are the same across runs and checkpoints compare."""
     held, seen = held_out_tasks(6), held_out_tasks(6, held_out=False)
     assert held[0].prompt == "Calculate 262 * 9 + 6677 in the terminal."
-    assert seen[0].prompt == "What is 262 * 9 + 6677? Compute it with bash. Thanks."
-    assert seen[1].prompt == "Find out how many lines settings/oyster.log has."
+    # (the seen-kind tasks are drawn from the training templates: these since 86bb962 doubled them)
+    assert seen[0].prompt == "Run a shell command to work out 262 * 9 + 6677. Thanks."
+    assert seen[1].prompt == "Report how many lines there are in settings/oyster.log."

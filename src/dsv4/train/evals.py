@@ -103,7 +103,7 @@ def score_run(task: AgentTask, status: str, messages: list, steps: list, read_fi
     with `tool_results` (each with `output`) and `warnings` (what the endpoint's parser had to recover: a call in a
     step with any is not valid DSML); read_file(path) -> the workspace file's text (None if missing)."""
     answer = messages[-1].content if status == "finished" and messages[-1].role == "assistant" else None
-    solved = answer is not None and task.expect_in_answer in answer
+    solved = answer is not None and states(answer, task.expect_in_answer)
     if solved and task.expect_file is not None:
         path, content = task.expect_file
         solved = read_file(path) == content
@@ -111,6 +111,12 @@ def score_run(task: AgentTask, status: str, messages: list, steps: list, read_fi
     calls = unparsed + sum(len(s.tool_results) for s in steps)
     valid = sum(not s.warnings and not r.output.startswith(INVALID_CALL) for s in steps for r in s.tool_results)
     return AgentResult(task, status, solved, len(steps), calls, valid, answer)
+
+
+def states(answer: str, expected: str) -> bool:
+    """Whether `answer` holds `expected` whole: not inside a longer number or word (`7798` is not in `77988`, nor
+    `5` in `55 lines`, nor `acorn.md` in `bacorn.md`)."""
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(expected)}(?![A-Za-z0-9])", answer) is not None
 
 
 def reasoning_retained(messages: list[dict], tools: list[dict]) -> tuple[int, int]:
