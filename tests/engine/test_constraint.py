@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import torch
 
+from dsv4.agent.tools import strict_parameters
 from dsv4.encoding import FORCED_TOOL_CALLS, encode_messages, parse_completion
 from dsv4.encoding.dsml import render_tool_calls
 from dsv4.encoding.grammar import RAW_VALUE_OPEN, response_grammar, strict_tools_grammar, tool_call_grammar
@@ -187,9 +188,9 @@ def test_the_strict_tools_grammar_accepts_content_or_valid_calls(engine, tokeniz
     # tool_choice "auto" with strict tools: the model may answer or call; a block it opens holds valid calls only
     tok = tokenizer if kind == "v4" else small_tokenizer()
     tokens = engine._grammar_tokens if kind == "v4" else GrammarTokenizer(tok, tok.get_vocab_size(), 1)
-    lark = strict_tools_grammar(TOOLS, thinking=thinking, single_tokens=single(tok))
+    lark = strict_tools_grammar(STRICT_TOOLS, thinking=thinking, single_tokens=single(tok))
     head = "The user wants weather." + THINK_END if thinking else ""
-    block = render_tool_calls(CALLS, empty_line=False)
+    block = render_tool_calls(STRICT_CALLS, empty_line=False)
 
     def accepts(completion: str) -> bool:
         c = Constraint(Grammar(lark, THINK_END if thinking else None), tokens, 10_000)
@@ -203,6 +204,14 @@ def test_the_strict_tools_grammar_accepts_content_or_valid_calls(engine, tokeniz
     assert not accepts("Let me check." + block[2:] + EOS)  # the block without its blank line: not a V4 call
     assert not accepts("A stray " + DSML + "invoke marker." + EOS)  # parsers take any marker as markup
     assert not accepts(block + "\nmore text" + EOS)  # nothing after the block but EOS
+    assert not accepts(render_tool_calls(CALLS, empty_line=False) + EOS)  # a strict call gives every parameter
+    assert accepts(block.replace('"unit" string="true">F', '"unit" string="false">null') + EOS)  # null: not given
+
+
+# strict form: every property required, the optional ones nullable (a string one written raw, or null)
+STRICT_TOOLS = [{**t, "parameters": strict_parameters(t["parameters"]), "strict": True} for t in TOOLS]
+STRICT_CALLS = [("get_weather", {"city": 'Pa"ris\n<b>', "days": 3, "unit": "F"}),
+                ("search", {"query": "", "filters": []}), ("search", {"query": "dsv4 </b> ok", "filters": None})]
 
 
 def test_strict_tools_calls_sampled_under_the_grammar_parse_and_finish_in_time():
@@ -210,7 +219,7 @@ def test_strict_tools_calls_sampled_under_the_grammar_parse_and_finish_in_time()
     # parses strictly as calls that validate, closed by the engine's finish plan before max_tokens
     tok = small_tokenizer()
     tokens = GrammarTokenizer(tok, tok.get_vocab_size(), 1)
-    lark = strict_tools_grammar(TOOLS, thinking=False, single_tokens=single(tok))
+    lark = strict_tools_grammar(STRICT_TOOLS, thinking=False, single_tokens=single(tok))
     for seed in range(3):
         c = Constraint(Grammar(lark, raw_spans=SPANS, finish_from=TOOL_CALLS_OPEN), tokens, 150)
         ids = tok.encode("Checking.\n\n<" + DSML + "tool_calls>\n", add_special_tokens=False).ids
@@ -224,7 +233,7 @@ def test_strict_tools_calls_sampled_under_the_grammar_parse_and_finish_in_time()
         message = parse_completion(tok.decode(ids, skip_special_tokens=False), thinking_mode="chat")
         assert message.content == "Checking." and message.tool_calls
         for call in message.tool_calls:
-            schema = next(t for t in TOOLS if t["name"] == call.name)["parameters"]
+            schema = next(t for t in STRICT_TOOLS if t["name"] == call.name)["parameters"]
             jsonschema.validate(json.loads(call.arguments), schema)
 
 
@@ -233,7 +242,7 @@ def test_free_text_under_strict_tools_is_not_finished_by_the_engine():
     # (an EOS of the engine's would make cut-off content read as a whole answer) until it opens a tool-call block
     tok = small_tokenizer()
     tokens = GrammarTokenizer(tok, tok.get_vocab_size(), 1)
-    lark = strict_tools_grammar(TOOLS, thinking=False, single_tokens=single(tok))
+    lark = strict_tools_grammar(STRICT_TOOLS, thinking=False, single_tokens=single(tok))
     content = tok.encode("hello world " * 6, add_special_tokens=False).ids
     limit = len(content) + 2
     finishing = Constraint(Grammar(lark), tokens, limit)
@@ -261,3 +270,18 @@ def test_a_snapshot_of_a_constrained_request_resumes_under_its_grammar(engine, t
     resumed = engine.resume(tmp_path / "snap.safetensors")  # the grammar comes back from the snapshot's metadata
     out = Collector(engine).until_done(resumed)[0]
     assert out.finish_reason == "stop" and isinstance(json.loads(out.text), dict)
+
+
+def test_a_strict_tool_without_a_required_list_requires_every_property(engine, tokenizer):
+    # the prompt renders a strict tool's schema with every property required (deepseek-recipe's rule): so does the
+    # grammar, or it would let a call leave out what the prompt told the model it must give
+    tools = [{"name": "search", "parameters": {"type": "object", "properties": {
+        "query": {"type": "string"}, "limit": {"type": "integer"}}}, "strict": True}]
+    lark = strict_tools_grammar(tools, thinking=False, single_tokens=single(tokenizer))
+
+    def accepts(completion: str) -> bool:
+        c = Constraint(Grammar(lark), engine._grammar_tokens, 10_000)
+        return c.replay(tokenizer.encode(completion, add_special_tokens=False).ids) and c.matcher.is_stopped()
+
+    assert accepts(render_tool_calls([("search", {"query": "x", "limit": 3})], empty_line=False) + EOS)
+    assert not accepts(render_tool_calls([("search", {"query": "x"})], empty_line=False) + EOS)

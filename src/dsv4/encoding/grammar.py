@@ -107,9 +107,26 @@ def string_enum(schema) -> bool:
             and all(isinstance(v, str) for v in schema["enum"]))
 
 
+def text_branch(schema) -> tuple[dict, list] | None:
+    """An `anyOf` with a plain-string or string-enum member (a strict tool's optional string: `[string, null]`) ->
+    (that member, the other members); None otherwise. Its string values are written raw (`string="true"`), as for
+    any string, the others as JSON."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("anyOf"), list) or \
+            not set(schema) <= ANNOTATIONS - {"type"} | {"anyOf"}:
+        return None
+    text = next((m for m in schema["anyOf"] if plain_string(m) or string_enum(m)), None)
+    return None if text is None else (text, [m for m in schema["anyOf"] if m is not text])
+
+
 def parameter_rule(name: str, schema, rules: list[str], spell: Spelling) -> str:
     """One parameter element, its closing tag included (a JSON value's own rule added to `rules`)."""
     head = f'{PARAM_OPEN} name="{name}"'
+    if (split := text_branch(schema)) is not None:
+        text, rest = split
+        as_text = parameter_rule(name, text, rules, spell)
+        if not rest:
+            return as_text
+        return f"({as_text} | {parameter_rule(name, rest[0] if len(rest) == 1 else {'anyOf': rest}, rules, spell)})"
     if plain_string(schema):
         return f"{spell(head + RAW_VALUE_OPEN)} raw_value"
     if string_enum(schema):
@@ -172,7 +189,12 @@ def strict_tools_grammar(tools: list[dict], *, thinking: bool, single_tokens: Ma
     """The grammar of a reply that may call strict tools (OpenAI's `"strict": true` functions under tool_choice
     "auto"): free content (no DSML marker in it), or content and then one or more calls that follow the tools'
     schemas, as `tool_call_grammar` spells them. Whether to call stays the model's choice; once it opens the block,
-    every call it writes is valid (vLLM's structural tag does the same for strict tools)."""
+    every call it writes is valid (vLLM's structural tag does the same for strict tools). Each tool's parameters
+    are read as the prompt renders a strict tool's (`strict_schema`: every property required, no others)."""
+    from .render_ga import strict_schema  # (render_ga renders prompts; this module only reads its schema rule)
+
+    tools = [{**t, "parameters": strict_schema(t.get("parameters") or {}, f"tools[{t.get('name')}].parameters")}
+             for t in tools]
     spell = Spelling(single_tokens)
     head = "reasoning " if thinking else ""
     no_marker = f"~/(?s:.*){DSML}(?s:.*)/"
