@@ -50,9 +50,9 @@ class AgentConfig(BaseModel):
     keep_recent: int = Field(4, ge=1)
     """Steps whose tool outputs and reasoning are never elided."""
     strict_tools: bool = False
-    """Offer the tools as strict functions (`"strict": true`): a server that enforces them (dsv4's does, under
-    tool_choice auto) makes every call the model writes match its tool's parameters. The flag is in the tools'
-    JSON, so the model sees it in its prompt."""
+    """Offer the tools as strict functions (`"strict": true`, OpenAI's strict form: `tools.strict_parameters`): a
+    server that enforces them (dsv4's does, under tool_choice auto) makes every call the model writes match its
+    tool's parameters. The prompt renders the strict form of each schema, so the model reads a different prompt."""
     salvage_tool_calls: bool = True
     """A reply without tool calls whose content holds one written as text (a declared tool, valid arguments, on
     lines of its own outside code: `dsv4.encoding.salvage`) runs it as a call; the step records a warning."""

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 
 from .errors import EncodingError
+from .render_ga import strict_schema
 from .tokens import (
     DSML,
     EOS,
@@ -191,8 +192,6 @@ def strict_tools_grammar(tools: list[dict], *, thinking: bool, single_tokens: Ma
     schemas, as `tool_call_grammar` spells them. Whether to call stays the model's choice; once it opens the block,
     every call it writes is valid (vLLM's structural tag does the same for strict tools). Each tool's parameters
     are read as the prompt renders a strict tool's (`strict_schema`: every property required, no others)."""
-    from .render_ga import strict_schema  # (render_ga renders prompts; this module only reads its schema rule)
-
     tools = [{**t, "parameters": strict_schema(t.get("parameters") or {}, f"tools[{t.get('name')}].parameters")}
              for t in tools]
     spell = Spelling(single_tokens)

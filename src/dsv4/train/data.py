@@ -143,11 +143,12 @@ class BatchStream:
             rows.append(row)
 
     def _agent_sample(self) -> Sample:
-        try:
+        def draw() -> Sample:
             return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar,
                                 strict=self.strict)
+        try:
+            return draw()
         except SandboxError:  # a long run outlives a sandbox that broke: one fresh sandbox, one retry
             self.sandbox.close()
             self.sandbox = Sandbox.create("process")
-            return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar,
-                                strict=self.strict)
+            return draw()
