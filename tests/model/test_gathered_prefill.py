@@ -9,8 +9,10 @@ tests (tests/cache/test_paged.py) run the gathered prefill with the formats on."
 import pytest
 import torch
 
+from dsv4 import kernels
 from dsv4.model import Transformer, preset
 from dsv4.model.attention import gathered_sink_attention, indexer, sink_attention
+from dsv4.model.attention.attention import window_mask
 from dsv4.model.attention.sparse import OwnKeys
 from dsv4.model.init import init_random_
 
@@ -41,8 +43,13 @@ def _prefill(model, ids, gathered: bool, budget: int = 1 << 22) -> torch.Tensor:
             layer.attn.budget = 1 << 22
 
 
+@pytest.mark.parametrize("tables", [False, True])  # the window as a shared masked slice (Python ops) or a table
 @pytest.mark.parametrize("budget", [1 << 22, 1 << 13])  # one step per chunk; a few queries per step
-def test_gathered_prefill_equals_the_dense_reference_path(model, budget):
+def test_gathered_prefill_equals_the_dense_reference_path(model, budget, tables, monkeypatch):
+    if tables and not kernels.enable():
+        pytest.fail("the C++ kernels did not build (is a C++ compiler installed?)")
+    if not tables:
+        monkeypatch.setattr(kernels, "op", lambda name, on=None: None)
     ids = torch.randint(0, 512, (2, sum(n for _, n in CHUNKS)), generator=torch.Generator().manual_seed(0))
     dense = _prefill(model, ids, False)
     err = (_prefill(model, ids, True, budget) - dense).abs().max().item()
@@ -94,3 +101,24 @@ def test_gathered_sink_attention_equals_the_dense_kernel_per_query():
         mask = torch.cat([shared_mask[:, t], own_mask[:, t]], dim=-1)[:, None]  # [b,1,11]
         want = sink_attention(q[:, t:t + 1], keys, mask, sink, 0.25)
         assert torch.allclose(got[:, t:t + 1], want, atol=1e-6)
+
+
+def test_window_table_lists_each_querys_window():
+    # a chunk of queries at positions 3..9 over a slice of keys at positions 0..9, window 4: query p sees p-3..p
+    g = torch.Generator().manual_seed(4)
+    keys, q_pos = torch.randn(2, 10, 8, generator=g), torch.arange(3, 10)
+    table = OwnKeys.window(keys, q_pos, 0, 4)
+    assert table.index.shape == table.mask.shape == (2, 7, 4)
+    for b in range(2):
+        for i, p in enumerate(q_pos.tolist()):
+            assert table.index[b, i].tolist() == [b * 10 + x for x in range(p - 3, p + 1)]
+    assert table.mask.all()
+    early = OwnKeys.window(keys[:, :3], torch.arange(0, 3), 0, 4)  # the first queries: fewer keys than the window
+    assert early.mask[0].tolist() == [[False, False, False, True], [False, False, True, True],
+                                      [False, True, True, True]]
+    # as attention: equal to the slice shared under the window mask
+    q, sink = torch.randn(2, 7, 3, 8, generator=g), torch.randn(3, generator=g)
+    mask = window_mask(q_pos, torch.arange(10), 4).expand(2, -1, -1)
+    want = gathered_sink_attention(q, keys, mask, None, sink, 0.3)
+    got = gathered_sink_attention(q, None, None, table, sink, 0.3)
+    assert torch.allclose(got, want, atol=1e-6)
