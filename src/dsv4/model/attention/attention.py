@@ -97,7 +97,8 @@ class Attention(nn.Module):
             # queries per step would make each score keys it cannot see (2048 queries: 2175 keys each, 17x)
             per_query += topk * self.head_dim
         step = max(1, min(s, self.budget // (b * per_query), s if tables else self.window_size))
-        out = q.new_empty(q.shape)  # each step's output written while it is in cache (a cat at the end: 1.5%)
+        # each step's output written while it is in cache (a cat at the end: 1.5%); one step's is the output
+        out = q.new_empty(q.shape) if step < s else None
         win32 = win_keys.float() if tables else None
         for i in range(0, s, step):
             j = min(s, i + step)
@@ -118,7 +119,10 @@ class Attention(nn.Module):
                 idx = top[:, i:j]  # [b,q,k]
                 rows, index = distinct_entries(cache.compressor.entries, idx)
                 own.append(OwnKeys(rows.to(kv.dtype).float(), index, idx >= 0))  # (kv's rounding, once a step)
-            out[:, i:j] = gathered_sink_attention(q[:, i:j], keys, mask, own, self.attn_sink, self.softmax_scale)
+            o = gathered_sink_attention(q[:, i:j], keys, mask, own, self.attn_sink, self.softmax_scale)
+            if out is None:
+                return o
+            out[:, i:j] = o
         return out
 
     def _qkv(self, x: torch.Tensor, positions: torch.Tensor):
