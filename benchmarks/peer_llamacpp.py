@@ -6,8 +6,9 @@ dsv4's own writer in DeepSeek's inference layout and converted by llama.cpp's co
 Then llama-bench and dsv4's engine run the same measurements on the same weights: prefill tokens/s at each
 context, ms/token for 32 decode steps after it (averages: llama-bench repeats a prefill 3 times at 4K, 2 at 16K, once
 from 64K, and a decode 5 times; dsv4 repeats its prefill and decode as often as llama-bench its prefill), peak RSS
-and KV bytes. Each measurement runs in its own process, so its peak RSS is its own. Printed as ratios; asserts
-nothing.
+and KV bytes. Each measurement runs in its own process, so its peak RSS is its own; dsv4's is also shown in brackets
+beyond what the interpreter and torch's import held (its peak right after `import torch`), beside llama.cpp's whole
+process. Printed as ratios; asserts nothing.
 
 Run: `.venv/bin/python benchmarks/peer_llamacpp.py [--contexts 4096,16384] [--threads 2] [--decode-threads 1]
 [--reuse] [--workdir DIR] [--llama-bench BIN --gguf FILE --checkpoint DIR]`
@@ -47,6 +48,7 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decod
     bucket the timed one uses (its time is reported as compile_s)."""
     import torch
 
+    torch_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the interpreter and torch's import
     from dsv4.engine import Engine, EngineConfig, SamplingParams
 
     torch.set_num_threads(threads)
@@ -76,7 +78,7 @@ def measure_dsv4(checkpoint: Path, context: int, steps: int, threads: int, decod
         decodes.append((time.perf_counter() - t) / steps)
     prefill, decode = sum(prefills) / len(prefills), sum(decodes) / len(decodes)
     return {"ctx": context, "prefill_tokens_per_s": context / prefill, "ms_per_token": decode * 1e3,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch_rss_mb": torch_rss_mb,
             "kv_bytes": engine.runner.cache.nbytes(), "compile_s": compile_s}
 
 
@@ -96,7 +98,7 @@ def peer_rows(path: Path) -> dict[tuple[str, int], dict]:
 
 def report(peer: dict, ours: list[dict]) -> None:
     print(f"{'ctx':>7} | {'prefill tok/s  dsv4 / llama.cpp':>34} | {'decode ms/token  dsv4 / llama.cpp':>36} |"
-          f" {'peak RSS MB  dsv4 / llama.cpp':>31} | {'KV MB  dsv4 / llama.cpp':>25}")
+          f" {'peak RSS MB  dsv4 (beyond torch) / llama.cpp':>46} | {'KV MB  dsv4 / llama.cpp':>25}")
     for r in ours:
         pp, tg = peer.get(("prefill", r["ctx"]), {}), peer.get(("decode", r["ctx"]), {})
         pp_rate, tg_ms = pp.get("tokens_per_s", float("nan")), tg.get("ms_per_token", float("nan"))
@@ -104,7 +106,8 @@ def report(peer: dict, ours: list[dict]) -> None:
         rate = r["prefill_tokens_per_s"]
         print(f"{r['ctx']:>7} | {rate:9.0f} / {pp_rate:7.0f} = {rate / pp_rate:5.2f}x"
               f"      | {r['ms_per_token']:8.2f} / {tg_ms:6.2f} = {tg_ms / r['ms_per_token']:5.2f}x speed"
-              f" | {r['peak_rss_mb']:7.0f} / {tg.get('peak_rss_mb', float('nan')):5.0f}"
+              f" | {r['peak_rss_mb']:7.0f} ({r['peak_rss_mb'] - r.get('torch_rss_mb', float('nan')):4.0f})"
+              f" / {tg.get('peak_rss_mb', float('nan')):5.0f}"
               f" = {r['peak_rss_mb'] / tg.get('peak_rss_mb', float('nan')):5.2f}x"
               f"   | {r['kv_bytes'] / 1e6:6.1f} / {kv / 1e6:5.1f} = {r['kv_bytes'] / kv:4.2f}x")
 
