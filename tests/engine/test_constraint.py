@@ -285,3 +285,15 @@ def test_a_strict_tool_without_a_required_list_requires_every_property(engine, t
 
     assert accepts(render_tool_calls([("search", {"query": "x", "limit": 3})], empty_line=False) + EOS)
     assert not accepts(render_tool_calls([("search", {"query": "x"})], empty_line=False) + EOS)
+
+
+def test_importing_the_engine_leaves_torchs_compiler_unloaded():
+    # llguidance.torch decorates a function with torch.compile at import, which loads dynamo and inductor
+    # (~2 s and ~100 MB for every engine process, constrained or not): the engine reads masks through numpy
+    import subprocess
+    import sys
+
+    code = ("import sys, dsv4.engine, dsv4.server\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('torch._inductor', 'torch._dynamo'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

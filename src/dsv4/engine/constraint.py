@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import llguidance
-import llguidance.torch
+import llguidance.numpy  # not llguidance.torch: its import decorates with torch.compile, which loads inductor
 import torch
 from tokenizers import Tokenizer
 
@@ -94,7 +94,7 @@ class Constraint:
         self.plan: deque[int] = deque()
         self.estimate = 0  # length of the last finish plan looked for
         self.finishing = not grammar.finish_from  # finished within max_tokens from here on (Grammar.finish_from)
-        self._bitmask = llguidance.torch.allocate_token_bitmask(1, tokens.vocab_size)
+        self._bitmask = new_bitmask(tokens.vocab_size)
         self._future: Future | None = None
         self.prefetch()
         # the shortest finish from the start tells when to look again (on the worker, after the first mask)
@@ -108,8 +108,7 @@ class Constraint:
     def prefetch(self):
         """Starts computing the next token's mask on the worker thread."""
         if not self.matcher.is_stopped():
-            self._future = self.tokens.executor.submit(llguidance.torch.fill_next_token_bitmask, self.matcher,
-                                                       self._bitmask, 0)
+            self._future = self.tokens.executor.submit(fill_bitmask, self.matcher, self._bitmask)
 
     def allowed(self) -> torch.Tensor:
         """[vocab] bool: the tokens the next step may take (one, when the engine is finishing the output)."""
@@ -185,7 +184,7 @@ class Constraint:
         """The tokens of a short way to finish from here (to EOS), or None if none is found within PLAN_LIMIT."""
         m, text, out = self.matcher.deep_copy(), self.text, []
         closers, quote = self.tokens.closer_ids(self.grammar.raw_spans), self.tokens.single('"')
-        mask = llguidance.torch.allocate_token_bitmask(1, self.tokens.vocab_size)
+        mask = new_bitmask(self.tokens.vocab_size)
         while not m.is_stopped() and len(out) < PLAN_LIMIT:
             if self.in_reasoning(text):
                 candidates = [self.tokens.ids(self.grammar.reasoning_end)]
@@ -199,7 +198,7 @@ class Constraint:
             if not step:  # a single character, else the lowest allowed token (a whole mask: the costly way)
                 step = next(([t] for t in self.tokens.char_ids() if m.validate_tokens([t]) == 1), None)
             if not step:
-                llguidance.torch.fill_next_token_bitmask(m, mask, 0)
+                fill_bitmask(m, mask)
                 allowed = unpack(mask[0], self.tokens.vocab_size).nonzero()
                 if not len(allowed):
                     return None
@@ -248,6 +247,16 @@ def margin(n: int) -> int:
 
 
 _BITS = torch.arange(32, dtype=torch.int32)
+
+
+def new_bitmask(vocab: int) -> torch.Tensor:
+    """llguidance's token bitmask for one row: [1, ceil(vocab/32)] int32, every token allowed."""
+    return torch.full((1, (vocab + 31) // 32), -1, dtype=torch.int32)
+
+
+def fill_bitmask(matcher: llguidance.LLMatcher, bitmask: torch.Tensor) -> None:
+    """The matcher's next-token mask, written into `bitmask` (through a numpy view of the same memory)."""
+    llguidance.numpy.fill_next_token_bitmask(matcher, bitmask.numpy(), 0)
 
 
 def unpack(bitmask: torch.Tensor, vocab: int) -> torch.Tensor:
