@@ -255,8 +255,8 @@ def test_a_compile_settles_the_heap_once(model, monkeypatch):
 
 def test_compact_weights_decode_as_the_float32_ones():
     """A model whose weights BF16 holds exactly (as dequantized FP8 / FP4 checkpoints' are): a DecodeGraph holds its
-    projections in BF16 (dense ones multiplied by `dsv4_cpu::linear_bf16`, the experts' banks by `grouped_linear`)
-    and decodes greedily as an eager engine on a float32 copy does."""
+    projections and lm head in BF16 (dense ones multiplied by `dsv4_cpu::linear_bf16`, the experts' banks by
+    `grouped_linear`) and decodes greedily as an eager engine on a float32 copy does."""
     config = preset("test").replace(simulate_act_quant=False)
     exact = init_random_(Transformer(config, torch.float32), seed=5).eval()
     with torch.no_grad():
@@ -266,6 +266,7 @@ def test_compact_weights_decode_as_the_float32_ones():
     compiled = _compiled(exact)
     linears = [m for m in exact.modules() if isinstance(m, Linear)]
     assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert exact.head.weight.dtype == torch.bfloat16  # the lm head too (its products stay float32)
     banks = [m.bank for m in exact.modules() if isinstance(m, MoE)]
     assert banks and all(w.dtype == torch.bfloat16 for bank in banks for w in bank)
     moe = next(m for m in exact.modules() if isinstance(m, MoE))  # each expert's weight still a view of the bank
