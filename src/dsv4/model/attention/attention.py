@@ -105,7 +105,8 @@ class Attention(nn.Module):
             lo = max(0, old + i - self.window_size + 1)  # first window key any of these queries sees
             own = []
             if tables:
-                own.append(OwnKeys.window(win32[:, lo:old + j], positions[i:j], int(key_pos[lo]), self.window_size))
+                own.append(OwnKeys.window(win32[:, lo:old + j], positions[i:j], start_pos - old + lo,
+                                          self.window_size))  # key_pos[lo], without a host read
                 keys = mask = None
             else:
                 keys = win_keys[:, lo:old + j]
