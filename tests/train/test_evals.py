@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from dsv4.agent import Trajectory
 from dsv4.cli import main
 from dsv4.model import Transformer
 from dsv4.sandbox import Sandbox
@@ -54,8 +55,9 @@ def test_passkey_scoring():
     assert not passkey_correct("The pass key is 7143.", "71432") and not passkey_correct("no digits", "1")
 
 
-def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, capsys):
-    assert main(["eval", "agent", "--checkpoint", str(checkpoint), "--tasks", "1", "--max-steps", "1"]) == 0
+def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, capsys, tmp_path):
+    assert main(["eval", "agent", "--checkpoint", str(checkpoint), "--tasks", "1", "--max-steps", "1",
+                 "--trajectories", str(tmp_path / "runs")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"agent success: \d+\.\d% \(\d/1\)", lines[-1])
     assert re.fullmatch(r"by family: compute [01]/1", lines[-2])
@@ -63,6 +65,8 @@ def test_agent_eval_runs_tasks_through_server_agent_and_sandbox(checkpoint, caps
     assert re.fullmatch(r"reasoning retained: \d+ of \d+ tool-call turns' reasoning in the next request's prompt",
                         lines[-4])
     assert lines[-5].startswith("compute ") and " steps 1 " in lines[-5]  # the task's row
+    saved = Trajectory.load(tmp_path / "runs" / "00-compute.json")  # the run, to read why it failed
+    assert saved.messages[1].content == held_out_tasks(1)[0].prompt and len(saved.steps) == 1
 
 
 def test_a_held_out_task_is_solved_by_its_own_plan():

@@ -63,6 +63,8 @@ def register_eval(sub) -> None:
     a.add_argument("--sandbox", default="process", choices=("process", "container", "vm"))
     a.add_argument("--strict-tools", action="store_true",
                    help="the tools as strict functions, which the server enforces (valid DSML by construction)")
+    a.add_argument("--trajectories", type=Path, default=None, metavar="DIR",
+                   help="save each task's run (messages, reasoning, tool results) to DIR/NN-FAMILY.json")
     _checkpoint_arg(a)
     a.set_defaults(func=cmd_eval_agent)
 
@@ -143,14 +145,17 @@ def cmd_eval_agent(args: argparse.Namespace) -> int:
         client = OpenAIClient(url, model, extra={"temperature": 0, "max_tokens": 256})
         print(f"agent eval: {path}, {len(tasks)} {'seen-kind' if args.seen else 'held-out'} tasks, at most "
               f"{args.max_steps} steps each", flush=True)
-        for task in tasks:
+        if args.trajectories is not None:
+            args.trajectories.mkdir(parents=True, exist_ok=True)
+        for i, task in enumerate(tasks):
             with Sandbox.create(args.sandbox) as sb:
                 prepare(sb, task)
                 # no salvage of calls written as text: the model's own DSML is what is measured
                 config = AgentConfig(max_steps=args.max_steps, salvage_tool_calls=False,
                                      strict_tools=args.strict_tools)
                 registry = ToolRegistry(sandbox_tools(sb))
-                t = Agent(client, registry, config).run(task.prompt)
+                saved = args.trajectories / f"{i:02d}-{task.family}.json" if args.trajectories else None
+                t = Agent(client, registry, config).run(task.prompt, save_to=saved)
                 n, kept = reasoning_retained([m.wire() for m in t.messages], registry.schemas())
                 turns, retained = turns + n, retained + kept
 
