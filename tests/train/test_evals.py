@@ -128,6 +128,7 @@ def test_the_eval_tasks_stay_the_ones_every_checkpoint_was_measured_on():
     so the held-out and seen-kind tasks are the same across runs and checkpoints compare."""
     held, seen = held_out_tasks(6), held_out_tasks(6, held_out=False)
     assert held[0].prompt == "Calculate 262 * 9 + 6677 in the terminal."
-    # (the seen-kind tasks are drawn from the training templates: these since 86bb962 doubled them)
-    assert seen[0].prompt == "Run a shell command to work out 262 * 9 + 6677. Thanks."
-    assert seen[1].prompt == "Report how many lines there are in settings/oyster.log."
+    # (the seen-kind tasks are drawn from the training templates: these since session 17 widened them to 28-30 a
+    # family; run v11's 12/12 was measured on 86bb962's 15-16)
+    assert seen[0].prompt == "I want the value of 262 * 9 + 6677; use the shell. Thank you!"
+    assert seen[1].prompt == "Check how many lines the file settings/oyster.log holds."

@@ -50,3 +50,27 @@ def test_the_fraction_of_training_phrasings_with_unfamiliar_words():
     prompts = [phrase(rng, "read_value", held_out=False, unfamiliar=0.5) for _ in range(400)]
     changed = sum(not any(t in p for t in TEMPLATES["read_value"][:-1]) for p in prompts)
     assert 0.4 < changed / len(prompts) < 0.6
+
+
+def _runs(text: str, n: int) -> set[tuple[str, ...]]:
+    words = re.findall(r"\{\w+\}|[A-Za-z]+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+# Training templates written before the held-out guard below that share three words in a row with the held-out one
+EARLIER_OVERLAPS = {
+    "The file {path} stores a {key}. Give it to me.", "From {path}, what is the {key}?",
+    "Show me what {key} the file {path} records.", "My {key} is kept in {path}. What is it set to?",
+    "Please compute {e} in the shell.", "I need the line count of the file {path}.", "Make {path} hold the line {c}",
+}
+
+
+def test_training_templates_ask_for_the_same_slots_and_stay_apart_from_the_held_out_one():
+    # The held-out template measures an unseen sentence: a training one that shares three words in a row with it
+    # (`a new file`, `{d} which {key}`) would teach part of that sentence.
+    for family, templates in TEMPLATES.items():
+        held_out, training = templates[-1], templates[:-1]
+        assert len(set(templates)) == len(templates) >= 28, family
+        for template in training:
+            assert sorted(re.findall(r"\{\w+\}", template)) == sorted(re.findall(r"\{\w+\}", held_out)), template
+            assert template in EARLIER_OVERLAPS or not _runs(template, 3) & _runs(held_out, 3), template
