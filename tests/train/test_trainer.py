@@ -32,6 +32,11 @@ def test_run_length_is_minutes_or_steps(tmp_path):
         TrainConfig(out=tmp_path, steps=3, model=TINY.replace(dtype="fp8"))
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path)])
+    for name in ("strict_tools", "recovery"):
+        with pytest.raises(ValueError, match=f"{name} is a fraction of agent episodes"):
+            TrainConfig(out=tmp_path, steps=3, **{name: 1.5})
+    with pytest.raises(SystemExit, match="recovery is a fraction"):
+        main(["train", "--out", str(tmp_path), "--steps", "3", "--recovery-fraction", "-0.1"])
 
 
 def test_schedule_grows_lengths_and_decays_the_learning_rate():

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--window-only", action="store_true", help="the control: every layer window-only")
     p.add_argument("--strict-fraction", type=float, default=0.0, metavar="F",
                    help="of agent episodes, those offering the tools in strict form (as `dsv4 agent --strict-tools`)")
+    p.add_argument("--recovery-fraction", type=float, default=0.0, metavar="F",
+                   help="of agent episodes, those that make a call wrong first (a slipped name), get its error, list "
+                        "the workspace and make it right (the wrong call is not trained on)")
     p.set_defaults(func=cmd_train)
     register_eval(sub)
 
@@ -38,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(out=args.out, model=window_only(BUILTIN) if args.window_only else BUILTIN,
                           minutes=args.minutes, steps=args.steps, seed=args.seed,
                           tokens_per_batch=args.tokens_per_batch, save_minutes=args.save_minutes,
-                          strict_tools=args.strict_fraction,
+                          strict_tools=args.strict_fraction, recovery=args.recovery_fraction,
                           schedule=Schedule(lr=args.lr, max_len=args.max_len))
     except ValueError as e:
         raise SystemExit(f"dsv4 train: {e}") from e

@@ -10,8 +10,9 @@ from tokenizers import Tokenizer
 
 from dsv4.sandbox import Sandbox, SandboxError
 
-from .episodes import episode_request, make_task, prepare
+from .episodes import SlipMissed, episode_request, make_task, mistaken_turns, prepare
 from .forward import PREFIX_ALIGN, shared_prefix
+from .recovery import with_recovery
 from .retrieval import copy_request, key_values, passkey
 from .sample import Sample, chat_sample, tokenize
 
@@ -37,13 +38,21 @@ class Batch:
 
 def agent_sample(rng: random.Random, sandbox: Sandbox, held_out: bool = False, think_fraction: float = 0.8,
                  family: str | None = None, invented: float = 0.0, unfamiliar: float = 0.0,
-                 strict: float = 0.0) -> Sample:
-    """An agent episode; a fraction `strict` of them offer the tools in strict form (no draw at 0: the stream
-    stays as it was)."""
+                 strict: float = 0.0, recovery: float = 0.0) -> Sample:
+    """An agent episode; a fraction `strict` of them offer the tools in strict form, a fraction `recovery` of those
+    whose family has one first make one call wrong and recover (recovery.py). No draw for a fraction at 0: the stream
+    stays as it was."""
     task = make_task(rng, held_out, family, invented, unfamiliar)
     prepare(sandbox, task)
     thinking = rng.random() < think_fraction
     strict_form = strict > 0 and rng.random() < strict
+    recovered = with_recovery(rng, task) if recovery > 0 and rng.random() < recovery else None
+    if recovered is not None:
+        try:
+            request = episode_request(recovered, sandbox, thinking, strict_form)
+            return trimmed(chat_sample(request, f"agent/{task.family}/recovery", mistaken_turns(recovered)))
+        except SlipMissed:  # the wrong name still matched: the plain episode
+            pass
     return trimmed(chat_sample(episode_request(task, sandbox, thinking, strict_form), f"agent/{task.family}"))
 
 
@@ -101,19 +110,19 @@ class BatchStream:
     """Batches costing about `tokens_per_batch` tokens of forward: agent episodes (a fraction `agent_fraction` of
     them; their shared system prompt runs once, so a batch holds several times more of them), short exact-copy turns
     (a fraction `copy_fraction`), or retrieval samples of the length asked for. A fraction `invented` of the agent
-    tasks' names are made up, a fraction `unfamiliar` of their requests hold made-up words, and a fraction `strict`
-    offer the tools in strict form."""
+    tasks' names are made up, a fraction `unfamiliar` of their requests hold made-up words, a fraction `strict`
+    offer the tools in strict form, and a fraction `recovery` make a call wrong first and recover."""
 
     def __init__(self, tokenizer: Tokenizer, sandbox: Sandbox, seed: int = 0, tokens_per_batch: int = 4096,
                  agent_fraction: float = 0.5, copy_fraction: float = 0.0, invented: float = 0.0,
-                 unfamiliar: float = 0.0, strict: float = 0.0):
+                 unfamiliar: float = 0.0, strict: float = 0.0, recovery: float = 0.0):
         if not (0 <= agent_fraction and 0 <= copy_fraction and agent_fraction + copy_fraction <= 1):
             raise ValueError(f"agent_fraction={agent_fraction} and copy_fraction={copy_fraction} must be >= 0 and "
                              f"sum to at most 1")
         self.tokenizer, self.sandbox = tokenizer, sandbox  # the caller owns (and closes) the sandbox
         self.rng, self.count = random.Random(seed), TokenCounter(tokenizer).count
         self.tokens_per_batch, self.agent_fraction, self.copy_fraction = tokens_per_batch, agent_fraction, copy_fraction
-        self.invented, self.unfamiliar, self.strict = invented, unfamiliar, strict
+        self.invented, self.unfamiliar, self.strict, self.recovery = invented, unfamiliar, strict, recovery
 
     def next(self, length: int) -> Batch:
         rng = self.rng
@@ -145,7 +154,7 @@ class BatchStream:
     def _agent_sample(self) -> Sample:
         def draw() -> Sample:
             return agent_sample(self.rng, self.sandbox, invented=self.invented, unfamiliar=self.unfamiliar,
-                                strict=self.strict)
+                                strict=self.strict, recovery=self.recovery)
         try:
             return draw()
         except SandboxError:  # a long run outlives a sandbox that broke: one fresh sandbox, one retry

@@ -27,6 +27,11 @@ class Call:
     reasoning: str
     tool: str
     args: dict
+    mistaken: bool = False  # a wrong call (recovery.py): it must fail, and its turn is not trained on
+
+
+class SlipMissed(Exception):
+    """A call meant to be wrong succeeded (its slipped name still matched something)."""
 
 
 @dataclass
@@ -172,7 +177,10 @@ def episode_request(task: AgentTask, sandbox: Sandbox, thinking: bool = True, st
             else call.args
         out = registry.call(call.tool, json.dumps(args))
         expected = task.expect_in_results[i] if i < len(task.expect_in_results) else ""
-        if not out.ok or expected not in out.text:
+        if call.mistaken:
+            if out.ok:
+                raise SlipMissed(f"{task.family}: the wrong call {call.tool}({call.args}) returned {out.text!r}")
+        elif not out.ok or expected not in out.text:
             raise RuntimeError(f"{task.family}: {call.tool}({call.args}) returned {out.text!r}; expected it to "
                                f"succeed and show {expected!r}")
         turn = {"role": "assistant", "content": "", "tool_calls": [
@@ -183,6 +191,12 @@ def episode_request(task: AgentTask, sandbox: Sandbox, thinking: bool = True, st
     messages.append(_reasoned({"role": "assistant", "content": task.answer}, task.final_reasoning, thinking))
     request = {"messages": messages, "tools": registry.schemas(strict)}
     return request if thinking else {**request, "thinking": {"type": "disabled"}}
+
+
+def mistaken_turns(task: AgentTask) -> set[int]:
+    """The message indices (in `episode_request`'s messages: system, user, then an assistant turn and its tool
+    result per call) of the wrong calls' turns."""
+    return {2 + 2 * i for i, call in enumerate(task.calls) if call.mistaken}
 
 
 def _reasoned(turn: dict, reasoning: str, thinking: bool) -> dict:

@@ -1,6 +1,7 @@
 """`Sample`: one training text rendered by dsv4.encoding, with the character spans the loss is taken on (what
 the model itself writes: the assistant turns), and its tokenization into ids and a loss mask."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -16,16 +17,17 @@ class Sample:
     kind: str  # the generator that made it ("agent/read_value", "passkey", ...)
 
 
-def chat_sample(request: dict, kind: str) -> Sample:
+def chat_sample(request: dict, kind: str, untrained: Collection[int] = ()) -> Sample:
     """A chat-completions request whose messages end with the assistant's last turn -> the whole conversation
     rendered as the server renders it, each assistant turn (reasoning, content, tool calls, EOS) a loss span.
     Each turn's prompt (the conversation before it) must be a prefix of the whole rendering, as it is whenever the
-    encoder keeps earlier turns as they were generated (V4 keeps reasoning across tool turns)."""
+    encoder keeps earlier turns as they were generated (V4 keeps reasoning across tool turns). The assistant turns at
+    the message indices `untrained` stay in the context without a span."""
     messages = request["messages"]
     full = encode_request(request)
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or i in untrained:
             continue
         prompt = encode_request({**request, "messages": messages[:i]})
         if not full.startswith(prompt):

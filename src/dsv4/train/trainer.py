@@ -47,6 +47,7 @@ class TrainConfig:
     invented: float = 0.5  # of agent tasks' names: made up, so names are copied rather than remembered
     unfamiliar: float = 0.5  # of agent requests: with made-up words that are not names (phrasing.py)
     strict_tools: float = 0.0  # of agent episodes: tools in OpenAI's strict form (`dsv4 agent --strict-tools`)
+    recovery: float = 0.0  # of agent episodes (families with one): a call made wrong first, then recovered
     mtp_weight: float = 0.3
     balance_speed: float = 1e-3
     save_minutes: float = 10.0
@@ -55,8 +56,9 @@ class TrainConfig:
     schedule: Schedule = field(default_factory=Schedule)
 
     def __post_init__(self):
-        if not 0 <= self.strict_tools <= 1:
-            raise ValueError(f"strict_tools is a fraction of agent episodes in [0, 1]; got {self.strict_tools}")
+        for name in ("strict_tools", "recovery"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a fraction of agent episodes in [0, 1]; got {getattr(self, name)}")
         if (self.minutes is None) == (self.steps is None):
             raise ValueError("give exactly one of minutes (a time budget) or steps")
         if self.model.dtype != "bf16" or self.model.expert_dtype is not None:
@@ -96,7 +98,7 @@ def train(cfg: TrainConfig, log=print) -> Path:
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, vocab {config.vocab_size}, "
             f"{cfg.minutes and str(cfg.minutes) + ' min' or str(cfg.steps) + ' steps'} -> {cfg.out}")
         stream = BatchStream(tokenizer, sandbox, cfg.seed + progress.step, cfg.tokens_per_batch, cfg.agent_fraction,
-                             cfg.copy_fraction, cfg.invented, cfg.unfamiliar, cfg.strict_tools)
+                             cfg.copy_fraction, cfg.invented, cfg.unfamiliar, cfg.strict_tools, cfg.recovery)
         balancer = ExpertBalancer(model, cfg.balance_speed)
         _loop(cfg, model, tokenizer, opts, stream, balancer, progress, log)
     return cfg.out
