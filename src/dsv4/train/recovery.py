@@ -33,9 +33,8 @@ def slip(rng: random.Random, word: str) -> str:
             out = word[:i] + word[i + 1:]
         elif kind == 2:
             out = word[:i + 1] + word[i:]
-        else:
-            j = min(i + 1, len(word) - 1)
-            out = word[:i] + word[j] + word[i] + word[j + 1:] if j > i else word
+        else:  # two neighbours swapped; the last letter has none after it, and the word comes back unchanged
+            out = word[:i] + word[i + 1:i + 2] + word[i] + word[i + 2:]
         if out != word:
             return out
 
@@ -53,15 +52,15 @@ def with_recovery(rng: random.Random, task: AgentTask, misread: float = 0.4) -> 
     i = rng.randrange(len(task.calls))
     call = task.calls[i]
     args = json.dumps(call.args)
-    names = sorted(w for w in set(re.findall(r"[A-Za-z]{3,}", args)) if w not in _NOT_NAMES and _whole(w).search(
-        task.prompt))
+    copied = {w for w in re.findall(r"[A-Za-z]{3,}", args) if w not in _NOT_NAMES}
+    names = sorted(w for w in copied if _whole(w).search(task.prompt))
     if not names:
         return None
     name = rng.choice(names)
     words = sorted({w.lower() for w in re.findall(r"[A-Za-z]{4,}", task.prompt)} - {n.lower() for n in names})
     wrong = rng.choice(words) if words and rng.random() < misread else slip(rng, name)
-    mistaken = Call(_whole(name).sub(wrong, call.reasoning), call.tool,
-                    json.loads(_whole(name).sub(wrong, args)), mistaken=True)
+    whole = _whole(name)
+    mistaken = Call(whole.sub(wrong, call.reasoning), call.tool, json.loads(whole.sub(wrong, args)), mistaken=True)
     grep_word = call.tool == "bash" and call.args["command"].startswith("grep") and \
         call.args["command"].split()[2] == name
     listing = LIST_LINES if grep_word else LIST_PATHS
